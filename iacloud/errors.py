@@ -1,0 +1,62 @@
+"""User-facing diagnostics: every mistake in user input becomes a Diagnostic, never a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in user input, located by file, resource address and field."""
+
+    message: str
+    file: str | None = None
+    address: str | None = None  # "resources.web[0]", "parameters.web_count", "outputs.ips"
+    field: str | None = None  # dotted path inside the resource: "networks[0].network"
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = [p for p in (self.file, self.address) if p]
+        if self.field:
+            where.append(f"field '{self.field}'")
+        text = ": ".join([", ".join(where), self.message]) if where else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "message": self.message,
+            "file": self.file,
+            "address": self.address,
+            "field": self.field,
+            "hint": self.hint,
+        }
+
+
+class IacloudError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+    exit_code = 1
+
+
+class UserError(IacloudError):
+    """One or more diagnostics about user input; nothing was changed."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic] | Diagnostic | str) -> None:
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic(diagnostics)]
+        elif isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class ProviderError(IacloudError):
+    """A backend refused or failed an operation; the message says what and why."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A 'did you mean' hint for a misspelled name, or None when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

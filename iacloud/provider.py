@@ -1,0 +1,212 @@
+"""The provider protocol: what a backend implements, and how providers are found by entry point.
+
+A provider (libvirt, netlink, or a third party's) is a class registered in the entry-point group
+`iacloud.providers`. It owns resource types; each resource type is a small class with an inputs
+model (see `iacloud.schema`) and six operations: read (bulk), create, update, delete, import and
+check. The engine never touches a host itself.
+
+Contracts every resource type keeps:
+- read: one call for many objects. An object that no longer exists is absent from the result
+  (never an exception). An object without a recorded id (a create that was interrupted) is found
+  by its ownership tag (stack id + address) or reported absent.
+- create: either returns the new object, or raises and leaves nothing behind.
+- update: applies only the changed fields, in the least disruptive way the schema declares.
+- delete: deleting an object that is already gone succeeds. If delete raises, the object still
+  exists.
+- import: reads an existing object by its id into the same shape create would have recorded.
+- check: plan-time validation against the prior object (e.g. a volume may not shrink).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from iacloud.errors import Diagnostic, UserError, did_you_mean
+from iacloud.schema import Disruption, Inputs
+
+ENTRY_POINT_GROUP = "iacloud.providers"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What a provider knows of the stack it works for."""
+
+    name: str
+    id: str  # stable across versions; part of every ownership tag
+    directory: Path  # the stack file's directory: relative paths in inputs are resolved here
+    data_dir: Path  # per-stack working files (seed ISOs, dnsmasq configs, console logs)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object the engine asks a provider to read: recorded id (None after an interrupted
+    create) and the inputs it was created with."""
+
+    address: str
+    id: str | None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An object as it really is.
+
+    inputs: the input fields the provider can observe, in the shape of the inputs model; fields
+    it cannot observe are left out and the engine keeps the recorded value.
+    attributes: the values `get_attr` reads.
+    """
+
+    id: str
+    inputs: dict[str, Any]
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaggedObject:
+    """An object on the host carrying an ownership tag (or none: unmanaged)."""
+
+    type: str
+    id: str
+    stack_id: str | None
+    address: str | None
+
+
+class ResourceType:
+    """One resource type. Subclasses set the class attributes and implement the operations."""
+
+    type_name: ClassVar[str]
+    Inputs: ClassVar[type[Inputs]]
+    attributes: ClassVar[tuple[str, ...]] = ("id",)
+    sensitive_attributes: ClassVar[tuple[str, ...]] = ()
+    # the disruption class of a replacement (data-loss for volumes)
+    replace_disruption: ClassVar[Disruption] = Disruption.REPLACE
+    # replace by creating the new object before deleting the old one
+    create_before_destroy: ClassVar[bool] = False
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        return []
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        raise NotImplementedError
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        raise NotImplementedError
+
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        raise NotImplementedError
+
+    def delete(self, address: str, prior: Observed) -> None:
+        raise NotImplementedError
+
+    def import_(self, address: str, id: str) -> Observed:
+        raise NotImplementedError
+
+    def list_tagged(self) -> list[TaggedObject]:
+        """Every object of this type on the host, with its ownership tag if any (for orphans)."""
+        return []
+
+
+class ProviderSettings(BaseModel):
+    """Base of a provider's `[provider.NAME]` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider:
+    """A backend. Construction must not touch the host: validate and plan without refresh
+    only read schemas. Connections are opened lazily and reused for the run."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+    resource_types: ClassVar[tuple[type[ResourceType], ...]] = ()
+
+    def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
+        self.stack = stack
+        self.settings = settings
+        self._resources: dict[str, ResourceType] = {}
+        self._lock = threading.Lock()
+
+    def resource(self, type_name: str) -> ResourceType:
+        with self._lock:
+            if type_name not in self._resources:
+                cls = next(t for t in self.resource_types if t.type_name == type_name)
+                self._resources[type_name] = cls(self)
+            return self._resources[type_name]
+
+    def close(self) -> None:
+        """Release connections; called once at the end of a run."""
+
+
+class Registry:
+    """The resource types of every installed provider, found through entry points."""
+
+    def __init__(self, providers: Sequence[type[Provider]]) -> None:
+        self.providers: dict[str, type[Provider]] = {p.name: p for p in providers}
+        self.types: dict[str, type[ResourceType]] = {}
+        self.provider_of: dict[str, str] = {}
+        for p in providers:
+            for t in p.resource_types:
+                self.types[t.type_name] = t
+                self.provider_of[t.type_name] = p.name
+
+    @classmethod
+    def discover(cls) -> Registry:
+        found: list[type[Provider]] = []
+        errors: list[Diagnostic] = []
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                found.append(ep.load())
+            except ImportError as exc:  # a provider whose library is missing stays unusable
+                errors.append(Diagnostic(f"provider '{ep.name}' cannot be loaded: {exc}"))
+        registry = cls(found)
+        registry.load_errors = errors
+        return registry
+
+    load_errors: list[Diagnostic] = []
+
+    def type_cls(self, type_name: str, where: Diagnostic | None = None) -> type[ResourceType]:
+        try:
+            return self.types[type_name]
+        except KeyError:
+            hint = did_you_mean(type_name, self.types)
+            raise UserError(Diagnostic(f"unknown resource type '{type_name}'", hint=hint)) from None
+
+
+class ProviderSet:
+    """The configured provider instances of one run, created on first use."""
+
+    def __init__(
+        self, registry: Registry, stack: StackInfo, settings: Mapping[str, ProviderSettings]
+    ) -> None:
+        self.registry = registry
+        self.stack = stack
+        self.settings = settings
+        self._instances: dict[str, Provider] = {}
+        self._lock = threading.Lock()
+
+    def resource(self, type_name: str) -> ResourceType:
+        name = self.registry.provider_of[type_name]
+        with self._lock:
+            if name not in self._instances:
+                cls = self.registry.providers[name]
+                settings = self.settings.get(name) or cls.Settings()
+                self._instances[name] = cls(self.stack, settings)
+            provider = self._instances[name]
+        return provider.resource(type_name)
+
+    def close(self) -> None:
+        for p in self._instances.values():
+            p.close()
+        self._instances.clear()

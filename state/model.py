@@ -1,0 +1,95 @@
+"""State records: what iacloud has created, its history, its journal and its events (a leaf model)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResourceState(_Model):
+    """One real object as recorded after the step that last touched it."""
+
+    address: str  # "web[0]"
+    type: str
+    provider: str
+    id: str
+    inputs: dict[str, Any]  # the inputs it was created/updated with, fully resolved
+    attributes: dict[str, Any]
+    dependencies: list[str] = Field(default_factory=list)  # addresses it depended on
+    status: str = "CREATE_COMPLETE"  # the Heat ACTION_STATUS of its last step
+    updated_at: datetime = Field(default_factory=now)
+
+
+class PendingOperation(_Model):
+    """A step that was about to touch a host: written before the provider call, removed (in the
+    same transaction as the result) after it. A leftover one means a run died mid-step."""
+
+    address: str
+    type: str
+    provider: str
+    action: Literal["create", "update", "delete"]
+    id: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+    serial: int
+    started_at: datetime = Field(default_factory=now)
+
+
+class Event(_Model):
+    """Heat-style event: action (CREATE, UPDATE, DELETE, ...) and status (IN_PROGRESS, ...)."""
+
+    time: datetime = Field(default_factory=now)
+    serial: int
+    address: str
+    type: str
+    action: str
+    status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"]
+    reason: str = ""
+
+    @property
+    def action_status(self) -> str:
+        return f"{self.action}_{self.status}"
+
+
+class StateVersion(_Model):
+    serial: int
+    lineage: str
+    command: str  # "apply", "destroy", "state rm", ...
+    status: Literal["in_progress", "complete", "failed", "interrupted"]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class LockInfo(_Model):
+    holder: str  # user@host
+    pid: int
+    operation: str
+    since: datetime
+
+    def describe(self) -> str:
+        return (
+            f"{self.holder} (pid {self.pid}) has held it for '{self.operation}' "
+            f"since {self.since.isoformat(timespec='seconds')}"
+        )
+
+
+class Snapshot(_Model):
+    """A stack's state at one serial."""
+
+    stack: str
+    stack_id: str
+    lineage: str
+    serial: int  # 0 when nothing was ever applied
+    resources: dict[str, ResourceState] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    pending: list[PendingOperation] = Field(default_factory=list)
