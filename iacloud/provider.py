@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from iacloud.errors import Diagnostic, UserError, did_you_mean
+from iacloud.errors import Diagnostic
 from iacloud.schema import Disruption, Inputs
 
 ENTRY_POINT_GROUP = "iacloud.providers"
@@ -168,20 +168,13 @@ class Registry:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 found.append(ep.load())
-            except ImportError as exc:  # a provider whose library is missing stays unusable
+            except Exception as exc:  # a broken provider must not take the others down
                 errors.append(Diagnostic(f"provider '{ep.name}' cannot be loaded: {exc}"))
         registry = cls(found)
         registry.load_errors = errors
         return registry
 
     load_errors: list[Diagnostic] = []
-
-    def type_cls(self, type_name: str, where: Diagnostic | None = None) -> type[ResourceType]:
-        try:
-            return self.types[type_name]
-        except KeyError:
-            hint = did_you_mean(type_name, self.types)
-            raise UserError(Diagnostic(f"unknown resource type '{type_name}'", hint=hint)) from None
 
 
 class ProviderSet:

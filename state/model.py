@@ -26,6 +26,7 @@ class ResourceState(_Model):
     inputs: dict[str, Any]  # the inputs it was created/updated with, fully resolved
     attributes: dict[str, Any]
     dependencies: list[str] = Field(default_factory=list)  # addresses it depended on
+    sensitive_inputs: list[str] = Field(default_factory=list)  # never printed
     status: str = "CREATE_COMPLETE"  # the Heat ACTION_STATUS of its last step
     updated_at: datetime = Field(default_factory=now)
 

@@ -1,0 +1,50 @@
+# iacloud: the two commands of the README, and the steps they are made of.
+# Everything a fresh Debian machine needs is installed from here (run as root).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+IMAGE  := build/images/tiny.qcow2
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo demo-destroy host image install lint unit integration bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	bash scripts/host-setup.sh --packages-only
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+host: install
+	bash scripts/host-setup.sh
+
+image: host
+	bash scripts/build-image.sh $(IMAGE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: image lint
+	$(BIN)/pytest -q tests
+
+demo: image
+	$(BIN)/iacloud validate stacks/demo.toml
+	$(BIN)/iacloud plan stacks/demo.toml
+	$(BIN)/iacloud apply --auto-approve stacks/demo.toml
+	$(BIN)/iacloud output --stack stacks/demo.toml
+
+demo-destroy: install
+	$(BIN)/iacloud destroy --auto-approve stacks/demo.toml
+
+bench: install
+	$(BIN)/python bench/plan_scale.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info

@@ -1,0 +1,544 @@
+"""`iacloud` commands. Parsing and printing only; the work is in iacloud.engine.
+
+Exit codes: 0 success; 1 error (bad input, failed step, lock held); 2 changes present
+(`plan --detailed-exitcode`); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iacloud import engine
+from iacloud.errors import IacloudError, UserError
+from iacloud.executor import ApplyResult
+from iacloud.graph import build_graph, to_dot
+from iacloud.plan import Plan
+from iacloud.planner import PlanOptions
+from iacloud.redact import MASK, Redactor
+from iacloud.render import plan_json, plan_markdown, plan_text
+from iacloud.schema import Disruption
+
+EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _fail(exc: IacloudError) -> None:
+    if isinstance(exc, UserError):
+        for d in exc.diagnostics:
+            click.secho(f"Error: {d}", fg="red", err=True)
+    else:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn iacloud errors into messages and exit codes: never a traceback for a mistake."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IacloudError as exc:
+            _fail(exc)
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.secho("Interrupted.", fg="yellow", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+stack_arg = click.argument("stack", type=click.Path(path_type=Path, dir_okay=False))
+param_opt = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                         help="Set a parameter (last wins).")  # fmt: skip
+env_opt = click.option("-e", "--env", "env_files", multiple=True, metavar="ENV.toml",
+                       type=click.Path(path_type=Path, dir_okay=False),
+                       help="Environment file with a [parameters] table.")  # fmt: skip
+state_opt = click.option("--state", "state_url", envvar="IACLOUD_STATE", metavar="URL",
+                         help="State backend: sqlite:///PATH or a path (default: "
+                         ".iacloud/state.db beside the stack).")  # fmt: skip
+lock_opt = click.option("--lock-timeout", type=float, default=0.0, show_default=True,
+                        help="Seconds to wait for another run's lock.")  # fmt: skip
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+stack_opt = click.option("-s", "--stack", "stack_file", envvar="IACLOUD_STACK", required=True,
+                         type=click.Path(path_type=Path, dir_okay=False),
+                         help="The stack file (or IACLOUD_STACK).")  # fmt: skip
+disruption_choice = click.Choice([d.value for d in Disruption if d is not Disruption.NONE])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="iacloud")
+def cli() -> None:
+    """Plan and apply stacks of servers, networks, volumes and images on libvirt hosts."""
+
+
+@cli.command()
+@stack_arg
+@param_opt
+@env_opt
+@json_opt
+@handled
+def validate(
+    stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """Check a stack without touching any host."""
+    ws = engine.Workspace(stack)
+    try:
+        config = ws.load(params, env_files)
+    except UserError as exc:
+        if as_json:
+            _echo_json({"valid": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
+            sys.exit(EXIT_ERROR)
+        raise
+    if as_json:
+        _echo_json({"valid": True, "stack": config.name, "resources": len(config.resources)})
+    else:
+        click.echo(f"{stack}: valid ({len(config.resources)} resources).")
+
+
+def _plan_options(refresh: bool, targets: tuple[str, ...], replace: tuple[str, ...],
+                  destroy: bool = False) -> PlanOptions:  # fmt: skip
+    return PlanOptions(refresh=refresh, destroy=destroy, targets=targets, replace=replace)
+
+
+@cli.command()
+@stack_arg
+@param_opt
+@env_opt
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Save the plan for 'iacloud apply PLAN.json'.")  # fmt: skip
+@json_opt
+@click.option("--markdown", is_flag=True, help="A Markdown summary for a review comment.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0: no changes, 2: changes, 1: error.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Read the real objects before planning.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="ADDR",
+              help="Plan only this resource and what it depends on.")  # fmt: skip
+@click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement.")
+@click.option("--destroy", is_flag=True, help="Plan the deletion of everything.")
+@state_opt
+@lock_opt
+@handled
+def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out: Path | None,
+         as_json: bool, markdown: bool, detailed_exitcode: bool, refresh: bool,
+         targets: tuple[str, ...], replace: tuple[str, ...], destroy: bool,
+         state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
+    """Show what apply would change."""
+    ws = engine.Workspace(stack, state_url, lock_timeout)
+    config = ws.load(params, env_files)
+    the_plan, _ = engine.make_plan(ws, config, _plan_options(refresh, targets, replace, destroy))
+    if out:
+        engine.save_plan(the_plan, out)
+    if as_json:
+        _echo_json(plan_json(the_plan))
+    elif markdown:
+        click.echo(plan_markdown(the_plan))
+    else:
+        click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
+        if out:
+            click.echo(f"Saved the plan to {out}; apply it with: iacloud apply {out}")
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: int,
+               max_disruption: str | None, command: str) -> None:  # fmt: skip
+    from iacloud.cli.progress import ConsoleReporter
+
+    click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
+    limit = Disruption(max_disruption) if max_disruption else None
+    engine.check_disruption(the_plan, limit)
+    if not the_plan.has_changes:
+        if the_plan.serial > 0:
+            return
+    elif not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "refusing to change anything without --auto-approve: input is not a terminal"
+            )
+        if not click.confirm(f"Do you want to {command} these changes?", default=False):
+            click.echo("Nothing changed.")
+            return
+    redactor = Redactor(the_plan.hidden_values)
+    reporter = ConsoleReporter(redactor)
+    try:
+        result = engine.apply(ws, the_plan, jobs=jobs, reporter=reporter,
+                              max_disruption=limit, command=command)  # fmt: skip
+    finally:
+        reporter.close()
+    _report(result, redactor)
+
+
+def _report(result: ApplyResult, redactor: Redactor) -> None:
+    done = [o for o in result.outcomes if o.status == "complete"]
+    click.echo(f"\n{len(done)} step(s) complete.")
+    for o in result.outcomes:
+        if o.status in ("failed", "skipped"):
+            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: "
+                        f"{redactor.text(o.error or '')}", fg="red", err=True)  # fmt: skip
+    outputs = {k: v for k, v in result.outputs.items()}
+    if outputs and result.ok:
+        click.echo("\nOutputs:")
+        for name, entry in outputs.items():
+            value = MASK if entry["sensitive"] else redactor.value(entry["value"])
+            click.echo(f"  {name} = {json.dumps(value)}")
+    if result.interrupted:
+        click.secho("Interrupted: running steps were recorded; run apply again to finish.",
+                    fg="yellow", err=True)  # fmt: skip
+        sys.exit(EXIT_INTERRUPTED)
+    if not result.ok:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
+@param_opt
+@env_opt
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Steps to run at once.")  # fmt: skip
+@click.option("--max-disruption", type=disruption_choice,
+              help="Refuse a plan with a more disruptive change.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="ADDR")
+@click.option("--replace", "replace", multiple=True, metavar="ADDR")
+@click.option("--refresh/--no-refresh", default=True, show_default=True)
+@state_opt
+@lock_opt
+@handled
+def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
+          jobs: int, max_disruption: str | None, targets: tuple[str, ...],
+          replace: tuple[str, ...], refresh: bool, state_url: str | None,
+          lock_timeout: float) -> None:  # fmt: skip
+    """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
+    if engine.is_plan_file(target):
+        the_plan = engine.load_plan(target)
+        ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
+        _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
+        return
+    ws = engine.Workspace(target, state_url, lock_timeout)
+    config = ws.load(params, env_files)
+    the_plan, _ = engine.make_plan(ws, config, _plan_options(refresh, targets, replace))
+    _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
+
+
+@cli.command()
+@stack_arg
+@click.option("--auto-approve", is_flag=True)
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64))
+@state_opt
+@lock_opt
+@handled
+def destroy(stack: Path, auto_approve: bool, jobs: int, state_url: str | None,
+            lock_timeout: float) -> None:  # fmt: skip
+    """Delete everything the stack created, in reverse dependency order."""
+    ws = engine.Workspace(stack, state_url, lock_timeout)
+    the_plan, _ = engine.destroy_plan(ws, stack_name_of(stack))
+    _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")
+
+
+def stack_name_of(path: Path) -> str:
+    """The stack's name without loading it whole: read commands need no parameters."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the stack file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{path}: 'name' must be a non-empty string")
+    return name
+
+
+def _workspace(stack_file: Path, state_url: str | None) -> tuple[engine.Workspace, str]:
+    return engine.Workspace(stack_file, state_url), stack_name_of(stack_file)
+
+
+@cli.command()
+@stack_opt
+@json_opt
+@click.option("--serial", type=int, help="Show an older state version.")
+@state_opt
+@handled
+def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | None) -> None:
+    """The recorded state: every resource with its id and attributes."""
+    ws, name = _workspace(stack_file, state_url)
+    snap = ws.backend.snapshot(name, serial)
+    sensitive = _sensitive_attrs(ws)
+    resources = {
+        a: _public(r.model_dump(mode="json"), sensitive) for a, r in snap.resources.items()
+    }
+    if as_json:
+        _echo_json({"stack": name, "serial": snap.serial, "lineage": snap.lineage,
+                    "resources": resources,
+                    "pending": [p.model_dump(mode="json") for p in snap.pending]})  # fmt: skip
+        return
+    click.echo(f"Stack {name}: serial {snap.serial}, {len(snap.resources)} resources")
+    for address, r in resources.items():
+        click.echo(f"\n{address} ({r['type']}) id={r['id']} [{r['status']}]")
+        for k, v in r["attributes"].items():
+            click.echo(f"  {k} = {json.dumps(v, default=str)}")
+    for p in snap.pending:
+        click.secho(f"\npending {p.action} of {p.address} since {p.started_at} (interrupted run?)",
+                    fg="yellow")  # fmt: skip
+
+
+def _sensitive_attrs(ws: engine.Workspace) -> dict[str, tuple[str, ...]]:
+    return {name: t.sensitive_attributes for name, t in ws.registry.types.items()}
+
+
+def _public(r: dict[str, Any], sensitive: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A recorded resource with sensitive attributes and hidden-derived inputs masked."""
+    for attr in sensitive.get(r["type"], ()):
+        if attr in r["attributes"]:
+            r["attributes"][attr] = MASK
+    for key in r.get("sensitive_inputs", ()):
+        if key in r["inputs"]:
+            r["inputs"][key] = MASK
+    return r
+
+
+@cli.command()
+@click.argument("name", required=False)
+@stack_opt
+@json_opt
+@click.option("--raw", is_flag=True, help="Print a string output without quotes.")
+@state_opt
+@handled
+def output(
+    name: str | None, stack_file: Path, as_json: bool, raw: bool, state_url: str | None
+) -> None:
+    """The stack's outputs after the last apply."""
+    ws, stack = _workspace(stack_file, state_url)
+    outputs = ws.backend.snapshot(stack).outputs
+    if name is not None:
+        if name not in outputs:
+            raise UserError(
+                f"no output '{name}' in stack '{stack}' (outputs: {', '.join(outputs) or 'none'})"
+            )
+        entry = outputs[name]
+        if raw and isinstance(entry["value"], str):
+            click.echo(entry["value"])
+        else:
+            _echo_json(entry["value"]) if as_json else click.echo(json.dumps(entry["value"]))
+        return
+    if as_json:
+        _echo_json(outputs)
+        return
+    for key, entry in outputs.items():
+        value = MASK if entry["sensitive"] else entry["value"]
+        click.echo(f"{key} = {json.dumps(value)}")
+
+
+@cli.command()
+@stack_opt
+@json_opt
+@click.option("-n", "--limit", type=int, default=100, show_default=True)
+@state_opt
+@handled
+def events(stack_file: Path, as_json: bool, limit: int, state_url: str | None) -> None:
+    """The event history (Heat's CREATE_IN_PROGRESS, CREATE_COMPLETE, ... vocabulary)."""
+    ws, stack = _workspace(stack_file, state_url)
+    evs = ws.backend.events(stack, limit)
+    if as_json:
+        _echo_json([e.model_dump(mode="json") | {"event": e.action_status} for e in evs])
+        return
+    for e in evs:
+        reason = f"  {e.reason}" if e.reason else ""
+        click.echo(f"{e.time.isoformat(timespec='seconds')}  #{e.serial:<4} {e.address:<24} "
+                   f"{e.action_status}{reason}")  # fmt: skip
+
+
+@cli.group()
+def state() -> None:
+    """Inspect and edit recorded state (a new version is written; history is kept)."""
+
+
+@state.command("list")
+@stack_opt
+@json_opt
+@state_opt
+@handled
+def state_list(stack_file: Path, as_json: bool, state_url: str | None) -> None:
+    ws, stack = _workspace(stack_file, state_url)
+    snap = ws.backend.snapshot(stack)
+    if as_json:
+        _echo_json([{"address": r.address, "type": r.type, "id": r.id}
+                    for r in snap.resources.values()])  # fmt: skip
+        return
+    for r in snap.resources.values():
+        click.echo(f"{r.address}\t{r.type}\t{r.id}")
+
+
+@state.command("show")
+@click.argument("address")
+@stack_opt
+@json_opt
+@state_opt
+@handled
+def state_show(address: str, stack_file: Path, as_json: bool, state_url: str | None) -> None:
+    ws, stack = _workspace(stack_file, state_url)
+    snap = ws.backend.snapshot(stack)
+    if address not in snap.resources:
+        raise UserError(f"no resource '{address}' in the state of stack '{stack}'")
+    data = _public(snap.resources[address].model_dump(mode="json"), _sensitive_attrs(ws))
+    if as_json:
+        _echo_json(data)
+        return
+    for key in ("address", "type", "id", "status", "dependencies"):
+        click.echo(f"{key}: {data[key]}")
+    for section in ("inputs", "attributes"):
+        click.echo(f"{section}:")
+        for k, v in data[section].items():
+            click.echo(f"  {k} = {json.dumps(v, default=str)}")
+
+
+@state.command("versions")
+@stack_opt
+@json_opt
+@state_opt
+@handled
+def state_versions(stack_file: Path, as_json: bool, state_url: str | None) -> None:
+    ws, stack = _workspace(stack_file, state_url)
+    versions = ws.backend.versions(stack)
+    if as_json:
+        _echo_json([v.model_dump(mode="json") for v in versions])
+        return
+    for v in versions:
+        click.echo(
+            f"{v.serial}\t{v.command}\t{v.status}\t{v.created_at.isoformat(timespec='seconds')}"
+        )
+
+
+@state.command("rm")
+@click.argument("addresses", nargs=-1, required=True)
+@stack_opt
+@state_opt
+@handled
+def state_rm(addresses: tuple[str, ...], stack_file: Path, state_url: str | None) -> None:
+    """Forget objects without deleting them."""
+    ws, stack = _workspace(stack_file, state_url)
+    snap = ws.backend.snapshot(stack)
+    missing = [a for a in addresses if a not in snap.resources]
+    if missing:
+        raise UserError(f"not in the state of stack '{stack}': {', '.join(missing)}")
+    serial = engine.state_surgery(ws, stack, "state rm", dict.fromkeys(addresses))
+    click.echo(f"Forgot {len(addresses)} resource(s); state serial {serial}.")
+
+
+@state.command("mv")
+@click.argument("source")
+@click.argument("destination")
+@stack_opt
+@state_opt
+@handled
+def state_mv(source: str, destination: str, stack_file: Path, state_url: str | None) -> None:
+    """Record an object under a new address (after a rename in the stack)."""
+    from iacloud.expressions import ExpressionError, parse_address
+
+    ws, stack = _workspace(stack_file, state_url)
+    snap = ws.backend.snapshot(stack)
+    if source not in snap.resources:
+        raise UserError(f"no resource '{source}' in the state of stack '{stack}'")
+    if destination in snap.resources:
+        raise UserError(f"'{destination}' is already in the state of stack '{stack}'")
+    try:
+        parse_address(destination)
+    except ExpressionError as exc:
+        raise UserError(f"destination: {exc}") from None
+    moved = snap.resources[source].model_copy(update={"address": destination})
+    serial = engine.state_surgery(ws, stack, "state mv", {source: None, destination: moved})
+    click.echo(f"Moved {source} to {destination}; state serial {serial}.")
+
+
+@state.command("unlock")
+@stack_opt
+@state_opt
+@handled
+def state_unlock(stack_file: Path, state_url: str | None) -> None:
+    """Remove a lock left by a run that died on another host."""
+    ws, stack = _workspace(stack_file, state_url)
+    info = ws.backend.force_unlock(stack)
+    click.echo(f"Removed the lock of {info.describe()}." if info else "The stack was not locked.")
+
+
+@cli.command("import")
+@click.argument("address")
+@click.argument("id")
+@stack_opt
+@param_opt
+@env_opt
+@state_opt
+@lock_opt
+@handled
+def import_cmd(
+    address: str,
+    id: str,
+    stack_file: Path,
+    params: tuple[str, ...],
+    env_files: tuple[Path, ...],
+    state_url: str | None,
+    lock_timeout: float,
+) -> None:
+    """Adopt an existing object as ADDRESS of the stack."""
+    ws = engine.Workspace(stack_file, state_url, lock_timeout)
+    config = ws.load(params, env_files)
+    rs = engine.import_resource(ws, config, address, id)
+    click.echo(f"Imported {rs.type} {rs.id} as {address}.")
+
+
+@cli.command()
+@stack_arg
+@param_opt
+@env_opt
+@click.option(
+    "--format", "fmt", type=click.Choice(["dot", "svg"]), default="dot", show_default=True
+)
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False))
+@handled
+def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], fmt: str,
+          out: Path | None) -> None:  # fmt: skip
+    """The dependency graph, as Graphviz DOT or SVG."""
+    config = engine.Workspace(stack).load(params, env_files)
+    dot = to_dot(build_graph(config))
+    if fmt == "svg":
+        if not shutil.which("dot"):
+            raise IacloudError("--format svg needs Graphviz's 'dot' (apt-get install graphviz)")
+        data = subprocess.run(
+            ["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True
+        ).stdout
+        if out:
+            out.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return
+    if out:
+        out.write_text(dot)
+    else:
+        click.echo(dot, nl=False)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="iacloud")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""The workflows behind the commands: refresh, plan, apply, destroy, state surgery, outputs.
+
+Each function takes what it needs explicitly (a Workspace, options) and knows nothing of the CLI.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from iacloud import expressions
+from iacloud.config import StackConfig
+from iacloud.errors import Diagnostic, IacloudError, UserError
+from iacloud.executor import ApplyResult, Executor, Reporter, plan_groups
+from iacloud.loader import load_stack
+from iacloud.plan import PLAN_FORMAT, Action, Plan
+from iacloud.planner import PlanOptions
+from iacloud.planner import plan as compute_plan
+from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo
+from iacloud.schema import Disruption
+from iacloud.state import StateBackend, open_backend
+from iacloud.state.model import ResourceState, Snapshot
+
+__all__ = ["Workspace", "data_root"]
+
+
+def data_root() -> Path:
+    """Host-level working files of providers, kept across runs and checkouts (so a CI job in a
+    fresh clone still finds the dnsmasq configs of the stack it applied yesterday)."""
+    if env := os.environ.get("IACLOUD_DATA_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/iacloud")
+    return Path.home() / ".local" / "share" / "iacloud"
+
+
+@dataclass
+class Workspace:
+    """One stack file with its state backend and providers."""
+
+    stack_file: Path
+    state_url: str | None = None
+    lock_timeout: float = 0.0
+    registry: Registry = field(default_factory=Registry.discover)
+    _backend: StateBackend | None = None
+
+    @property
+    def backend(self) -> StateBackend:
+        if self._backend is None:
+            url = self.state_url or os.environ.get("IACLOUD_STATE")
+            self._backend = open_backend(url, self.stack_file.resolve().parent)
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+    def load(self, params: Sequence[str] = (), env_files: Sequence[Path] = ()) -> StackConfig:
+        return load_stack(self.stack_file, self.registry, list(params), list(env_files))
+
+    def stack_info(self, name: str, snapshot_or_plan: Snapshot | Plan) -> StackInfo:
+        stack_id = snapshot_or_plan.stack_id
+        return StackInfo(
+            name=name,
+            id=stack_id,
+            directory=self.stack_file.resolve().parent,
+            data_dir=data_root() / "stacks" / stack_id,
+        )
+
+    def providers(
+        self, name: str, source: Snapshot | Plan, settings: Mapping[str, Any]
+    ) -> ProviderSet:
+        return ProviderSet(self.registry, self.stack_info(name, source), dict(settings))
+
+    def settings_from_plan(self, plan: Plan) -> dict[str, Any]:
+        out = {}
+        for name, values in plan.provider_settings.items():
+            cls = self.registry.providers.get(name)
+            if cls is None:
+                raise UserError(f"the plan needs provider '{name}', which is not installed")
+            out[name] = cls.Settings.model_validate(values)
+        return out
+
+
+def refresh(snapshot: Snapshot, providers: ProviderSet, registry: Registry) -> dict[str, Observed]:
+    """One bulk read per resource type of everything recorded or pending."""
+    refs: dict[str, list[ObjectRef]] = {}
+    for rs in snapshot.resources.values():
+        refs.setdefault(rs.type, []).append(ObjectRef(rs.address, rs.id, rs.inputs))
+    for op in snapshot.pending:
+        if op.address not in snapshot.resources:
+            refs.setdefault(op.type, []).append(ObjectRef(op.address, op.id, op.inputs))
+    observed: dict[str, Observed] = {}
+    for type_name, type_refs in refs.items():
+        if type_name not in registry.types:
+            raise UserError(
+                f"state holds resources of type '{type_name}', whose provider is not installed"
+            )
+        observed.update(providers.resource(type_name).read(type_refs))
+    return observed
+
+
+def lock_holder() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{os.uname().nodename}"
+
+
+def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple[Plan, Snapshot]:
+    """Plan against current state, refreshing through the providers unless told not to."""
+    backend = ws.backend
+    snapshot = backend.snapshot(config.name)
+    if not options.refresh:
+        return compute_plan(config, snapshot, None, ws.registry, options), snapshot
+    with backend.locked(config.name, "plan", ws.lock_timeout):
+        snapshot = backend.snapshot(config.name)
+        providers = ws.providers(config.name, snapshot, config.provider_settings)
+        try:
+            observed = refresh(snapshot, providers, ws.registry)
+        finally:
+            providers.close()
+        return compute_plan(config, snapshot, observed, ws.registry, options), snapshot
+
+
+def check_disruption(plan: Plan, limit: Disruption | None) -> None:
+    if limit is None:
+        return
+    over = [c for c in plan.actionable() if c.disruption.rank > limit.rank]
+    if over:
+        raise UserError(
+            [
+                Diagnostic(
+                    f"{c.action} is '{c.disruption}', beyond --max-disruption {limit}",
+                    address=c.address,
+                )
+                for c in over
+            ]
+        )
+
+
+def apply(
+    ws: Workspace,
+    plan: Plan,
+    *,
+    jobs: int = 4,
+    reporter: Reporter | None = None,
+    max_disruption: Disruption | None = None,
+    command: str = "apply",
+    groups: Mapping[str, list[str]] | None = None,
+) -> ApplyResult:
+    """Apply a plan under the lock; refuse it if state moved since it was made."""
+    check_disruption(plan, max_disruption)
+    backend = ws.backend
+    with backend.locked(plan.stack, command, ws.lock_timeout):
+        snapshot = backend.snapshot(plan.stack)
+        stale = snapshot.serial != plan.serial or (
+            snapshot.serial > 0 and snapshot.lineage != plan.lineage
+        )
+        if stale:
+            raise UserError(
+                f"the saved plan was made from state serial {plan.serial} (lineage "
+                f"{plan.lineage[:8]}), but the state of stack '{plan.stack}' is now at serial "
+                f"{snapshot.serial} (lineage {snapshot.lineage[:8]}); make a new plan"
+            )
+        stack_id = plan.stack_id
+        lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
+        serial = backend.begin_version(plan.stack, command, stack_id, lineage)
+        providers = ws.providers(plan.stack, plan, ws.settings_from_plan(plan))
+        status = "failed"
+        result = ApplyResult()
+        try:
+            executor = Executor(
+                plan, ws.registry, providers, backend, serial, snapshot.resources,
+                jobs=jobs, reporter=reporter, groups=groups,
+            )  # fmt: skip
+            try:
+                result = executor.run()
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            result.outputs = evaluate_outputs(plan, result.resources, groups)
+            status = (
+                "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
+            )
+        finally:
+            providers.close()
+            backend.finish_version(plan.stack, serial, status, result.outputs or None)
+        return result
+
+
+def evaluate_outputs(
+    plan: Plan, resources: Mapping[str, ResourceState], groups: Mapping[str, list[str]] | None
+) -> dict[str, Any]:
+    from iacloud.executor import _ApplyResolver
+
+    resolver = _ApplyResolver(groups if groups is not None else plan_groups(plan), resources)
+    out: dict[str, Any] = {}
+    for name, value in plan.outputs.items():
+        try:
+            v = expressions.evaluate(expressions.from_json(value), resolver)
+        except expressions.ExpressionError:
+            v = None
+        out[name] = {
+            "value": None if expressions.has_unknown(v) else v,
+            "sensitive": name in plan.sensitive_outputs,
+        }
+    return out
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    """Write a saved plan, readable only by its owner: it may carry hidden values."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(plan.model_dump_json(indent=2))
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(
+            Diagnostic(f"cannot read the plan: {exc.strerror}", file=str(path))
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            Diagnostic(f"not a plan file: invalid JSON at line {exc.lineno}", file=str(path))
+        ) from None
+    found = data.get("format_version") if isinstance(data, dict) else None
+    if found != PLAN_FORMAT:
+        raise UserError(
+            Diagnostic(
+                f"not an iacloud plan of format {PLAN_FORMAT} (format_version = {found!r})",
+                file=str(path),
+            )
+        )
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(
+            [
+                Diagnostic(e["msg"], file=str(path), field=".".join(str(p) for p in e["loc"]))
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+def is_plan_file(path: Path) -> bool:
+    return path.suffix == ".json"
+
+
+def destroy_plan(
+    ws: Workspace, stack_name: str, refresh_first: bool = True
+) -> tuple[Plan, Snapshot]:
+    """A plan deleting every recorded object; needs no stack file beyond its name."""
+    config = StackConfig(
+        name=stack_name, file=ws.stack_file, description="", parameters={}, hidden_values=[],
+        resources={}, groups={}, outputs={},
+    )  # fmt: skip
+    return make_plan(ws, config, PlanOptions(refresh=refresh_first, destroy=True))
+
+
+def state_surgery(
+    ws: Workspace, stack: str, command: str, edits: Mapping[str, ResourceState | None]
+) -> int:
+    """Write one new state version with the given resources replaced (None: forgotten)."""
+    backend = ws.backend
+    with backend.locked(stack, command, ws.lock_timeout):
+        snapshot = backend.snapshot(stack)
+        if snapshot.serial == 0:
+            raise UserError(f"stack '{stack}' has no state yet")
+        serial = backend.begin_version(stack, command, snapshot.stack_id, snapshot.lineage)
+        from iacloud.state.model import Event
+
+        for address, rs in edits.items():
+            event = Event(
+                serial=serial, address=address,
+                type=rs.type if rs else snapshot.resources[address].type,
+                action=command.upper().replace(" ", "_"), status="COMPLETE",
+            )  # fmt: skip
+            backend.record_result(stack, serial, address, rs, event)
+        backend.finish_version(stack, serial, "complete", snapshot.outputs or None)
+        return serial
+
+
+def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -> ResourceState:
+    """Adopt an existing object into state at `address`, which the stack must declare."""
+    rc = config.resources.get(address)
+    if rc is None:
+        from iacloud.errors import did_you_mean
+
+        raise UserError(
+            Diagnostic(f"no resource '{address}' in the stack", file=str(config.file),
+                       hint=did_you_mean(address, config.resources))
+        )  # fmt: skip
+    backend = ws.backend
+    with backend.locked(config.name, "import", ws.lock_timeout):
+        snapshot = backend.snapshot(config.name)
+        if address in snapshot.resources:
+            raise UserError(
+                f"'{address}' is already in state (id {snapshot.resources[address].id})"
+            )
+        providers = ws.providers(config.name, snapshot, config.provider_settings)
+        try:
+            observed = providers.resource(rc.type).import_(address, id)
+        finally:
+            providers.close()
+        rs = ResourceState(
+            address=address, type=rc.type, provider=rc.provider, id=observed.id,
+            inputs=observed.inputs, attributes={**observed.attributes, "id": observed.id},
+            dependencies=list(rc.depends_on), status="IMPORT_COMPLETE",
+        )  # fmt: skip
+        serial = backend.begin_version(config.name, "import", snapshot.stack_id, snapshot.lineage)
+        from iacloud.state.model import Event
+
+        backend.record_result(
+            config.name, serial, address, rs,
+            Event(serial=serial, address=address, type=rc.type, action="IMPORT", status="COMPLETE"),
+        )  # fmt: skip
+        backend.finish_version(config.name, serial, "complete", snapshot.outputs or None)
+        return rs
+
+
+__all__ += [
+    "Action",
+    "IacloudError",
+    "apply",
+    "destroy_plan",
+    "import_resource",
+    "load_plan",
+    "make_plan",
+    "refresh",
+    "save_plan",
+    "state_surgery",
+]

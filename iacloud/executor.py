@@ -1,0 +1,415 @@
+"""The executor: runs a plan's steps in dependency order, N at once, recording each step durably.
+
+Before a step touches a host its pending operation is written; when it finishes, its result
+replaces the pending operation in one transaction. A failed step's dependents are skipped while
+independent steps go on. On Ctrl-C no new step starts; running steps finish and are recorded.
+Only the scheduling thread writes state; workers only call providers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import ValidationError
+
+from iacloud import expressions
+from iacloud.errors import IacloudError
+from iacloud.expressions import Resolver, Unknown
+from iacloud.plan import Action, Change, Plan
+from iacloud.planner import diff_inputs, normalize_inputs
+from iacloud.provider import Observed, ProviderSet, Registry
+from iacloud.redact import Redactor
+from iacloud.schema import field_flag
+from iacloud.state import StateBackend
+from iacloud.state.model import Event, PendingOperation, ResourceState
+
+StepKind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    change: Change
+    # the delete half of create-then-delete: the address already holds the new object
+    superseded: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.change.address)
+
+    @property
+    def event_action(self) -> str:
+        return self.kind.upper()
+
+
+@dataclass
+class StepOutcome:
+    step: Step
+    status: Literal["complete", "failed", "skipped", "not started", "unchanged"]
+    elapsed: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    interrupted: bool = False
+    resources: dict[str, ResourceState] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[StepOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and not any(
+            o.status in ("failed", "skipped", "not started") for o in self.outcomes
+        )
+
+
+class Reporter:
+    """Progress callbacks; the CLI prints, tests record."""
+
+    def step_started(self, step: Step) -> None: ...
+
+    def step_finished(self, outcome: StepOutcome) -> None: ...
+
+    def interrupted(self, running: int) -> None: ...
+
+
+def step_graph(plan: Plan, recorded: Mapping[str, ResourceState]) -> nx.DiGraph:
+    """Steps as nodes, 'must finish before' as edges: creates and updates after what they
+    depend on; deletes in reverse dependency order; a replacement's halves in sequence."""
+    g = nx.DiGraph()
+    changes = {c.address: c for c in plan.actionable()}
+    for c in changes.values():
+        if c.action is Action.CREATE:
+            g.add_node(("create", c.address), step=Step("create", c))
+        elif c.action is Action.UPDATE:
+            g.add_node(("update", c.address), step=Step("update", c))
+        elif c.action is Action.DELETE:
+            g.add_node(("delete", c.address), step=Step("delete", c))
+        elif c.action is Action.DELETE_CREATE:
+            g.add_node(("delete", c.address), step=Step("delete", c))
+            g.add_node(("create", c.address), step=Step("create", c))
+            g.add_edge(("delete", c.address), ("create", c.address))
+        elif c.action is Action.CREATE_DELETE:
+            g.add_node(("create", c.address), step=Step("create", c))
+            g.add_node(("delete", c.address), step=Step("delete", c, superseded=True))
+            g.add_edge(("create", c.address), ("delete", c.address))
+
+    dependents: dict[str, list[str]] = {}
+    for address, rs in recorded.items():
+        for dep in rs.dependencies:
+            dependents.setdefault(dep, []).append(address)
+
+    for c in changes.values():
+        for kind in ("create", "update"):
+            if (kind, c.address) not in g:
+                continue
+            for dep in c.dependencies:
+                for dep_kind in ("create", "update"):
+                    if (dep_kind, dep) in g:
+                        g.add_edge((dep_kind, dep), (kind, c.address))
+        if ("delete", c.address) in g:
+            for user in dependents.get(c.address, ()):
+                if ("delete", user) in g:
+                    g.add_edge(("delete", user), ("delete", c.address))
+                # a resource that stays must stop using this one before it goes
+                if c.action is Action.DELETE and ("update", user) in g:
+                    g.add_edge(("update", user), ("delete", c.address))
+    return g
+
+
+class _ApplyResolver(Resolver):
+    def __init__(self, groups: Mapping[str, list[str]], current: Mapping[str, ResourceState]):
+        self.groups = groups
+        self.current = current
+
+    def instances(self, name: str) -> list[str] | None:
+        return self.groups.get(name)
+
+    def resource_id(self, address: str) -> Any:
+        rs = self.current.get(address)
+        return (
+            rs.id if rs else Unknown(expressions.GetResource(*expressions.parse_address(address)))
+        )
+
+    def attribute(self, address: str, attribute: str) -> Any:
+        rs = self.current.get(address)
+        if rs is None:
+            name, index = expressions.parse_address(address)
+            return Unknown(expressions.GetAttr(name, index, attribute))
+        return rs.id if attribute == "id" else rs.attributes.get(attribute)
+
+
+def plan_groups(plan: Plan) -> dict[str, list[str]]:
+    """Counted resource names and their addresses, recovered from the plan's addresses."""
+    groups: dict[str, list[str]] = {}
+    for c in plan.changes:
+        name, index = expressions.parse_address(c.address)
+        if index is not None and c.action is not Action.DELETE:
+            groups.setdefault(name, []).append(c.address)
+    for addresses in groups.values():
+        addresses.sort(key=lambda a: expressions.parse_address(a)[1] or 0)
+    return groups
+
+
+class Executor:
+    def __init__(
+        self,
+        plan: Plan,
+        registry: Registry,
+        providers: ProviderSet,
+        backend: StateBackend,
+        serial: int,
+        current: Mapping[str, ResourceState],
+        jobs: int = 4,
+        reporter: Reporter | None = None,
+        groups: Mapping[str, list[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.registry = registry
+        self.providers = providers
+        self.backend = backend
+        self.serial = serial
+        self.current: dict[str, ResourceState] = dict(current)
+        self.jobs = max(1, jobs)
+        self.reporter = reporter or Reporter()
+        self.groups = groups if groups is not None else plan_groups(plan)
+        self.clock = clock
+        self.redactor = Redactor(plan.hidden_values)
+        self.resolver = _ApplyResolver(self.groups, self.current)
+
+    # -- scheduling (the only thread that writes state) --
+
+    def run(self) -> ApplyResult:
+        graph = step_graph(self.plan, self.current)
+        result = ApplyResult()
+        remaining = {n: graph.in_degree(n) for n in graph}
+        priority = _priorities(graph)
+        ready: list[tuple[tuple[int, str], Any]] = []
+        for n, d in remaining.items():
+            if d == 0:
+                heapq.heappush(ready, (priority[n], n))
+        running: dict[Future[Observed | None], tuple[Any, float]] = {}
+        done: set[Any] = set()
+        stopped = False
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="iacloud-step") as pool:
+            while ready or running:
+                while ready and len(running) < self.jobs and not stopped:
+                    node = heapq.heappop(ready)[1]
+                    future = self._start(pool, graph.nodes[node]["step"], result)
+                    if future is not None:
+                        running[future] = (node, self.clock())
+                    else:
+                        done.add(node)
+                        for n in self._release(graph, node, remaining):
+                            heapq.heappush(ready, (priority[n], n))
+                if stopped and not running:
+                    break
+                try:
+                    finished, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    if stopped:
+                        raise  # a second Ctrl-C: leave now; pending operations say what ran
+                    stopped = True
+                    result.interrupted = True
+                    self.reporter.interrupted(len(running))
+                    continue
+                for future in finished:
+                    node, started = running.pop(future)
+                    step = graph.nodes[node]["step"]
+                    ok = self._finish(step, future, self.clock() - started, result)
+                    if ok:
+                        done.add(node)
+                        for n in self._release(graph, node, remaining):
+                            heapq.heappush(ready, (priority[n], n))
+                    else:
+                        self._skip_descendants(graph, node, step, result, done)
+        touched = {o.step.key for o in result.outcomes}
+        for node in graph:
+            if node not in touched:
+                result.outcomes.append(StepOutcome(graph.nodes[node]["step"], "not started"))
+        result.resources = self.current
+        return result
+
+    def _release(self, graph: nx.DiGraph, node: Any, remaining: dict[Any, int]) -> list[Any]:
+        out = []
+        for succ in graph.successors(node):
+            remaining[succ] -= 1
+            if remaining[succ] == 0:
+                out.append(succ)
+        return out
+
+    def _skip_descendants(
+        self, graph: nx.DiGraph, node: Any, step: Step, result: ApplyResult, done: set[Any]
+    ) -> None:
+        for desc in nx.descendants(graph, node):
+            if desc in done:
+                continue
+            done.add(desc)
+            result.outcomes.append(
+                StepOutcome(
+                    graph.nodes[desc]["step"],
+                    "skipped",
+                    error=f"skipped because {step.kind} of {step.change.address} failed",
+                )
+            )
+
+    def _start(self, pool: ThreadPoolExecutor, step: Step, result: ApplyResult) -> Future | None:
+        """Resolve the step's inputs, journal it and hand it to a worker. None: nothing to do
+        (or it failed before touching the host, recorded in result)."""
+        c = step.change
+        type_cls = self.registry.types[c.type]
+        inputs_model = None
+        resolved: dict[str, Any] = {}
+        if step.kind in ("create", "update"):
+            try:
+                values = expressions.evaluate(expressions.from_json(c.after or {}), self.resolver)
+                resolved = normalize_inputs(type_cls, values)
+                if expressions.has_unknown(resolved):
+                    raise IacloudError("inputs still unknown after their dependencies were applied")
+                inputs_model = type_cls.Inputs.model_validate(resolved)
+            except (ValidationError, expressions.ExpressionError, IacloudError) as exc:
+                self._fail(step, result, f"invalid inputs: {exc}", 0.0)
+                return None
+            if step.kind == "update" and not diff_inputs(type_cls, c.before or {}, resolved):
+                result.outcomes.append(StepOutcome(step, "unchanged"))
+                return None
+        prior = self.current.get(c.address)
+        if step.kind == "delete" and not step.superseded:
+            prior_id = prior.id if prior else c.id
+        else:
+            prior_id = c.id if step.kind == "delete" else (prior.id if prior else None)
+        op = PendingOperation(
+            address=c.address,
+            type=c.type,
+            provider=c.provider,
+            action=step.kind,
+            id=prior_id,
+            inputs=resolved or dict(c.before or {}),
+            dependencies=list(c.dependencies),
+            serial=self.serial,
+        )
+        self.backend.record_pending(self.plan.stack, op, self._event(step, "IN_PROGRESS"))
+        self.reporter.step_started(step)
+        resource = self.providers.resource(c.type)
+        prior_obs = Observed(
+            id=prior_id or "",
+            inputs=dict(prior.inputs) if prior and not step.superseded else dict(c.before or {}),
+            attributes=dict(prior.attributes) if prior and not step.superseded else {},
+        )
+        if step.kind == "create":
+            return pool.submit(resource.create, c.address, inputs_model)
+        if step.kind == "update":
+            changed = frozenset(f.field for f in diff_inputs(type_cls, prior_obs.inputs, resolved))
+            return pool.submit(resource.update, c.address, prior_obs, inputs_model, changed)
+        return pool.submit(_delete, resource, c.address, prior_obs)
+
+    def _finish(self, step: Step, future: Future, elapsed: float, result: ApplyResult) -> bool:
+        c = step.change
+        try:
+            observed = future.result()
+        except Exception as exc:  # a provider failure is reported, never a traceback
+            message = str(exc) if isinstance(exc, IacloudError) else _describe(exc)
+            self._fail(step, result, message, elapsed)
+            return False
+        if step.kind == "delete":
+            if step.superseded:
+                self.backend.record_result(
+                    self.plan.stack, self.serial, c.address, self.current[c.address],
+                    self._event(step, "COMPLETE"),
+                )  # fmt: skip
+            else:
+                self.current.pop(c.address, None)
+                self.backend.record_result(
+                    self.plan.stack, self.serial, c.address, None, self._event(step, "COMPLETE")
+                )
+        else:
+            assert observed is not None
+            rs = self._resource_state(step, observed)
+            self.current[c.address] = rs
+            self.backend.record_result(
+                self.plan.stack, self.serial, c.address, rs, self._event(step, "COMPLETE")
+            )
+        outcome = StepOutcome(step, "complete", elapsed)
+        result.outcomes.append(outcome)
+        self.reporter.step_finished(outcome)
+        return True
+
+    def _fail(self, step: Step, result: ApplyResult, message: str, elapsed: float) -> None:
+        message = self.redactor.text(message)
+        self.backend.record_failure(
+            self.plan.stack, step.change.address, self._event(step, "FAILED", message), False
+        )
+        outcome = StepOutcome(step, "failed", elapsed, message)
+        result.outcomes.append(outcome)
+        self.reporter.step_finished(outcome)
+
+    def _resource_state(self, step: Step, observed: Observed) -> ResourceState:
+        c = step.change
+        type_cls = self.registry.types[c.type]
+        values = expressions.evaluate(expressions.from_json(c.after or {}), self.resolver)
+        inputs = normalize_inputs(type_cls, values)
+        # a field the provider chose (a MAC, say) is recorded as chosen
+        for name, info in type_cls.Inputs.model_fields.items():
+            if inputs.get(name) is None and field_flag(info, "computed_default"):
+                inputs[name] = observed.inputs.get(name)
+        sensitive = [
+            name
+            for name, info in type_cls.Inputs.model_fields.items()
+            if field_flag(info, "sensitive")
+            or self.redactor.value(inputs.get(name)) != inputs.get(name)
+        ]
+        return ResourceState(
+            sensitive_inputs=sensitive,
+            address=c.address,
+            type=c.type,
+            provider=c.provider,
+            id=observed.id,
+            inputs=inputs,
+            attributes={**observed.attributes, "id": observed.id},
+            dependencies=list(c.dependencies),
+            status=f"{step.event_action}_COMPLETE",
+        )
+
+    def _event(
+        self, step: Step, status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"], reason: str = ""
+    ) -> Event:
+        return Event(
+            serial=self.serial,
+            address=step.change.address,
+            type=step.change.type,
+            action=step.event_action,
+            status=status,
+            reason=reason,
+        )
+
+
+def _delete(resource: Any, address: str, prior: Observed) -> None:
+    resource.delete(address, prior)
+    return None
+
+
+def _priorities(graph: nx.DiGraph) -> dict[Any, tuple[int, str]]:
+    """Longest remaining path first, so the critical path starts as early as possible."""
+    depth: dict[Any, int] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        depth[node] = 1 + max((depth[s] for s in graph.successors(node)), default=0)
+    return {node: (-d, f"{node[1]}/{node[0]}") for node, d in depth.items()}
+
+
+def _describe(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where} (a bug: please report it)"

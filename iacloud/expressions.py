@@ -1,0 +1,325 @@
+"""Heat's intrinsic functions: parsing one-key tables into expression nodes, and evaluating them.
+
+`get_param` is evaluated at load time (parameters are known then); `get_resource` and `get_attr`
+may only be known once the referenced resource exists, so evaluation returns `Unknown` holding the
+partly evaluated expression, and the executor evaluates it again when its dependencies are done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+FUNCTIONS = ("get_param", "get_resource", "get_attr", "str_replace", "list_join")
+_ADDRESS = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_-]*)(?:\[(?P<index>\d+)\])?$")
+
+
+class ExpressionError(ValueError):
+    """A malformed intrinsic function; the message says what was expected and what was found.
+    `path` is the field path inside the value where it sits."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class GetParam:
+    name: str
+    path: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GetResource:
+    name: str
+    index: int | None = None
+
+    @property
+    def address(self) -> str:
+        return self.name if self.index is None else f"{self.name}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class GetAttr:
+    name: str
+    index: int | None
+    attribute: str
+    path: tuple[str | int, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return self.name if self.index is None else f"{self.name}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class StrReplace:
+    template: Any
+    params: Any
+
+
+@dataclass(frozen=True)
+class ListJoin:
+    delimiter: Any
+    lists: tuple[Any, ...]
+
+
+Expr = GetParam | GetResource | GetAttr | StrReplace | ListJoin
+EXPR_TYPES = (GetParam, GetResource, GetAttr, StrReplace, ListJoin)
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A value known only after apply; `expr` is the remaining expression."""
+
+    expr: Any
+
+    def describe(self) -> str:
+        return f"(known after apply: {describe(self.expr)})"
+
+
+def parse_address(text: str) -> tuple[str, int | None]:
+    m = _ADDRESS.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ExpressionError(f"expected a resource name such as 'web' or 'web[0]', found {text!r}")
+    index = m.group("index")
+    return m.group("name"), (int(index) if index is not None else None)
+
+
+def parse(value: Any, path: str = "") -> Any:
+    """Turn one-key tables naming an intrinsic function into expression nodes, recursively."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key in FUNCTIONS:
+                try:
+                    return _parse_function(key, arg, path)
+                except ExpressionError as exc:
+                    raise ExpressionError(str(exc), exc.path or path) from None
+        return {k: parse(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [parse(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _parse_function(key: str, arg: Any, path: str) -> Expr:
+    if key == "get_param":
+        if isinstance(arg, str):
+            return GetParam(arg)
+        if isinstance(arg, list) and arg and isinstance(arg[0], str):
+            return GetParam(arg[0], tuple(arg[1:]))
+        raise ExpressionError(f"get_param expects a parameter name, found {arg!r}", path)
+    if key == "get_resource":
+        if not isinstance(arg, str):
+            raise ExpressionError(f"get_resource expects a resource name, found {arg!r}", path)
+        return GetResource(*parse_address(arg))
+    if key == "get_attr":
+        if not (
+            isinstance(arg, list) and len(arg) >= 2 and all(isinstance(a, str) for a in arg[:2])
+        ):
+            raise ExpressionError(
+                f"get_attr expects [resource, attribute, key...], found {arg!r}", path
+            )
+        name, index = parse_address(arg[0])
+        return GetAttr(name, index, arg[1], tuple(arg[2:]))
+    if key == "str_replace":
+        if not (isinstance(arg, dict) and set(arg) == {"template", "params"}):
+            raise ExpressionError(
+                f"str_replace expects {{ template = ..., params = {{ ... }} }}, found {arg!r}", path
+            )
+        return StrReplace(parse(arg["template"], path), parse(arg["params"], path))
+    # list_join
+    if not (isinstance(arg, list) and len(arg) >= 2):
+        raise ExpressionError(f"list_join expects [delimiter, [items...]], found {arg!r}", path)
+    return ListJoin(parse(arg[0], path), tuple(parse(a, path) for a in arg[1:]))
+
+
+def walk(value: Any) -> Iterator[Expr]:
+    """Every expression node inside a value, outermost first."""
+    if isinstance(value, EXPR_TYPES):
+        yield value
+        if isinstance(value, StrReplace):
+            yield from walk(value.template)
+            yield from walk(value.params)
+        elif isinstance(value, ListJoin):
+            yield from walk(value.delimiter)
+            for item in value.lists:
+                yield from walk(item)
+    elif isinstance(value, Unknown):
+        yield from walk(value.expr)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from walk(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from walk(v)
+
+
+def has_unknown(value: Any) -> bool:
+    if isinstance(value, Unknown):
+        return True
+    if isinstance(value, dict):
+        return any(has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_unknown(v) for v in value)
+    return False
+
+
+class Resolver:
+    """What evaluation asks of the world. Subclasses answer from config, state and results."""
+
+    def param(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def instances(self, name: str) -> list[str] | None:
+        """The addresses of a counted resource, or None when `name` is not counted."""
+        return None
+
+    def resource_id(self, address: str) -> Any:
+        """The id of a resource, or Unknown."""
+        raise KeyError(address)
+
+    def attribute(self, address: str, attribute: str) -> Any:
+        """An attribute of a resource, or Unknown."""
+        raise KeyError(address)
+
+
+def evaluate(value: Any, resolver: Resolver) -> Any:
+    """Evaluate every expression node; what cannot be known yet becomes Unknown."""
+    if isinstance(value, Unknown):
+        return evaluate(value.expr, resolver)
+    if isinstance(value, EXPR_TYPES):
+        return _evaluate_expr(value, resolver)
+    if isinstance(value, dict):
+        return {k: evaluate(v, resolver) for k, v in value.items()}
+    if isinstance(value, list):
+        return [evaluate(v, resolver) for v in value]
+    return value
+
+
+def _select(value: Any, path: tuple[str | int, ...], what: str) -> Any:
+    for key in path:
+        if isinstance(value, Unknown):
+            return value
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            raise ExpressionError(f"{what} has no key {key!r}") from None
+    return value
+
+
+def _per_instance(
+    name: str, index: int | None, resolver: Resolver, fn: Callable[[str], Any]
+) -> Any:
+    group = resolver.instances(name) if index is None else None
+    if group is None:
+        return fn(name if index is None else f"{name}[{index}]")
+    return [fn(address) for address in group]
+
+
+def _evaluate_expr(expr: Expr, resolver: Resolver) -> Any:
+    if isinstance(expr, GetParam):
+        return _select(resolver.param(expr.name), expr.path, f"parameter '{expr.name}'")
+    if isinstance(expr, GetResource):
+        value = _per_instance(expr.name, expr.index, resolver, resolver.resource_id)
+        return Unknown(expr) if has_unknown(value) else value
+    if isinstance(expr, GetAttr):
+        what = f"attribute '{expr.attribute}' of '{expr.address}'"
+        value = _per_instance(
+            expr.name,
+            expr.index,
+            resolver,
+            lambda a: _select(resolver.attribute(a, expr.attribute), expr.path, what),
+        )
+        return Unknown(expr) if has_unknown(value) else value
+    if isinstance(expr, StrReplace):
+        template = evaluate(expr.template, resolver)
+        params = evaluate(expr.params, resolver)
+        if has_unknown(template) or has_unknown(params):
+            return Unknown(StrReplace(template, params))
+        if not isinstance(template, str) or not isinstance(params, dict):
+            raise ExpressionError("str_replace needs a string template and a table of params")
+        # longest keys first, so "$IP" is not eaten by "$I"
+        for key in sorted(params, key=len, reverse=True):
+            template = template.replace(str(key), _scalar_text(params[key]))
+        return template
+    delimiter = evaluate(expr.delimiter, resolver)
+    lists = [evaluate(item, resolver) for item in expr.lists]
+    if has_unknown(delimiter) or has_unknown(lists):
+        return Unknown(ListJoin(delimiter, tuple(lists)))
+    items: list[str] = []
+    for item in lists:
+        items.extend(_scalar_text(v) for v in (item if isinstance(item, list) else [item]))
+    return str(delimiter).join(items)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        raise ExpressionError(f"expected a string or number, found {value!r}")
+    return str(value)
+
+
+def substitute_index(value: Any, index: int) -> Any:
+    """Replace %index% in every string (including resource names inside references)."""
+    token = "%index%"
+    if isinstance(value, str):
+        return value.replace(token, str(index))
+    if isinstance(value, dict):
+        return {substitute_index(k, index): substitute_index(v, index) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_index(v, index) for v in value]
+    return value
+
+
+def to_json(value: Any) -> Any:
+    """Expression nodes back to their one-key tables; Unknown as {"__unknown__": expr}."""
+    if isinstance(value, Unknown):
+        return {"__unknown__": to_json(value.expr)}
+    if isinstance(value, GetParam):
+        return {"get_param": [value.name, *value.path] if value.path else value.name}
+    if isinstance(value, GetResource):
+        return {"get_resource": value.address}
+    if isinstance(value, GetAttr):
+        return {"get_attr": [value.address, value.attribute, *value.path]}
+    if isinstance(value, StrReplace):
+        return {
+            "str_replace": {"template": to_json(value.template), "params": to_json(value.params)}
+        }
+    if isinstance(value, ListJoin):
+        return {"list_join": [to_json(value.delimiter), *(to_json(v) for v in value.lists)]}
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """The inverse of to_json."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "__unknown__" in value:
+            return Unknown(from_json(value["__unknown__"]))
+        if len(value) == 1 and next(iter(value)) in FUNCTIONS:
+            return parse(value)
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+def describe(value: Any) -> str:
+    """Short human text of an expression: get_attr web[0].addresses.lan"""
+    if isinstance(value, GetResource):
+        return f"get_resource {value.address}"
+    if isinstance(value, GetAttr):
+        return "get_attr " + ".".join([value.address, value.attribute, *map(str, value.path)])
+    if isinstance(value, GetParam):
+        return f"get_param {value.name}"
+    if isinstance(value, StrReplace):
+        return "str_replace"
+    if isinstance(value, ListJoin):
+        return "list_join"
+    return repr(value)

@@ -1,0 +1,127 @@
+"""The plan: change actions, per-resource changes and drift notes (a leaf model, pure data).
+
+A change carries `before` (the prior inputs, None for a create) and `after` (the planned
+inputs, None for a delete). Values only known after apply are `{"__unknown__": expr}` in JSON
+and `Unknown` in memory.
+
+| action              | before        | after          |
+|---------------------|---------------|----------------|
+| no-op               | prior inputs  | same           |
+| create              | None          | planned inputs |
+| update              | prior inputs  | planned inputs |
+| delete-then-create  | prior inputs  | planned inputs |
+| create-then-delete  | prior inputs  | planned inputs |
+| delete              | prior inputs  | None           |
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from iacloud.schema import Disruption
+
+PLAN_FORMAT = 1
+
+
+class Action(str, Enum):
+    NOOP = "no-op"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE_CREATE = "delete-then-create"
+    CREATE_DELETE = "create-then-delete"
+    DELETE = "delete"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def is_replace(self) -> bool:
+        return self in (Action.DELETE_CREATE, Action.CREATE_DELETE)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_SYMBOLS = {
+    Action.NOOP: " ",
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.DELETE_CREATE: "-/+",
+    Action.CREATE_DELETE: "+/-",
+    Action.DELETE: "-",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldChange(_Frozen):
+    """One changed input field."""
+
+    field: str
+    before: Any = None
+    after: Any = None
+    disruption: Disruption
+    forces_replacement: bool = False
+    sensitive: bool = False
+
+
+class Change(_Frozen):
+    address: str
+    type: str
+    provider: str
+    action: Action
+    id: str | None = None  # the existing object's id
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    fields: list[FieldChange] = Field(default_factory=list)
+    disruption: Disruption = Disruption.NONE
+    reasons: list[str] = Field(default_factory=list)  # why: replacement causes, drift, orphan
+    dependencies: list[str] = Field(default_factory=list)  # addresses, for ordering
+
+
+class DriftItem(_Frozen):
+    """A difference between what state recorded and what really exists."""
+
+    address: str
+    type: str
+    kind: str  # "modified" | "missing" | "interrupted"
+    fields: list[FieldChange] = Field(default_factory=list)
+
+
+class Plan(_Frozen):
+    format_version: int = PLAN_FORMAT
+    stack: str
+    stack_file: str
+    stack_id: str
+    lineage: str
+    serial: int  # the state serial the plan was made from; apply refuses another
+    created_at: str
+    destroy: bool = False
+    refreshed: bool = True
+    changes: list[Change]
+    drift: list[DriftItem] = Field(default_factory=list)
+    outputs: dict[str, Any] = Field(default_factory=dict)  # output expressions (JSON form)
+    sensitive_outputs: list[str] = Field(default_factory=list)
+    hidden_values: list[str] = Field(default_factory=list)  # for redaction at apply time
+    provider_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    max_disruption: Disruption = Disruption.NONE
+
+    def actionable(self) -> list[Change]:
+        return [c for c in self.changes if c.action is not Action.NOOP]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actionable())
+
+    def counts(self) -> dict[str, int]:
+        counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
+        for c in self.actionable():
+            key = "replace" if c.action.is_replace else c.action.value
+            counts[key] += 1
+        return counts

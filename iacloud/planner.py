@@ -1,0 +1,408 @@
+"""The planner: from configuration, prior state and refreshed reality to a Plan (pure data).
+
+One pure function, `choose_action`, decides each resource's action; `diff_inputs` says which
+fields changed and what each change costs, reading the update policy from the type's schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from iacloud import expressions
+from iacloud.config import StackConfig
+from iacloud.errors import Diagnostic, UserError
+from iacloud.expressions import Resolver, Unknown, has_unknown
+from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan
+from iacloud.provider import Observed, Registry, ResourceType
+from iacloud.schema import Disruption, field_flag, field_update, max_disruption
+from iacloud.state.model import ResourceState, Snapshot
+
+
+def choose_action(
+    *,
+    exists: bool,
+    desired: bool,
+    forces_replacement: bool,
+    changed: bool,
+    replace_requested: bool = False,
+    tainted: bool = False,
+    create_before_destroy: bool = False,
+) -> Action:
+    """The action for one resource. `exists`: a real object is there; `desired`: the stack
+    declares it; `forces_replacement`: a changed field cannot change in place; `tainted`: its
+    create was interrupted, so its contents cannot be trusted."""
+    if not desired:
+        return Action.DELETE if exists else Action.NOOP
+    if not exists:
+        return Action.CREATE
+    if forces_replacement or replace_requested or tainted:
+        return Action.CREATE_DELETE if create_before_destroy else Action.DELETE_CREATE
+    return Action.UPDATE if changed else Action.NOOP
+
+
+def normalize_inputs(type_cls: type[ResourceType], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs with the schema's defaults filled in, in JSON form; fields holding values
+    unknown until apply are kept as they are. Raises ValidationError."""
+    unknown = {k: v for k, v in values.items() if has_unknown(v)}
+    known = {k: v for k, v in values.items() if k not in unknown}
+    if not unknown:
+        return type_cls.Inputs.model_validate(known).model_dump(mode="json")
+    try:
+        model = type_cls.Inputs.model_validate(known)
+        out = model.model_dump(mode="json")
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in unknown)]
+        if errors:
+            raise
+        out = {}
+        for name, info in type_cls.Inputs.model_fields.items():
+            if name in known:
+                out[name] = known[name]
+            elif not info.is_required():
+                out[name] = info.get_default(call_default_factory=True)
+    out.update(unknown)
+    return out
+
+
+def diff_inputs(
+    type_cls: type[ResourceType], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> list[FieldChange]:
+    """The fields whose planned value differs from the prior one, with their cost."""
+    changes = []
+    for name, info in type_cls.Inputs.model_fields.items():
+        old, new = before.get(name), after.get(name)
+        if not isinstance(new, Unknown) and old == new:
+            continue
+        if (
+            isinstance(new, Unknown) is False
+            and new is None
+            and field_flag(info, "computed_default")
+        ):
+            continue  # the provider chose the value; leaving it out is not a change
+        if name not in after and name not in before:
+            continue
+        update = field_update(info)
+        changes.append(
+            FieldChange(
+                field=name,
+                before=old,
+                after=expressions.to_json(new),
+                disruption=update,
+                forces_replacement=update is Disruption.REPLACE,
+                sensitive=field_flag(info, "sensitive"),
+            )
+        )
+    return changes
+
+
+def drift_fields(
+    type_cls: type[ResourceType], recorded: Mapping[str, Any], observed: Mapping[str, Any]
+) -> list[FieldChange]:
+    """Fields whose real value differs from the recorded one (only what the provider sees)."""
+    out = []
+    fields = type_cls.Inputs.model_fields
+    for name, actual in observed.items():
+        if name in fields and recorded.get(name) != actual:
+            info = fields[name]
+            out.append(
+                FieldChange(
+                    field=name,
+                    before=recorded.get(name),
+                    after=actual,
+                    disruption=field_update(info),
+                    forces_replacement=field_update(info) is Disruption.REPLACE,
+                    sensitive=field_flag(info, "sensitive"),
+                )
+            )
+    return out
+
+
+@dataclass
+class Prior:
+    """What exists for one address before the plan: recorded and (if refreshed) observed."""
+
+    state: ResourceState | None
+    observed: Observed | None  # None: not refreshed, or not found
+    exists: bool
+    inputs: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    tainted: bool = False
+    type: str = ""
+    provider: str = ""
+    dependencies: list[str] = field(default_factory=list)
+
+
+def reconcile(
+    snapshot: Snapshot,
+    observed: Mapping[str, Observed] | None,
+    registry: Registry,
+) -> tuple[dict[str, Prior], list[DriftItem]]:
+    """Merge recorded state with what refresh found: the prior of every address, and drift."""
+    priors: dict[str, Prior] = {}
+    drift: list[DriftItem] = []
+    for address, rs in snapshot.resources.items():
+        type_cls = registry.types.get(rs.type)
+        if observed is None:
+            priors[address] = Prior(
+                rs, None, True, dict(rs.inputs), dict(rs.attributes), rs.id,
+                type=rs.type, provider=rs.provider, dependencies=list(rs.dependencies),
+            )  # fmt: skip
+            continue
+        obs = observed.get(address)
+        if obs is None:
+            drift.append(DriftItem(address=address, type=rs.type, kind="missing"))
+            priors[address] = Prior(rs, None, False, type=rs.type, provider=rs.provider)
+            continue
+        if type_cls is not None:
+            fields = drift_fields(type_cls, rs.inputs, obs.inputs)
+            if fields:
+                drift.append(
+                    DriftItem(address=address, type=rs.type, kind="modified", fields=fields)
+                )
+        priors[address] = Prior(
+            rs, obs, True, {**rs.inputs, **obs.inputs}, dict(obs.attributes), obs.id,
+            type=rs.type, provider=rs.provider, dependencies=list(rs.dependencies),
+        )  # fmt: skip
+    for op in snapshot.pending:
+        if op.address in priors and priors[op.address].exists:
+            continue
+        obs = observed.get(op.address) if observed is not None else None
+        if op.action == "create" and obs is not None:
+            # a create that was cut off left a real object: keep it as tainted, so it is
+            # replaced (or deleted) rather than leaked
+            drift.append(DriftItem(address=op.address, type=op.type, kind="interrupted"))
+            priors[op.address] = Prior(
+                None, obs, True, {**op.inputs, **obs.inputs}, dict(obs.attributes), obs.id,
+                tainted=True, type=op.type, provider=op.provider,
+                dependencies=list(op.dependencies),
+            )  # fmt: skip
+    return priors, drift
+
+
+class _PlanResolver(Resolver):
+    def __init__(
+        self, config: StackConfig, priors: Mapping[str, Prior], actions: dict[str, Action]
+    ):
+        self.config = config
+        self.priors = priors
+        self.actions = actions
+
+    def instances(self, name: str) -> list[str] | None:
+        return self.config.groups.get(name)
+
+    def resource_id(self, address: str) -> Any:
+        if self.actions.get(address) in (Action.NOOP, Action.UPDATE):
+            return self.priors[address].id
+        return Unknown(expressions.GetResource(*expressions.parse_address(address)))
+
+    def attribute(self, address: str, attribute: str) -> Any:
+        action = self.actions.get(address)
+        if action is Action.NOOP or (action is Action.UPDATE and attribute == "id"):
+            return self.priors[address].attributes.get(attribute)
+        name, index = expressions.parse_address(address)
+        return Unknown(expressions.GetAttr(name, index, attribute))
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    refresh: bool = True
+    destroy: bool = False
+    targets: Collection[str] = ()
+    replace: Collection[str] = ()
+
+
+def plan(
+    config: StackConfig,
+    snapshot: Snapshot,
+    observed: Mapping[str, Observed] | None,
+    registry: Registry,
+    options: PlanOptions = PlanOptions(),
+) -> Plan:
+    """Compute the plan. Raises UserError with every plan-time diagnostic."""
+    priors, drift = reconcile(snapshot, observed, registry)
+    diagnostics: list[Diagnostic] = []
+    for address in options.replace:
+        if address not in priors and address not in config.resources:
+            diagnostics.append(Diagnostic(f"--replace: no resource '{address}' in the stack"))
+    selected = _select_targets(config, options.targets, diagnostics)
+    if diagnostics:
+        raise UserError(diagnostics)
+
+    graph = nx.DiGraph()
+    for address, rc in config.resources.items():
+        graph.add_node(address)
+        graph.add_edges_from((d, address) for d in rc.depends_on)
+
+    actions: dict[str, Action] = {}
+    changes: dict[str, Change] = {}
+    resolver = _PlanResolver(config, priors, actions)
+    for address in [] if options.destroy else nx.topological_sort(graph):
+        rc = config.resources[address]
+        prior = priors.get(address)
+        if selected is not None and address not in selected:
+            if prior is not None and prior.exists:
+                actions[address] = Action.NOOP  # untouched: its recorded values stand
+            continue
+        type_cls = registry.types[rc.type]
+        where = f"resources.{address}"
+        try:
+            after = normalize_inputs(type_cls, expressions.evaluate(rc.properties, resolver))
+        except (ValidationError, expressions.ExpressionError) as exc:
+            diagnostics.extend(_diagnostics(exc, config, where))
+            continue
+        exists = prior is not None and prior.exists
+        fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
+        forces = [f.field for f in fields if f.forces_replacement]
+        requested = address in options.replace
+        action = choose_action(
+            exists=exists,
+            desired=True,
+            forces_replacement=bool(forces),
+            changed=bool(fields),
+            replace_requested=requested,
+            tainted=bool(prior and prior.tainted),
+            create_before_destroy=type_cls.create_before_destroy,
+        )
+        if not has_unknown(after) and action is not Action.DELETE:
+            known_prior = prior.observed if exists and prior.observed else None
+            if exists and known_prior is None:
+                known_prior = Observed(prior.id or "", prior.inputs, prior.attributes)
+            checker = type_cls(_NoProvider())  # type: ignore[arg-type]
+            found = checker.check(address, type_cls.Inputs(**after), known_prior)
+            diagnostics.extend(_locate(d, config, where) for d in found)
+        actions[address] = action
+        reasons = []
+        if prior is None or not prior.exists:
+            if prior is not None and prior.state is not None:
+                reasons.append("deleted outside iacloud")
+        elif action.is_replace:
+            if forces:
+                reasons.append("changing " + ", ".join(forces) + " forces replacement")
+            if requested:
+                reasons.append("replacement requested with --replace")
+            if prior.tainted:
+                reasons.append("its create was interrupted; the object cannot be trusted")
+        if action is Action.UPDATE:
+            disruption = max_disruption([f.disruption for f in fields])
+        elif action.is_replace:
+            disruption = type_cls.replace_disruption
+        elif action is Action.DELETE:
+            disruption = type_cls.replace_disruption
+            reasons.append("destroy requested")
+        else:
+            disruption = Disruption.NONE
+        changes[address] = Change(
+            address=address,
+            type=rc.type,
+            provider=rc.provider,
+            action=action,
+            id=prior.id if exists else None,
+            before=prior.inputs if exists else None,
+            after=None if action is Action.DELETE else expressions.to_json(after),
+            fields=fields,
+            disruption=disruption,
+            reasons=reasons,
+            dependencies=list(rc.depends_on),
+        )
+    if diagnostics:
+        raise UserError(diagnostics)
+
+    # objects recorded (or left by an interrupted create) that the stack no longer declares
+    for address, prior in priors.items():
+        if (address in config.resources and not options.destroy) or not prior.exists:
+            continue
+        if selected is not None and address not in selected:
+            continue
+        type_cls = registry.types.get(prior.type)
+        changes[address] = Change(
+            address=address,
+            type=prior.type,
+            provider=prior.provider,
+            action=Action.DELETE,
+            id=prior.id,
+            before=prior.inputs,
+            disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
+            reasons=["destroy requested" if options.destroy else "not in the stack any more"],
+            dependencies=prior.dependencies,
+        )
+
+    ordered = [changes[a] for a in config.resources if a in changes]
+    ordered += [c for a, c in changes.items() if a not in config.resources]
+    return Plan(
+        stack=config.name,
+        stack_file=str(config.file),
+        stack_id=snapshot.stack_id,
+        lineage=snapshot.lineage,
+        serial=snapshot.serial,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        destroy=options.destroy,
+        refreshed=observed is not None,
+        changes=ordered,
+        drift=drift,
+        outputs={n: expressions.to_json(o.value) for n, o in config.outputs.items()},
+        sensitive_outputs=[n for n, o in config.outputs.items() if o.sensitive],
+        hidden_values=list(config.hidden_values),
+        provider_settings={
+            name: s.model_dump(mode="json") for name, s in config.provider_settings.items()
+        },
+        max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
+    )
+
+
+class _NoProvider:
+    """check() runs on a type without a provider session: it must not touch the host."""
+
+    settings = None
+    stack = None
+
+
+def _select_targets(
+    config: StackConfig, targets: Collection[str], diagnostics: list[Diagnostic]
+) -> set[str] | None:
+    """--target: the named resources (a counted name means all instances) and everything they
+    depend on; None means all."""
+    if not targets:
+        return None
+    selected: set[str] = set()
+    for t in targets:
+        if t in config.resources:
+            selected.add(t)
+        elif t in config.groups:
+            selected.update(config.groups[t])
+        else:
+            from iacloud.errors import did_you_mean
+
+            hint = did_you_mean(t, list(config.resources) + list(config.groups))
+            diagnostics.append(Diagnostic(f"--target: no resource '{t}' in the stack", hint=hint))
+    stack = list(selected)
+    while stack:
+        for dep in config.resources[stack.pop()].depends_on:
+            if dep not in selected:
+                selected.add(dep)
+                stack.append(dep)
+    return selected
+
+
+def _locate(d: Diagnostic, config: StackConfig, where: str) -> Diagnostic:
+    return Diagnostic(d.message, file=str(config.file), address=where, field=d.field, hint=d.hint)
+
+
+def _diagnostics(exc: Exception, config: StackConfig, where: str) -> list[Diagnostic]:
+    if isinstance(exc, ValidationError):
+        return [
+            Diagnostic(
+                e["msg"],
+                file=str(config.file),
+                address=where,
+                field=".".join(str(p) for p in e["loc"]),
+            )
+            for e in exc.errors()
+        ]
+    return [Diagnostic(str(exc), file=str(config.file), address=where)]

@@ -1,0 +1,48 @@
+"""Shared fixtures: the fake provider registered through a real entry point on sys.path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fake_entry_point(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Register tests/fake_provider.py as provider 'fake' the way a third party would: a
+    dist-info with an entry point, found by importlib.metadata on sys.path."""
+    root = tmp_path_factory.mktemp("fakedist")
+    info = root / "iacloud_fake-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: iacloud-fake\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text(
+        "[iacloud.providers]\nfake = fake_provider:FakeProvider\n"
+    )
+    for p in (str(root), str(TESTS)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Provider working files (and the fake provider's objects) go under the test's tmp dir."""
+    d = tmp_path / "data"
+    monkeypatch.setenv("IACLOUD_DATA_DIR", str(d))
+    monkeypatch.delenv("IACLOUD_STATE", raising=False)
+    return d
+
+
+@pytest.fixture
+def write_stack(tmp_path: Path):
+    """Write a stack file from TOML text and return its path."""
+
+    def write(text: str, name: str = "stack.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,0 +1,136 @@
+"""A small fake provider for the engine's unit tests: objects are JSON files in a directory.
+
+It exercises every engine path (bulk read, create, update, delete, import, check, replacement,
+failures, slow steps) without a host. It proves nothing about the real providers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, Provider, ProviderSettings, ResourceType
+from iacloud.schema import Disruption, Inputs, prop
+
+
+class FakeSettings(ProviderSettings):
+    path: str | None = None  # directory of the objects; default: the stack's data dir
+
+
+class ThingInputs(Inputs):
+    name: str = prop("thing", update=Disruption.REPLACE)
+    size: int = prop(1, update=Disruption.LIVE, ge=0)
+    flavor: str = prop("small", update=Disruption.RESTART)
+    tags: list[str] = prop([], update=Disruption.LIVE)
+    ref: str | None = prop(None, update=Disruption.REPLACE)
+    refs: list[str] = prop([], update=Disruption.LIVE)
+    secret: str | None = prop(None, update=Disruption.LIVE, sensitive=True)
+    sleep: float = prop(0.0, update=Disruption.LIVE)  # seconds each operation takes
+    fail: bool = prop(False, update=Disruption.LIVE)  # create/update raise
+
+
+class DiskInputs(Inputs):
+    size_gib: int = prop(update=Disruption.LIVE, ge=1)
+    source: str | None = prop(None, update=Disruption.REPLACE)
+
+
+class _FakeType(ResourceType):
+    def _dir(self) -> Path:
+        settings = self.provider.settings
+        base = Path(settings.path) if settings.path else self.provider.stack.data_dir / "fake"
+        d = base / self.type_name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _observe(self, id: str, data: dict) -> Observed:
+        attrs = {"id": id, "name": data["inputs"].get("name"), "echo": data["inputs"]}
+        attrs.update(data.get("extra", {}))
+        return Observed(id=id, inputs=dict(data["inputs"]), attributes=attrs)
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        d = self._dir()
+        by_tag = {}
+        for f in d.glob("*.json"):  # one listing for all refs: a bulk read
+            data = json.loads(f.read_text())
+            by_tag[(data["stack_id"], data["address"])] = (f.stem, data)
+        out = {}
+        for ref in refs:
+            found = None
+            if ref.id and (d / f"{ref.id}.json").exists():
+                found = (ref.id, json.loads((d / f"{ref.id}.json").read_text()))
+            elif ref.id is None:
+                found = by_tag.get((self.provider.stack.id, ref.address))
+            if found:
+                out[ref.address] = self._observe(*found)
+        return out
+
+    def _write(self, id: str, address: str, inputs: Inputs) -> Observed:
+        data = {
+            "stack_id": self.provider.stack.id,
+            "address": address,
+            "inputs": inputs.model_dump(),
+        }
+        tmp = self._dir() / f".{id}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._dir() / f"{id}.json")
+        return self._observe(id, data)
+
+    def _behave(self, inputs: Inputs) -> None:
+        if getattr(inputs, "sleep", 0):
+            time.sleep(inputs.sleep)
+        if getattr(inputs, "fail", False):
+            raise ProviderError("the fake backend was told to fail")
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        self._behave(inputs)
+        return self._write(uuid.uuid4().hex[:12], address, inputs)
+
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        self._behave(inputs)
+        return self._write(prior.id, address, inputs)
+
+    def delete(self, address: str, prior: Observed) -> None:
+        (self._dir() / f"{prior.id}.json").unlink(missing_ok=True)
+
+    def import_(self, address: str, id: str) -> Observed:
+        f = self._dir() / f"{id}.json"
+        if not f.exists():
+            raise ProviderError(f"no {self.type_name} with id {id}")
+        return self._observe(id, json.loads(f.read_text()))
+
+
+class Thing(_FakeType):
+    type_name = "fake_thing"
+    Inputs = ThingInputs
+    attributes = ("id", "name", "echo")
+
+
+class Disk(_FakeType):
+    type_name = "fake_disk"
+    Inputs = DiskInputs
+    attributes = ("id", "name", "echo")
+    replace_disruption = Disruption.DATA_LOSS
+
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        if prior and inputs.size_gib < prior.inputs.get("size_gib", 0):
+            return [
+                Diagnostic(
+                    f"cannot shrink from {prior.inputs['size_gib']} to {inputs.size_gib} GiB",
+                    address=address,
+                    field="size_gib",
+                )
+            ]
+        return []
+
+
+class FakeProvider(Provider):
+    name = "fake"
+    Settings = FakeSettings
+    resource_types = (Thing, Disk)
