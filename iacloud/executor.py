@@ -371,14 +371,21 @@ class Executor:
             if field_flag(info, "sensitive")
             or self.redactor.value(inputs.get(name)) != inputs.get(name)
         ]
+        attributes = {**observed.attributes, "id": observed.id}
+        hidden_attrs = [
+            name
+            for name, value in attributes.items()
+            if name in type_cls.sensitive_attributes or self.redactor.value(value) != value
+        ]
         return ResourceState(
             sensitive_inputs=sensitive,
+            sensitive_attributes=hidden_attrs,
             address=c.address,
             type=c.type,
             provider=c.provider,
             id=observed.id,
             inputs=inputs,
-            attributes={**observed.attributes, "id": observed.id},
+            attributes=attributes,
             dependencies=list(c.dependencies),
             status=f"{step.event_action}_COMPLETE",
         )

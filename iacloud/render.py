@@ -107,6 +107,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 f["before"], f["after"] = redactor.value(f["before"]), redactor.value(f["after"])
     data["summary"] = {**plan.counts(), "has_changes": plan.has_changes}
     data["provider_settings"] = redactor.value(data["provider_settings"])
+    data["outputs"] = {
+        name: MASK if name in plan.sensitive_outputs else redactor.value(value)
+        for name, value in data["outputs"].items()
+    }
     return data
 
 

@@ -27,6 +27,7 @@ class ResourceState(_Model):
     attributes: dict[str, Any]
     dependencies: list[str] = Field(default_factory=list)  # addresses it depended on
     sensitive_inputs: list[str] = Field(default_factory=list)  # never printed
+    sensitive_attributes: list[str] = Field(default_factory=list)  # never printed
     status: str = "CREATE_COMPLETE"  # the Heat ACTION_STATUS of its last step
     updated_at: datetime = Field(default_factory=now)
 

@@ -306,7 +306,7 @@ def _sensitive_attrs(ws: engine.Workspace) -> dict[str, tuple[str, ...]]:
 
 def _public(r: dict[str, Any], sensitive: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     """A recorded resource with sensitive attributes and hidden-derived inputs masked."""
-    for attr in sensitive.get(r["type"], ()):
+    for attr in (*sensitive.get(r["type"], ()), *r.get("sensitive_attributes", ())):
         if attr in r["attributes"]:
             r["attributes"][attr] = MASK
     for key in r.get("sensitive_inputs", ()):
