@@ -1,4 +1,4 @@
-"""State records: what iacloud has created, its history, its journal and its events (a leaf model)."""
+"""State records: what iacloud created, its history, its journal and its events (a leaf model)."""
 
 from __future__ import annotations
 

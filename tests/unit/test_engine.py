@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from iacloud.state.model import PendingOperation
 
 from iacloud import engine
 from iacloud.errors import UserError
@@ -16,6 +15,7 @@ from iacloud.executor import Reporter
 from iacloud.plan import Action
 from iacloud.planner import PlanOptions
 from iacloud.schema import Disruption
+from iacloud.state.model import PendingOperation
 
 CHAIN = """
 version = 1
