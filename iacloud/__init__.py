@@ -1,3 +1,3 @@
-"""iacloud: OpenStack-style servers, networks, volumes and images on libvirt hosts, by plan/apply."""
+"""iacloud: OpenStack-style servers, networks, volumes and images on libvirt hosts."""
 
 __version__ = "0.1.0"
