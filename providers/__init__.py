@@ -1,0 +1,1 @@
+"""Built-in providers, mapped into the iacloud namespace as iacloud.providers.*."""

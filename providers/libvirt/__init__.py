@@ -1,0 +1,115 @@
+"""The libvirt provider: images, volumes and servers on a libvirtd with QEMU.
+
+Modules, one per concept:
+  settings    the `[provider.libvirt]` table
+  connection  the run's shared libvirt connection; libvirt errors by code
+  virt_type   the cached "does KVM really run a guest here" probe behind virt_type = "auto"
+  pool        the default directory storage pool, created when missing
+  storage     volume ids ("pool/name"), volume XML, bulk listing, streamed upload
+  tags        ownership tags: domain metadata, and volume names that carry the tag
+  image, volume, server    the resource types
+  domain_xml  domain XML built and parsed with ElementTree
+  seed        the NoCloud seed ISO (pycdlib)
+  console     the serial console log and the guest's IACLOUD-READY line
+
+Constructing the provider touches nothing: the connection is opened on first use and shared
+by every thread of the run.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import libvirt
+
+from iacloud.errors import ProviderError
+from iacloud.provider import Provider, ProviderSettings, StackInfo
+
+from . import storage, virt_type
+from .connection import Connection, failing
+from .domain_xml import parse
+from .image import Image
+from .pool import Pool, Pools
+from .server import Server
+from .settings import LibvirtSettings
+from .tags import format_of
+from .volume import Volume
+
+
+class LibvirtProvider(Provider):
+    name = "libvirt"
+    Settings = LibvirtSettings
+    resource_types = (Image, Volume, Server)
+    settings: LibvirtSettings
+
+    def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
+        super().__init__(stack, settings)
+        self.connection = Connection(self.settings.uri)
+        self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
+        self._virt_lock = threading.Lock()
+        self._virt_type: str | None = None
+
+    def conn(self) -> libvirt.virConnect:
+        return self.connection.get()
+
+    def virt_type(self) -> str:
+        """'kvm' or 'qemu', probed at most once per run (and cached across runs)."""
+        with self._virt_lock:
+            if self._virt_type is None:
+                s = self.settings
+                self._virt_type = virt_type.resolve(
+                    self.conn(), s.uri, s.virt_type, s.virt_type_cache
+                )
+            return self._virt_type
+
+    def all_pools(self) -> list[Pool]:
+        return self.pools.all(self.conn())
+
+    def volume_ref(self, volume_id: str) -> tuple[str, str, str]:
+        """(pool, name, format) of an existing volume; its format must be in its name."""
+        pool_name, name = storage.split_id(volume_id)
+        fmt = format_of(name)
+        if fmt is None:
+            raise ProviderError(
+                f"cannot tell the format of volume {volume_id} without probing it: "
+                "its name must end in .qcow2 or .raw"
+            )
+        pool = self.pools.find(self.conn(), pool_name)
+        if pool is None or storage.lookup(pool, name) is None:
+            raise ProviderError(f"volume {volume_id} does not exist")
+        return pool_name, name, fmt
+
+    def image_file(self, image_id: str) -> tuple[str, str, int]:
+        """(path, format, virtual size in bytes) of an image, to back an overlay with."""
+        pool_name, name = storage.split_id(image_id, "image id")
+        fmt = format_of(name)
+        pool = self.pools.find(self.conn(), pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"image {image_id} does not exist")
+        if fmt is None:
+            raise ProviderError(f"cannot tell the format of image {image_id}")
+        info = storage.info(pool, vol)
+        return info.path, fmt, info.capacity
+
+    def running_users(self, volume_id: str, path: str) -> list[tuple[libvirt.virDomain, str]]:
+        """Running domains that have the volume attached, with its target device there."""
+        out = []
+        with failing("listing running domains"):
+            domains = self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        for dom in domains:
+            try:
+                parsed = parse(dom.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue  # stopped meanwhile
+            for disk in parsed.disks:
+                if disk.id == volume_id or (disk.path and disk.path == path):
+                    out.append((dom, disk.target))
+        return out
+
+    def close(self) -> None:
+        self.pools.forget()
+        self.connection.close()
+
+
+__all__ = ["LibvirtProvider", "LibvirtSettings"]

@@ -1,0 +1,105 @@
+"""The NoCloud seed of a server: an ISO 9660 image labelled `cidata` (built with pycdlib).
+
+Files (Rock Ridge and Joliet names, as cloud-init and the tiny test image read them):
+- meta-data: `instance-id`, `local-hostname` and, when ssh_keys are given, `public-keys`
+  (NoCloud hands those to cloud-init's ssh module whatever the user-data is);
+- user-data: the server's `user_data`, byte for byte and never interpreted; when there is
+  no user_data but there are ssh_keys, a `#cloud-config` with `ssh_authorized_keys`;
+- network-config: version 2, one entry per NIC matched by MAC, DHCP on each.
+
+Keys and MACs are written as JSON strings (valid YAML) so no value can break the document.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+
+import pycdlib
+
+from iacloud.errors import ProviderError
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def check_hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ProviderError(f"invalid hostname {value!r}: letters, digits, '-' and '.' only")
+    return value
+
+
+def check_ssh_key(key: str) -> str:
+    if not key.strip() or any(c in key for c in "\0\r\n"):
+        raise ProviderError("an ssh key must be one non-empty line")
+    return key.strip()
+
+
+def meta_data(instance_id: str, hostname: str, ssh_keys: Sequence[str]) -> str:
+    if not _INSTANCE_ID.match(instance_id):
+        raise ProviderError(f"invalid instance id {instance_id!r}")
+    lines = [f"instance-id: {instance_id}", f"local-hostname: {check_hostname(hostname)}"]
+    if ssh_keys:
+        lines.append("public-keys:")
+        lines += [f"  - {json.dumps(check_ssh_key(k))}" for k in ssh_keys]
+    return "\n".join(lines) + "\n"
+
+
+def user_data(text: str | None, ssh_keys: Sequence[str]) -> bytes:
+    if text is not None:
+        return text.encode()
+    if ssh_keys:
+        keys = "".join(f"  - {json.dumps(check_ssh_key(k))}\n" for k in ssh_keys)
+        return f"#cloud-config\nssh_authorized_keys:\n{keys}".encode()
+    return b""
+
+
+def network_config(macs: Sequence[str]) -> str:
+    lines = ["version: 2", "ethernets:"]
+    for i, mac in enumerate(macs):
+        if not _MAC.match(mac):
+            raise ProviderError(f"invalid MAC address {mac!r}")
+        lines += [
+            f"  nic{i}:",
+            "    match:",
+            f"      macaddress: {json.dumps(mac)}",
+            "    dhcp4: true",
+        ]
+    if not macs:
+        lines[-1] = "ethernets: {}"
+    return "\n".join(lines) + "\n"
+
+
+def build_iso(files: dict[str, bytes]) -> bytes:
+    """An ISO 9660 image labelled 'cidata' holding `files` (long names via RR and Joliet)."""
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    try:
+        for i, (name, data) in enumerate(sorted(files.items())):
+            short = f"/F{i}.;1"  # ISO 9660 level-3 names are upper case; RR/Joliet carry ours
+            iso.add_fp(io.BytesIO(data), len(data), short, rr_name=name, joliet_path=f"/{name}")
+        out = io.BytesIO()
+        iso.write_fp(out)
+        return out.getvalue()
+    finally:
+        iso.close()
+
+
+def build_seed(
+    instance_id: str,
+    hostname: str,
+    text: str | None,
+    ssh_keys: Sequence[str],
+    macs: Sequence[str],
+) -> bytes:
+    return build_iso(
+        {
+            "meta-data": meta_data(instance_id, hostname, ssh_keys).encode(),
+            "user-data": user_data(text, ssh_keys),
+            "network-config": network_config(macs).encode(),
+        }
+    )

@@ -1,0 +1,757 @@
+"""The `server` resource type: a libvirt domain (Nova instance).
+
+Create: a root disk (a qcow2 overlay of `image`, owned by the server, or the `boot_volume`
+as it is), a NoCloud seed ISO volume, the domain (see `domain_xml`), then start and wait
+for the guest's IACLOUD-READY console line (setting `wait_ready`, bounded by
+`boot_timeout`). If any step fails, everything made so far is removed again.
+
+Update, least disruptive first: `volumes` and `networks` are hot-plugged
+(attach/detachDeviceFlags, LIVE|CONFIG on a running domain, CONFIG on a stopped one);
+`vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
+shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it.
+
+NICs without a `mac` get a stable one derived from the stack id, the address and the NIC's
+position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack id prefix>'.
+The metadata records how the inputs named each NIC and the order of the volumes, so a read
+reports `networks` and `volumes` exactly as they were written; `user_data` and `ssh_keys`
+cannot be read back and are left out of what a read observes.
+
+`addresses` maps each NIC's network to the IPs the guest reported on its console: the key
+is the network's address in its stack when the bridge carries a netlink tag
+(`/sys/class/net/<bridge>/ifalias` = `iacloud:<stack_id>:<address>`), else the bridge name.
+The guest's ethN is the N-th NIC in domain order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import libvirt
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.schema import Disruption, Inputs, prop
+
+from . import console, domain_xml, seed, storage
+from .base import LibvirtResource
+from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
+from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
+from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
+
+_BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface name
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+DETACH_TIMEOUT = 30.0
+UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+)
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",  # running, waiting for I/O
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+def _check_volume_id(value: str) -> str:
+    try:
+        storage.split_id(value)
+    except ProviderError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class NetworkEntry(BaseModel):
+    """One NIC: `{ network = ID }` (a network resource's id: its bridge) or `{ bridge = NAME }`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: str | None = None
+    bridge: str | None = None
+    mac: str | None = None
+
+    @field_validator("network", "bridge")
+    @classmethod
+    def _ifname(cls, value: str | None) -> str | None:
+        if value is not None and (not _BRIDGE.match(value) or value in (".", "..")):
+            raise ValueError(f"{value!r} is not a bridge name (1-15 of A-Z a-z 0-9 _ . -)")
+        return value
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower()
+        if not _MAC.match(value) or int(value[:2], 16) & 1:
+            raise ValueError(f"{value!r} is not a unicast MAC address like 52:54:00:12:34:56")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NetworkEntry:
+        if (self.network is None) == (self.bridge is None):
+            raise ValueError("give exactly one of 'network' and 'bridge'")
+        return self
+
+    @property
+    def key(self) -> str:
+        return "network" if self.network is not None else "bridge"
+
+    @property
+    def ifname(self) -> str:
+        return self.network if self.network is not None else str(self.bridge)
+
+
+class ServerInputs(Inputs):
+    image: str | None = prop(None, update=Disruption.REPLACE, description="an image id")
+    boot_volume: str | None = prop(None, update=Disruption.REPLACE, description="a volume id")
+    vcpus: int = prop(1, update=Disruption.RESTART, ge=1, le=64)
+    memory_mib: int = prop(256, update=Disruption.RESTART, ge=32, le=1 << 20)
+    networks: list[NetworkEntry] = prop([], update=Disruption.LIVE, max_length=16)
+    volumes: list[str] = prop([], update=Disruption.LIVE, max_length=20)
+    user_data: str | None = prop(None, update=Disruption.REPLACE, max_length=1 << 20)
+    ssh_keys: list[str] = prop([], update=Disruption.REPLACE, max_length=64)
+    power_state: Literal["running", "shutoff"] = prop("running", update=Disruption.LIVE)
+    hostname: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        max_length=253,
+        description="default: from the address, 'web-0' for web[0]",
+    )
+
+    @field_validator("image", "boot_volume")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return None if value is None else _check_volume_id(value)
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for v in value:
+            _check_volume_id(v)
+        if len(set(value)) != len(value):
+            raise ValueError("a volume may be attached only once")
+        return value
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                seed.check_hostname(value)
+            except ProviderError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            try:
+                seed.check_ssh_key(key)
+            except ProviderError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str:
+    """A stable locally administered MAC (QEMU's 52:54:00 prefix) not already in `taken`."""
+    salt = 0
+    while True:
+        h = hashlib.sha256(f"{stack_id}\0{address}\0{index}\0{salt}".encode()).digest()
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
+        if mac not in taken:
+            return mac
+        salt += 1
+
+
+def network_label(bridge: str, local: bool) -> str:
+    """The network's address when a netlink network tagged the bridge, else the bridge."""
+    if local:
+        try:
+            alias = Path("/sys/class/net", bridge, "ifalias").read_text().strip()
+        except OSError:
+            alias = ""
+        parts = alias.split(":", 2)
+        if len(parts) == 3 and parts[0] == "iacloud" and parts[2]:
+            return parts[2]
+    return bridge
+
+
+def _state_name(code: int) -> str:
+    return _STATES.get(code, "unknown")
+
+
+def _next_target(used: set[str]) -> str:
+    for i in range(1, 26 * 27):
+        name = "vd" + (chr(97 + i) if i < 26 else chr(96 + i // 26) + chr(97 + i % 26))
+        if name not in used:
+            return name
+    raise ProviderError("no free disk target name")
+
+
+class Server(LibvirtResource):
+    type_name = "server"
+    Inputs = ServerInputs
+    attributes = ("id", "name", "addresses", "macs", "power_state", "console_log", "hostname")
+
+    # ---------------------------------------------------------------- plan-time checks
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        assert isinstance(inputs, ServerInputs)
+        if (inputs.image is None) == (inputs.boot_volume is None):
+            return [
+                Diagnostic(
+                    "give exactly one of 'image' and 'boot_volume'", address=address, field="image"
+                )
+            ]
+        if inputs.boot_volume is not None and inputs.boot_volume in inputs.volumes:
+            return [
+                Diagnostic(
+                    "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
+                )
+            ]
+        return []
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def settings(self) -> Any:
+        return self.provider.settings
+
+    def _name(self, address: str) -> str:
+        stack = self.provider.stack
+        return domain_name(stack.name, stack.id, address)
+
+    def _console_path(self, name: str) -> Path:
+        return self.provider.stack.data_dir / "console" / f"{name}.log"
+
+    def _lookup(self, id: str) -> libvirt.virDomain | None:
+        conn = self.conn
+        try:
+            if _UUID.match(id):
+                return conn.lookupByUUIDString(id)
+            return conn.lookupByName(id)
+        except libvirt.libvirtError as exc:
+            if is_error(exc, NO_DOMAIN):
+                return None
+            raise ProviderError(f"looking up domain {id}: {exc.get_error_message()}") from exc
+
+    def _resolve_nics(
+        self, address: str, entries: Sequence[NetworkEntry], current: Sequence[NicRecord] = ()
+    ) -> list[tuple[NetworkEntry, str]]:
+        """Each entry with its MAC: given, kept from the NIC it had, or derived."""
+        explicit = {e.mac for e in entries if e.mac}
+        taken = set(explicit)
+        reusable = [n for n in current if not n.explicit_mac]
+        out = []
+        for i, entry in enumerate(entries):
+            mac = entry.mac
+            if mac is None:
+                for n in reusable:
+                    if n.key == entry.key and n.mac not in taken:
+                        mac = n.mac
+                        reusable.remove(n)
+                        break
+            if mac is None:
+                mac = derived_mac(self.provider.stack.id, address, i, taken)
+            taken.add(mac)
+            out.append((entry, mac))
+        return out
+
+    def _check_bridges(self, entries: Sequence[NetworkEntry]) -> None:
+        if not is_local(self.settings.uri):
+            return  # libvirt reports a missing bridge when the domain starts
+        for entry in entries:
+            if not Path("/sys/class/net", entry.ifname, "bridge").is_dir():
+                raise ProviderError(f"bridge {entry.ifname!r} does not exist on this host")
+
+    def _data_disk(self, volume_id: str, target: str) -> Disk:
+        pool_name, name, fmt = self.provider.volume_ref(volume_id)
+        return Disk(target=target, format=fmt, pool=pool_name, volume=name)
+
+    def _start(self, dom: libvirt.virDomain, address: str, console_path: str | None) -> None:
+        if console_path:
+            console.reset(Path(console_path))
+        with failing(f"starting server {address}"):
+            dom.create()
+        if self.settings.wait_ready and console_path:
+            self._wait_ready(dom, address, Path(console_path))
+
+    def _wait_ready(self, dom: libvirt.virDomain, address: str, path: Path) -> None:
+        timeout = self.settings.boot_timeout
+
+        def alive() -> bool:
+            try:
+                return bool(dom.isActive())
+            except libvirt.libvirtError:
+                return False
+
+        if console.wait_ready(path, timeout, alive) is None:
+            tail = console.read_tail(path, 2048).strip().splitlines()[-3:]
+            why = "stopped" if not alive() else f"did not print {console.READY} in {timeout:g}s"
+            raise ProviderError(
+                f"server {address} {why} (console log {path}"
+                + (": ..." + " | ".join(tail) if tail else ", empty")
+                + ")"
+            )
+
+    def _shutdown(self, dom: libvirt.virDomain) -> None:
+        """Graceful ACPI shutdown, then power-off when the guest does not comply in time."""
+        try:
+            if not dom.isActive():
+                return
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as exc:
+            if not is_error(exc, OPERATION_INVALID + NO_DOMAIN):
+                raise ProviderError(f"shutting down {dom.name()}: {exc}") from exc
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while time.monotonic() < deadline:
+            try:
+                if not dom.isActive():
+                    return
+            except libvirt.libvirtError:
+                return
+            time.sleep(0.2)
+        self._destroy(dom)
+
+    @staticmethod
+    def _destroy(dom: libvirt.virDomain) -> None:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if not is_error(exc, OPERATION_INVALID + NO_DOMAIN):
+                raise ProviderError(f"powering off {dom.name()}: {exc}") from exc
+
+    def _remove(self, dom: libvirt.virDomain | None, volumes: Sequence[str]) -> None:
+        """Remove a domain (hard) and the given volume ids; whatever is gone already is fine."""
+        if dom is not None:
+            self._destroy(dom)
+            try:
+                dom.undefineFlags(UNDEFINE_FLAGS)
+            except libvirt.libvirtError as exc:
+                if not is_error(exc, NO_DOMAIN):
+                    raise ProviderError(f"undefining {dom.name()}: {exc}") from exc
+        for vid in volumes:
+            pool_name, name = storage.split_id(vid)
+            pool = self.provider.pools.find(self.conn, pool_name)
+            if pool is not None:
+                storage.delete(storage.lookup(pool, name))
+
+    # ---------------------------------------------------------------- create
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        assert isinstance(inputs, ServerInputs)
+        if problems := self.check(address, inputs, None):
+            raise ProviderError(problems[0].message)
+        stack = self.provider.stack
+        conn = self.conn
+        name = self._name(address)
+        if self._lookup(name) is not None:
+            raise ProviderError(f"a domain named {name} already exists")
+        hostname = inputs.hostname or default_hostname(address)
+        self._check_bridges(inputs.networks)
+        nics = self._resolve_nics(address, inputs.networks)
+        data_disks, used = [], {"vda"}
+        for vid in inputs.volumes:
+            target = _next_target(used)
+            used.add(target)
+            data_disks.append(self._data_disk(vid, target))
+        virt_type = self.provider.virt_type()
+        pool = self.provider.pools.get(conn, None)
+        seed_name = volume_name(stack.id, address, "raw", "seed")
+        root_name = volume_name(stack.id, address, "qcow2", "root")
+        cdrom_bus, cdrom_dev = ("ide", "hdc") if self.settings.machine == "pc" else ("sata", "sda")
+        made: list[str] = []
+        dom = None
+        try:
+            # leftovers of an interrupted create carry this server's names: they are ours
+            self._remove(None, [f"{pool.name}/{root_name}", f"{pool.name}/{seed_name}"])
+            if inputs.image is not None:
+                path, fmt, size = self.provider.image_file(inputs.image)
+                xml = storage.volume_xml(root_name, size, "qcow2", backing=(path, fmt))
+                storage.create(pool, xml, f"root disk {root_name}")
+                made.append(f"{pool.name}/{root_name}")
+                root = Disk("vda", "qcow2", pool.name, root_name)
+            else:
+                assert inputs.boot_volume is not None
+                root = self._data_disk(inputs.boot_volume, "vda")
+            iso = seed.build_seed(
+                f"iid-{name}", hostname, inputs.user_data, inputs.ssh_keys, [m for _, m in nics]
+            )
+            seed_vol = storage.create(
+                pool, storage.volume_xml(seed_name, len(iso), "raw", mode="0644"), "seed ISO"
+            )
+            made.append(f"{pool.name}/{seed_name}")
+            storage.upload(conn, seed_vol, [iso], len(iso))
+            record = ServerRecord(
+                hostname=hostname,
+                image=inputs.image,
+                boot_volume=inputs.boot_volume,
+                root=root.id or "",
+                seed=f"{pool.name}/{seed_name}",
+                nics=tuple(NicRecord(m, e.key, e.mac is not None) for e, m in nics),
+                volumes=tuple(inputs.volumes),
+            )
+            console_path = self._console_path(name)
+            console.reset(console_path)
+            spec = DomainSpec(
+                name=name,
+                virt_type=virt_type,
+                machine=self.settings.machine,
+                vcpus=inputs.vcpus,
+                memory_mib=inputs.memory_mib,
+                owner=OwnerTag(stack.name, stack.id, address),
+                record=record,
+                disks=[
+                    root,
+                    Disk(cdrom_dev, "raw", pool.name, seed_name, device="cdrom", bus=cdrom_bus),
+                    *data_disks,
+                ],
+                nics=[Nic(e.ifname, m) for e, m in nics],
+                console_path=str(console_path),
+            )
+            with failing(f"defining domain {name}"):
+                dom = conn.defineXML(domain_xml.build(spec))
+            if inputs.power_state == "running":
+                self._start(dom, address, str(console_path))
+            return self._observe(dom)
+        except BaseException:
+            self._remove(dom, made)
+            raise
+
+    # ---------------------------------------------------------------- read
+    def _observe(
+        self,
+        dom: libvirt.virDomain,
+        parsed: ParsedDomain | None = None,
+        state: int | None = None,
+    ) -> Observed:
+        if parsed is None:
+            parsed = domain_xml.parse(dom.XMLDesc(0))
+        if state is None:
+            state = dom.state(0)[0]
+        record = parsed.record
+        by_mac = {n.mac: n for n in parsed.nics}
+        networks: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for rec in record.nics if record else ():
+            nic = by_mac.get(rec.mac)
+            if nic is None:
+                continue  # detached behind our back: the read shows it missing
+            seen.add(nic.mac)
+            entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
+            networks.append(NetworkEntry(**entry).model_dump(mode="json"))
+        for nic in parsed.nics:
+            if nic.mac not in seen:
+                networks.append(
+                    NetworkEntry(bridge=nic.bridge, mac=nic.mac).model_dump(mode="json")
+                )
+        own = {record.root, record.seed} if record else set()
+        attached = [d.id or d.path or d.target for d in parsed.disks if d.device == "disk"]
+        attached = [a for a in attached if a not in own]
+        listed = [v for v in (record.volumes if record else ()) if v in attached]
+        volumes = listed + [a for a in attached if a not in listed]
+        power = _state_name(state)
+        local = is_local(self.settings.uri)
+        addresses: dict[str, list[str]] = {}
+        for nic in parsed.nics:
+            addresses.setdefault(network_label(nic.bridge, local), [])
+        ready = console.last_ready(parsed.console_path) if power == "running" else None
+        if ready is not None:
+            for ifname, ips in ready.addresses.items():
+                m = re.fullmatch(r"eth(\d+)", ifname)
+                if m and int(m.group(1)) < len(parsed.nics):
+                    label = network_label(parsed.nics[int(m.group(1))].bridge, local)
+                    addresses[label].extend(ips)
+        hostname = record.hostname if record else (ready.hostname if ready else None)
+        inputs: dict[str, Any] = {
+            "vcpus": parsed.vcpus,
+            "memory_mib": parsed.memory_mib,
+            "networks": networks,
+            "volumes": volumes,
+            "power_state": power,
+        }
+        if record is not None:
+            inputs.update(image=record.image, boot_volume=record.boot_volume, hostname=hostname)
+        return Observed(
+            id=parsed.uuid,
+            inputs=inputs,
+            attributes={
+                "id": parsed.uuid,
+                "name": parsed.name,
+                "addresses": addresses,
+                "macs": [n.mac for n in parsed.nics],
+                "power_state": power,
+                "console_log": parsed.console_path,
+                "hostname": hostname,
+            },
+        )
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        if not refs:
+            return {}
+        conn = self.conn
+        with failing("listing domains"):
+            domains = conn.listAllDomains(0)  # one call, whatever the number of servers
+            states = {
+                dom.UUIDString(): stats.get("state.state", 0)
+                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+            }
+        by_uuid = {d.UUIDString().lower(): d for d in domains}
+        by_name = {d.name(): d for d in domains}
+        out = {}
+        for ref in refs:
+            if ref.id:
+                dom = by_uuid.get(ref.id.lower()) or (
+                    None if _UUID.match(ref.id) else by_name.get(ref.id)
+                )
+            else:
+                try:
+                    dom = by_name.get(self._name(ref.address))
+                except ProviderError:
+                    dom = None
+            if dom is None:
+                continue
+            try:
+                parsed = domain_xml.parse(dom.XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                if is_error(exc, NO_DOMAIN):
+                    continue  # undefined between the listing and now
+                raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
+            owner = parsed.owner
+            if not ref.id and (
+                owner is None
+                or owner.stack_id != self.provider.stack.id
+                or owner.address != ref.address
+            ):
+                continue  # a domain by that name that is not ours
+            out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()))
+        return out
+
+    def import_(self, address: str, id: str) -> Observed:
+        dom = self._lookup(id)
+        if dom is None:
+            raise ProviderError(f"no domain {id}")
+        return self._observe(dom)
+
+    # ---------------------------------------------------------------- update
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        assert isinstance(inputs, ServerInputs)
+        forbidden = changed & {"image", "boot_volume", "user_data", "ssh_keys", "hostname"}
+        if forbidden:
+            raise ProviderError(f"cannot change {', '.join(sorted(forbidden))} in place")
+        dom = self._lookup(prior.id)
+        if dom is None:
+            raise ProviderError(f"server {address} ({prior.id}) no longer exists")
+        parsed = domain_xml.parse(dom.XMLDesc(0))
+        record = parsed.record
+        if record is None or parsed.owner is None:
+            raise ProviderError(f"domain {parsed.name} carries no iacloud metadata")
+        want_running = inputs.power_state == "running"
+        if not want_running and "power_state" in changed:
+            self._shutdown(dom)  # first: later steps then need no restart
+        if "volumes" in changed:
+            record = self._update_volumes(dom, parsed, record, inputs.volumes)
+        if "networks" in changed:
+            self._check_bridges(inputs.networks)
+            record = self._update_networks(dom, address, parsed, record, inputs.networks)
+        if record != parsed.record:
+            self._set_metadata(dom, parsed.owner, record)
+        if changed & {"vcpus", "memory_mib"}:
+            was_running = bool(dom.isActive())
+            if was_running:
+                self._shutdown(dom)
+            self._redefine(dom, inputs.vcpus, inputs.memory_mib)
+            if was_running and want_running:
+                self._start(dom, address, parsed.console_path)
+        if want_running and not dom.isActive():
+            self._start(dom, address, parsed.console_path)
+        return self._observe(dom)
+
+    def _flags(self, dom: libvirt.virDomain) -> int:
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if dom.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        return flags
+
+    def _wait_gone(
+        self, dom: libvirt.virDomain, gone: Callable[[ParsedDomain], bool], what: str
+    ) -> None:
+        """A live detach completes when the guest releases the device: wait for it."""
+        if not dom.isActive():
+            return
+        deadline = time.monotonic() + DETACH_TIMEOUT
+        while not gone(domain_xml.parse(dom.XMLDesc(0))):
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    f"the guest of {dom.name()} did not release {what} in {DETACH_TIMEOUT:g}s"
+                )
+            time.sleep(0.2)
+
+    def _update_volumes(
+        self,
+        dom: libvirt.virDomain,
+        parsed: ParsedDomain,
+        record: ServerRecord,
+        wanted: Sequence[str],
+    ) -> ServerRecord:
+        own = {record.root, record.seed}
+        current = {d.id: d for d in parsed.disks if d.device == "disk" and d.id not in own}
+        for vid, disk in current.items():
+            if vid not in wanted:
+                with failing(f"detaching volume {vid} from {parsed.name}"):
+                    dom.detachDeviceFlags(
+                        domain_xml.to_string(domain_xml.disk_element(disk)), self._flags(dom)
+                    )
+                self._wait_gone(
+                    dom,
+                    lambda p, t=disk.target: all(d.target != t for d in p.disks),
+                    f"volume {vid}",
+                )
+        used = {d.target for d in domain_xml.parse(dom.XMLDesc(0)).disks}
+        for vid in wanted:
+            if vid in current:
+                continue
+            target = _next_target(used)
+            used.add(target)
+            disk = self._data_disk(vid, target)
+            with failing(f"attaching volume {vid} to {parsed.name}"):
+                dom.attachDeviceFlags(
+                    domain_xml.to_string(domain_xml.disk_element(disk)), self._flags(dom)
+                )
+        return ServerRecord(**{**record.__dict__, "volumes": tuple(wanted)})
+
+    def _update_networks(
+        self,
+        dom: libvirt.virDomain,
+        address: str,
+        parsed: ParsedDomain,
+        record: ServerRecord,
+        wanted: Sequence[NetworkEntry],
+    ) -> ServerRecord:
+        resolved = self._resolve_nics(address, wanted, record.nics)
+        want = {mac: entry.ifname for entry, mac in resolved}
+        for nic in parsed.nics:
+            if want.get(nic.mac) != nic.bridge:
+                with failing(f"detaching NIC {nic.mac} from {parsed.name}"):
+                    dom.detachDeviceFlags(
+                        domain_xml.to_string(domain_xml.interface_element(nic)), self._flags(dom)
+                    )
+                self._wait_gone(
+                    dom, lambda p, m=nic.mac: all(n.mac != m for n in p.nics), f"NIC {nic.mac}"
+                )
+        have = {n.mac for n in domain_xml.parse(dom.XMLDesc(0)).nics}
+        for entry, mac in resolved:
+            if mac not in have:
+                nic = Nic(entry.ifname, mac)
+                with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
+                    dom.attachDeviceFlags(
+                        domain_xml.to_string(domain_xml.interface_element(nic)), self._flags(dom)
+                    )
+        nics = tuple(NicRecord(m, e.key, e.mac is not None) for e, m in resolved)
+        return ServerRecord(**{**record.__dict__, "nics": nics})
+
+    def _set_metadata(self, dom: libvirt.virDomain, owner: OwnerTag, record: ServerRecord) -> None:
+        el = domain_xml.metadata_element(owner, record, bare=True)
+        with failing(f"recording metadata of {dom.name()}"):
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                domain_xml.to_string(el),
+                "iacloud",
+                NS,
+                self._flags(dom),
+            )
+
+    def _redefine(self, dom: libvirt.virDomain, vcpus: int, memory_mib: int) -> None:
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        vcpu = root.find("vcpu")
+        if vcpu is None:
+            vcpu = ET.SubElement(root, "vcpu")
+        vcpu.attrib.pop("current", None)
+        vcpu.text = str(vcpus)
+        for tag in ("memory", "currentMemory"):
+            el = root.find(tag)
+            if el is None:
+                el = ET.SubElement(root, tag)
+            el.set("unit", "MiB")
+            el.text = str(memory_mib)
+        with failing(f"redefining domain {dom.name()}"):
+            self.conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+    # ---------------------------------------------------------------- delete
+    def delete(self, address: str, prior: Observed) -> None:
+        stack = self.provider.stack
+        pool_name = self.settings.pool
+        own = [
+            f"{pool_name}/{volume_name(stack.id, address, 'qcow2', 'root')}",
+            f"{pool_name}/{volume_name(stack.id, address, 'raw', 'seed')}",
+        ]
+        if prior.id and "/" in prior.id:
+            # an orphaned root or seed volume listed by list_tagged
+            self._remove(None, [prior.id])
+            return
+        dom = self._lookup(prior.id) if prior.id else None
+        if dom is None:
+            dom = self._lookup(self._name(address))
+            if dom is not None:
+                owner = domain_xml.parse(dom.XMLDesc(0)).owner
+                if owner is None or owner.stack_id != stack.id or owner.address != address:
+                    dom = None
+        console_path = None
+        if dom is not None:
+            parsed = domain_xml.parse(dom.XMLDesc(0))
+            console_path = parsed.console_path
+            if parsed.record is not None:
+                own = [v for v in (parsed.record.seed, parsed.record.root) if v]
+                if parsed.record.boot_volume:
+                    own = [parsed.record.seed]  # a boot volume belongs to its own resource
+            # a graceful stop first, so attached volumes that outlive the server are clean
+            self._shutdown(dom)
+        self._remove(dom, own)
+        if console_path and Path(console_path).parent == self._console_path("x").parent:
+            Path(console_path).unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- orphans
+    def list_tagged(self) -> list[TaggedObject]:
+        out = []
+        with failing("listing domains"):
+            domains = self.conn.listAllDomains(0)
+        for dom in domains:
+            try:
+                owner = domain_xml.parse(dom.XMLDesc(0)).owner
+            except libvirt.libvirtError:
+                continue  # undefined meanwhile
+            out.append(
+                TaggedObject(
+                    self.type_name,
+                    dom.UUIDString(),
+                    owner.stack_id if owner else None,
+                    owner.address if owner else None,
+                )
+            )
+        for pool in self.provider.all_pools():
+            for name in storage.list_volumes(pool):
+                tag = parse_volume_name(name)
+                if tag is not None and tag.role in ("root", "seed"):
+                    out.append(
+                        TaggedObject(
+                            self.type_name,
+                            f"{pool.name}/{name}",
+                            self.tag_stack_id(tag.prefix),
+                            tag.address,
+                        )
+                    )
+        return out

@@ -1,0 +1,188 @@
+"""The `volume` resource type: a block device in a pool (Cinder), empty or an image overlay.
+
+An overlay is a qcow2 volume whose backing file is an image, written with the backing
+format stated in the volume XML (`<backingStore><format>`), so QEMU never probes it.
+`size_gib` grows in place: `virStorageVol.resize` when no running guest uses the volume,
+`virDomain.blockResize` when one does (the guest sees the new size at once). Shrinking is
+refused by `check()` at plan time. Changing image, format or pool replaces the volume and
+loses its data (the replacement disruption is data-loss).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import libvirt
+from pydantic import field_validator
+
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.schema import Disruption, Inputs, prop
+
+from . import storage
+from .base import StorageResource
+from .connection import failing
+from .pool import Pool
+from .storage import GiB
+from .tags import check_object_name, format_of, volume_name
+
+
+class VolumeInputs(Inputs):
+    size_gib: int = prop(update=Disruption.LIVE, ge=1, le=65536, description="grows in place")
+    image: str | None = prop(None, update=Disruption.REPLACE, description="an image id")
+    format: Literal["qcow2", "raw"] = prop("qcow2", update=Disruption.REPLACE)
+    pool: str | None = prop(None, update=Disruption.REPLACE, description="default: the provider's")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_object_name(value, "pool name")
+            except ProviderError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class Volume(StorageResource):
+    type_name = "volume"
+    Inputs = VolumeInputs
+    attributes = ("id", "path", "capacity_bytes")
+    replace_disruption = Disruption.DATA_LOSS
+    role = None
+
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        assert isinstance(inputs, VolumeInputs)
+        out = []
+        before = prior.inputs.get("size_gib") if prior is not None else None
+        if isinstance(before, int) and inputs.size_gib < before:
+            out.append(
+                Diagnostic(
+                    f"a volume cannot shrink (from {before} to {inputs.size_gib} GiB)",
+                    address=address,
+                    field="size_gib",
+                    hint=f"keep size_gib >= {before}, or replace the volume",
+                )
+            )
+        if inputs.image is not None and inputs.format != "qcow2":
+            out.append(
+                Diagnostic(
+                    "a volume made from an image is a qcow2 overlay: format must be qcow2",
+                    address=address,
+                    field="format",
+                )
+            )
+        return out
+
+    # ---------------------------------------------------------------- create
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        assert isinstance(inputs, VolumeInputs)
+        if problems := self.check(address, inputs, None):
+            raise ProviderError(problems[0].message)
+        conn = self.conn
+        pool = self.provider.pools.get(conn, inputs.pool)
+        name = volume_name(self.provider.stack.id, address, inputs.format)
+        if storage.lookup(pool, name) is not None:
+            raise ProviderError(f"volume {pool.name}/{name} already exists")
+        capacity = inputs.size_gib * GiB
+        backing = None
+        if inputs.image is not None:
+            path, fmt, size = self.provider.image_file(inputs.image)
+            if capacity < size:
+                raise ProviderError(
+                    f"size_gib {inputs.size_gib} is smaller than image {inputs.image} "
+                    f"({math.ceil(size / GiB)} GiB)"
+                )
+            backing = (path, fmt)
+        vol = storage.create(
+            pool, storage.volume_xml(name, capacity, inputs.format, backing=backing), name
+        )
+        try:
+            return self._observe(pool, vol, inputs.pool)
+        except BaseException:
+            storage.delete(vol)
+            raise
+
+    # ---------------------------------------------------------------- read
+    def _observe(self, pool: Pool, vol: libvirt.virStorageVol, recorded_pool: object) -> Observed:
+        info = storage.info(pool, vol)
+        image = None
+        if info.backing_path:
+            owner = self.provider.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
+            base = os.path.basename(info.backing_path)
+            image = f"{owner}/{base}" if owner else info.backing_path
+        inputs: dict[str, object] = {
+            "size_gib": math.ceil(info.capacity / GiB),
+            "image": image,
+            "pool": self.observed_pool(pool.name, recorded_pool),
+        }
+        if fmt := format_of(info.name):
+            inputs["format"] = fmt
+        return Observed(
+            id=info.id,
+            inputs=inputs,
+            attributes={"id": info.id, "path": info.path, "capacity_bytes": info.capacity},
+        )
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        return {
+            address: self._observe(pool, vol, ref.inputs.get("pool"))
+            for address, (pool, vol, ref) in self.locate(refs).items()
+        }
+
+    def import_(self, address: str, id: str) -> Observed:
+        pool_name, name = storage.split_id(id)
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"no volume {id}")
+        if format_of(name) is None:
+            raise ProviderError(
+                f"cannot tell the format of {id}: its name must end in .qcow2 or .raw"
+            )
+        return self._observe(pool, vol, None)
+
+    # ---------------------------------------------------------------- update
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        assert isinstance(inputs, VolumeInputs)
+        if changed - {"size_gib"}:
+            raise ProviderError(f"cannot change {', '.join(sorted(changed))} in place")
+        pool_name, name = storage.split_id(prior.id)
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"volume {prior.id} no longer exists")
+        info = storage.info(pool, vol)
+        new = inputs.size_gib * GiB
+        if new < info.capacity:
+            raise ProviderError(
+                f"a volume cannot shrink (from {info.capacity} bytes to {new} bytes)"
+            )
+        if new > info.capacity:
+            users = self.provider.running_users(info.id, info.path)
+            if users:
+                # a running guest holds the image open: only QEMU may grow it
+                for dom, target in users:
+                    with failing(f"growing {prior.id} in running domain {dom.name()}"):
+                        dom.blockResize(target, new, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            else:
+                with failing(f"growing volume {prior.id}"):
+                    vol.resize(new, 0)
+            vol = pool.handle.storageVolLookupByName(name)
+        return self._observe(pool, vol, inputs.pool)
+
+    def delete(self, address: str, prior: Observed) -> None:
+        if not prior.id:
+            return
+        pool_name, name = storage.split_id(prior.id)
+        pool = self.provider.pools.find(self.conn, pool_name)
+        if pool is not None:
+            storage.delete(storage.lookup(pool, name))
+
+    def list_tagged(self) -> list[TaggedObject]:
+        return self.tagged_volumes((None,))
