@@ -286,7 +286,8 @@ def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | N
         a: _public(r.model_dump(mode="json"), sensitive) for a, r in snap.resources.items()
     }
     if as_json:
-        _echo_json({"stack": name, "serial": snap.serial, "lineage": snap.lineage,
+        _echo_json({"stack": name, "stack_id": snap.stack_id, "serial": snap.serial,
+                    "lineage": snap.lineage,
                     "resources": resources,
                     "pending": [p.model_dump(mode="json") for p in snap.pending]})  # fmt: skip
         return
