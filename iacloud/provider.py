@@ -118,6 +118,16 @@ class ResourceType:
         return []
 
 
+@dataclass(frozen=True)
+class Check:
+    """One host check of `iacloud doctor`: status ok | warn | fail, and how to fix it."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+
 class ProviderSettings(BaseModel):
     """Base of a provider's `[provider.NAME]` table."""
 
@@ -147,6 +157,11 @@ class Provider:
 
     def close(self) -> None:
         """Release connections; called once at the end of a run."""
+
+    @classmethod
+    def doctor(cls, settings: ProviderSettings) -> list[Check]:
+        """Check that the host can serve this provider; say how to fix what is wrong."""
+        return []
 
 
 class Registry:

@@ -536,6 +536,29 @@ def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], fmt
         click.echo(dot, nl=False)
 
 
+@cli.command()
+@json_opt
+@handled
+def doctor(as_json: bool) -> None:
+    """Check the host: libvirtd, virtualization, slow defines, pool, dnsmasq, nftables."""
+    from iacloud.doctor import run_checks
+    from iacloud.provider import Registry
+
+    checks = run_checks(Registry.discover())
+    if as_json:
+        _echo_json([c.__dict__ for c in checks])
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            click.echo(
+                click.style(f"{c.status:>4}", fg=colours.get(c.status)) + f"  {c.name}: {c.message}"
+            )
+            if c.fix and c.status != "ok":
+                click.echo(f"      fix: {c.fix}")
+    if any(c.status == "fail" for c in checks):
+        sys.exit(EXIT_ERROR)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="iacloud")

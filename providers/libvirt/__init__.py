@@ -23,7 +23,7 @@ import threading
 import libvirt
 
 from iacloud.errors import ProviderError
-from iacloud.provider import Provider, ProviderSettings, StackInfo
+from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 
 from . import storage, virt_type
 from .connection import Connection, failing
@@ -106,6 +106,13 @@ class LibvirtProvider(Provider):
                 if disk.id == volume_id or (disk.path and disk.path == path):
                     out.append((dom, disk.target))
         return out
+
+    @classmethod
+    def doctor(cls, settings: ProviderSettings) -> list[Check]:
+        from .doctor import checks
+
+        assert isinstance(settings, LibvirtSettings)
+        return checks(settings)
 
     def close(self) -> None:
         self.pools.forget()
