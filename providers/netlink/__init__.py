@@ -1,0 +1,54 @@
+"""The netlink provider: isolated Linux bridges as networks, DHCP reservations as ports, and
+namespaces as routers, built with pyroute2 (netlink) and dnsmasq. It never shells out to `ip`.
+
+Ids the other providers rely on:
+- network: the bridge name (`iacb` + 10 hex); a server NIC attaches to the bridge of that name.
+- port: `<bridge>/<mac>/<ip>`, e.g. `iacb0123456789/52:54:00:ab:cd:ef/198.18.10.5`. None of the
+  three parts can contain '/', so `bridge, mac, ip = id.split("/")` parses it; a NIC with that
+  MAC on that bridge gets that address from the network's DHCP server.
+- router: its namespace name (`iacloud-rtr-` + 10 hex).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from iacloud.provider import Provider, ProviderSettings, StackInfo
+from iacloud.providers.netlink.network import Network
+from iacloud.providers.netlink.port import Port, parse_port_id, port_id
+from iacloud.providers.netlink.records import StateDir
+from iacloud.providers.netlink.router import Router
+from iacloud.providers.netlink.settings import NetlinkSettings
+
+__all__ = [
+    "NetlinkProvider",
+    "NetlinkSettings",
+    "Network",
+    "Port",
+    "Router",
+    "parse_port_id",
+    "port_id",
+]
+
+
+class NetlinkProvider(Provider):
+    name = "netlink"
+    Settings = NetlinkSettings
+    resource_types = (Network, Port, Router)
+
+    def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
+        super().__init__(stack, settings)
+        self._network_locks: dict[str, threading.RLock] = {}
+
+    @property
+    def state(self) -> StateDir:
+        assert isinstance(self.settings, NetlinkSettings)
+        return StateDir(Path(self.settings.state_path(self.stack)).absolute())
+
+    def network_lock(self, bridge: str) -> threading.RLock:
+        """Serializes changes to one network's DHCP configuration (a port created while another
+        is deleted must not restart dnsmasq with a stale reservation list). Across processes the
+        engine's state lock already keeps two runs apart."""
+        with self._lock:
+            return self._network_locks.setdefault(bridge, threading.RLock())

@@ -1,0 +1,712 @@
+"""The `network` resource: an isolated Linux bridge with one IPv4 subnet (Neutron net + subnet).
+
+What exists on the host for one network (names in `names`):
+- the bridge, tagged with the ownership alias. It has no host address and IPv6 is disabled on
+  it, so the host takes no part in the network: no forwarding, no NAT, no link-local chatter;
+- optionally a segment enslaved to the bridge: a VLAN sub-interface of an uplink, or a VXLAN
+  device whose unicast remotes are all-zero FDB entries (head-end replication);
+- with dhcp = true, a namespace joined to the bridge by a veth pair; its end holds the DHCP
+  server address (see `subnet`) and dnsmasq runs there (see `dnsmasq`);
+- `<state_dir>/<bridge>/`: the network's record, its ports' reservations, dnsmasq's files.
+
+Reading: one link dump and one namespace listing for any number of networks, plus an FDB dump
+when a VXLAN segment is seen, and per DHCP network its record, pid file and /proc cmdline (the
+arguments dnsmasq really runs with). Create and update read back their one object with a few
+RTM_GETLINKs by name instead, so applying N networks stays linear in N. `bench/
+netlink_refresh.py` measures both.
+A DHCP server that died (or lost its namespace or veth) is observed as `dhcp = false`: the next
+plan then shows the in-place change dhcp false -> true and applying it restarts the server,
+with no special case in the engine; a separate attribute would be invisible to the planner.
+The attribute `dhcp_running` says the same thing for `iacloud show`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.providers.netlink import dnsmasq, links, names, netns
+from iacloud.providers.netlink.base import NetlinkResource
+from iacloud.providers.netlink.links import Link, LinkTable
+from iacloud.providers.netlink.names import NetworkNames
+from iacloud.providers.netlink.records import NetworkFiles
+from iacloud.providers.netlink.subnet import (
+    MIN_DHCP_PREFIX,
+    SubnetPlan,
+    ipv4,
+    ipv4_network,
+    plan_subnet,
+)
+from iacloud.schema import Disruption, Inputs, prop
+
+_NO_IPV6 = {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DhcpRange(_Model):
+    """`{ start = IP, end = IP }` or `[start, end]`."""
+
+    start: str
+    end: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError("dhcp_range as a list needs exactly two addresses: [start, end]")
+            return {"start": value[0], "end": value[1]}
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return ipv4(v)
+
+
+class VlanSegment(_Model):
+    """An 802.1Q sub-interface of `uplink` (which iacloud neither creates nor changes)."""
+
+    vlan: int = Field(ge=1, le=4094)
+    uplink: str
+
+    @field_validator("uplink")
+    @classmethod
+    def _uplink(cls, v: str) -> str:
+        return names.validate_ifname(v)
+
+
+class VxlanSegment(_Model):
+    """A VXLAN device: unicast `remotes` (one FDB entry each) or a multicast `group`."""
+
+    vxlan: int = Field(ge=1, le=16777215)
+    local: str | None = None
+    remotes: list[str] = []
+    group: str | None = None
+    port: int = Field(4789, ge=1, le=65535)
+    uplink: str | None = None  # the underlay device; needed with a multicast group
+
+    @field_validator("local")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        return None if v is None else ipv4(v)
+
+    @field_validator("uplink")
+    @classmethod
+    def _uplink(cls, v: str | None) -> str | None:
+        return None if v is None else names.validate_ifname(v)
+
+    @field_validator("remotes")
+    @classmethod
+    def _remotes(cls, v: list[str]) -> list[str]:
+        out = sorted({ipv4(x) for x in v}, key=ipaddress.IPv4Address)  # order has no meaning
+        for x in out:
+            if ipaddress.IPv4Address(x).is_multicast:
+                raise ValueError(f"remote {x} is a multicast address (use group = ...)")
+        return out
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = ipv4(v)
+        if not ipaddress.IPv4Address(v).is_multicast:
+            raise ValueError(f"group {v} is not a multicast address (224.0.0.0/4)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way(self) -> VxlanSegment:
+        if bool(self.remotes) == bool(self.group):
+            raise ValueError("a vxlan segment needs either remotes = [...] or group = ...")
+        return self
+
+
+class NetworkInputs(Inputs):
+    cidr: str = prop(update=Disruption.REPLACE, description="IPv4 subnet, e.g. 198.18.10.0/24")
+    gateway: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        description="default: the first host address",
+    )
+    dhcp: bool = prop(True, update=Disruption.LIVE)
+    dhcp_range: DhcpRange | None = prop(None, update=Disruption.LIVE, computed_default=True)
+    dns: list[str] = prop([], update=Disruption.LIVE, description="DNS servers handed out")
+    mtu: int | None = prop(None, update=Disruption.LIVE, computed_default=True, ge=68, le=65535)
+    segment: VlanSegment | VxlanSegment | None = prop(None, update=Disruption.REPLACE)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        return ipv4_network(v)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
+        return None if v is None else ipv4(v)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns(cls, v: list[str]) -> list[str]:
+        return [ipv4(x) for x in v]
+
+    @model_validator(mode="after")
+    def _subnet(self) -> NetworkInputs:
+        prefix = int(self.cidr.split("/")[1])
+        if prefix > MIN_DHCP_PREFIX and (self.dhcp or self.dhcp_range):
+            raise ValueError(
+                f"DHCP needs at least a /{MIN_DHCP_PREFIX} (gateway, server and a client); "
+                f"{self.cidr} is too small: set dhcp = false"
+            )
+        plan_subnet(self.cidr, self.gateway, _range_tuple(self.dhcp_range))
+        return self
+
+
+def _range_tuple(r: DhcpRange | None) -> tuple[str, str] | None:
+    return (r.start, r.end) if r else None
+
+
+def resolve(inputs: NetworkInputs) -> tuple[SubnetPlan, dict[str, Any]]:
+    """The subnet plan and the inputs with computed defaults (gateway, DHCP range) filled in,
+    in the shape a read reports. mtu stays as given: None means the kernel's choice."""
+    plan = plan_subnet(inputs.cidr, inputs.gateway, _range_tuple(inputs.dhcp_range))
+    resolved = inputs.model_dump()
+    resolved["gateway"] = str(plan.gateway)
+    resolved["dhcp_range"] = (
+        {"start": str(plan.range_start), "end": str(plan.range_end)}
+        if plan.range_start is not None
+        else None
+    )
+    return plan, resolved
+
+
+def identity(resolved: dict[str, Any]) -> str:
+    """The replace-forcing inputs, hashed into the bridge name (see `names`)."""
+    keys = ("cidr", "gateway", "segment")
+    return json.dumps({k: resolved[k] for k in keys}, sort_keys=True)
+
+
+def plan_of(record: dict[str, Any]) -> SubnetPlan:
+    """The subnet plan of a network's record (ports and routers use it)."""
+    inputs = record["inputs"]
+    r = inputs.get("dhcp_range")
+    return plan_subnet(inputs["cidr"], inputs.get("gateway"), (r["start"], r["end"]) if r else None)
+
+
+def dhcp_config(
+    names_: NetworkNames, files: NetworkFiles, record: dict[str, Any], user: str, lease_time: int
+) -> dnsmasq.DhcpConfig:
+    plan = plan_of(record)
+    inputs = record["inputs"]
+    hosts = sorted(
+        {
+            (p["mac"], p["ip"])
+            for p in files.read_ports()
+            if plan.is_host(ipaddress.IPv4Address(p["ip"]))
+        }
+    )
+    return dnsmasq.DhcpConfig(
+        interface=names_.dhcp_inner,
+        range_start=str(plan.range_start),
+        range_end=str(plan.range_end),
+        netmask=plan.netmask,
+        gateway=str(plan.gateway),
+        dns=tuple(inputs.get("dns") or ()),
+        mtu=inputs.get("mtu"),
+        hosts=tuple(hosts),
+        lease_time=lease_time,
+        user=user,
+    )
+
+
+class Network(NetlinkResource):
+    type_name = "network"
+    Inputs = NetworkInputs
+    attributes = (
+        "id",
+        "bridge",
+        "cidr",
+        "gateway",
+        "dhcp_namespace",
+        "dhcp_server",
+        "dhcp_running",
+        "leases",
+    )
+
+    # ---- plan time -----------------------------------------------------------------------
+
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        assert isinstance(inputs, NetworkInputs)
+        seg = inputs.segment
+        if isinstance(seg, VxlanSegment) and seg.group and not seg.uplink:
+            return [
+                Diagnostic(
+                    "a vxlan segment with a multicast group needs uplink = <underlay device>",
+                    address=address,
+                    field="segment.uplink",
+                )
+            ]
+        return []
+
+    # ---- read ----------------------------------------------------------------------------
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        return self._read(refs, targeted=False)
+
+    def _read(self, refs: Sequence[ObjectRef], targeted: bool) -> dict[str, Observed]:
+        """targeted: ask for each object's own links by name instead of dumping every link.
+        Both see the same links (a network only ever looks at the bridge and the links it
+        names), so they agree; create and update use it to stay O(1) on a host with many
+        networks."""
+        with IPRoute() as ipr:
+            if targeted and all(ref.id for ref in refs):
+                wanted = []
+                for ref in refs:
+                    with contextlib.suppress(ValueError):
+                        n = NetworkNames(ref.id or "")
+                        wanted += [n.bridge, n.dhcp_veth, n.vlan, n.vxlan]
+                table = LinkTable.fetch(ipr, wanted)
+            else:
+                table = LinkTable.dump(ipr)
+            found: dict[str, Link] = {}
+            for ref in refs:
+                bridge = self._find(ref, table)
+                if bridge is not None:
+                    found[ref.address] = bridge
+            fdb = self._fdb(ipr, table, found.values(), targeted)
+        namespaces = netns.list_namespaces()
+        return {
+            address: self._observe(bridge, table, fdb, namespaces)
+            for address, bridge in found.items()
+        }
+
+    def _find(self, ref: ObjectRef, table: LinkTable) -> Link | None:
+        if ref.id is not None:
+            try:
+                names.validate_ifname(ref.id)
+            except ValueError:
+                return None  # no link can have that name
+            return table.bridge(ref.id)
+        candidates = [
+            link
+            for link in table.by_alias.get(names.tag(self.stack.id, ref.address), [])
+            if link.kind == "bridge"
+        ]
+        if len(candidates) > 1:  # create-before-destroy left two: prefer the one these inputs name
+            with contextlib.suppress(Exception):
+                _, resolved = resolve(NetworkInputs.model_validate(ref.inputs))
+                expected = names.bridge_name(self.stack.id, ref.address, identity(resolved))
+                candidates.sort(key=lambda link: link.name != expected)
+        return candidates[0] if candidates else None
+
+    @staticmethod
+    def _fdb(ipr: IPRoute, table: LinkTable, bridges: Any, targeted: bool) -> dict[int, list[str]]:
+        """Unicast VXLAN remotes by device index: one FDB dump, and only if a VXLAN is seen."""
+        vxlans = set()
+        for bridge in bridges:
+            vxlan = table.get(NetworkNames(bridge.name).vxlan)
+            if vxlan is not None and vxlan.kind == "vxlan" and vxlan.master == bridge.index:
+                vxlans.add(vxlan.index)
+        if not vxlans:
+            return {}
+        if targeted:  # the kernel filters a dump by device: the host's other FDBs stay unread
+            entries = [e for index in vxlans for e in ipr.fdb("dump", ifindex=index)]
+        else:
+            entries = list(ipr.fdb("dump"))
+        out: dict[int, list[str]] = {}
+        for entry in entries:
+            if entry["ifindex"] in vxlans and entry.get("NDA_LLADDR") == "00:00:00:00:00:00":
+                dst = entry.get("NDA_DST")
+                if dst:
+                    out.setdefault(entry["ifindex"], []).append(dst)
+        return out
+
+    def _observe(
+        self, bridge: Link, table: LinkTable, fdb: dict[int, list[str]], namespaces: set[str]
+    ) -> Observed:
+        n = NetworkNames(bridge.name)
+        files = self.state.network(bridge.name)
+        record = files.read_record()
+        recorded: dict[str, Any] = record["inputs"] if record else {}
+
+        running = dnsmasq.running(files)
+        veth = table.get(n.dhcp_veth)
+        dhcp_up = bool(
+            running
+            and n.dhcp_namespace in namespaces
+            and veth is not None
+            and veth.master == bridge.index
+            and netns.process_in(running[0], n.dhcp_namespace)
+        )
+        inputs: dict[str, Any] = {}
+        for key in ("cidr", "gateway"):  # an isolated bridge has no address to observe
+            if key in recorded:
+                inputs[key] = recorded[key]
+        inputs["dhcp"] = dhcp_up
+        if dhcp_up and running:
+            served = dnsmasq.parse_args(running[1])
+            start_end = served["range"]
+            inputs["dhcp_range"] = (
+                {"start": start_end[0], "end": start_end[1]} if start_end else None
+            )
+            inputs["dns"] = served["dns"]
+        else:
+            for key in ("dhcp_range", "dns"):
+                if key in recorded:
+                    inputs[key] = recorded[key]
+        inputs["mtu"] = bridge.mtu
+        inputs["segment"] = self._segment(bridge, table, fdb)
+
+        server = None
+        if record:
+            with contextlib.suppress(Exception):
+                plan = plan_of(record)
+                server = str(plan.server) if plan.server else None
+        attributes = {
+            "id": bridge.name,
+            "bridge": bridge.name,
+            "cidr": recorded.get("cidr"),
+            "gateway": recorded.get("gateway"),
+            "dhcp_namespace": n.dhcp_namespace if n.dhcp_namespace in namespaces else None,
+            "dhcp_server": server if dhcp_up else None,
+            "dhcp_running": dhcp_up,
+            "leases": dnsmasq.leases(files) if dhcp_up else [],
+        }
+        return Observed(id=bridge.name, inputs=inputs, attributes=attributes)
+
+    @staticmethod
+    def _segment(bridge: Link, table: LinkTable, fdb: dict[int, list[str]]) -> dict | None:
+        """The segment device this network made (a VLAN or VXLAN port of another name is not
+        the network's: it was added by hand, and delete would not remove it either)."""
+        n = NetworkNames(bridge.name)
+        for name in (n.vlan, n.vxlan):
+            s = table.get(name)
+            if s is None or s.master != bridge.index:
+                continue
+            if s.kind == "vlan":
+                seg: dict[str, Any] = {
+                    "vlan": s.data.get("IFLA_VLAN_ID"),
+                    "uplink": table.name_of(s.data.get("IFLA_LINK")),
+                }
+                model: type[BaseModel] = VlanSegment
+            elif s.kind == "vxlan":
+                local = s.data.get("IFLA_VXLAN_LOCAL")
+                group = s.data.get("IFLA_VXLAN_GROUP")
+                seg = {
+                    "vxlan": s.data.get("IFLA_VXLAN_ID"),
+                    "local": local if local and local != "0.0.0.0" else None,
+                    "remotes": fdb.get(s.index, []),
+                    "group": group if group and group != "0.0.0.0" else None,
+                    "port": s.data.get("IFLA_VXLAN_PORT"),
+                    "uplink": table.name_of(s.data.get("IFLA_VXLAN_LINK")),
+                }
+                model = VxlanSegment
+            else:
+                continue
+            try:  # the same normal form the inputs model gives (sorted remotes, defaults)
+                return model.model_validate(seg).model_dump()
+            except ValueError:
+                return seg  # something odd was done by hand: report it as it is
+        return None
+
+    def _read_one(self, address: str, bridge: str) -> Observed:
+        observed = self._read([ObjectRef(address=address, id=bridge)], targeted=True).get(address)
+        if observed is None:
+            raise ProviderError(f"bridge {bridge} vanished right after it was set up")
+        return observed
+
+    # ---- create / update / delete --------------------------------------------------------
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        assert isinstance(inputs, NetworkInputs)
+        _, resolved = resolve(inputs)
+        tag = links.set_alias_checked(names.tag(self.stack.id, address))
+        bridge = names.bridge_name(self.stack.id, address, identity(resolved))
+        n = NetworkNames(bridge)
+        files = self.state.network(bridge)
+        with self.network_lock(bridge):
+            with IPRoute() as ipr:
+                existing = links.get(ipr, bridge)
+            if existing is not None and existing.alias not in (None, tag):
+                raise ProviderError(
+                    f"a link named {bridge} already exists and is not this network's "
+                    f"(its alias is '{existing.alias}')"
+                )
+            had_dir = files.dir.exists()
+            try:
+                # The record first: an interrupted create is then found with its cidr.
+                files.write_record(
+                    {"stack_id": self.stack.id, "address": address, "inputs": resolved}
+                )
+                with IPRoute() as ipr:
+                    self._ensure_bridge(ipr, bridge, tag, inputs.mtu)
+                    if inputs.segment is not None:
+                        self._ensure_segment(ipr, n, tag, inputs.segment, inputs.mtu)
+                self._converge_dhcp(n, files, tag)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._teardown(bridge, remove_dir=not had_dir)
+                raise
+        return self._read_one(address, bridge)
+
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        assert isinstance(inputs, NetworkInputs)
+        _, resolved = resolve(inputs)
+        bridge = prior.id
+        n = NetworkNames(bridge)
+        files = self.state.network(bridge)
+        tag = names.tag(self.stack.id, address)
+        with self.network_lock(bridge):
+            with IPRoute() as ipr:
+                table = LinkTable.dump(ipr)
+                if table.bridge(bridge) is None:
+                    raise ProviderError(
+                        f"bridge {bridge} does not exist (deleted outside iacloud?)"
+                    )
+                if inputs.mtu is not None and table.by_name[bridge].mtu != inputs.mtu:
+                    self._set_mtu(ipr, table, n, inputs.mtu)
+            record = files.read_record() or {"stack_id": self.stack.id, "address": address}
+            if resolved.get("mtu") is None:  # computed default: keep what the kernel chose
+                resolved["mtu"] = (record.get("inputs") or {}).get("mtu")
+            record["inputs"] = resolved
+            files.write_record(record)
+            self._converge_dhcp(n, files, tag)
+        return self._read_one(address, bridge)
+
+    def delete(self, address: str, prior: Observed) -> None:
+        try:
+            NetworkNames(prior.id)
+        except ValueError:
+            return  # not a name any link can have: nothing to delete
+        with self.network_lock(prior.id):
+            self._teardown(prior.id)
+
+    def import_(self, address: str, id: str) -> Observed:
+        try:
+            names.validate_ifname(id)
+        except ValueError as exc:
+            raise ProviderError(str(exc)) from None
+        observed = self.read([ObjectRef(address=address, id=id)]).get(address)
+        if observed is None:
+            raise ProviderError(f"there is no bridge named {id}")
+        return observed
+
+    def list_tagged(self) -> list[TaggedObject]:
+        with IPRoute() as ipr:
+            table = LinkTable.dump(ipr)
+        out = []
+        for link in table.by_index.values():
+            if link.kind == "bridge":
+                owner = link.owner
+                out.append(
+                    TaggedObject(
+                        "network",
+                        link.name,
+                        owner[0] if owner else None,
+                        owner[1] if owner else None,
+                    )
+                )
+        return out
+
+    # ---- the pieces ----------------------------------------------------------------------
+
+    @staticmethod
+    def _ensure_bridge(ipr: IPRoute, bridge: str, tag: str, mtu: int | None) -> None:
+        if links.index_of(ipr, bridge) is None:
+            try:
+                ipr.link("add", ifname=bridge, kind="bridge")
+            except NetlinkError as exc:
+                raise links.netlink_error(f"cannot create bridge {bridge}", exc) from exc
+        index = links.index_of(ipr, bridge)
+        ipr.link("set", index=index, ifalias=tag)  # tagged before anything else is done to it
+        links.disable_ipv6(bridge)
+        if mtu is not None:
+            ipr.link("set", index=index, mtu=mtu)
+        ipr.link("set", index=index, state="up")
+
+    @staticmethod
+    def _ensure_segment(
+        ipr: IPRoute, n: NetworkNames, tag: str, seg: VlanSegment | VxlanSegment, mtu: int | None
+    ) -> None:
+        bridge_index = links.index_of(ipr, n.bridge)
+        uplink_index = None
+        if seg.uplink is not None:
+            uplink_index = links.index_of(ipr, seg.uplink)
+            if uplink_index is None:
+                raise ProviderError(f"segment uplink {seg.uplink} does not exist")
+        try:
+            if isinstance(seg, VlanSegment):
+                name = n.vlan
+                links.delete(ipr, name)  # a leftover of an interrupted create is rebuilt
+                ipr.link("add", ifname=name, kind="vlan", link=uplink_index, vlan_id=seg.vlan)
+            else:
+                name = n.vxlan
+                links.delete(ipr, name)
+                spec: dict[str, Any] = {"vxlan_id": seg.vxlan, "vxlan_port": seg.port}
+                if seg.local:
+                    spec["vxlan_local"] = seg.local
+                if seg.group:
+                    spec["vxlan_group"] = seg.group
+                if uplink_index is not None:
+                    spec["vxlan_link"] = uplink_index
+                ipr.link("add", ifname=name, kind="vxlan", **spec)
+            index = links.index_of(ipr, name)
+            ipr.link("set", index=index, ifalias=tag)
+            links.disable_ipv6(name)
+            if isinstance(seg, VxlanSegment):
+                for remote in seg.remotes:
+                    ipr.fdb("append", ifindex=index, lladdr="00:00:00:00:00:00", dst=remote)
+            if mtu is not None:
+                ipr.link("set", index=index, mtu=mtu)
+            ipr.link("set", index=index, master=bridge_index, state="up")
+        except NetlinkError as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                what = "802.1Q VLAN (module 8021q)" if isinstance(seg, VlanSegment) else "VXLAN"
+                raise ProviderError(f"this kernel has no {what} support") from exc
+            raise links.netlink_error(f"cannot set up the segment of {n.bridge}", exc) from exc
+
+    def _set_mtu(self, ipr: IPRoute, table: LinkTable, n: NetworkNames, mtu: int) -> None:
+        """The bridge, every port of it (VLAN/VXLAN, veths, the hypervisor's taps) and the far
+        ends of the veths iacloud made: a veth drops frames bigger than its peer's MTU."""
+        bridge = table.by_name[n.bridge]
+        targets = [bridge, *table.slaves.get(bridge.index, ())]
+        try:
+            for link in targets:
+                ipr.link("set", index=link.index, mtu=mtu)
+        except NetlinkError as exc:
+            raise links.netlink_error(f"cannot set mtu {mtu} on {link.name}", exc) from exc
+        inner: dict[str, str] = {}
+        if netns.exists(n.dhcp_namespace):
+            inner[n.dhcp_namespace] = n.dhcp_inner
+        for link in targets:
+            owner = link.owner
+            if link.name.startswith(names.ROUTER_LEG_PREFIX) and owner:
+                ns = names.router_namespace(*owner)
+                inner[ns] = names.router_leg(ns, n.bridge)[1]
+        for ns, ifname in inner.items():
+            with contextlib.suppress(ProviderError), netns.socket(ns) as nsr:
+                index = links.index_of(nsr, ifname)
+                if index is not None:
+                    nsr.link("set", index=index, mtu=mtu)
+
+    def _converge_dhcp(self, n: NetworkNames, files: NetworkFiles, tag: str) -> None:
+        """Make the DHCP side match the network's record: torn down when dhcp is off, else the
+        namespace, the veth, the server address and a dnsmasq running with exactly the wanted
+        arguments, each created or fixed only if it is missing or wrong."""
+        record = files.read_record()
+        if not record or not record["inputs"].get("dhcp"):
+            self._teardown_dhcp(n, files)
+            return
+        plan = plan_of(record)
+        assert plan.server is not None
+        # A namespace made anew (removed by hand, say) cannot hold the old veth's far end.
+        rebuilt = not netns.exists(n.dhcp_namespace)
+        netns.create(n.dhcp_namespace)
+        netns.write_sysctls(n.dhcp_namespace, _NO_IPV6)
+        with IPRoute() as ipr:
+            table = LinkTable.fetch(ipr, [n.bridge, n.dhcp_veth])
+            bridge = table.by_name[n.bridge]
+            veth = table.get(n.dhcp_veth)
+            if rebuilt or veth is None or veth.master != bridge.index:
+                links.delete(ipr, n.dhcp_veth)
+                rebuilt = True
+                try:
+                    ipr.link(
+                        "add",
+                        ifname=n.dhcp_veth,
+                        kind="veth",
+                        peer={"ifname": n.dhcp_inner, "net_ns_fd": n.dhcp_namespace},
+                    )
+                    index = links.index_of(ipr, n.dhcp_veth)
+                    ipr.link("set", index=index, ifalias=tag)
+                    links.disable_ipv6(n.dhcp_veth)
+                    ipr.link("set", index=index, mtu=bridge.mtu)
+                    ipr.link("set", index=index, master=bridge.index, state="up")
+                except NetlinkError as exc:
+                    raise links.netlink_error(
+                        f"cannot create DHCP veth {n.dhcp_veth}", exc
+                    ) from exc
+        with netns.socket(n.dhcp_namespace) as nsr:
+            index = links.index_of(nsr, n.dhcp_inner)
+            if index is None:
+                raise ProviderError(f"{n.dhcp_inner} is missing in {n.dhcp_namespace}")
+            want = (str(plan.server), plan.prefixlen)
+            have = {
+                (a.get("IFA_ADDRESS"), a["prefixlen"]) for a in nsr.get_addr(index=index, family=2)
+            }
+            for address, prefixlen in have - {want}:
+                nsr.addr("del", index=index, address=address, prefixlen=prefixlen)
+            if want not in have:
+                nsr.addr("add", index=index, address=want[0], prefixlen=want[1])
+            nsr.link("set", index=index, mtu=bridge.mtu, state="up")
+
+        cfg = dhcp_config(n, files, record, self.settings.dhcp_user, self.settings.lease_time)
+        args = dnsmasq.build_args(cfg, files, dnsmasq.binary())
+        running = dnsmasq.running(files)
+        if (
+            running
+            and not rebuilt
+            and running[1] == args
+            and netns.process_in(running[0], n.dhcp_namespace)
+        ):
+            return
+        dnsmasq.stop(files)
+        dnsmasq.start(n.dhcp_namespace, args, files)
+
+    def _teardown_dhcp(self, n: NetworkNames, files: NetworkFiles, thorough: bool = False) -> None:
+        """thorough: also look for a dnsmasq of this network that its pid file does not name
+        (a scan of /proc: done on delete, not on every update of a network without DHCP)."""
+        dnsmasq.stop(files, search=thorough)
+        # The veth before the namespace: deleting one end removes the pair at once, while a
+        # removed namespace is dismantled by the kernel later.
+        with IPRoute() as ipr:
+            links.delete(ipr, n.dhcp_veth)
+        netns.remove(n.dhcp_namespace)
+        files.remove_dhcp_files()
+
+    def _teardown(self, bridge: str, remove_dir: bool = True) -> None:
+        """Remove everything of the network; what is already gone is skipped."""
+        n = NetworkNames(bridge)
+        files = self.state.network(bridge)
+        self._teardown_dhcp(n, files, thorough=True)
+        with IPRoute() as ipr:
+            for name in (n.vlan, n.vxlan, bridge):
+                links.delete(ipr, name)
+        if remove_dir:
+            files.remove()
+
+
+def sync_reservations(resource: NetlinkResource, bridge: str) -> None:
+    """After a port changed: restart the network's dnsmasq with the new reservation list, if it
+    runs. A network whose DHCP is down is left alone; its own update starts the server with
+    every reservation."""
+    files = resource.state.network(bridge)
+    n = NetworkNames(bridge)
+    with resource.network_lock(bridge):
+        record = files.read_record()
+        running = dnsmasq.running(files)
+        if not record or not record["inputs"].get("dhcp") or not running:
+            return
+        cfg = dhcp_config(
+            n, files, record, resource.settings.dhcp_user, resource.settings.lease_time
+        )
+        args = dnsmasq.build_args(cfg, files, running[1][0])
+        if running[1] != args:
+            dnsmasq.stop(files)
+            dnsmasq.start(n.dhcp_namespace, args, files)

@@ -1,0 +1,256 @@
+"""The `port` resource: a fixed MAC and IPv4 address on a network (a Neutron port).
+
+A port is a DHCP reservation: `<state_dir>/<bridge>/ports/port-<hash>.json` holds its MAC, IP
+and ownership (stack id, address), and the network's dnsmasq serves it as `--dhcp-host=MAC,IP`
+(restarted on every change, see `dnsmasq`). A server NIC with that MAC on that bridge gets
+that address.
+
+Id: `<bridge>/<mac>/<ip>`, e.g. `iacb0123456789/52:54:00:ab:cd:ef/198.18.10.5`. Interface names,
+MACs and IPv4 addresses cannot contain '/', so the libvirt provider splits it in three to learn
+which bridge to attach the NIC to and which MAC to give it, without asking this provider.
+
+Reading: a port exists while its record does and, if the network's dnsmasq runs, that dnsmasq
+serves the reservation; a reservation that is not in effect reads as absent so the next apply
+puts it back.
+
+Uniqueness: the engine checks one resource at a time, so `check` and `create` refuse an IP or MAC
+that another port's record on the same network already holds (naming that port). Two new ports
+of one plan with the same literal IP are only caught when the second is created: the loader
+should compare them before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import field_validator
+from pyroute2 import IPRoute
+
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.providers.netlink import dnsmasq, links, names
+from iacloud.providers.netlink.base import NetlinkResource
+from iacloud.providers.netlink.network import plan_of, sync_reservations
+from iacloud.providers.netlink.records import NetworkFiles, write_json
+from iacloud.providers.netlink.subnet import ipv4
+from iacloud.schema import Disruption, Inputs, prop
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def mac_address(value: str) -> str:
+    """A canonical (lower-case) unicast MAC, or ValueError."""
+    mac = value.lower() if isinstance(value, str) else ""
+    if not _MAC.fullmatch(mac):
+        raise ValueError(f"'{value}' is not a MAC address (six hex pairs, e.g. 52:54:00:12:34:56)")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{mac} is a multicast MAC; a port needs a unicast one")
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("00:00:00:00:00:00 is not a usable MAC")
+    return mac
+
+
+def port_id(bridge: str, mac: str, ip: str) -> str:
+    return f"{bridge}/{mac}/{ip}"
+
+
+def parse_port_id(id: str) -> tuple[str, str, str]:
+    """(bridge, mac, ip) of a port id; ValueError if it is not one."""
+    parts = id.split("/") if isinstance(id, str) else []
+    if len(parts) != 3:
+        raise ValueError(f"'{id}' is not a port id (<bridge>/<mac>/<ip>)")
+    return names.validate_ifname(parts[0]), mac_address(parts[1]), ipv4(parts[2])
+
+
+class PortInputs(Inputs):
+    network: str = prop(update=Disruption.REPLACE, description="the network's id (its bridge)")
+    ip: str = prop(update=Disruption.REPLACE)
+    mac: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        description="default: 52:54:00 and a hash of the stack id and address",
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        return names.validate_ifname(v)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return ipv4(v)
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, v: str | None) -> str | None:
+        return None if v is None else mac_address(v)
+
+
+class Port(NetlinkResource):
+    type_name = "port"
+    Inputs = PortInputs
+    attributes = ("id", "ip", "mac", "network")
+
+    # ---- plan time -----------------------------------------------------------------------
+
+    def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        """Against the network's record, when it exists already: the address must be a free host
+        address of its subnet. Nothing is said when the network is still to be created."""
+        assert isinstance(inputs, PortInputs)
+        files = self.state.network(inputs.network)
+        if files.read_record() is None:
+            return []
+        mac = inputs.mac or names.default_mac(self.stack.id, address)
+        return [
+            Diagnostic(message, address=address, field=field)
+            for field, message in self._problems(files, address, mac, inputs.ip)
+        ]
+
+    def _problems(
+        self, files: NetworkFiles, address: str, mac: str, ip: str
+    ) -> list[tuple[str, str]]:
+        record = files.read_record()
+        if record is None:
+            return [("network", f"network {files.bridge} is unknown in {files.dir.parent}")]
+        plan = plan_of(record)
+        addr = ipaddress.IPv4Address(ip)
+        if not plan.is_host(addr):
+            return [("ip", f"{ip} is not a host address of network {files.bridge} ({plan.cidr})")]
+        held = plan.reserved().get(addr)
+        if held:
+            return [("ip", f"{ip} is {held} of network {files.bridge}")]
+        out = []
+        for other in files.read_ports():
+            if (other.get("stack_id"), other.get("address")) == (self.stack.id, address):
+                continue
+            whose = f"port '{other.get('address')}'"
+            if other.get("stack_id") != self.stack.id:
+                whose += f" of stack {other.get('stack_id')}"
+            if other["ip"] == ip:
+                out.append(("ip", f"{ip} on network {files.bridge} is already reserved by {whose}"))
+            if other["mac"] == mac:
+                out.append(("mac", f"{mac} on network {files.bridge} is already used by {whose}"))
+        return out
+
+    # ---- read ----------------------------------------------------------------------------
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        ports: dict[str, list[dict[str, Any]]] = {}  # per network: one listing, one pid check
+        served: dict[str, set[tuple[str, str]] | None] = {}
+        out = {}
+        for ref in refs:
+            try:
+                if ref.id is not None:
+                    bridge, mac, ip = parse_port_id(ref.id)
+                else:
+                    bridge, mac, ip = names.validate_ifname(ref.inputs.get("network", "")), "", ""
+            except ValueError:
+                continue
+            files = self.state.network(bridge)
+            if bridge not in ports:
+                ports[bridge] = files.read_ports()
+                running = dnsmasq.running(files)
+                served[bridge] = set(dnsmasq.parse_args(running[1])["hosts"]) if running else None
+            record = self._match(ports[bridge], ref.address, mac, ip)
+            if record is None:
+                continue
+            hosts = served[bridge]
+            if hosts is not None and (record["mac"], record["ip"]) not in hosts:
+                continue  # dnsmasq runs without it: not in effect
+            out[ref.address] = self._observe(bridge, record)
+        return out
+
+    def _match(
+        self, records: list[dict[str, Any]], address: str, mac: str, ip: str
+    ) -> dict[str, Any] | None:
+        """The record of a port: by MAC and IP when the id is known, else by ownership."""
+        mine = [
+            r for r in records if (r.get("stack_id"), r.get("address")) == (self.stack.id, address)
+        ]
+        if not mac:
+            return mine[0] if mine else None
+        same = [r for r in records if r["mac"] == mac and r["ip"] == ip]
+        same.sort(key=lambda r: r not in mine)
+        return same[0] if same else None
+
+    @staticmethod
+    def _observe(bridge: str, record: dict[str, Any]) -> Observed:
+        mac, ip = record["mac"], record["ip"]
+        id = port_id(bridge, mac, ip)
+        return Observed(
+            id=id,
+            inputs={"network": bridge, "ip": ip, "mac": mac},
+            attributes={"id": id, "ip": ip, "mac": mac, "network": bridge},
+        )
+
+    # ---- create / delete -----------------------------------------------------------------
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        assert isinstance(inputs, PortInputs)
+        bridge = inputs.network
+        mac = inputs.mac or names.default_mac(self.stack.id, address)
+        files = self.state.network(bridge)
+        path = files.port(self.stack.id, address)
+        record = {"stack_id": self.stack.id, "address": address, "mac": mac, "ip": inputs.ip}
+        with self.network_lock(bridge):
+            with IPRoute() as ipr:
+                if links.index_of(ipr, bridge) is None:
+                    raise ProviderError(f"network {bridge} does not exist (no such bridge)")
+            problems = self._problems(files, address, mac, inputs.ip)
+            if problems:
+                raise ProviderError("; ".join(message for _, message in problems))
+            write_json(path, record)
+            try:
+                sync_reservations(self, bridge)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                with contextlib.suppress(Exception):
+                    sync_reservations(self, bridge)
+                raise
+        return self._observe(bridge, record)
+
+    def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        raise ProviderError("every field of a port forces a replacement")
+
+    def delete(self, address: str, prior: Observed) -> None:
+        try:
+            bridge, mac, ip = parse_port_id(prior.id)
+        except ValueError:
+            return
+        files = self.state.network(bridge)
+        with self.network_lock(bridge):
+            record = self._match(files.read_ports(), address, mac, ip)
+            if record is None:
+                return
+            files.port(record["stack_id"], record["address"]).unlink(missing_ok=True)
+            sync_reservations(self, bridge)
+
+    def import_(self, address: str, id: str) -> Observed:
+        try:
+            bridge, mac, ip = parse_port_id(id)
+        except ValueError as exc:
+            raise ProviderError(str(exc)) from None
+        record = self._match(self.state.network(bridge).read_ports(), address, mac, ip)
+        if record is None:
+            raise ProviderError(f"no reservation {mac} {ip} on network {bridge}")
+        return self._observe(bridge, record)
+
+    def list_tagged(self) -> list[TaggedObject]:
+        return [
+            TaggedObject(
+                "port",
+                port_id(files.bridge, r["mac"], r["ip"]),
+                r.get("stack_id"),
+                r.get("address"),
+            )
+            for files in self.state.networks()
+            for r in files.read_ports()
+        ]

@@ -1,0 +1,686 @@
+"""The netlink provider against the real kernel and a real dnsmasq (needs root).
+
+Every test works in its own stack (a unique id) and its own state dir under tmp_path. Traffic
+flows only between objects the test made: its namespaces, veths and the provider's bridges,
+all addressed from 198.18.0.0/15, with bounded counts and timeouts. The `lab` fixture removes
+everything afterwards, failed test or not, and then asserts that nothing tagged with the
+test's stack id, no namespace and no dnsmasq of the test is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from iacloud.errors import ProviderError
+from iacloud.provider import ObjectRef, Observed, StackInfo, TaggedObject
+from iacloud.providers.netlink import NetlinkProvider, NetlinkSettings, dnsmasq
+from iacloud.providers.netlink.names import NetworkNames, parse_tag, router_leg, router_namespace
+from iacloud.providers.netlink.network import NetworkInputs
+from iacloud.providers.netlink.port import PortInputs
+from iacloud.providers.netlink.router import RouterInputs
+
+pytestmark = [
+    pytest.mark.netlink,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not shutil.which("dnsmasq"), reason="needs dnsmasq"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="needs busybox-static"),
+]
+
+BUSYBOX = "/bin/busybox"
+
+
+class Lab:
+    """One test's stack, provider and the namespaces and links the test itself makes."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.uid = uuid.uuid4().hex[:6]
+        self.stack = StackInfo(
+            name="nltest",
+            id=f"nltest-{self.uid}",
+            directory=tmp_path,
+            data_dir=tmp_path / "data",
+        )
+        self.provider = NetlinkProvider(self.stack, NetlinkSettings())
+        self.network = self.provider.resource("network")
+        self.port = self.provider.resource("port")
+        self.router = self.provider.resource("router")
+        self.namespaces: list[str] = []  # the test's own
+        self.links: list[str] = []  # the test's own, in the root namespace
+        self.bridges: set[str] = set()
+        self.seen_namespaces: set[str] = set()
+        self._n = 0
+
+    # ---- provider objects ----------------------------------------------------------------
+
+    def create_network(self, address: str, **inputs: Any) -> Observed:
+        observed = self.network.create(address, NetworkInputs(**inputs))
+        self.bridges.add(observed.id)
+        return observed
+
+    def read_network(self, address: str, id: str | None) -> Observed | None:
+        return self.network.read([ObjectRef(address=address, id=id)]).get(address)
+
+    # ---- the test's own objects ----------------------------------------------------------
+
+    def name(self, role: str) -> str:
+        self._n += 1
+        return f"t{self.uid}{self._n:02d}{role}"[:15]
+
+    def namespace(self) -> str:
+        name = f"nltest-{self.uid}-{len(self.namespaces)}"
+        netns.create(name)
+        self.namespaces.append(name)
+        with NetNS(name, flags=0) as ns:
+            ns.link("set", index=1, state="up")
+        return name
+
+    def veth(self, ns: str, inner: str = "eth0", mac: str | None = None) -> str:
+        """A veth pair: returns the root end (left down and unattached); `inner` is in ns."""
+        outer = self.name("o")
+        peer: dict[str, Any] = {"ifname": inner, "net_ns_fd": ns}
+        if mac:
+            peer["address"] = mac
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=outer, kind="veth", peer=peer)
+        self.links.append(outer)
+        with NetNS(ns, flags=0) as nsr:
+            nsr.link("set", index=nsr.link_lookup(ifname=inner)[0], state="up")
+        return outer
+
+    def client(
+        self,
+        bridge: str,
+        address: str | None = None,
+        gateway: str | None = None,
+        mac: str | None = None,
+    ) -> str:
+        """A namespace with eth0 on the bridge, optionally addressed and routed."""
+        ns = self.namespace()
+        outer = self.veth(ns, mac=mac)
+        with IPRoute() as ipr:
+            ipr.link(
+                "set",
+                index=ipr.link_lookup(ifname=outer)[0],
+                master=ipr.link_lookup(ifname=bridge)[0],
+                state="up",
+            )
+        if address:
+            with NetNS(ns, flags=0) as nsr:
+                index = nsr.link_lookup(ifname="eth0")[0]
+                ip, prefix = address.split("/")
+                nsr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+                if gateway:
+                    nsr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        return ns
+
+    # ---- cleanup -------------------------------------------------------------------------
+
+    def provider_namespaces(self) -> set[str]:
+        """The namespaces the provider made for this stack, as far as anything tells: created
+        networks, the state dir's records, and the tags on links."""
+        bridges = self.bridges | {files_.bridge for files_ in self.provider.state.networks()}
+        out = {NetworkNames(b).dhcp_namespace for b in bridges}
+        out |= {path.stem for path in self.provider.state.routers()}
+        with IPRoute() as ipr:
+            for msg in ipr.get_links():
+                owner = parse_tag(msg.get("IFLA_IFALIAS"))
+                name = msg.get("IFLA_IFNAME")
+                if owner and owner[0] == self.stack.id:
+                    if name.startswith("iacb"):
+                        out.add(NetworkNames(name).dhcp_namespace)
+                    if name.startswith("iacr"):
+                        out.add(router_namespace(*owner))
+        return out
+
+    def cleanup(self) -> None:
+        """Remove everything, in an order that works whatever state the test left."""
+        self.seen_namespaces |= self.provider_namespaces()
+        state = self.provider.state
+        for path in list(state.routers()):
+            with contextlib.suppress(Exception):
+                self.router.delete("?", Observed(id=path.stem, inputs={}, attributes={}))
+        for files_ in list(state.networks()):
+            with contextlib.suppress(Exception):
+                self.network.delete("?", Observed(id=files_.bridge, inputs={}, attributes={}))
+        # Whatever the provider could not remove: links tagged with our stack, test links.
+        with IPRoute() as ipr:
+            for msg in ipr.get_links():
+                owner = parse_tag(msg.get("IFLA_IFALIAS"))
+                if owner and owner[0] == self.stack.id:
+                    with contextlib.suppress(Exception):
+                        ipr.link("del", index=msg["index"])
+            for name in self.links:
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+        for pid in _dnsmasq_pids(str(self.stack.data_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for ns in self.seen_namespaces | set(self.namespaces):
+            with contextlib.suppress(Exception):
+                netns.remove(ns)
+
+    def tagged_links(self) -> list[str]:
+        with IPRoute() as ipr:
+            return [
+                msg.get("IFLA_IFNAME")
+                for msg in ipr.get_links()
+                if self.stack.id in (msg.get("IFLA_IFALIAS") or "")
+            ]
+
+    def leftovers(self) -> list[str]:
+        out = []
+        with IPRoute() as ipr:
+            for msg in ipr.get_links():
+                name = msg.get("IFLA_IFNAME")
+                if self.stack.id in (msg.get("IFLA_IFALIAS") or ""):
+                    out.append(f"link {name}")
+                if name in self.links:
+                    out.append(f"test link {name}")
+        ours = self.seen_namespaces | set(self.namespaces) | self.provider_namespaces()
+        out += [f"namespace {ns}" for ns in sorted(ours & set(netns.listnetns()))]
+        out += [f"dnsmasq {pid}" for pid in _dnsmasq_pids(str(self.stack.data_dir))]
+        return out
+
+
+def _dnsmasq_pids(marker: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = dnsmasq.cmdline(int(entry))
+            if argv and os.path.basename(argv[0]) == "dnsmasq" and any(marker in a for a in argv):
+                out.append(int(entry))
+    return out
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
+    assert lab.leftovers() == [], "the test left objects behind"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def run_in(ns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{ns}", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def dhcp_address(ns: str) -> str | None:
+    """Ask for a lease on eth0 (bounded: 5 discovers, 1 s apart) and return the address."""
+    r = run_in(
+        ns,
+        BUSYBOX,
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        "/bin/true",
+    )
+    m = re.search(r"lease of (\S+) obtained", r.stdout + r.stderr)
+    return m.group(1) if m else None
+
+
+def ping(ns: str, ip: str, count: int = 2) -> bool:
+    return run_in(ns, BUSYBOX, "ping", "-c", str(count), "-W", "2", ip).returncode == 0
+
+
+def link(name: str, ns: str | None = None) -> dict[str, Any] | None:
+    if ns is None:
+        with IPRoute() as ipr:
+            found = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+    else:
+        with NetNS(ns, flags=0) as nsr:
+            found = nsr.get_links(ifname=name) if nsr.link_lookup(ifname=name) else []
+    if not found:
+        return None
+    msg = found[0]
+    return {
+        "index": msg["index"],
+        "mtu": msg.get("IFLA_MTU"),
+        "alias": msg.get("IFLA_IFALIAS"),
+        "master": msg.get("IFLA_MASTER"),
+    }
+
+
+def addresses(name: str) -> list[str]:
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        return [a.get("IFA_ADDRESS") for a in ipr.get_addr(index=index)]
+
+
+def served(files_dir: Path) -> tuple[int, list[str]]:
+    from iacloud.providers.netlink.records import NetworkFiles
+
+    found = dnsmasq.running(NetworkFiles(files_dir))
+    assert found is not None, "dnsmasq is not running"
+    return found
+
+
+# ---- networks --------------------------------------------------------------------------------
+
+
+def test_network_lifecycle(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.10.0/24")
+    bridge = net.id
+    n = NetworkNames(bridge)
+    tag = f"iacloud:{lab.stack.id}:lan"
+
+    assert link(bridge)["alias"] == tag
+    assert addresses(bridge) == [], "the host must take no part in the network"
+    assert link(n.dhcp_veth)["master"] == link(bridge)["index"]
+    assert n.dhcp_namespace in netns.listnetns()
+    pid, argv = served(lab.provider.state.network(bridge).dir)
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{n.dhcp_namespace}").st_ino
+    assert "--dhcp-range=198.18.10.10,198.18.10.253,255.255.255.0,3600" in argv
+
+    assert net.inputs == {
+        "cidr": "198.18.10.0/24",
+        "gateway": "198.18.10.1",
+        "dhcp": True,
+        "dhcp_range": {"start": "198.18.10.10", "end": "198.18.10.253"},
+        "dns": [],
+        "mtu": 1500,
+        "segment": None,
+    }
+    assert net.attributes["dhcp_server"] == "198.18.10.254"
+    # Refresh right after create: identical; found by tag when the id was never recorded.
+    assert lab.read_network("lan", bridge) == net
+    assert lab.read_network("lan", None) == net
+    assert lab.network.import_("lan", bridge) == net
+    assert TaggedObject("network", bridge, lab.stack.id, "lan") in lab.network.list_tagged()
+
+    lab.network.delete("lan", net)
+    assert link(bridge) is None and link(n.dhcp_veth) is None
+    assert n.dhcp_namespace not in netns.listnetns()
+    assert _dnsmasq_pids(str(lab.stack.data_dir)) == []
+    assert not lab.provider.state.network(bridge).dir.exists()
+    assert lab.read_network("lan", bridge) is None
+    lab.network.delete("lan", net)  # already gone: fine
+
+
+def test_dhcp_lease_and_port_reservation(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.11.0/24")
+    mac = "52:54:00:0a:0b:0c"
+    client = lab.client(net.id, mac=mac)
+
+    got = dhcp_address(client)
+    assert got is not None, "no lease"
+    assert 10 <= int(got.split(".")[3]) <= 253
+
+    port = lab.port.create("p", PortInputs(network=net.id, ip="198.18.11.5", mac=mac))
+    assert port.id == f"{net.id}/{mac}/198.18.11.5"
+    assert port.inputs == {"network": net.id, "ip": "198.18.11.5", "mac": mac}
+    assert f"--dhcp-host={mac},198.18.11.5" in served(lab.provider.state.network(net.id).dir)[1]
+    assert dhcp_address(client) == "198.18.11.5"
+
+    refs = [ObjectRef("p", port.id), ObjectRef("p", None, {"network": net.id})]
+    assert lab.port.read(refs) == {"p": port}
+    assert lab.port.import_("p", port.id) == port
+
+    # Another port may not take the address or the MAC; the error names the holder.
+    with pytest.raises(ProviderError, match="already reserved by port 'p'"):
+        lab.port.create("q", PortInputs(network=net.id, ip="198.18.11.5"))
+    diags = lab.port.check("q", PortInputs(network=net.id, ip="198.18.11.6", mac=mac), None)
+    assert [d.field for d in diags] == ["mac"]
+    with pytest.raises(ProviderError, match="the gateway"):
+        lab.port.create("q", PortInputs(network=net.id, ip="198.18.11.1"))
+    with pytest.raises(ProviderError, match="not a host address"):
+        lab.port.create("q", PortInputs(network=net.id, ip="198.18.12.7"))
+    with pytest.raises(ProviderError, match="does not exist"):
+        lab.port.create("q", PortInputs(network="iacb0000000000", ip="198.18.11.7"))
+
+    # A default MAC is stable per address and recorded.
+    q = lab.port.create("q", PortInputs(network=net.id, ip="198.18.11.7"))
+    assert q.inputs["mac"].startswith("52:54:00:")
+    assert lab.port.create("q", PortInputs(network=net.id, ip="198.18.11.7")) == q
+
+    lab.port.delete("p", port)
+    assert f"--dhcp-host={mac},198.18.11.5" not in served(lab.provider.state.network(net.id).dir)[1]
+    assert lab.port.read(refs) == {}
+    lab.port.delete("p", port)
+
+
+def test_port_whose_reservation_is_not_served_reads_absent(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.13.0/24")
+    port = lab.port.create("p", PortInputs(network=net.id, ip="198.18.13.5"))
+    files = lab.provider.state.network(net.id)
+    # dnsmasq restarted by hand without the reservation: the port is not in effect.
+    argv = served(files.dir)[1]
+    dnsmasq.stop(files)
+    dnsmasq.start(
+        NetworkNames(net.id).dhcp_namespace, [a for a in argv if "--dhcp-host" not in a], files
+    )
+    assert lab.port.read([ObjectRef("p", port.id)]) == {}
+    assert lab.port.create("p", PortInputs(network=net.id, ip="198.18.13.5")) == port
+    assert lab.port.read([ObjectRef("p", port.id)]) == {"p": port}
+
+
+def test_mtu_changes_live(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.14.0/24")
+    n = NetworkNames(net.id)
+    before = link(net.id)["index"], link(n.dhcp_veth)["index"]
+
+    inputs = NetworkInputs(cidr="198.18.14.0/24", mtu=1400)
+    updated = lab.network.update("lan", net, inputs, frozenset({"mtu"}))
+    assert (link(net.id)["index"], link(n.dhcp_veth)["index"]) == before
+    assert link(net.id)["mtu"] == 1400
+    assert link(n.dhcp_veth)["mtu"] == 1400
+    assert link(n.dhcp_inner, n.dhcp_namespace)["mtu"] == 1400
+    assert updated.inputs["mtu"] == 1400
+    assert "--dhcp-option=option:mtu,1400" in served(lab.provider.state.network(net.id).dir)[1]
+    assert lab.read_network("lan", net.id) == updated
+
+
+def test_dhcp_range_and_dns_change_restart_dnsmasq_only(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.15.0/24")
+    n = NetworkNames(net.id)
+    files_dir = lab.provider.state.network(net.id).dir
+    indexes = link(net.id)["index"], link(n.dhcp_veth)["index"]
+    pid = served(files_dir)[0]
+
+    inputs = NetworkInputs(
+        cidr="198.18.15.0/24",
+        dhcp_range=["198.18.15.100", "198.18.15.110"],
+        dns=["198.18.15.53"],
+    )
+    updated = lab.network.update("lan", net, inputs, frozenset({"dhcp_range", "dns"}))
+    assert (link(net.id)["index"], link(n.dhcp_veth)["index"]) == indexes
+    new_pid, argv = served(files_dir)
+    assert new_pid != pid
+    assert "--dhcp-range=198.18.15.100,198.18.15.110,255.255.255.0,3600" in argv
+    assert "--dhcp-option=option:dns-server,198.18.15.53" in argv
+    assert updated.inputs["dhcp_range"] == {"start": "198.18.15.100", "end": "198.18.15.110"}
+    assert updated.inputs["dns"] == ["198.18.15.53"]
+    assert lab.read_network("lan", net.id) == updated
+
+    # Nothing changed: nothing is restarted.
+    lab.network.update("lan", updated, inputs, frozenset())
+    assert served(files_dir)[0] == new_pid
+
+    client = lab.client(net.id)
+    got = dhcp_address(client)
+    assert got is not None and 100 <= int(got.split(".")[3]) <= 110
+
+
+def test_dead_dnsmasq_is_observed_and_restarted(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.16.0/24")
+    files_dir = lab.provider.state.network(net.id).dir
+    pid = served(files_dir)[0]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while dnsmasq.cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    seen = lab.read_network("lan", net.id)
+    assert seen is not None
+    assert seen.inputs["dhcp"] is False  # so the next plan proposes dhcp false -> true
+    assert seen.attributes["dhcp_running"] is False
+    assert {k: v for k, v in seen.inputs.items() if k != "dhcp"} == {
+        k: v for k, v in net.inputs.items() if k != "dhcp"
+    }
+
+    fixed = lab.network.update(
+        "lan", seen, NetworkInputs(cidr="198.18.16.0/24"), frozenset({"dhcp"})
+    )
+    assert fixed == net or fixed.inputs == net.inputs
+    assert served(files_dir)[0] != pid
+    assert lab.read_network("lan", net.id).inputs == net.inputs
+
+
+def test_dhcp_namespace_removed_by_hand_is_rebuilt(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.19.0/24")
+    n = NetworkNames(net.id)
+    netns.remove(n.dhcp_namespace)  # dnsmasq keeps the unnamed namespace alive
+
+    seen = lab.read_network("lan", net.id)
+    assert seen.inputs["dhcp"] is False
+    fixed = lab.network.update(
+        "lan", seen, NetworkInputs(cidr="198.18.19.0/24"), frozenset({"dhcp"})
+    )
+    assert fixed.inputs == net.inputs
+    assert len(_dnsmasq_pids(str(lab.stack.data_dir))) == 1
+    client = lab.client(net.id, mac="52:54:00:0a:0b:0d")
+    lab.port.create("p", PortInputs(network=net.id, ip="198.18.19.5", mac="52:54:00:0a:0b:0d"))
+    assert dhcp_address(client) == "198.18.19.5"
+
+
+def test_dhcp_off_and_on(lab: Lab) -> None:
+    net = lab.create_network("lan", cidr="198.18.17.0/24")
+    n = NetworkNames(net.id)
+    index = link(net.id)["index"]
+
+    off = lab.network.update(
+        "lan", net, NetworkInputs(cidr="198.18.17.0/24", dhcp=False), frozenset({"dhcp"})
+    )
+    assert off.inputs["dhcp"] is False
+    assert n.dhcp_namespace not in netns.listnetns()
+    assert link(n.dhcp_veth) is None
+    assert _dnsmasq_pids(str(lab.stack.data_dir)) == []
+    assert lab.read_network("lan", net.id) == off
+
+    on = lab.network.update("lan", off, NetworkInputs(cidr="198.18.17.0/24"), frozenset({"dhcp"}))
+    assert on.inputs == net.inputs
+    assert link(net.id)["index"] == index
+
+
+def test_failed_create_leaves_nothing(lab: Lab) -> None:
+    with pytest.raises(ProviderError, match="uplink nosuchdev0 does not exist"):
+        lab.create_network(
+            "lan", cidr="198.18.18.0/24", segment={"vlan": 10, "uplink": "nosuchdev0"}
+        )
+    assert lab.tagged_links() == []
+    assert lab.provider_namespaces() & set(netns.listnetns()) == set()
+    assert list(lab.provider.state.networks()) == []
+
+
+def test_networks_read_in_bulk(lab: Lab) -> None:
+    nets = {
+        f"n{i}": lab.create_network(f"n{i}", cidr=f"198.18.{20 + i}.0/24", dhcp=i % 2 == 0)
+        for i in range(4)
+    }
+    refs = [ObjectRef(a, o.id) for a, o in nets.items()] + [ObjectRef("gone", "iacb0000000000")]
+    assert lab.network.read(refs) == nets
+
+
+def test_parallel_creates(lab: Lab) -> None:
+    """The engine applies with a thread pool: networks and the ports of one network are
+    created concurrently, and every reservation ends up served."""
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        nets = list(
+            pool.map(lambda i: lab.create_network(f"n{i}", cidr=f"198.18.{50 + i}.0/24"), range(6))
+        )
+        ports = list(
+            pool.map(
+                lambda i: lab.port.create(
+                    f"p{i}", PortInputs(network=nets[0].id, ip=f"198.18.50.{100 + i}")
+                ),
+                range(8),
+            )
+        )
+    assert len({n.id for n in nets}) == 6
+    assert all(
+        n.inputs["dhcp"]
+        for n in lab.network.read([ObjectRef(f"n{i}", n.id) for i, n in enumerate(nets)]).values()
+    )
+    argv = served(lab.provider.state.network(nets[0].id).dir)[1]
+    for port in ports:
+        assert f"--dhcp-host={port.inputs['mac']},{port.inputs['ip']}" in argv
+    assert len(_dnsmasq_pids(str(lab.stack.data_dir))) == 6
+
+
+# ---- routers ---------------------------------------------------------------------------------
+
+
+def test_router_joins_two_networks(lab: Lab) -> None:
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    a = lab.create_network("a", cidr="198.18.30.0/24", dhcp=False)
+    b = lab.create_network("b", cidr="198.18.31.0/24", dhcp=False)
+    left = lab.client(a.id, "198.18.30.10/24", "198.18.30.1")
+    right = lab.client(b.id, "198.18.31.10/24", "198.18.31.1")
+
+    router = lab.router.create("r", RouterInputs(networks=[b.id, a.id]))
+    assert router.inputs == {"networks": sorted([a.id, b.id])}
+    assert router.attributes["addresses"] == {a.id: "198.18.30.1/24", b.id: "198.18.31.1/24"}
+    assert ping(left, "198.18.31.10")
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forwarding
+    refs = [ObjectRef("r", router.id), ObjectRef("r", None)]
+    assert lab.router.read(refs) == {"r": router}
+    assert lab.router.import_("r", router.id) == router
+    assert TaggedObject("router", router.id, lab.stack.id, "r") in lab.router.list_tagged()
+
+    # Legs come and go live, the namespace stays.
+    only_a = lab.router.update("r", router, RouterInputs(networks=[a.id]), frozenset({"networks"}))
+    assert only_a.inputs == {"networks": [a.id]}
+    assert link(router_leg(router.id, b.id)[0]) is None
+    assert not ping(left, "198.18.31.10", count=1)
+    both = lab.router.update(
+        "r", only_a, RouterInputs(networks=[a.id, b.id]), frozenset({"networks"})
+    )
+    assert both == router
+    assert ping(left, "198.18.31.10")
+    assert ping(right, "198.18.30.10")
+
+    # A second router cannot take the same gateways.
+    with pytest.raises(ProviderError, match="already has a router"):
+        lab.router.create("r2", RouterInputs(networks=[a.id]))
+
+    # MTU of a network reaches the router's end of its leg.
+    lab.network.update(
+        "a", a, NetworkInputs(cidr="198.18.30.0/24", dhcp=False, mtu=1300), frozenset({"mtu"})
+    )
+    assert link(router_leg(router.id, a.id)[1], router.id)["mtu"] == 1300
+
+    lab.router.delete("r", router)
+    assert router.id not in netns.listnetns()
+    assert link(router_leg(router.id, a.id)[0]) is None
+    assert lab.router.read(refs) == {}
+    lab.router.delete("r", router)
+
+
+def test_router_refuses_overlapping_networks(lab: Lab) -> None:
+    a = lab.create_network("a", cidr="198.18.32.0/24", dhcp=False)
+    b = lab.create_network("b", cidr="198.18.32.0/25", dhcp=False)
+    inputs = RouterInputs(networks=[a.id, b.id])
+    assert [d.field for d in lab.router.check("r", inputs, None)] == ["networks"]
+    with pytest.raises(ProviderError, match="overlap"):
+        lab.router.create("r", inputs)
+    assert lab.router.read([ObjectRef("r", None)]) == {}
+
+
+# ---- segments --------------------------------------------------------------------------------
+
+
+def _kernel_has_vlan(lab: Lab) -> bool:
+    probe = lab.name("p")
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=probe, kind="veth", peer=probe + "x")
+        try:
+            index = ipr.link_lookup(ifname=probe)[0]
+            ipr.link("add", ifname=probe + "v", kind="vlan", link=index, vlan_id=7)
+            return True
+        except NetlinkError as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                return False
+            raise
+        finally:
+            ipr.link("del", index=ipr.link_lookup(ifname=probe)[0])
+
+
+def test_vlan_segment(lab: Lab) -> None:
+    far = lab.namespace()
+    uplink = lab.veth(far, inner="up1")
+    if not _kernel_has_vlan(lab):
+        # The create must fail cleanly and say why (the kernel lacks CONFIG_VLAN_8021Q here).
+        with pytest.raises(ProviderError, match=r"802\.1Q"):
+            lab.create_network(
+                "lan", cidr="198.18.40.0/24", dhcp=False, segment={"vlan": 100, "uplink": uplink}
+            )
+        assert lab.tagged_links() == []
+        # the traffic half below needs CONFIG_VLAN_8021Q; this host's kernel has none
+        return
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=uplink)[0], state="up")
+    with NetNS(far, flags=0) as nsr:
+        up1 = nsr.link_lookup(ifname="up1")[0]
+        nsr.link("add", ifname="up1.100", kind="vlan", link=up1, vlan_id=100)
+        index = nsr.link_lookup(ifname="up1.100")[0]
+        nsr.addr("add", index=index, address="198.18.40.2", prefixlen=24)
+        nsr.link("set", index=index, state="up")
+
+    segment = {"vlan": 100, "uplink": uplink}
+    net = lab.create_network("lan", cidr="198.18.40.0/24", dhcp=False, segment=segment)
+    assert net.inputs["segment"] == segment
+    vlan = link(NetworkNames(net.id).vlan)
+    assert vlan["master"] == link(net.id)["index"]
+    assert vlan["alias"] == f"iacloud:{lab.stack.id}:lan"
+    client = lab.client(net.id, "198.18.40.3/24")
+    assert ping(client, "198.18.40.2")
+    assert lab.read_network("lan", net.id) == net
+
+    lab.network.delete("lan", net)
+    assert link(NetworkNames(net.id).vlan) is None
+    assert link(uplink) is not None, "the uplink is the user's: never deleted"
+
+
+def test_vxlan_segment(lab: Lab) -> None:
+    far = lab.namespace()
+    underlay = lab.veth(far, inner="ul1")
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=underlay)[0]
+        ipr.addr("add", index=index, address="198.19.7.1", prefixlen=30)
+        ipr.link("set", index=index, state="up")
+    with NetNS(far, flags=0) as nsr:
+        nsr.addr("add", index=nsr.link_lookup(ifname="ul1")[0], address="198.19.7.2", prefixlen=30)
+        nsr.link(
+            "add",
+            ifname="vx0",
+            kind="vxlan",
+            vxlan_id=4242,
+            vxlan_local="198.19.7.2",
+            vxlan_port=4789,
+        )
+        vx = nsr.link_lookup(ifname="vx0")[0]
+        nsr.fdb("append", ifindex=vx, lladdr="00:00:00:00:00:00", dst="198.19.7.1")
+        nsr.addr("add", index=vx, address="198.18.41.2", prefixlen=24)
+        nsr.link("set", index=vx, state="up")
+
+    segment = {"vxlan": 4242, "local": "198.19.7.1", "remotes": ["198.19.7.2"]}
+    net = lab.create_network("lan", cidr="198.18.41.0/24", dhcp=False, segment=segment)
+    assert net.inputs["segment"] == {**segment, "group": None, "port": 4789, "uplink": None}
+    assert net.inputs["mtu"] == link(net.id)["mtu"]
+    client = lab.client(net.id, "198.18.41.3/24")
+    assert ping(client, "198.18.41.2")
+    assert lab.read_network("lan", net.id) == net
