@@ -1,6 +1,21 @@
-"""The libvirt provider at scale. Part one: refreshing N volumes, bulk read against per-object.
+"""The libvirt provider at scale: applies through the real engine against their critical path,
+and refreshing N volumes, bulk read against per-object.
 
-For N volumes (empty, sparse, in a throw-away pool) times:
+Part one, applies (each case its own stack, pool, state db and IACLOUD_DATA_DIR in a temp dir):
+
+- N servers booted from build/images/tiny.qcow2 (one image resource, one server resource with
+  `count = N`), applied with jobs = N;
+- N empty 1 GiB qcow2 volumes (thin: only the qcow2 header is written), with jobs 4 and 8.
+
+For each: `engine.make_plan` then `engine.apply`, timed as wall; the critical path is the sum
+of the executor's own per-step elapsed times (`StepOutcome.elapsed`) along the longest chain of
+the step graph (image create, then one server create; a single volume create). Also shown: the
+sum of all step times (the work), work/wall (steps in flight on average), the lower bound
+max(critical path, work/jobs), and the median and slowest step. Then `engine.destroy_plan` +
+`engine.apply(command="destroy")`, and a check through libvirt and the state that nothing
+tagged with the stack id remains (anything that does is removed through libvirt).
+
+Part two, refreshing N volumes (empty, sparse, in a throw-away pool) times:
 
 - bulk: `Volume.read(refs)` once for all N (a pool refresh, one `listAllVolumes()`, then
   each volume's XML: libvirt has no call that returns many volumes' details at once);
@@ -8,31 +23,49 @@ For N volumes (empty, sparse, in a throw-away pool) times:
   volume's XML, one volume at a time;
 - lookup only: just the N `storageVolLookupByName` calls, the floor of any per-object way;
 - read one by one: the engine calling `read([ref])` N times (a listing each time:
-  quadratic, what bulk reads exist to avoid).
+  quadratic, what bulk reads exist to avoid);
 
-    python bench/libvirt_apply.py [--sizes 10,100,500] [--repeat 3] [--uri qemu:///system]
+and, on the volumes of the apply cases, `engine.refresh` of the stack's state (one bulk read)
+against the volume type's `read()` called once per object.
 
-`bulk_read_vs_lookup(n)` is the function to call from elsewhere; it returns the timings.
-Every volume and the pool are removed at the end, Ctrl-C included.
-(Part two, N servers applied against the critical path, is still to come.)
+    python bench/libvirt_apply.py [--servers 1,4,8] [--volumes 10,100] [--volume-jobs 4,8]
+                                  [--sizes 10,100,500] [--repeat 3] [--uri qemu:///system]
+
+`bulk_read_vs_lookup(n)` and `apply_case(kind, n, jobs)` are the functions to call from
+elsewhere; they return the timings. Every object, pool and temp dir is removed at the end,
+Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import networkx as nx
 
+from iacloud import engine
+from iacloud.errors import IacloudError
+from iacloud.executor import ApplyResult, step_graph
+from iacloud.plan import Plan
+from iacloud.planner import PlanOptions
 from iacloud.provider import ObjectRef, Observed, StackInfo
-from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings
+from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings, virt_type
+from iacloud.providers.libvirt.tags import NS, stack_prefix
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "build" / "images" / "tiny.qcow2"
 
 
 @dataclass(frozen=True)
@@ -117,15 +150,383 @@ def bulk_read_vs_lookup(
         shutil.rmtree(base, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------- applies
+
+
+class BenchError(Exception):
+    """A case that could not be measured (its objects were still removed)."""
+
+
+@dataclass(frozen=True)
+class ApplyTimings:
+    kind: str  # "server" | "volume"
+    n: int
+    jobs: int
+    plan: float  # engine.make_plan (with its refresh) before the apply
+    wall: float  # engine.apply
+    critical: float  # step elapsed summed along the longest chain
+    chain: tuple[str, ...]  # that chain's steps' addresses
+    work: float  # every step's elapsed, summed
+    step_median: float  # of the N counted steps (servers or volumes)
+    step_max: float
+    destroy: float  # engine.destroy_plan + engine.apply(command="destroy")
+    leftovers: tuple[str, ...]  # tagged objects found after the destroy (then purged)
+    refresh_bulk: float | None = None  # engine.refresh of the N volumes
+    refresh_per_object: float | None = None  # Volume.read([ref]) N times
+
+    @property
+    def bound(self) -> float:
+        """No schedule can beat this: the critical path, or the work spread over all jobs."""
+        return max(self.critical, self.work / self.jobs)
+
+
+@dataclass
+class _Case:
+    kind: str
+    n: int
+    jobs: int
+    uri: str
+    base: Path
+    name: str
+    pool: str
+    stack_id: str | None = None
+
+
+def stack_toml(case: _Case) -> str:
+    """The stack file of a case: its own pool (in the temp dir) and generous timeouts."""
+    lines = [
+        "version = 1",
+        f"name = {json.dumps(case.name)}",
+        "",
+        "[provider.libvirt]",
+        f"uri = {json.dumps(case.uri)}",
+        f"pool = {json.dumps(case.pool)}",
+        f"pool_path = {json.dumps(str(case.base / 'pool'))}",
+        "boot_timeout = 240",  # 8 TCG guests booting on 2 cores are slow; not a failure
+        "shutdown_timeout = 30",
+        "",
+    ]
+    if case.kind == "server":
+        lines += [
+            "[resources.img]",
+            'type = "image"',
+            f"source = {json.dumps(str(TINY))}",
+            'format = "qcow2"',
+            "",
+            "[resources.web]",
+            'type = "server"',
+            f"count = {case.n}",
+            'image = { get_resource = "img" }',
+            "vcpus = 1",
+            "memory_mib = 128",
+        ]
+    else:
+        lines += [
+            "[resources.data]",
+            'type = "volume"',
+            f"count = {case.n}",
+            "size_gib = 1",
+            'format = "qcow2"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def critical_path(plan: Plan, result: ApplyResult) -> tuple[float, tuple[str, ...]]:
+    """The longest chain of the step graph, weighted by each step's own elapsed time."""
+    graph = step_graph(plan, {})
+    elapsed = {o.step.key: o.elapsed for o in result.outcomes}
+    finish: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+    for node in nx.topological_sort(graph):
+        before = max((finish[p] for p in graph.predecessors(node)), default=(0.0, ()))
+        finish[node] = (before[0] + elapsed.get(node, 0.0), (*before[1], node[1]))
+    return max(finish.values(), default=(0.0, ()))
+
+
+def tagged_objects(conn: libvirt.virConnect, stack_id: str, own_pool: str) -> list[str]:
+    """Every domain and volume (in any active pool) carrying the stack's tag, seen by libvirt.
+    Only the case's own pool is refreshed: other pools may be busy with someone else's work."""
+    found = []
+    for dom in conn.listAllDomains(0):
+        with contextlib.suppress(libvirt.libvirtError):
+            owner = ET.fromstring(dom.XMLDesc(0)).find(f"metadata/{{{NS}}}owner")
+            if owner is not None and owner.get("stack_id") == stack_id:
+                found.append(f"domain {dom.name()}")
+    prefix = f"iac-{stack_prefix(stack_id)}-"
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        with contextlib.suppress(libvirt.libvirtError):
+            if pool.name() == own_pool:
+                pool.refresh(0)
+            found += [
+                f"volume {pool.name()}/{v.name()}"
+                for v in pool.listAllVolumes(0)
+                if v.name().startswith(prefix)
+            ]
+    return found
+
+
+def purge(conn: libvirt.virConnect, stack_id: str) -> None:
+    """The last resort: remove through libvirt whatever still carries the stack's tag."""
+    for dom in conn.listAllDomains(0):
+        try:
+            owner = ET.fromstring(dom.XMLDesc(0)).find(f"metadata/{{{NS}}}owner")
+        except libvirt.libvirtError:
+            continue
+        if owner is None or owner.get("stack_id") != stack_id:
+            continue
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    prefix = f"iac-{stack_prefix(stack_id)}-"
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        with contextlib.suppress(libvirt.libvirtError):
+            for vol in pool.listAllVolumes(0):
+                if vol.name().startswith(prefix):
+                    with contextlib.suppress(libvirt.libvirtError):
+                        vol.delete(0)
+
+
+def remove_pool(conn: libvirt.virConnect, name: str) -> None:
+    """The case's throw-away pool, with anything still in it."""
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        return  # never made
+    with contextlib.suppress(libvirt.libvirtError):
+        if pool.isActive():
+            pool.refresh(0)
+            for vol in pool.listAllVolumes(0):
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+            pool.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        pool.undefine()
+
+
+@contextlib.contextmanager
+def data_dir(path: Path) -> Iterator[None]:
+    """IACLOUD_DATA_DIR pointed into the case's temp dir (console logs, image sha256s)."""
+    old = os.environ.get("IACLOUD_DATA_DIR")
+    os.environ["IACLOUD_DATA_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("IACLOUD_DATA_DIR", None)
+        else:
+            os.environ["IACLOUD_DATA_DIR"] = old
+
+
+def failures(result: ApplyResult) -> str:
+    bad = [o for o in result.outcomes if o.status not in ("complete", "unchanged")]
+    shown = "; ".join(f"{o.step.kind} {o.step.change.address}: {o.status} {o.error or ''}"
+                      for o in bad[:3])  # fmt: skip
+    more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+    return (shown + more) or ("interrupted" if result.interrupted else "not ok")
+
+
+def refresh_timings(
+    ws: engine.Workspace, case: _Case, settings: dict, repeat: int
+) -> tuple[float, float]:
+    """engine.refresh of the stack's state (one bulk read per type) against the volume
+    type's read() once per object, on the same provider instance."""
+    snapshot = ws.backend.snapshot(case.name)
+    providers = ws.providers(case.name, snapshot, settings)
+    try:
+        volume = providers.resource("volume")
+        refs = [ObjectRef(rs.address, rs.id, rs.inputs) for rs in snapshot.resources.values()]
+        assert len(refs) == case.n
+
+        def bulk() -> None:
+            assert len(engine.refresh(snapshot, providers, ws.registry)) == case.n
+
+        def per_object() -> None:
+            for ref in refs:
+                assert len(volume.read([ref])) == 1
+
+        bulk()  # the first call opens the connection and looks the pool up
+        return best(bulk, repeat), best(per_object, repeat)
+    finally:
+        providers.close()
+
+
+def apply_case(
+    kind: str,
+    n: int,
+    jobs: int,
+    *,
+    uri: str = "qemu:///system",
+    refresh: bool = False,
+    repeat: int = 3,
+) -> ApplyTimings:
+    """Apply N servers or volumes through the engine, measure, destroy, check; always clean."""
+    if kind == "server" and not TINY.is_file():
+        raise BenchError(f"{TINY} is missing: run `make image`")
+    base = Path(tempfile.mkdtemp(prefix="iacloud-bench-"))
+    base.chmod(0o755)  # QEMU must reach the pool and the console logs below
+    tag = uuid.uuid4().hex[:8]
+    case = _Case(kind, n, jobs, uri, base, f"bench-{kind}{n}-j{jobs}-{tag}", f"iacbench-{tag}")
+    stack_file = base / "bench.toml"
+    stack_file.write_text(stack_toml(case))
+    ws = engine.Workspace(stack_file, state_url=str(base / "state.db"))
+    measured: dict = {}
+    failure: str | None = None
+    try:
+        with data_dir(base / "data"):
+            try:
+                config = ws.load()
+                t = time.perf_counter()
+                plan, _ = engine.make_plan(ws, config, PlanOptions())
+                measured["plan"] = time.perf_counter() - t
+                case.stack_id = plan.stack_id
+                t = time.perf_counter()
+                result = engine.apply(ws, plan, jobs=jobs)
+                measured["wall"] = time.perf_counter() - t
+                if not result.ok:
+                    raise BenchError(f"apply failed: {failures(result)}")
+                measured["critical"], measured["chain"] = critical_path(plan, result)
+                steps = [o.elapsed for o in result.outcomes]
+                counted = [o.elapsed for o in result.outcomes if o.step.change.type == kind]
+                measured["work"] = sum(steps)
+                measured["step_median"] = statistics.median(counted)
+                measured["step_max"] = max(counted)
+                if refresh:
+                    bulk, per_object = refresh_timings(ws, case, config.provider_settings, repeat)
+                    measured["refresh_bulk"], measured["refresh_per_object"] = bulk, per_object
+            except (BenchError, IacloudError) as exc:
+                failure = str(exc)
+            finally:
+                measured["destroy"], leftovers = destroy_case(ws, case)
+    finally:
+        ws.close()
+        shutil.rmtree(base, ignore_errors=True)
+    if failure is not None:
+        raise BenchError(failure + (f"; left behind and purged: {leftovers}" if leftovers else ""))
+    return ApplyTimings(kind=kind, n=n, jobs=jobs, leftovers=tuple(leftovers), **measured)
+
+
+def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, list[str]]:
+    """Destroy through the engine, then check libvirt and the state; purge what is left."""
+    elapsed = float("nan")
+    problems: list[str] = []
+    try:
+        t = time.perf_counter()
+        dplan, _ = engine.destroy_plan(ws, case.name)
+        if dplan.actionable():
+            result = engine.apply(ws, dplan, jobs=case.jobs, command="destroy")
+            if not result.ok:
+                problems.append(f"destroy failed: {failures(result)}")
+        elapsed = time.perf_counter() - t
+        snapshot = ws.backend.snapshot(case.name)
+        problems += [f"in state: {a}" for a in snapshot.resources]
+        problems += [f"pending in state: {op.address}" for op in snapshot.pending]
+    except Exception as exc:  # the purge below still runs
+        problems.append(f"destroy raised {type(exc).__name__}: {exc}")
+    conn = libvirt.open(case.uri)
+    try:
+        if case.stack_id is not None:
+            problems += tagged_objects(conn, case.stack_id, case.pool)
+            if problems:
+                purge(conn, case.stack_id)
+                problems += [f"NOT REMOVED {o}" for o in tagged_objects(conn, case.stack_id, "")]
+        remove_pool(conn, case.pool)
+    finally:
+        conn.close()
+    return elapsed, problems
+
+
+def guest_virt_type(uri: str) -> str:
+    conn = libvirt.open(uri)
+    try:
+        return virt_type.resolve(conn, uri, "auto", LibvirtSettings().virt_type_cache)
+    finally:
+        conn.close()
+
+
+def _apply_row(label: str, r: ApplyTimings) -> str:
+    chain = " > ".join(r.chain)
+    return (
+        f"{label:<7} {r.n:>4} {r.jobs:>4} {r.plan:6.2f} {r.wall:7.2f} {r.critical:7.2f} "
+        f"{r.wall / r.critical:9.2f} {r.work:7.2f} {r.work / r.wall:9.2f} {r.bound:7.2f} "
+        f"{r.wall / r.bound:11.2f} {r.step_median:7.2f} {r.step_max:7.2f} {r.destroy:7.2f} "
+        f"{len(r.leftovers):>4}  {chain}"
+    )
+
+
+APPLY_HEADER = (
+    f"{'kind':<7} {'N':>4} {'jobs':>4} {'plan':>6} {'wall':>7} {'crit':>7} {'wall/crit':>9} "
+    f"{'work':>7} {'in-flight':>9} {'bound':>7} {'wall/bound':>11} {'stepmed':>7} {'stepmax':>7} "
+    f"{'destroy':>7} {'left':>4}  critical chain"
+)
+
+
+def run_applies(
+    kind: str, cases: Sequence[tuple[int, int]], uri: str, repeat: int
+) -> list[ApplyTimings]:
+    out = []
+    refreshed: set[int] = set()
+    for n, jobs in cases:
+        try:
+            r = apply_case(
+                kind, n, jobs, uri=uri, repeat=repeat,
+                refresh=kind == "volume" and n not in refreshed,
+            )  # fmt: skip
+        except BenchError as exc:
+            print(f"{kind:<7} {n:>4} {jobs:>4}  FAILED: {exc}", flush=True)
+            continue
+        refreshed.add(n)
+        out.append(r)
+        print(_apply_row(kind, r), flush=True)
+        if r.leftovers:
+            print(f"        left behind (purged through libvirt): {', '.join(r.leftovers)}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--servers", default="1,4,8", help="server counts, each with jobs = N")
+    parser.add_argument("--volumes", default="10,100", help="volume counts")
+    parser.add_argument("--volume-jobs", default="4,8")
+    parser.add_argument("--sizes", default="10,100,500", help="volume counts of the read part")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--uri", default="qemu:///system")
     args = parser.parse_args()
+
+    def ints(text: str) -> list[int]:
+        return [int(x) for x in text.split(",") if x.strip()]
+
+    started = time.perf_counter()
+    print(f"host: {os.cpu_count()} cores, guests under {guest_virt_type(args.uri)}, {args.uri}")
+    print(
+        "\n1-2. apply through the engine (seconds). crit: step times summed along the longest "
+        "chain;\n     work: all step times summed; in-flight = work/wall; bound = max(crit, "
+        "work/jobs);\n     stepmed/stepmax: median/slowest server or volume create step"
+    )
+    print(APPLY_HEADER)
+    servers = run_applies("server", [(n, n) for n in ints(args.servers)], args.uri, args.repeat)
+    volume_cases = [(n, j) for n in ints(args.volumes) for j in ints(args.volume_jobs)]
+    volumes = run_applies("volume", volume_cases, args.uri, args.repeat)
+
+    print()
+    if servers:
+        one = servers[0]
+        for r in servers[1:]:
+            print(
+                f"servers {r.n} vs {one.n}: wall x{r.wall / one.wall:.2f} for x{r.n / one.n:g} "
+                f"the servers; slowest server step x{r.step_max / one.step_max:.2f}, "
+                f"critical path x{r.critical / one.critical:.2f}"
+            )
+    for r in volumes:
+        print(
+            f"volumes {r.n} j{r.jobs}: {1000 * r.wall / r.n:.1f} ms of wall per volume, "
+            f"{1000 * r.work / r.n:.1f} ms per create step, "
+            f"{r.work / r.wall:.2f} in flight of {r.jobs}"
+        )
+
+    print("\n3. reading N volumes (seconds)")
     print(f"{'N':>5} {'create':>8} {'bulk':>8} {'per-obj':>8} {'lookups':>8} {'1-by-1':>8}"
           f"  {'per-obj/bulk':>12} {'1-by-1/bulk':>11}")  # fmt: skip
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in ints(args.sizes):
         r = bulk_read_vs_lookup(n, uri=args.uri, repeat=args.repeat)
         obo = f"{r.one_by_one:8.3f}" if r.one_by_one is not None else f"{'-':>8}"
         ratio = f"{r.one_by_one / r.bulk:11.1f}" if r.one_by_one is not None else f"{'-':>11}"
@@ -133,6 +534,15 @@ def main() -> None:
             f"{n:>5} {r.create:8.3f} {r.bulk:8.3f} {r.per_object:8.3f} {r.lookup_only:8.3f} "
             f"{obo}  {r.per_object / r.bulk:12.2f} {ratio}"
         )
+    print("\n   engine level, on the applied qcow2 volumes (seconds)")
+    print(f"{'N':>5} {'engine.refresh':>14} {'read()xN':>9} {'ratio':>7}")
+    for r in volumes:
+        if r.refresh_bulk is not None and r.refresh_per_object is not None:
+            print(
+                f"{r.n:>5} {r.refresh_bulk:14.3f} {r.refresh_per_object:9.3f} "
+                f"{r.refresh_per_object / r.refresh_bulk:7.1f}"
+            )
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

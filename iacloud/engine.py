@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from iacloud import expressions
 from iacloud.config import StackConfig
-from iacloud.errors import Diagnostic, IacloudError, UserError
-from iacloud.executor import ApplyResult, Executor, Reporter, plan_groups
+from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
+from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver, plan_groups
 from iacloud.loader import load_stack
 from iacloud.plan import PLAN_FORMAT, Action, Plan
 from iacloud.planner import PlanOptions
@@ -26,7 +26,7 @@ from iacloud.planner import plan as compute_plan
 from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend, open_backend
-from iacloud.state.model import ResourceState, Snapshot
+from iacloud.state.model import Event, ResourceState, Snapshot
 
 __all__ = ["Workspace", "data_root"]
 
@@ -200,9 +200,7 @@ def apply(
 def evaluate_outputs(
     plan: Plan, resources: Mapping[str, ResourceState], groups: Mapping[str, list[str]] | None
 ) -> dict[str, Any]:
-    from iacloud.executor import _ApplyResolver
-
-    resolver = _ApplyResolver(groups if groups is not None else plan_groups(plan), resources)
+    resolver = StateResolver(groups if groups is not None else plan_groups(plan), resources)
     out: dict[str, Any] = {}
     for name, value in plan.outputs.items():
         try:
@@ -278,8 +276,6 @@ def state_surgery(
         if snapshot.serial == 0:
             raise UserError(f"stack '{stack}' has no state yet")
         serial = backend.begin_version(stack, command, snapshot.stack_id, snapshot.lineage)
-        from iacloud.state.model import Event
-
         for address, rs in edits.items():
             event = Event(
                 serial=serial, address=address,
@@ -295,8 +291,6 @@ def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -
     """Adopt an existing object into state at `address`, which the stack must declare."""
     rc = config.resources.get(address)
     if rc is None:
-        from iacloud.errors import did_you_mean
-
         raise UserError(
             Diagnostic(f"no resource '{address}' in the stack", file=str(config.file),
                        hint=did_you_mean(address, config.resources))
@@ -319,8 +313,6 @@ def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -
             dependencies=list(rc.depends_on), status="IMPORT_COMPLETE",
         )  # fmt: skip
         serial = backend.begin_version(config.name, "import", snapshot.stack_id, snapshot.lineage)
-        from iacloud.state.model import Event
-
         backend.record_result(
             config.name, serial, address, rs,
             Event(serial=serial, address=address, type=rc.type, action="IMPORT", status="COMPLETE"),

@@ -129,7 +129,9 @@ def step_graph(plan: Plan, recorded: Mapping[str, ResourceState]) -> nx.DiGraph:
     return g
 
 
-class _ApplyResolver(Resolver):
+class StateResolver(Resolver):
+    """Evaluates references against the resources recorded so far in this run."""
+
     def __init__(self, groups: Mapping[str, list[str]], current: Mapping[str, ResourceState]):
         self.groups = groups
         self.current = current
@@ -188,7 +190,7 @@ class Executor:
         self.groups = groups if groups is not None else plan_groups(plan)
         self.clock = clock
         self.redactor = Redactor(plan.hidden_values)
-        self.resolver = _ApplyResolver(self.groups, self.current)
+        self.resolver = StateResolver(self.groups, self.current)
 
     # -- scheduling (the only thread that writes state) --
 
@@ -287,10 +289,12 @@ class Executor:
                 result.outcomes.append(StepOutcome(step, "unchanged"))
                 return None
         prior = self.current.get(c.address)
-        if step.kind == "delete" and not step.superseded:
+        if step.superseded:  # the old object of create-then-delete
+            prior_id: str | None = c.id
+        elif step.kind == "delete":
             prior_id = prior.id if prior else c.id
         else:
-            prior_id = c.id if step.kind == "delete" else (prior.id if prior else None)
+            prior_id = prior.id if prior else None
         op = PendingOperation(
             address=c.address,
             type=c.type,

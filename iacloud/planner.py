@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from iacloud import expressions
 from iacloud.config import StackConfig
-from iacloud.errors import Diagnostic, UserError
+from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
 from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan
 from iacloud.provider import Observed, Registry, ResourceType
@@ -377,8 +377,6 @@ def _select_targets(
         elif t in config.groups:
             selected.update(config.groups[t])
         else:
-            from iacloud.errors import did_you_mean
-
             hint = did_you_mean(t, list(config.resources) + list(config.groups))
             diagnostics.append(Diagnostic(f"--target: no resource '{t}' in the stack", hint=hint))
     stack = list(selected)

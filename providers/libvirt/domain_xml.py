@@ -39,11 +39,13 @@ class Nic:
 
 @dataclass(frozen=True)
 class NicRecord:
-    """How the inputs named one NIC: `{network = ...}` or `{bridge = ...}`, MAC given or not."""
+    """How the inputs named one NIC: `{network = ...}`, `{bridge = ...}` or `{port = ...}`, MAC
+    given (or the port's) or not."""
 
     mac: str
-    key: str  # "network" | "bridge"
+    key: str  # "network" | "bridge" | "port"
     explicit_mac: bool
+    port: str | None = None  # the port id, for key "port"
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,15 @@ def metadata_element(owner: OwnerTag, record: ServerRecord, *, bare: bool = Fals
     if record.boot_volume:
         srv.set("boot_volume", record.boot_volume)
     for nic in record.nics:
-        _sub(
+        el_nic = _sub(
             srv,
             _q("nic"),
             mac=nic.mac,
             key=nic.key,
             explicit_mac="true" if nic.explicit_mac else "false",
         )
+        if nic.port is not None:
+            el_nic.set("port", nic.port)
     for vol in record.volumes:
         _sub(srv, _q("volume"), id=vol)
     if bare:
@@ -190,7 +194,9 @@ def _parse_record(domain: ET.Element) -> ServerRecord | None:
     if srv is None:
         return None
     nics = tuple(
-        NicRecord(n.get("mac", ""), n.get("key", "bridge"), n.get("explicit_mac") == "true")
+        NicRecord(
+            n.get("mac", ""), n.get("key", "bridge"), n.get("explicit_mac") == "true", n.get("port")
+        )
         for n in srv.findall(_q("nic"))
     )
     volumes = tuple(v.get("id", "") for v in srv.findall(_q("volume")))

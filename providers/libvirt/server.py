@@ -10,21 +10,28 @@ Update, least disruptive first: `volumes` and `networks` are hot-plugged
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
 shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it.
 
-NICs without a `mac` get a stable one derived from the stack id, the address and the NIC's
-position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack id prefix>'.
-The metadata records how the inputs named each NIC and the order of the volumes, so a read
-reports `networks` and `volumes` exactly as they were written; `user_data` and `ssh_keys`
-cannot be read back and are left out of what a read observes.
+`networks` entries: `{ network = ID }` (a network's id is its bridge), `{ bridge = NAME }`,
+each with an optional `mac`, or `{ port = ID }`: a port id `<bridge>/<mac>/<ip>` is split here
+(no call to the netlink provider) and the NIC goes on that bridge with that MAC, so the
+network's DHCP server gives it the port's IP; a `mac` beside a port is an error.
+NICs without a `mac` or port get a stable one derived from the stack id, the address and the
+NIC's position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack id prefix>'.
+The metadata records how the inputs named each NIC (with the port id for a port) and the order
+of the volumes, so a read reports `networks` and `volumes` exactly as they were written (a port
+NIC no longer on the port's bridge with its MAC reads as a `bridge` entry); `user_data` and
+`ssh_keys` cannot be read back and are left out of what a read observes.
 
 `addresses` maps each NIC's network to the IPs the guest reported on its console: the key
 is the network's address in its stack when the bridge carries a netlink tag
-(`/sys/class/net/<bridge>/ifalias` = `iacloud:<stack_id>:<address>`), else the bridge name.
+(`/sys/class/net/<bridge>/ifalias` = `iacloud:<stack_id>:<address>`), else the bridge name;
+a port NIC is keyed by its bridge's network like any other.
 The guest's ethN is the N-th NIC in domain order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -74,44 +81,82 @@ def _check_volume_id(value: str) -> str:
 
 
 class NetworkEntry(BaseModel):
-    """One NIC: `{ network = ID }` (a network resource's id: its bridge) or `{ bridge = NAME }`."""
+    """One NIC: `{ network = ID }` (a network resource's id: its bridge), `{ bridge = NAME }`, or
+    `{ port = ID }` (a port resource's id `<bridge>/<mac>/<ip>`: the NIC gets that bridge and
+    MAC, so the network's DHCP server hands it the port's IP)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     network: str | None = None
     bridge: str | None = None
+    port: str | None = None
     mac: str | None = None
 
     @field_validator("network", "bridge")
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
-        if value is not None and (not _BRIDGE.match(value) or value in (".", "..")):
-            raise ValueError(f"{value!r} is not a bridge name (1-15 of A-Z a-z 0-9 _ . -)")
+        if value is not None:
+            _check_bridge(value)
         return value
 
     @field_validator("mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:
+        return None if value is None else _check_mac(value)
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.lower()
-        if not _MAC.match(value) or int(value[:2], 16) & 1:
-            raise ValueError(f"{value!r} is not a unicast MAC address like 52:54:00:12:34:56")
-        return value
+        parts = value.split("/") if isinstance(value, str) else []
+        if len(parts) != 3:
+            raise ValueError(f"{value!r} is not a port id (<bridge>/<mac>/<ip>)")
+        bridge, mac, ip = parts
+        _check_bridge(bridge)
+        try:
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            raise ValueError(f"{ip!r} in port id {value!r} is not an IPv4 address") from None
+        return f"{bridge}/{_check_mac(mac)}/{ip}"
 
     @model_validator(mode="after")
     def _one_of(self) -> NetworkEntry:
-        if (self.network is None) == (self.bridge is None):
-            raise ValueError("give exactly one of 'network' and 'bridge'")
+        if sum(v is not None for v in (self.network, self.bridge, self.port)) != 1:
+            raise ValueError("give exactly one of 'network', 'bridge' and 'port'")
+        if self.port is not None and self.mac is not None:
+            raise ValueError("a port brings its own MAC: leave out 'mac'")
         return self
 
     @property
     def key(self) -> str:
+        if self.port is not None:
+            return "port"
         return "network" if self.network is not None else "bridge"
 
     @property
     def ifname(self) -> str:
+        if self.port is not None:
+            return self.port.split("/")[0]
         return self.network if self.network is not None else str(self.bridge)
+
+    @property
+    def fixed_mac(self) -> str | None:
+        """The MAC this entry decides: given, or the port's."""
+        return self.port.split("/")[1] if self.port is not None else self.mac
+
+
+def _check_bridge(value: str) -> str:
+    if not _BRIDGE.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a bridge name (1-15 of A-Z a-z 0-9 _ . -)")
+    return value
+
+
+def _check_mac(value: str) -> str:
+    value = value.lower()
+    if not _MAC.fullmatch(value) or int(value[:2], 16) & 1 or value == "00:00:00:00:00:00":
+        raise ValueError(f"{value!r} is not a unicast MAC address like 52:54:00:12:34:56")
+    return value
 
 
 class ServerInputs(Inputs):
@@ -136,6 +181,14 @@ class ServerInputs(Inputs):
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return None if value is None else _check_volume_id(value)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[NetworkEntry]) -> list[NetworkEntry]:
+        macs = [e.fixed_mac for e in value if e.fixed_mac is not None]
+        if len(set(macs)) != len(macs):
+            raise ValueError("two NICs cannot have the same MAC (a 'mac' or a port's)")
+        return value
 
     @field_validator("volumes")
     @classmethod
@@ -176,6 +229,10 @@ def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str
         if mac not in taken:
             return mac
         salt += 1
+
+
+def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
+    return NicRecord(mac, entry.key, entry.fixed_mac is not None, entry.port)
 
 
 def network_label(bridge: str, local: bool) -> str:
@@ -252,12 +309,11 @@ class Server(LibvirtResource):
         self, address: str, entries: Sequence[NetworkEntry], current: Sequence[NicRecord] = ()
     ) -> list[tuple[NetworkEntry, str]]:
         """Each entry with its MAC: given, kept from the NIC it had, or derived."""
-        explicit = {e.mac for e in entries if e.mac}
-        taken = set(explicit)
+        taken = {e.fixed_mac for e in entries if e.fixed_mac}
         reusable = [n for n in current if not n.explicit_mac]
         out = []
         for i, entry in enumerate(entries):
-            mac = entry.mac
+            mac = entry.fixed_mac
             if mac is None:
                 for n in reusable:
                     if n.key == entry.key and n.mac not in taken:
@@ -400,7 +456,7 @@ class Server(LibvirtResource):
                 boot_volume=inputs.boot_volume,
                 root=root.id or "",
                 seed=f"{pool.name}/{seed_name}",
-                nics=tuple(NicRecord(m, e.key, e.mac is not None) for e, m in nics),
+                nics=tuple(_nic_record(e, m) for e, m in nics),
                 volumes=tuple(inputs.volumes),
             )
             console_path = self._console_path(name)
@@ -450,7 +506,14 @@ class Server(LibvirtResource):
             if nic is None:
                 continue  # detached behind our back: the read shows it missing
             seen.add(nic.mac)
-            entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
+            if rec.key == "port":
+                port = rec.port or ""
+                # the NIC still where the port puts it; moved behind our back, it reads as a
+                # plain bridge NIC, so the plan shows the difference
+                same = port.split("/")[:2] == [nic.bridge, nic.mac]
+                entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
+            else:
+                entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
             networks.append(NetworkEntry(**entry).model_dump(mode="json"))
         for nic in parsed.nics:
             if nic.mac not in seen:
@@ -661,7 +724,7 @@ class Server(LibvirtResource):
                     dom.attachDeviceFlags(
                         domain_xml.to_string(domain_xml.interface_element(nic)), self._flags(dom)
                     )
-        nics = tuple(NicRecord(m, e.key, e.mac is not None) for e, m in resolved)
+        nics = tuple(_nic_record(e, m) for e, m in resolved)
         return ServerRecord(**{**record.__dict__, "nics": nics})
 
     def _set_metadata(self, dom: libvirt.virDomain, owner: OwnerTag, record: ServerRecord) -> None:

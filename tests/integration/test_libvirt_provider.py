@@ -422,7 +422,7 @@ def test_server_lifecycle(env: Env, tiny_image: Path, bridge: str, request) -> N
         "boot_volume": None,
         "vcpus": 1,
         "memory_mib": 256,
-        "networks": [{"network": bridge, "bridge": None, "mac": None}],
+        "networks": [{"network": bridge, "bridge": None, "port": None, "mac": None}],
         "volumes": [data.id],
         "power_state": "running",
         "hostname": "web-0",
@@ -506,7 +506,9 @@ def test_hot_plug_volumes_and_nics_and_grow_without_restart(
     plugged = env.server.update(
         "web[0]", detached, env.server.Inputs(image=img.id, networks=nets), frozenset({"networks"})
     )
-    assert plugged.inputs["networks"] == [{"network": None, "bridge": bridge, "mac": None}]
+    assert plugged.inputs["networks"] == [
+        {"network": None, "bridge": bridge, "port": None, "mac": None}
+    ]
     assert dom.ID() == domid
     (mac,) = plugged.attributes["macs"]
     assert [n.mac for n in domain_xml.parse(dom.XMLDesc(0)).nics] == [mac]
