@@ -45,6 +45,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -171,6 +172,7 @@ class ApplyTimings:
     step_max: float
     destroy: float  # engine.destroy_plan + engine.apply(command="destroy")
     leftovers: tuple[str, ...]  # tagged objects found after the destroy (then purged)
+    others: int = 0  # most guests of other stacks seen running during the apply
     refresh_bulk: float | None = None  # engine.refresh of the N volumes
     refresh_per_object: float | None = None  # Volume.read([ref]) N times
 
@@ -350,6 +352,42 @@ def refresh_timings(
         providers.close()
 
 
+class OtherGuests:
+    """Samples, twice a second on its own connection, how many running guests are not the
+    case's: on a shared 2-core host they take CPU from the guests being measured."""
+
+    def __init__(self, uri: str, own_prefix: str) -> None:
+        self.uri = uri
+        self.own_prefix = own_prefix
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError:
+            return
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(libvirt.libvirtError):
+                    running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                    others = [d for d in running if not d.name().startswith(self.own_prefix)]
+                    self.most = max(self.most, len(others))
+                self._stop.wait(0.5)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def __enter__(self) -> OtherGuests:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def apply_case(
     kind: str,
     n: int,
@@ -379,9 +417,11 @@ def apply_case(
                 plan, _ = engine.make_plan(ws, config, PlanOptions())
                 measured["plan"] = time.perf_counter() - t
                 case.stack_id = plan.stack_id
-                t = time.perf_counter()
-                result = engine.apply(ws, plan, jobs=jobs)
-                measured["wall"] = time.perf_counter() - t
+                with OtherGuests(uri, f"{case.name}-") as others:
+                    t = time.perf_counter()
+                    result = engine.apply(ws, plan, jobs=jobs)
+                    measured["wall"] = time.perf_counter() - t
+                measured["others"] = others.most
                 if not result.ok:
                     raise BenchError(f"apply failed: {failures(result)}")
                 measured["critical"], measured["chain"] = critical_path(plan, result)
@@ -449,14 +489,14 @@ def _apply_row(label: str, r: ApplyTimings) -> str:
         f"{label:<7} {r.n:>4} {r.jobs:>4} {r.plan:6.2f} {r.wall:7.2f} {r.critical:7.2f} "
         f"{r.wall / r.critical:9.2f} {r.work:7.2f} {r.work / r.wall:9.2f} {r.bound:7.2f} "
         f"{r.wall / r.bound:11.2f} {r.step_median:7.2f} {r.step_max:7.2f} {r.destroy:7.2f} "
-        f"{len(r.leftovers):>4}  {chain}"
+        f"{len(r.leftovers):>4} {r.others:>5}  {chain}"
     )
 
 
 APPLY_HEADER = (
     f"{'kind':<7} {'N':>4} {'jobs':>4} {'plan':>6} {'wall':>7} {'crit':>7} {'wall/crit':>9} "
     f"{'work':>7} {'in-flight':>9} {'bound':>7} {'wall/bound':>11} {'stepmed':>7} {'stepmax':>7} "
-    f"{'destroy':>7} {'left':>4}  critical chain"
+    f"{'destroy':>7} {'left':>4} {'other':>5}  critical chain"
 )
 
 
@@ -500,7 +540,9 @@ def main() -> None:
     print(
         "\n1-2. apply through the engine (seconds). crit: step times summed along the longest "
         "chain;\n     work: all step times summed; in-flight = work/wall; bound = max(crit, "
-        "work/jobs);\n     stepmed/stepmax: median/slowest server or volume create step"
+        "work/jobs);\n     stepmed/stepmax: median/slowest server or volume create step; left: "
+        "tagged objects\n     found after the destroy; other: most guests of other stacks "
+        "running during the apply"
     )
     print(APPLY_HEADER)
     servers = run_applies("server", [(n, n) for n in ints(args.servers)], args.uri, args.repeat)

@@ -128,5 +128,19 @@ def test_boot_change_and_destroy_through_the_cli(stack):
     finally:
         conn.close()
 
+    # a domain removed behind iacloud's back is reported and recreated by the next apply
+    conn = libvirt.open("qemu:///system")
+    try:
+        dom = conn.lookupByUUIDString(shown["resources"]["vm"]["id"])
+        dom.destroy()
+        dom.undefine()
+    finally:
+        conn.close()
+    out = iacloud("plan", "-p", "memory=192", str(path))
+    assert "vm (server): missing" in out and "deleted outside iacloud" in out
+    assert "1 to create" in out
+    iacloud("apply", "--auto-approve", "-p", "memory=192", str(path))
+    assert "No changes" in iacloud("plan", "-p", "memory=192", str(path))
+
     assert "3 to delete" in iacloud("destroy", "--auto-approve", str(path))
     assert tagged_objects(stack_id) == []
