@@ -120,15 +120,23 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
     backend = ws.backend
     snapshot = backend.snapshot(config.name)
     if not options.refresh:
-        return compute_plan(config, snapshot, None, ws.registry, options), snapshot
+        providers = ws.providers(config.name, snapshot, config.provider_settings)
+        try:
+            plan = compute_plan(config, snapshot, None, ws.registry, options, providers.resource)
+        finally:
+            providers.close()
+        return plan, snapshot
     with backend.locked(config.name, "plan", ws.lock_timeout):
         snapshot = backend.snapshot(config.name)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
             observed = refresh(snapshot, providers, ws.registry)
+            plan = compute_plan(
+                config, snapshot, observed, ws.registry, options, providers.resource
+            )
         finally:
             providers.close()
-        return compute_plan(config, snapshot, observed, ws.registry, options), snapshot
+        return plan, snapshot
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:

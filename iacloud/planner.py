@@ -6,7 +6,7 @@ fields changed and what each change costs, reading the update policy from the ty
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -224,8 +224,12 @@ def plan(
     observed: Mapping[str, Observed] | None,
     registry: Registry,
     options: PlanOptions = PlanOptions(),
+    resources: Callable[[str], ResourceType] | None = None,
 ) -> Plan:
-    """Compute the plan. Raises UserError with every plan-time diagnostic."""
+    """Compute the plan. Raises UserError with every plan-time diagnostic. `resources` gives
+    the resource type instances whose check() runs (default: unconfigured ones)."""
+    if resources is None:
+        resources = _unconfigured(registry)
     priors, drift = reconcile(snapshot, observed, registry)
     diagnostics: list[Diagnostic] = []
     for address in options.replace:
@@ -274,8 +278,7 @@ def plan(
             known_prior = prior.observed if exists and prior.observed else None
             if exists and known_prior is None:
                 known_prior = Observed(prior.id or "", prior.inputs, prior.attributes)
-            checker = type_cls(_NoProvider())  # type: ignore[arg-type]
-            found = checker.check(address, type_cls.Inputs(**after), known_prior)
+            found = resources(rc.type).check(address, type_cls.Inputs(**after), known_prior)
             diagnostics.extend(_locate(d, config, where) for d in found)
         actions[address] = action
         reasons = []
@@ -356,11 +359,18 @@ def plan(
     )
 
 
-class _NoProvider:
-    """check() runs on a type without a provider session: it must not touch the host."""
+def _unconfigured(registry: Registry) -> Callable[[str], ResourceType]:
+    """Resource types bound to providers with default settings and a throw-away stack, for
+    checks made without a workspace (tests, tools)."""
+    from pathlib import Path
+    from tempfile import gettempdir
 
-    settings = None
-    stack = None
+    from iacloud.provider import ProviderSet, StackInfo
+
+    tmp = Path(gettempdir())
+    return ProviderSet(
+        registry, StackInfo("check", "check", tmp, tmp / "iacloud-check"), {}
+    ).resource
 
 
 def _select_targets(

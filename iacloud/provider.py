@@ -14,8 +14,9 @@ Contracts every resource type keeps:
 - delete: deleting an object that is already gone succeeds. If delete raises, the object still
   exists.
 - import: reads an existing object by its id into the same shape create would have recorded.
-- check: plan-time validation against the prior object (e.g. a volume may not shrink). It
-  runs before any connection exists, so it must not use `self.provider`.
+- check: plan-time validation against the prior object (e.g. a volume may not shrink). It may
+  read the provider's own local records (a port checks its network's reservations) but never
+  changes anything and opens no connection.
 """
 
 from __future__ import annotations

@@ -342,6 +342,28 @@ def test_hostile_names_are_refused_or_carried_verbatim(env: Env) -> None:
         env.volume.Inputs(size_gib=1, pool="../x")
     with pytest.raises(ValidationError):
         env.server.Inputs(image="p/i.qcow2", networks=[{"bridge": "br0;reboot"}])
+    port = "iacb0123456789/52:54:00:AB:cd:ef/198.18.10.5"
+    entry = env.server.Inputs(image="p/i.qcow2", networks=[{"port": port}]).networks[0]
+    assert (entry.port, entry.ifname, entry.fixed_mac) == (
+        port.lower(),
+        "iacb0123456789",
+        "52:54:00:ab:cd:ef",
+    )
+    for bad in (
+        {"port": "br0;x/52:54:00:ab:cd:ef/198.18.10.5"},  # bridge name
+        {"port": "br0/53:54:00:ab:cd:ef/198.18.10.5"},  # multicast MAC
+        {"port": "br0/52:54:00:ab:cd:ef/198.18.10.500"},  # not IPv4
+        {"port": "br0/52:54:00:ab:cd:ef"},  # two parts
+        {"port": "br0/52:54:00:ab:cd:ef/198.18.10.5", "mac": "52:54:00:00:00:01"},
+        {"port": "br0/52:54:00:ab:cd:ef/198.18.10.5", "network": "br0"},
+    ):
+        with pytest.raises(ValidationError):
+            env.server.Inputs(image="p/i.qcow2", networks=[bad])
+    with pytest.raises(ValidationError, match="same MAC"):
+        env.server.Inputs(
+            image="p/i.qcow2",
+            networks=[{"port": port}, {"bridge": "br1", "mac": "52:54:00:ab:cd:ef"}],
+        )
     with pytest.raises(ValidationError):
         env.server.Inputs(image="p/i.qcow2", hostname="x;y")
     with pytest.raises(ValidationError):
