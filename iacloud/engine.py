@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,9 @@ def apply(
         finally:
             providers.close()
             backend.finish_version(plan.stack, serial, status, result.outputs or None)
+        if command == "destroy" and result.ok and not result.resources:
+            # nothing of the stack is left: neither are the providers' working files
+            shutil.rmtree(providers.stack.data_dir, ignore_errors=True)
         return result
 
 

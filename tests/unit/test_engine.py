@@ -111,6 +111,7 @@ def test_removed_resource_is_deleted_and_dependents_first_on_destroy(write_stack
     assert ws.backend.snapshot("chain").resources == {}
     fake_dir = engine.data_root() / "stacks" / plan.stack_id / "fake" / "fake_thing"
     assert not any((fake_dir / f"{i}.json").exists() for i in ids.values())
+    assert not (engine.data_root() / "stacks" / plan.stack_id).exists()
 
 
 PARALLEL = """
