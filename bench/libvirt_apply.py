@@ -173,6 +173,7 @@ class ApplyTimings:
     destroy: float  # engine.destroy_plan + engine.apply(command="destroy")
     leftovers: tuple[str, ...]  # tagged objects found after the destroy (then purged)
     others: int = 0  # most guests of other stacks seen running during the apply
+    guest_cpu: float | None = None  # CPU seconds the case's QEMU processes used (servers)
     refresh_bulk: float | None = None  # engine.refresh of the N volumes
     refresh_per_object: float | None = None  # Volume.read([ref]) N times
 
@@ -352,6 +353,25 @@ def refresh_timings(
         providers.close()
 
 
+def guest_cpu_seconds(domain_prefix: str) -> float | None:
+    """User + system CPU seconds of the local QEMU processes of domains named `prefix...`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, found = 0.0, False
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if not any(a.startswith(f"guest={domain_prefix}".encode()) for a in argv):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        found = True
+    return total if found else None
+
+
 class OtherGuests:
     """Samples, twice a second on its own connection, how many running guests are not the
     case's: on a shared 2-core host they take CPU from the guests being measured."""
@@ -422,6 +442,8 @@ def apply_case(
                     result = engine.apply(ws, plan, jobs=jobs)
                     measured["wall"] = time.perf_counter() - t
                 measured["others"] = others.most
+                if kind == "server":
+                    measured["guest_cpu"] = guest_cpu_seconds(f"{case.name}-")
                 if not result.ok:
                     raise BenchError(f"apply failed: {failures(result)}")
                 measured["critical"], measured["chain"] = critical_path(plan, result)
@@ -484,19 +506,19 @@ def guest_virt_type(uri: str) -> str:
 
 
 def _apply_row(label: str, r: ApplyTimings) -> str:
-    chain = " > ".join(r.chain)
+    seconds = (r.wall, r.critical, r.wall / r.critical, r.work, r.work / r.wall, r.bound)
+    more = (r.wall / r.bound, r.step_median, r.step_max, r.destroy)
     return (
-        f"{label:<7} {r.n:>4} {r.jobs:>4} {r.plan:6.2f} {r.wall:7.2f} {r.critical:7.2f} "
-        f"{r.wall / r.critical:9.2f} {r.work:7.2f} {r.work / r.wall:9.2f} {r.bound:7.2f} "
-        f"{r.wall / r.bound:11.2f} {r.step_median:7.2f} {r.step_max:7.2f} {r.destroy:7.2f} "
-        f"{len(r.leftovers):>4} {r.others:>5}  {chain}"
+        f"{label:<6} {r.n:>3} {r.jobs:>4} "
+        + " ".join(f"{x:6.2f}" for x in (*seconds, *more))
+        + f" {len(r.leftovers):>4} {r.others:>5}  {' > '.join(r.chain)}"
     )
 
 
 APPLY_HEADER = (
-    f"{'kind':<7} {'N':>4} {'jobs':>4} {'plan':>6} {'wall':>7} {'crit':>7} {'wall/crit':>9} "
-    f"{'work':>7} {'in-flight':>9} {'bound':>7} {'wall/bound':>11} {'stepmed':>7} {'stepmax':>7} "
-    f"{'destroy':>7} {'left':>4} {'other':>5}  critical chain"
+    f"{'kind':<6} {'N':>3} {'jobs':>4} {'wall':>6} {'crit':>6} {'w/crit':>6} {'work':>6} "
+    f"{'inflt':>6} {'bound':>6} {'w/bnd':>6} {'stepmd':>6} {'stepmx':>6} {'destr':>6} "
+    f"{'left':>4} {'other':>5}  critical chain"
 )
 
 
@@ -538,11 +560,11 @@ def main() -> None:
     started = time.perf_counter()
     print(f"host: {os.cpu_count()} cores, guests under {guest_virt_type(args.uri)}, {args.uri}")
     print(
-        "\n1-2. apply through the engine (seconds). crit: step times summed along the longest "
-        "chain;\n     work: all step times summed; in-flight = work/wall; bound = max(crit, "
-        "work/jobs);\n     stepmed/stepmax: median/slowest server or volume create step; left: "
-        "tagged objects\n     found after the destroy; other: most guests of other stacks "
-        "running during the apply"
+        "\n1-2. engine.apply (seconds). crit: step times summed along the longest chain; work: "
+        "all step\n     times summed; inflt = work/wall; bound = max(crit, work/jobs); "
+        "stepmd/stepmx: median/slowest\n     server or volume step; destr: destroy_plan + "
+        "apply(destroy); left: tagged objects found\n     after it; other: most guests of "
+        "other stacks running meanwhile (they share the CPUs)"
     )
     print(APPLY_HEADER)
     servers = run_applies("server", [(n, n) for n in ints(args.servers)], args.uri, args.repeat)
@@ -550,6 +572,12 @@ def main() -> None:
     volumes = run_applies("volume", volume_cases, args.uri, args.repeat)
 
     print()
+    for r in servers:
+        if r.guest_cpu is not None:
+            print(
+                f"servers {r.n}: the guests used {r.guest_cpu:.1f} CPU s during the apply, "
+                f"{r.guest_cpu / r.wall:.2f} of {os.cpu_count()} cores on average"
+            )
     if servers:
         one = servers[0]
         for r in servers[1:]:
