@@ -63,14 +63,15 @@ def iacloud(*args: str, code: int = 0) -> str:
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
+def stack(tmp_path: Path, e2e_pool: str):
     if not TINY.is_file():
         pytest.skip("build/images/tiny.qcow2 is missing: run `make image`")
     tag = uuid.uuid4().hex[:8]
     path = tmp_path / "e2e.toml"
 
     def write(size: int = 1) -> Path:
-        path.write_text(STACK.format(name=f"e2e-{tag}", image=TINY, size=size, tag=tag))
+        text = STACK.format(name=f"e2e-{tag}", image=TINY, size=size, tag=tag)
+        path.write_text(text + e2e_pool)
         return path
 
     write()

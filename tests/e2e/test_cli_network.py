@@ -186,7 +186,7 @@ def leftovers(stack_id: str, bridges: set[str], router: str | None) -> list[str]
 
 
 @pytest.fixture
-def lab(tmp_path: Path):
+def lab(tmp_path: Path, e2e_pool: str):
     if not TINY.is_file():
         pytest.skip("build/images/tiny.qcow2 is missing: run `make image`")
     tag = uuid.uuid4().hex[:8]
@@ -194,7 +194,7 @@ def lab(tmp_path: Path):
 
     def write(routed: bool = False) -> Path:
         text = STACK.format(name=f"e2enet-{tag}", image=TINY, lan=LAN, port_ip=PORT_IP)
-        path.write_text(text + (ROUTED.format(lan2=LAN2) if routed else ""))
+        path.write_text(text + (ROUTED.format(lan2=LAN2) if routed else "") + e2e_pool)
         return path
 
     host = Host(tag)
