@@ -191,6 +191,7 @@ class Executor:
         self.clock = clock
         self.redactor = Redactor(plan.hidden_values)
         self.resolver = StateResolver(self.groups, self.current)
+        self.resolved: dict[tuple[str, str], dict[str, Any]] = {}  # step -> inputs it ran with
 
     # -- scheduling (the only thread that writes state) --
 
@@ -288,6 +289,7 @@ class Executor:
             if step.kind == "update" and not diff_inputs(type_cls, c.before or {}, resolved):
                 result.outcomes.append(StepOutcome(step, "unchanged"))
                 return None
+        self.resolved[step.key] = resolved
         prior = self.current.get(c.address)
         if step.superseded:  # the old object of create-then-delete
             prior_id: str | None = c.id
@@ -353,6 +355,7 @@ class Executor:
 
     def _fail(self, step: Step, result: ApplyResult, message: str, elapsed: float) -> None:
         message = self.redactor.text(message)
+        self.resolved.pop(step.key, None)
         self.backend.record_failure(
             self.plan.stack, step.change.address, self._event(step, "FAILED", message), False
         )
@@ -363,8 +366,7 @@ class Executor:
     def _resource_state(self, step: Step, observed: Observed) -> ResourceState:
         c = step.change
         type_cls = self.registry.types[c.type]
-        values = expressions.evaluate(expressions.from_json(c.after or {}), self.resolver)
-        inputs = normalize_inputs(type_cls, values)
+        inputs = dict(self.resolved.pop(step.key))
         # a field the provider chose (a MAC, say) is recorded as chosen
         for name, info in type_cls.Inputs.model_fields.items():
             if inputs.get(name) is None and field_flag(info, "computed_default"):

@@ -223,13 +223,11 @@ def plan(
     snapshot: Snapshot,
     observed: Mapping[str, Observed] | None,
     registry: Registry,
-    options: PlanOptions = PlanOptions(),
-    resources: Callable[[str], ResourceType] | None = None,
+    options: PlanOptions,
+    resources: Callable[[str], ResourceType],
 ) -> Plan:
     """Compute the plan. Raises UserError with every plan-time diagnostic. `resources` gives
-    the resource type instances whose check() runs (default: unconfigured ones)."""
-    if resources is None:
-        resources = _unconfigured(registry)
+    the run's resource type instances, whose check() runs."""
     priors, drift = reconcile(snapshot, observed, registry)
     diagnostics: list[Diagnostic] = []
     for address in options.replace:
@@ -357,20 +355,6 @@ def plan(
         },
         max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
     )
-
-
-def _unconfigured(registry: Registry) -> Callable[[str], ResourceType]:
-    """Resource types bound to providers with default settings and a throw-away stack, for
-    checks made without a workspace (tests, tools)."""
-    from pathlib import Path
-    from tempfile import gettempdir
-
-    from iacloud.provider import ProviderSet, StackInfo
-
-    tmp = Path(gettempdir())
-    return ProviderSet(
-        registry, StackInfo("check", "check", tmp, tmp / "iacloud-check"), {}
-    ).resource
 
 
 def _select_targets(
