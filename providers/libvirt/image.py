@@ -37,7 +37,7 @@ from . import storage
 from .base import StorageResource
 from .connection import is_local
 from .pool import Pool
-from .tags import check_object_name, format_of, volume_name
+from .tags import PoolName, format_of, volume_name
 
 QEMU_IMG_TIMEOUT = 60
 
@@ -58,23 +58,15 @@ class ImageInputs(Inputs):
         pattern=r"^[0-9a-fA-F]{64}$",
         description="verified on upload; required for http(s) sources",
     )
-    pool: str | None = prop(None, update=Disruption.REPLACE, description="default: the provider's")
+    pool: PoolName | None = prop(
+        None, update=Disruption.REPLACE, description="default: the provider's"
+    )
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
         if "\0" in value or "\n" in value:
             raise ValueError("must not contain NUL or newline characters")
-        return value
-
-    @field_validator("pool")
-    @classmethod
-    def _pool(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_object_name(value, "pool name")
-            except ProviderError as exc:
-                raise ValueError(str(exc)) from None
         return value
 
 

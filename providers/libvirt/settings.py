@@ -21,13 +21,13 @@ from pydantic import Field, field_validator
 
 from iacloud.provider import ProviderSettings
 
-from .tags import check_object_name
+from .tags import PoolName
 
 
 class LibvirtSettings(ProviderSettings):
     uri: str = Field("qemu:///system", min_length=1, max_length=500)
     virt_type: Literal["auto", "kvm", "qemu"] = "auto"
-    pool: str = "iacloud"
+    pool: PoolName = "iacloud"
     pool_path: str = "/var/lib/iacloud/pool"
     machine: Literal["pc", "q35"] = "pc"
     boot_timeout: float = Field(120.0, gt=0, le=3600)
@@ -35,14 +35,6 @@ class LibvirtSettings(ProviderSettings):
     shutdown_timeout: float = Field(60.0, ge=0, le=3600)
     download_timeout: float = Field(300.0, gt=0, le=86400)
     virt_type_cache: str = "/run/iacloud/virt-type"
-
-    @field_validator("pool")
-    @classmethod
-    def _pool_name(cls, value: str) -> str:
-        try:
-            return check_object_name(value, "pool name")
-        except Exception as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("pool_path", "virt_type_cache")
     @classmethod

@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from iacloud.errors import ProviderError
 
@@ -135,6 +138,17 @@ def check_object_name(value: str, what: str) -> str:
             "(no '/', no '..', not starting with '.' or '-')"
         )
     return value
+
+
+def _pool_name(value: str) -> str:
+    try:
+        return check_object_name(value, "pool name")
+    except ProviderError as exc:  # pydantic reports ValueError with the field's location
+        raise ValueError(str(exc)) from None
+
+
+PoolName = Annotated[str, AfterValidator(_pool_name)]
+"""A pool name checked by `check_object_name`, for input and settings models."""
 
 
 def owner_element(tag: OwnerTag) -> ET.Element:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import libvirt
-from pydantic import field_validator
 
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
@@ -27,24 +26,16 @@ from .base import StorageResource
 from .connection import failing
 from .pool import Pool
 from .storage import GiB
-from .tags import check_object_name, format_of, volume_name
+from .tags import PoolName, format_of, volume_name
 
 
 class VolumeInputs(Inputs):
     size_gib: int = prop(update=Disruption.LIVE, ge=1, le=65536, description="grows in place")
     image: str | None = prop(None, update=Disruption.REPLACE, description="an image id")
     format: Literal["qcow2", "raw"] = prop("qcow2", update=Disruption.REPLACE)
-    pool: str | None = prop(None, update=Disruption.REPLACE, description="default: the provider's")
-
-    @field_validator("pool")
-    @classmethod
-    def _pool(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_object_name(value, "pool name")
-            except ProviderError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+    pool: PoolName | None = prop(
+        None, update=Disruption.REPLACE, description="default: the provider's"
+    )
 
 
 class Volume(StorageResource):
