@@ -6,21 +6,17 @@ libvirt that nothing tagged with the stack remains."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from e2e_cli import IACLOUD, TINY, iacloud
 
 libvirt = pytest.importorskip("libvirt")
 
 pytestmark = pytest.mark.libvirt
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "build" / "images" / "tiny.qcow2"
-IACLOUD = Path(sys.executable).parent / "iacloud"
 
 STACK = """
 version = 1
@@ -50,16 +46,6 @@ user_data = "#!/bin/sh\\necho 'user-data ran <&;> {tag}'"
 [outputs.console]
 value = {{ get_attr = ["vm", "console_log"] }}
 """
-
-
-def iacloud(*args: str, code: int = 0) -> str:
-    proc = subprocess.run(
-        [str(IACLOUD), *args], capture_output=True, text=True, timeout=600, env=os.environ.copy()
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == code, out
-    assert "Traceback" not in out
-    return out
 
 
 @pytest.fixture

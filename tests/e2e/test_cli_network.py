@@ -13,12 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from e2e_cli import IACLOUD, TINY, iacloud
 
 libvirt = pytest.importorskip("libvirt")
 pytest.importorskip("pyroute2")
@@ -35,9 +35,6 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("ip"), reason="needs iproute2"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "build" / "images" / "tiny.qcow2"
-IACLOUD = Path(sys.executable).parent / "iacloud"
 LAN, LAN2 = "198.18.40", "198.18.41"  # two /24s of 198.18.0.0/15 (RFC 2544 test space)
 PORT_IP = f"{LAN}.50"
 
@@ -90,16 +87,6 @@ dhcp = false
 type = "router"
 networks = [{{ get_resource = "lan" }}, {{ get_resource = "lan2" }}]
 """
-
-
-def iacloud(*args: str, code: int = 0) -> str:
-    proc = subprocess.run(
-        [str(IACLOUD), *args], capture_output=True, text=True, timeout=600, env=os.environ.copy()
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == code, out
-    assert "Traceback" not in out
-    return out
 
 
 def ip(*args: str) -> None:
