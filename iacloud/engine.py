@@ -19,12 +19,20 @@ from pydantic import ValidationError
 from iacloud import expressions
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
-from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver, plan_groups
+from iacloud.executor import (
+    ApplyResult,
+    Executor,
+    Reporter,
+    StateResolver,
+    plan_groups,
+    resource_state,
+)
 from iacloud.loader import load_stack
 from iacloud.plan import PLAN_FORMAT, Action, Plan
-from iacloud.planner import PlanOptions
+from iacloud.planner import PlanOptions, normalize_inputs
 from iacloud.planner import plan as compute_plan
 from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo
+from iacloud.redact import Redactor
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend, open_backend
 from iacloud.state.model import Event, ResourceState, Snapshot
@@ -319,10 +327,14 @@ def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -
             observed = providers.resource(rc.type).import_(address, id)
         finally:
             providers.close()
-        rs = ResourceState(
-            address=address, type=rc.type, provider=rc.provider, id=observed.id,
-            inputs=observed.inputs, attributes={**observed.attributes, "id": observed.id},
-            dependencies=list(rc.depends_on), status="IMPORT_COMPLETE",
+        type_cls = ws.registry.types[rc.type]
+        try:  # defaults filled in, as a create would have recorded them
+            inputs = normalize_inputs(type_cls, observed.inputs)
+        except ValidationError:
+            inputs = dict(observed.inputs)
+        rs = resource_state(
+            type_cls, address, rc.provider, inputs, observed, rc.depends_on,
+            "IMPORT_COMPLETE", Redactor(config.hidden_values),
         )  # fmt: skip
         serial = backend.begin_version(config.name, "import", snapshot.stack_id, snapshot.lineage)
         backend.record_result(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +24,7 @@ from iacloud.errors import IacloudError
 from iacloud.expressions import Resolver, Unknown
 from iacloud.plan import Action, Change, Plan
 from iacloud.planner import diff_inputs, normalize_inputs
-from iacloud.provider import Observed, ProviderSet, Registry
+from iacloud.provider import Observed, ProviderSet, Registry, ResourceType
 from iacloud.redact import Redactor
 from iacloud.schema import field_flag
 from iacloud.state import StateBackend
@@ -365,36 +365,10 @@ class Executor:
 
     def _resource_state(self, step: Step, observed: Observed) -> ResourceState:
         c = step.change
-        type_cls = self.registry.types[c.type]
-        inputs = dict(self.resolved.pop(step.key))
-        # a field the provider chose (a MAC, say) is recorded as chosen
-        for name, info in type_cls.Inputs.model_fields.items():
-            if inputs.get(name) is None and field_flag(info, "computed_default"):
-                inputs[name] = observed.inputs.get(name)
-        sensitive = [
-            name
-            for name, info in type_cls.Inputs.model_fields.items()
-            if field_flag(info, "sensitive")
-            or self.redactor.value(inputs.get(name)) != inputs.get(name)
-        ]
-        attributes = {**observed.attributes, "id": observed.id}
-        hidden_attrs = [
-            name
-            for name, value in attributes.items()
-            if name in type_cls.sensitive_attributes or self.redactor.value(value) != value
-        ]
-        return ResourceState(
-            sensitive_inputs=sensitive,
-            sensitive_attributes=hidden_attrs,
-            address=c.address,
-            type=c.type,
-            provider=c.provider,
-            id=observed.id,
-            inputs=inputs,
-            attributes=attributes,
-            dependencies=list(c.dependencies),
-            status=f"{step.event_action}_COMPLETE",
-        )
+        return resource_state(
+            self.registry.types[c.type], c.address, c.provider, self.resolved.pop(step.key),
+            observed, c.dependencies, f"{step.event_action}_COMPLETE", self.redactor,
+        )  # fmt: skip
 
     def _event(
         self, step: Step, status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"], reason: str = ""
@@ -426,3 +400,46 @@ def _describe(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
     return f"{type(exc).__name__}: {exc}{where} (a bug: please report it)"
+
+
+def resource_state(
+    type_cls: type[ResourceType],
+    address: str,
+    provider: str,
+    inputs: Mapping[str, Any],
+    observed: Observed,
+    dependencies: Sequence[str],
+    status: str,
+    redactor: Redactor,
+) -> ResourceState:
+    """What state records for an object: the inputs it was made from, its observed attributes,
+    and which of both are never to be printed. Used by apply and by import alike, so an
+    imported object is recorded exactly as a created one."""
+    inputs = dict(inputs)
+    # a field the provider chose (a MAC, say) is recorded as chosen
+    for name, info in type_cls.Inputs.model_fields.items():
+        if inputs.get(name) is None and field_flag(info, "computed_default"):
+            inputs[name] = observed.inputs.get(name)
+    sensitive = [
+        name
+        for name, info in type_cls.Inputs.model_fields.items()
+        if field_flag(info, "sensitive") or redactor.value(inputs.get(name)) != inputs.get(name)
+    ]
+    attributes = {**observed.attributes, "id": observed.id}
+    hidden_attrs = [
+        name
+        for name, value in attributes.items()
+        if name in type_cls.sensitive_attributes or redactor.value(value) != value
+    ]
+    return ResourceState(
+        sensitive_inputs=sensitive,
+        sensitive_attributes=hidden_attrs,
+        address=address,
+        type=type_cls.type_name,
+        provider=provider,
+        id=observed.id,
+        inputs=inputs,
+        attributes=attributes,
+        dependencies=list(dependencies),
+        status=status,
+    )

@@ -78,6 +78,9 @@ class TaggedObject:
     id: str
     stack_id: str | None
     address: str | None
+    # a part of the object at `address` (a server's root disk or seed) rather than the object
+    # itself: it is an orphan only when nothing is recorded at that address
+    part: str | None = None
 
 
 class ResourceType:

@@ -815,6 +815,7 @@ class Server(LibvirtResource):
                             f"{pool.name}/{name}",
                             self.tag_stack_id(tag.prefix),
                             tag.address,
+                            part=tag.role,
                         )
                     )
         return out
