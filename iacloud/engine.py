@@ -9,8 +9,10 @@ import getpass
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from iacloud import expressions
 from iacloud.config import StackConfig
+from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
 from iacloud.executor import (
     ApplyResult,
@@ -36,6 +39,7 @@ from iacloud.redact import Redactor
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend, open_backend
 from iacloud.state.model import Event, ResourceState, Snapshot
+from iacloud.suppressions import Suppression
 
 __all__ = ["Workspace", "data_root"]
 
@@ -66,6 +70,12 @@ class Workspace:
             url = self.state_url or os.environ.get("IACLOUD_STATE")
             self._backend = open_backend(url, self.stack_file.resolve().parent)
         return self._backend
+
+    def open_read_only(self) -> StateBackend:
+        """A separate backend that can only read: it takes no lock and cannot write, so it
+        runs beside an apply holding the lock and leaves the state file as it found it."""
+        url = self.state_url or os.environ.get("IACLOUD_STATE")
+        return open_backend(url, self.stack_file.resolve().parent, read_only=True)
 
     def close(self) -> None:
         if self._backend is not None:
@@ -114,6 +124,40 @@ def refresh(snapshot: Snapshot, providers: ProviderSet, registry: Registry) -> d
             )
         observed.update(providers.resource(type_name).read(type_refs))
     return observed
+
+
+def drift(
+    ws: Workspace,
+    config: StackConfig,
+    suppressions: Sequence[Suppression] = (),
+    include_unmanaged: bool = False,
+) -> DriftReport:
+    """Compare what exists with what was applied: read-only, no lock, bulk reads only."""
+    started = time.monotonic()
+    now = datetime.now(timezone.utc)
+    backend = ws.open_read_only()
+    try:
+        snapshot = backend.snapshot(config.name)
+    finally:
+        backend.close()
+    if snapshot.serial == 0:
+        raise UserError(
+            Diagnostic(f"stack '{config.name}' has no state: it was never applied "
+                       "(or the state is elsewhere: --state)", file=str(config.file))
+        )  # fmt: skip
+    providers = ws.providers(config.name, snapshot, config.provider_settings)
+    try:
+        observed = refresh(snapshot, providers, ws.registry)
+        types = {rs.type for rs in snapshot.resources.values()}
+        types |= {op.type for op in snapshot.pending}
+        types |= {rc.type for rc in config.resources.values()}
+        tagged = [t for name in sorted(types) for t in providers.resource(name).list_tagged()]
+    finally:
+        providers.close()
+    return build_report(
+        snapshot, observed, tagged, ws.registry, suppressions,
+        include_unmanaged=include_unmanaged, now=now, duration=time.monotonic() - started,
+    )  # fmt: skip
 
 
 def lock_holder() -> str:
@@ -179,15 +223,9 @@ def apply(
     backend = ws.backend
     with backend.locked(plan.stack, command, ws.lock_timeout):
         snapshot = backend.snapshot(plan.stack)
-        stale = snapshot.serial != plan.serial or (
-            snapshot.serial > 0 and snapshot.lineage != plan.lineage
-        )
-        if stale:
-            raise UserError(
-                f"the saved plan was made from state serial {plan.serial} (lineage "
-                f"{plan.lineage[:8]}), but the state of stack '{plan.stack}' is now at serial "
-                f"{snapshot.serial} (lineage {snapshot.lineage[:8]}); make a new plan"
-            )
+        _refuse_stale(plan, snapshot)
+        if plan.refresh_only:
+            return _accept_refresh(backend, plan, snapshot, groups)
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         serial = backend.begin_version(plan.stack, command, stack_id, lineage)
@@ -215,6 +253,49 @@ def apply(
             # nothing of the stack is left: neither are the providers' working files
             shutil.rmtree(providers.stack.data_dir, ignore_errors=True)
         return result
+
+
+def _refuse_stale(plan: Plan, snapshot: Snapshot) -> None:
+    if snapshot.serial != plan.serial or (snapshot.serial > 0 and snapshot.lineage != plan.lineage):
+        raise UserError(
+            f"the saved plan was made from state serial {plan.serial} (lineage "
+            f"{plan.lineage[:8]}), but the state of stack '{plan.stack}' is now at serial "
+            f"{snapshot.serial} (lineage {snapshot.lineage[:8]}); make a new plan"
+        )
+
+
+def _accept_refresh(
+    backend: StateBackend,
+    plan: Plan,
+    snapshot: Snapshot,
+    groups: Mapping[str, list[str]] | None,
+) -> ApplyResult:
+    """Apply a refresh-only plan: one new state version taking in the objects as they are.
+    Nothing on the host is touched, so no provider is opened."""
+    serial = backend.begin_version(plan.stack, "apply-refresh-only", plan.stack_id, plan.lineage)
+    resources = dict(snapshot.resources)
+    status, outputs = "failed", {}
+    try:
+        for u in plan.state_updates:
+            recorded = snapshot.resources[u.address]
+            rs = None
+            if u.action == "accept":
+                rs = recorded.model_copy(
+                    update={"id": u.id, "inputs": u.inputs, "attributes": u.attributes,
+                            "status": "REFRESH_COMPLETE"}
+                )  # fmt: skip
+                resources[u.address] = rs
+            else:
+                resources.pop(u.address, None)
+            event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
+                          status="COMPLETE", reason="accepted as found" if rs else
+                          "deleted outside iacloud: forgotten")  # fmt: skip
+            backend.record_result(plan.stack, serial, u.address, rs, event)
+        outputs = evaluate_outputs(plan, resources, groups)
+        status = "complete"
+    finally:
+        backend.finish_version(plan.stack, serial, status, outputs or None)
+    return ApplyResult(resources=resources, outputs=outputs)
 
 
 def evaluate_outputs(
@@ -350,6 +431,7 @@ __all__ += [
     "IacloudError",
     "apply",
     "destroy_plan",
+    "drift",
     "import_resource",
     "load_plan",
     "make_plan",

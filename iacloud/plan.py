@@ -17,7 +17,7 @@ and `Unknown` in memory.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,6 +94,20 @@ class DriftItem(_Frozen):
     fields: list[FieldChange] = Field(default_factory=list)
 
 
+class StateUpdate(_Frozen):
+    """A change a refresh-only plan makes to state alone (nothing on the host changes):
+    accept an object as it really is, or forget one deleted outside iacloud."""
+
+    address: str
+    type: str
+    action: Literal["accept", "forget"]
+    id: str | None = None
+    inputs: dict[str, Any] | None = None  # the accepted values (None for forget)
+    attributes: dict[str, Any] | None = None
+    fields: list[FieldChange] = Field(default_factory=list)  # the input fields that change
+    sensitive: list[str] = Field(default_factory=list)  # inputs/attributes never printed
+
+
 class Plan(_Frozen):
     format_version: int = PLAN_FORMAT
     stack: str
@@ -111,13 +125,16 @@ class Plan(_Frozen):
     hidden_values: list[str] = Field(default_factory=list)  # for redaction at apply time
     provider_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     max_disruption: Disruption = Disruption.NONE
+    # refresh-only: `changes` are all no-ops and `state_updates` say what state takes in
+    refresh_only: bool = False
+    state_updates: list[StateUpdate] = Field(default_factory=list)
 
     def actionable(self) -> list[Change]:
         return [c for c in self.changes if c.action is not Action.NOOP]
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actionable())
+        return bool(self.actionable()) or bool(self.state_updates)
 
     def counts(self) -> dict[str, int]:
         counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}

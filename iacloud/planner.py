@@ -18,7 +18,7 @@ from iacloud import expressions
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
-from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan
+from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan, StateUpdate
 from iacloud.provider import Observed, Registry, ResourceType
 from iacloud.schema import Disruption, field_flag, field_update, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
@@ -214,6 +214,7 @@ class _PlanResolver(Resolver):
 class PlanOptions:
     refresh: bool = True
     destroy: bool = False
+    refresh_only: bool = False  # accept reality into state; change nothing on the host
     targets: Collection[str] = ()
     replace: Collection[str] = ()
 
@@ -229,6 +230,8 @@ def plan(
     """Compute the plan. Raises UserError with every plan-time diagnostic. `resources` gives
     the run's resource type instances, whose check() runs."""
     priors, drift = reconcile(snapshot, observed, registry)
+    if options.refresh_only:
+        return _refresh_only_plan(config, snapshot, observed, priors, drift)
     diagnostics: list[Diagnostic] = []
     for address in options.replace:
         if address not in priors and address not in config.resources:
@@ -337,23 +340,78 @@ def plan(
     ordered = [changes[a] for a in config.resources if a in changes]
     ordered += [c for a, c in changes.items() if a not in config.resources]
     return Plan(
+        **_plan_header(config, snapshot),
+        destroy=options.destroy,
+        refreshed=observed is not None,
+        changes=ordered,
+        drift=drift,
+        max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
+    )
+
+
+def _plan_header(config: StackConfig, snapshot: Snapshot) -> dict[str, Any]:
+    """The fields every plan carries: where it comes from, and what apply needs besides
+    the changes (outputs, redaction, provider settings)."""
+    return dict(
         stack=config.name,
         stack_file=str(config.file),
         stack_id=snapshot.stack_id,
         lineage=snapshot.lineage,
         serial=snapshot.serial,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        destroy=options.destroy,
-        refreshed=observed is not None,
-        changes=ordered,
-        drift=drift,
         outputs={n: expressions.to_json(o.value) for n, o in config.outputs.items()},
         sensitive_outputs=[n for n, o in config.outputs.items() if o.sensitive],
         hidden_values=list(config.hidden_values),
         provider_settings={
             name: s.model_dump(mode="json") for name, s in config.provider_settings.items()
         },
-        max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
+    )
+
+
+def _refresh_only_plan(
+    config: StackConfig,
+    snapshot: Snapshot,
+    observed: Mapping[str, Observed] | None,
+    priors: Mapping[str, Prior],
+    drift: list[DriftItem],
+) -> Plan:
+    """A plan that changes nothing on the host: state takes in every object as it really is
+    (changed inputs and attributes) and forgets the ones deleted outside iacloud."""
+    if observed is None:
+        raise UserError("a refresh-only plan needs a refresh (drop --no-refresh)")
+    updates: list[StateUpdate] = []
+    changes: list[Change] = []
+    drifted = {d.address: d for d in drift}
+    for address, rs in snapshot.resources.items():
+        obs = observed.get(address)
+        if obs is None:
+            updates.append(StateUpdate(address=address, type=rs.type, action="forget", id=rs.id))
+            continue
+        inputs = priors[address].inputs
+        attributes = {**obs.attributes, "id": obs.id}
+        if inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
+            item = drifted.get(address)
+            updates.append(
+                StateUpdate(
+                    address=address, type=rs.type, action="accept", id=obs.id, inputs=inputs,
+                    attributes=attributes, fields=item.fields if item else [],
+                    sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
+                )
+            )  # fmt: skip
+        # no-op entries keep counted names and outputs resolvable at apply time
+        changes.append(
+            Change(
+                address=address, type=rs.type, provider=rs.provider, action=Action.NOOP,
+                id=obs.id, before=inputs, after=inputs, dependencies=list(rs.dependencies),
+            )
+        )  # fmt: skip
+    return Plan(
+        **_plan_header(config, snapshot),
+        refreshed=True,
+        changes=changes,
+        drift=drift,
+        refresh_only=True,
+        state_updates=updates,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from iacloud.drift import DriftReport
 from iacloud.plan import Action, Change, FieldChange, Plan
 from iacloud.redact import MASK, Redactor
 
@@ -38,6 +39,15 @@ def _field_line(f: FieldChange, redactor: Redactor) -> str:
 
 
 def summary_line(plan: Plan) -> str:
+    if plan.refresh_only:
+        if not plan.state_updates:
+            return "No changes. State already matches the real objects."
+        accept = sum(1 for u in plan.state_updates if u.action == "accept")
+        forget = len(plan.state_updates) - accept
+        return (
+            f"Refresh-only: {accept} to update in state, {forget} to forget. "
+            "Nothing on the host changes."
+        )
     n = plan.counts()
     if not plan.has_changes:
         return "No changes. The stack matches the recorded state and the real objects."
@@ -62,6 +72,16 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
                 before = _value(f.before, redactor, f.sensitive)
                 after = _value(f.after, redactor, f.sensitive)
                 lines.append(f"      {f.field}: recorded {before}, actual {after}")
+        lines.append("")
+    if plan.state_updates:
+        lines.append(styled("State will take in the real objects:", bold=True))
+        for u in plan.state_updates:
+            if u.action == "forget":
+                lines.append(styled(f"    - {u.address} ({u.type})", "red") + "  forget: it no "
+                             "longer exists")  # fmt: skip
+                continue
+            what = ", ".join(f.field for f in u.fields) or "attributes"
+            lines.append(styled(f"    ~ {u.address} ({u.type})", "yellow") + f"  accept {what}")
         lines.append("")
     actionable = plan.actionable()
     if actionable:
@@ -105,6 +125,18 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 f["before"] = f["after"] = MASK
             else:
                 f["before"], f["after"] = redactor.value(f["before"]), redactor.value(f["after"])
+    for update in data["state_updates"]:
+        for key in ("inputs", "attributes"):
+            if update[key] is not None:
+                update[key] = {
+                    k: MASK if k in update["sensitive"] else redactor.value(v)
+                    for k, v in update[key].items()
+                }
+        for f in update["fields"]:
+            if f["sensitive"] or f["field"] in update["sensitive"]:
+                f["before"] = f["after"] = MASK
+            else:
+                f["before"], f["after"] = redactor.value(f["before"]), redactor.value(f["after"])
     data["summary"] = {**plan.counts(), "has_changes": plan.has_changes}
     data["provider_settings"] = redactor.value(data["provider_settings"])
     data["outputs"] = {
@@ -121,7 +153,13 @@ def plan_markdown(plan: Plan) -> str:
         out += ["#### Changed outside iacloud", "", "| resource | type | drift |", "|---|---|---|"]
         out += [f"| `{d.address}` | {d.type} | {d.kind} |" for d in plan.drift]
         out.append("")
-    if plan.has_changes:
+    if plan.state_updates:
+        out += ["| | resource | type | state takes in |", "|---|---|---|---|"]
+        for u in plan.state_updates:
+            what = "forget" if u.action == "forget" else ", ".join(f.field for f in u.fields)
+            symbol = "-" if u.action == "forget" else "~"
+            out.append(f"| `{symbol}` | `{u.address}` | {u.type} | {what or 'attributes'} |")
+    elif plan.has_changes:
         out += ["| | resource | type | action | disruption | why |", "|---|---|---|---|---|---|"]
         for c in plan.actionable():
             why = "; ".join(c.reasons) or ", ".join(f.field for f in c.fields)
@@ -130,3 +168,100 @@ def plan_markdown(plan: Plan) -> str:
                 f"{c.disruption} | {redactor.text(why)} |"
             )
     return "\n".join(out) + "\n"
+
+
+_STATUS_COLOURS = {"modified": "yellow", "missing": "red", "interrupted": "magenta"}
+
+
+def drift_summary(report: DriftReport) -> str:
+    t = report.totals
+    if not report.drifted:
+        text = f"In sync: {t.in_sync} of {t.resources} resources match what was applied"
+        text += f" ({t.suppressed} suppressed)." if t.suppressed else "."
+        return text
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (t.modified, "modified"),
+            (t.missing, "missing"),
+            (t.interrupted, "interrupted"),
+            (t.orphaned, "orphaned"),
+        )
+        if n
+    ]
+    text = f"Drift: {', '.join(parts)}; {t.in_sync} of {t.resources} resources in sync"
+    return text + (f", {t.suppressed} suppressed." if t.suppressed else ".")
+
+
+def drift_text(report: DriftReport, colour: bool = False) -> str:
+    """The human drift report: only what differs, then a one-line verdict."""
+
+    def styled(text: str, fg: str | None = None, bold: bool = False) -> str:
+        return click.style(text, fg=fg, bold=bold) if colour else text
+
+    lines = [f"Drift of stack '{report.stack}' (state serial {report.serial}):"]
+    for r in report.resources:
+        if r.status == "in-sync":
+            continue
+        note = "  (suppressed)" if not r.drifted else ""
+        lines.append(
+            styled(f"  {r.status:<11} {r.address} ({r.type})", _STATUS_COLOURS.get(r.status))
+            + (f"  id {r.id}" if r.id else "")
+            + note
+        )
+        if r.status == "missing":
+            lines.append("      deleted outside iacloud; the next apply recreates it")
+        for d in r.differences:
+            mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
+            recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)
+            lines.append(f"      {d.attribute}: recorded {recorded}, actual {actual}{mark}")
+    for o in report.orphans:
+        claim = f", tagged as {o.address}" if o.address else ""
+        note = "  (suppressed)" if o.suppressed else ""
+        lines.append(styled(f"  orphan      {o.type} {o.id}", "red") + claim + note)
+    if report.unmanaged is not None:
+        lines.append(f"Unmanaged objects (no iacloud tag): {len(report.unmanaged)}")
+        lines.extend(f"  {u.type} {u.id}" for u in report.unmanaged)
+    for e in report.expired_suppressions:
+        lines.append(
+            styled(f"Suppression '{e.suppression}' expired on {e.until}", "yellow")
+            + f" ({e.file}:{e.line}); it no longer applies"
+        )
+    if len(lines) == 1:
+        lines.append("  every resource matches its recorded state")
+    lines.append(styled(drift_summary(report), bold=True))
+    return "\n".join(lines)
+
+
+def _plain(value: Any, sensitive: bool = False) -> str:
+    if sensitive:
+        return MASK
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def drift_markdown(report: DriftReport) -> str:
+    out = [f"### iacloud drift for `{report.stack}`", "", f"**{drift_summary(report)}**", ""]
+    rows = [r for r in report.resources if r.status != "in-sync"]
+    if rows or report.orphans:
+        out += ["| resource | type | finding | details |", "|---|---|---|---|"]
+        for r in rows:
+            details = "; ".join(
+                f"`{d.attribute}`: {_plain(d.recorded, d.sensitive)} → "
+                f"{_plain(d.actual, d.sensitive)}" + (" (suppressed)" if d.suppressed else "")
+                for d in r.differences
+            )
+            finding = r.status + (" (suppressed)" if not r.drifted else "")
+            out.append(f"| `{r.address}` | {r.type} | {finding} | {_cell(details)} |")
+        for o in report.orphans:
+            finding = "orphan" + (" (suppressed)" if o.suppressed else "")
+            claim = f"tagged as `{o.address}`" if o.address else ""
+            out.append(f"| `{o.id}` | {o.type} | {finding} | {claim} |")
+        out.append("")
+    for e in report.expired_suppressions:
+        out.append(f"- suppression `{e.suppression}` expired on {e.until} ({e.file}:{e.line})")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

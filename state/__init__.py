@@ -128,17 +128,18 @@ class StateBackend(abc.ABC):
             self.release_lock(stack)
 
 
-def open_backend(url: str | None, stack_dir: Path) -> StateBackend:
+def open_backend(url: str | None, stack_dir: Path, read_only: bool = False) -> StateBackend:
     """Open the backend `url` names: `sqlite:///abs/path.db`, a plain path, or None for
-    `.iacloud/state.db` beside the stack file."""
+    `.iacloud/state.db` beside the stack file. A read-only backend refuses every write and
+    never takes the lock (drift runs while an apply holds it)."""
     from iacloud.state.sqlite import SQLiteBackend
 
     if url is None:
-        return SQLiteBackend(stack_dir / ".iacloud" / "state.db")
+        return SQLiteBackend(stack_dir / ".iacloud" / "state.db", read_only)
     if url.startswith("sqlite:///"):
-        return SQLiteBackend(Path(url[len("sqlite://") :]))
+        return SQLiteBackend(Path(url[len("sqlite://") :]), read_only)
     if url.startswith(("postgres://", "postgresql://")):
         raise UserError(f"state URL '{url}': the PostgreSQL backend is not available yet")
     if "://" in url:
         raise UserError(f"state URL '{url}': unknown scheme (expected sqlite:///PATH or a path)")
-    return SQLiteBackend(Path(url))
+    return SQLiteBackend(Path(url), read_only)

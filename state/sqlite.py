@@ -156,8 +156,11 @@ class SQLiteBackend(StateBackend):
     _SYNCHRONOUS = "NORMAL"
     _SYNC_PENDING = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
+        # Read-only (drift): the file is opened with mode=ro, so nothing this process does can
+        # change it, not even a checkpoint at close; it never takes the lock either.
+        self.read_only = read_only
         self._mutex = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._ready = False  # the schema exists in the file
@@ -200,7 +203,8 @@ class SQLiteBackend(StateBackend):
         old = os.umask(0o077)
         try:
             conn = sqlite3.connect(
-                self.path,
+                f"{self.path.resolve().as_uri()}?mode=ro" if self.read_only else self.path,
+                uri=self.read_only,
                 timeout=_BUSY_TIMEOUT,
                 isolation_level=None,  # we issue BEGIN/COMMIT: one transaction per record_*
                 check_same_thread=False,  # guarded by self._mutex instead
@@ -210,7 +214,7 @@ class SQLiteBackend(StateBackend):
         try:
             # Check what the file is before changing anything in it (journal mode included).
             self._ready = self._check_schema(conn)
-            if self._ready:
+            if self._ready and not self.read_only:
                 self._configure(conn)
         except BaseException:
             conn.close()
@@ -258,6 +262,8 @@ class SQLiteBackend(StateBackend):
 
     def _db(self, write: bool) -> sqlite3.Connection | None:
         """The connection, or None when reading a store that does not exist yet."""
+        if write and self.read_only:
+            raise self._error("opened read-only; this command does not write state")
         if self._conn is None:
             if not write and not self.path.exists():
                 return None
@@ -280,7 +286,8 @@ class SQLiteBackend(StateBackend):
                 self._ready = self._check_schema(self._conn)
                 if not self._ready:
                     return None
-                self._configure(self._conn)
+                if not self.read_only:
+                    self._configure(self._conn)
         return self._conn
 
     @contextmanager

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, Provider, ProviderSettings, ResourceType
+from iacloud.provider import (
+    ObjectRef,
+    Observed,
+    Provider,
+    ProviderSettings,
+    ResourceType,
+    TaggedObject,
+)
 from iacloud.schema import Disruption, Inputs, prop
 
 
@@ -57,7 +64,7 @@ class _FakeType(ResourceType):
         by_tag = {}
         for f in d.glob("*.json"):  # one listing for all refs: a bulk read
             data = json.loads(f.read_text())
-            by_tag[(data["stack_id"], data["address"])] = (f.stem, data)
+            by_tag[(data.get("stack_id"), data.get("address"))] = (f.stem, data)
         out = {}
         for ref in refs:
             found = None
@@ -104,6 +111,15 @@ class _FakeType(ResourceType):
         if not f.exists():
             raise ProviderError(f"no {self.type_name} with id {id}")
         return self._observe(id, json.loads(f.read_text()))
+
+    def list_tagged(self) -> list[TaggedObject]:
+        out = []
+        for f in sorted(self._dir().glob("*.json")):
+            data = json.loads(f.read_text())
+            out.append(
+                TaggedObject(self.type_name, f.stem, data.get("stack_id"), data.get("address"))
+            )
+        return out
 
 
 class Thing(_FakeType):

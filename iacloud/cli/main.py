@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -18,14 +19,15 @@ from typing import Any
 
 import click
 
-from iacloud import engine
+from iacloud import engine, metrics, suppressions
+from iacloud.drift import DriftReport
 from iacloud.errors import IacloudError, UserError
 from iacloud.executor import ApplyResult
 from iacloud.graph import build_graph, to_dot
 from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
 from iacloud.redact import MASK, Redactor
-from iacloud.render import plan_json, plan_markdown, plan_text
+from iacloud.render import drift_markdown, drift_text, plan_json, plan_markdown, plan_text
 from iacloud.schema import Disruption
 
 EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 1, 2, 130
@@ -109,8 +111,20 @@ def validate(
 
 
 def _plan_options(refresh: bool, targets: tuple[str, ...], replace: tuple[str, ...],
-                  destroy: bool = False) -> PlanOptions:  # fmt: skip
-    return PlanOptions(refresh=refresh, destroy=destroy, targets=targets, replace=replace)
+                  destroy: bool = False, refresh_only: bool = False) -> PlanOptions:  # fmt: skip
+    if refresh_only:
+        clash = [flag for flag, given in (("--no-refresh", not refresh), ("--target", targets),
+                 ("--replace", replace), ("--destroy", destroy)) if given]  # fmt: skip
+        if clash:
+            raise UserError(f"--refresh-only cannot be combined with {', '.join(clash)}")
+    return PlanOptions(refresh=refresh, destroy=destroy, targets=targets, replace=replace,
+                       refresh_only=refresh_only)  # fmt: skip
+
+
+refresh_only_opt = click.option(
+    "--refresh-only", is_flag=True,
+    help="Accept changes made outside iacloud into state; change nothing on the host.",
+)  # fmt: skip
 
 
 @cli.command()
@@ -128,17 +142,19 @@ def _plan_options(refresh: bool, targets: tuple[str, ...], replace: tuple[str, .
               help="Plan only this resource and what it depends on.")  # fmt: skip
 @click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement.")
 @click.option("--destroy", is_flag=True, help="Plan the deletion of everything.")
+@refresh_only_opt
 @state_opt
 @lock_opt
 @handled
 def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out: Path | None,
          as_json: bool, markdown: bool, detailed_exitcode: bool, refresh: bool,
-         targets: tuple[str, ...], replace: tuple[str, ...], destroy: bool,
+         targets: tuple[str, ...], replace: tuple[str, ...], destroy: bool, refresh_only: bool,
          state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Show what apply would change."""
+    options = _plan_options(refresh, targets, replace, destroy, refresh_only)
     ws = engine.Workspace(stack, state_url, lock_timeout)
     config = ws.load(params, env_files)
-    the_plan, _ = engine.make_plan(ws, config, _plan_options(refresh, targets, replace, destroy))
+    the_plan, _ = engine.make_plan(ws, config, options)
     if out:
         engine.save_plan(the_plan, out)
     if as_json:
@@ -178,12 +194,15 @@ def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: i
                               max_disruption=limit, command=command)  # fmt: skip
     finally:
         reporter.close()
-    _report(result, redactor)
+    _report(result, redactor, the_plan)
 
 
-def _report(result: ApplyResult, redactor: Redactor) -> None:
-    done = [o for o in result.outcomes if o.status == "complete"]
-    click.echo(f"\n{len(done)} step(s) complete.")
+def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
+    if the_plan.refresh_only:
+        click.echo(f"\nState updated: {len(the_plan.state_updates)} resource(s).")
+    else:
+        done = [o for o in result.outcomes if o.status == "complete"]
+        click.echo(f"\n{len(done)} step(s) complete.")
     for o in result.outcomes:
         if o.status in ("failed", "skipped"):
             click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: "
@@ -214,22 +233,26 @@ def _report(result: ApplyResult, redactor: Redactor) -> None:
 @click.option("--target", "targets", multiple=True, metavar="ADDR")
 @click.option("--replace", "replace", multiple=True, metavar="ADDR")
 @click.option("--refresh/--no-refresh", default=True, show_default=True)
+@refresh_only_opt
 @state_opt
 @lock_opt
 @handled
 def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
           jobs: int, max_disruption: str | None, targets: tuple[str, ...],
-          replace: tuple[str, ...], refresh: bool, state_url: str | None,
+          replace: tuple[str, ...], refresh: bool, refresh_only: bool, state_url: str | None,
           lock_timeout: float) -> None:  # fmt: skip
     """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
+    options = _plan_options(refresh, targets, replace, refresh_only=refresh_only)
     if engine.is_plan_file(target):
+        if refresh_only:
+            raise UserError("--refresh-only makes a plan; a saved plan already says what it is")
         the_plan = engine.load_plan(target)
         ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
         _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
         return
     ws = engine.Workspace(target, state_url, lock_timeout)
     config = ws.load(params, env_files)
-    the_plan, _ = engine.make_plan(ws, config, _plan_options(refresh, targets, replace))
+    the_plan, _ = engine.make_plan(ws, config, options)
     _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
 
 
@@ -246,6 +269,83 @@ def destroy(stack: Path, auto_approve: bool, jobs: int, state_url: str | None,
     ws = engine.Workspace(stack, state_url, lock_timeout)
     the_plan, _ = engine.destroy_plan(ws, stack_name_of(stack))
     _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")
+
+
+@cli.command()
+@stack_arg
+@param_opt
+@env_opt
+@json_opt
+@click.option("--markdown", is_flag=True, help="A Markdown report for a review or chat message.")
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="PATH",
+    help="Also write Prometheus textfile metrics to PATH (replaced atomically).",
+)
+@click.option(
+    "--ignore",
+    "ignore_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Suppressions (default: .iacloudignore beside the stack).",
+)
+@click.option(
+    "--all",
+    "include_unmanaged",
+    is_flag=True,
+    help="Also list objects that carry no iacloud tag at all.",
+)
+@state_opt
+def drift(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool,
+          markdown: bool, metrics_file: Path | None, ignore_file: Path | None,
+          include_unmanaged: bool, state_url: str | None) -> None:  # fmt: skip
+    """Compare what exists with what was applied. Read-only: writes no state, takes no lock.
+
+    Exit 0: in sync; 2: drift (changed, missing or orphaned objects); 1: error.
+    """
+    started, wall = time.monotonic(), time.time()
+    report = None
+    try:
+        ws = engine.Workspace(stack, state_url)
+        config = ws.load(params, env_files)
+        ignores = suppressions.load(stack, ignore_file)
+        report = engine.drift(ws, config, ignores, include_unmanaged)
+    except IacloudError as exc:
+        _fail(exc)
+        _write_metrics(metrics_file, stack, None, wall, time.monotonic() - started)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        click.secho("Interrupted.", fg="yellow", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        _echo_json(report.model_dump(mode="json"))
+    elif markdown:
+        click.echo(drift_markdown(report), nl=False)
+    else:
+        click.echo(drift_text(report, colour=sys.stdout.isatty()))
+    _write_metrics(metrics_file, stack, report, wall, report.duration_seconds)
+    if report.drifted:
+        sys.exit(EXIT_CHANGES)
+
+
+def _write_metrics(
+    path: Path | None, stack: Path, report: DriftReport | None, wall: float, duration: float
+) -> None:
+    if path is None:
+        return
+    if report is not None:
+        name = report.stack
+    else:
+        try:
+            name = stack_name_of(stack)
+        except UserError:  # the stack file itself is what failed: label the series by path
+            name = stack.stem
+    try:
+        metrics.write(path, metrics.render(name, report, wall, duration))
+    except UserError as exc:
+        _fail(exc)
+        sys.exit(EXIT_ERROR)
 
 
 def stack_name_of(path: Path) -> str:
