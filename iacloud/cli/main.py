@@ -296,10 +296,12 @@ def destroy(stack: Path, auto_approve: bool, jobs: int, state_url: str | None,
     is_flag=True,
     help="Also list objects that carry no iacloud tag at all.",
 )
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing when in sync (cron mails any output).")  # fmt: skip
 @state_opt
 def drift(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool,
           markdown: bool, metrics_file: Path | None, ignore_file: Path | None,
-          include_unmanaged: bool, state_url: str | None) -> None:  # fmt: skip
+          include_unmanaged: bool, quiet: bool, state_url: str | None) -> None:  # fmt: skip
     """Compare what exists with what was applied. Read-only: writes no state, takes no lock.
 
     Exit 0: in sync; 2: drift (changed, missing or orphaned objects); 1: error.
@@ -318,7 +320,9 @@ def drift(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_
     except KeyboardInterrupt:
         click.secho("Interrupted.", fg="yellow", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    if as_json:
+    if quiet and not report.drifted and not report.expired_suppressions:
+        pass
+    elif as_json:
         _echo_json(report.model_dump(mode="json"))
     elif markdown:
         click.echo(drift_markdown(report), nl=False)

@@ -219,6 +219,7 @@ def test_suppressions_hide_and_expire(run, stack, data_dir):
     report = _drift(run, stack, code=0)
     assert report["totals"]["suppressed"] == 2 and report["drifted"] is False
     assert "2 suppressed" in run("drift", str(stack))
+    assert run("drift", "-q", str(stack)) == ""
     ignore.write_text("vm[*].size until 2020-01-31 # expired\nvm[1]\n")
     report = _drift(run, stack, code=2)
     assert report["expired_suppressions"] == [
@@ -226,6 +227,7 @@ def test_suppressions_hide_and_expire(run, stack, data_dir):
          "reason": "expired"}
     ]  # fmt: skip
     assert "expired on 2020-01-31" in run("drift", str(stack), code=2)
+    assert "expired on 2020-01-31" in run("drift", "-q", str(stack), code=2)
     explicit = stack.parent / "other.ignore"
     explicit.write_text("vm*\n")
     _drift(run, stack, "--ignore", str(explicit), code=0)
