@@ -10,6 +10,8 @@ are at most 15 bytes), safe in paths and argument lists, and found again after a
 - router namespace, the router's id: `iacloud-rtr-` + 10 hex of (stack id, address).
 - router leg: `iacr` + L on the bridge, `iacv` + L in the router, L = 10 hex of (router id,
   bridge).
+- router gateway leg (its `external` network): `iacg` + G on the bridge, `iacv` + G in the
+  router, G = 10 hex of (router id, bridge, "external").
 
 The bridge name also hashes the inputs that force a replacement, so a replaced network gets a
 new id: servers and ports that name the old id then see a change instead of silently keeping a
@@ -33,6 +35,7 @@ INNER_VETH_PREFIX = "iacv"
 VLAN_PREFIX = "iacq"
 VXLAN_PREFIX = "iacx"
 ROUTER_LEG_PREFIX = "iacr"
+ROUTER_GW_PREFIX = "iacg"
 DHCP_NS_PREFIX = "iacloud-dhcp-"
 ROUTER_NS_PREFIX = "iacloud-rtr-"
 
@@ -108,6 +111,12 @@ def router_leg(router_ns: str, bridge: str) -> tuple[str, str]:
     """(bridge end, router end) of the veth pair joining a router to a network."""
     d = digest(router_ns, bridge)
     return ROUTER_LEG_PREFIX + d, INNER_VETH_PREFIX + d
+
+
+def router_gateway_leg(router_ns: str, bridge: str) -> tuple[str, str]:
+    """(bridge end, router end) of the veth pair joining a router to its external network."""
+    d = digest(router_ns, bridge, "external")
+    return ROUTER_GW_PREFIX + d, INNER_VETH_PREFIX + d
 
 
 def default_mac(stack_id: str, address: str) -> str:

@@ -148,6 +148,10 @@ class NetworkInputs(Inputs):
     dns: list[str] = prop([], update=Disruption.LIVE, description="DNS servers handed out")
     mtu: int | None = prop(None, update=Disruption.LIVE, computed_default=True, ge=68, le=65535)
     segment: VlanSegment | VxlanSegment | None = prop(None, update=Disruption.REPLACE)
+    # An uplink network (Neutron's router:external): its gateway is an outside router's, so an
+    # iacloud router joins it only through `external = {...}` (an address of its own, a default
+    # route and SNAT), never as an internal leg that would take the gateway address.
+    external: bool = prop(False, update=Disruption.LIVE)
 
     @field_validator("cidr")
     @classmethod
@@ -356,6 +360,7 @@ class Network(NetlinkResource):
         for key in ("cidr", "gateway"):  # an isolated bridge has no address to observe
             if key in recorded:
                 inputs[key] = recorded[key]
+        inputs["external"] = bool(recorded.get("external", False))  # a flag, only recorded
         inputs["dhcp"] = dhcp_up
         if dhcp_up and running:
             served = dnsmasq.parse_args(running[1])
@@ -596,9 +601,12 @@ class Network(NetlinkResource):
             inner[n.dhcp_namespace] = n.dhcp_inner
         for link in targets:
             owner = link.owner
-            if link.name.startswith(names.ROUTER_LEG_PREFIX) and owner:
+            if owner and link.name.startswith(names.ROUTER_LEG_PREFIX):
                 ns = names.router_namespace(*owner)
                 inner[ns] = names.router_leg(ns, n.bridge)[1]
+            elif owner and link.name.startswith(names.ROUTER_GW_PREFIX):
+                ns = names.router_namespace(*owner)
+                inner[ns] = names.router_gateway_leg(ns, n.bridge)[1]
         for ns, ifname in inner.items():
             with contextlib.suppress(ProviderError), netns.socket(ns) as nsr:
                 index = links.index_of(nsr, ifname)

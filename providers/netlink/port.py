@@ -36,7 +36,7 @@ from iacloud.providers.netlink import dnsmasq, links, names
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.network import plan_of, sync_reservations
 from iacloud.providers.netlink.records import NetworkFiles, write_json
-from iacloud.providers.netlink.subnet import ipv4
+from iacloud.providers.netlink.subnet import address_problem, ipv4
 from iacloud.schema import Disruption, Inputs, prop
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -118,13 +118,11 @@ class Port(NetlinkResource):
         record = files.read_record()
         if record is None:
             return [("network", f"network {files.bridge} is unknown in {files.dir.parent}")]
-        plan = plan_of(record)
-        addr = ipaddress.IPv4Address(ip)
-        if not plan.is_host(addr):
-            return [("ip", f"{ip} is not a host address of network {files.bridge} ({plan.cidr})")]
-        held = plan.reserved().get(addr)
-        if held:
-            return [("ip", f"{ip} is {held} of network {files.bridge}")]
+        problem = address_problem(
+            plan_of(record), ipaddress.IPv4Address(ip), f"network {files.bridge}"
+        )
+        if problem:
+            return [("ip", problem)]
         out = []
         for other in files.read_ports():
             if (other.get("stack_id"), other.get("address")) == (self.stack.id, address):

@@ -62,6 +62,11 @@ class SubnetPlan:
             self.cidr.broadcast_address,
         )
 
+    def in_dhcp_range(self, ip: IPv4Address) -> bool:
+        if self.range_start is None or self.range_end is None:
+            return False
+        return self.range_start <= ip <= self.range_end
+
     def reserved(self) -> dict[IPv4Address, str]:
         """Addresses no port may take, with what holds them."""
         out = {self.gateway: "the gateway"}
@@ -110,3 +115,19 @@ def plan_subnet(
                         f"it when that is the gateway)"
                     )
     return SubnetPlan(net, gw, server, start, end)
+
+
+def address_problem(plan: SubnetPlan, ip: IPv4Address, where: str) -> str | None:
+    """Why a fixed address (a port's, a router's external leg's) cannot be `ip` on the subnet
+    of `where` ("network lan"), or None. Used at load time and against the records alike."""
+    cidr = plan.cidr
+    if ip not in cidr:
+        return f"{ip} is outside {where} ({cidr})"
+    if ip == cidr.network_address:
+        return f"{ip} is the network address of {where} ({cidr}), not a host address"
+    if ip == cidr.broadcast_address:
+        return f"{ip} is the broadcast address of {where} ({cidr}), not a host address"
+    held = plan.reserved().get(ip)
+    if held:
+        return f"{ip} is {held} of {where} ({cidr})"
+    return None

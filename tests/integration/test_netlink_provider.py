@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from iacloud.errors import ProviderError
 from iacloud.provider import ObjectRef, Observed, StackInfo, TaggedObject
 from iacloud.providers.netlink import NetlinkProvider, NetlinkSettings, dnsmasq
-from iacloud.providers.netlink.names import NetworkNames, parse_tag, router_leg, router_namespace
+from iacloud.providers.netlink.names import (
+    NetworkNames,
+    parse_tag,
+    router_gateway_leg,
+    router_leg,
+    router_namespace,
+)
 from iacloud.providers.netlink.network import NetworkInputs
 from iacloud.providers.netlink.port import PortInputs
 from iacloud.providers.netlink.router import RouterInputs
@@ -144,7 +151,7 @@ class Lab:
                 if owner and owner[0] == self.stack.id:
                     if name.startswith("iacb"):
                         out.add(NetworkNames(name).dhcp_namespace)
-                    if name.startswith("iacr"):
+                    if name.startswith(("iacr", "iacg")):
                         out.add(router_namespace(*owner))
         return out
 
@@ -314,6 +321,7 @@ def test_network_lifecycle(lab: Lab) -> None:
         "dns": [],
         "mtu": 1500,
         "segment": None,
+        "external": False,
     }
     assert net.attributes["dhcp_server"] == "198.18.10.254"
     # Refresh right after create: identical; found by tag when the id was never recorded.
@@ -357,7 +365,7 @@ def test_dhcp_lease_and_port_reservation(lab: Lab) -> None:
     assert [d.field for d in diags] == ["mac"]
     with pytest.raises(ProviderError, match="the gateway"):
         lab.port.create("q", PortInputs(network=net.id, ip="198.18.11.1"))
-    with pytest.raises(ProviderError, match="not a host address"):
+    with pytest.raises(ProviderError, match="outside network"):
         lab.port.create("q", PortInputs(network=net.id, ip="198.18.12.7"))
     with pytest.raises(ProviderError, match="does not exist"):
         lab.port.create("q", PortInputs(network="iacb0000000000", ip="198.18.11.7"))
@@ -552,7 +560,7 @@ def test_router_joins_two_networks(lab: Lab) -> None:
     right = lab.client(b.id, "198.18.31.10/24", "198.18.31.1")
 
     router = lab.router.create("r", RouterInputs(networks=[b.id, a.id]))
-    assert router.inputs == {"networks": sorted([a.id, b.id])}
+    assert router.inputs == {"networks": sorted([a.id, b.id]), "external": None}
     assert router.attributes["addresses"] == {a.id: "198.18.30.1/24", b.id: "198.18.31.1/24"}
     assert ping(left, "198.18.31.10")
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forwarding
@@ -563,7 +571,7 @@ def test_router_joins_two_networks(lab: Lab) -> None:
 
     # Legs come and go live, the namespace stays.
     only_a = lab.router.update("r", router, RouterInputs(networks=[a.id]), frozenset({"networks"}))
-    assert only_a.inputs == {"networks": [a.id]}
+    assert only_a.inputs == {"networks": [a.id], "external": None}
     assert link(router_leg(router.id, b.id)[0]) is None
     assert not ping(left, "198.18.31.10", count=1)
     both = lab.router.update(
@@ -598,6 +606,163 @@ def test_router_refuses_overlapping_networks(lab: Lab) -> None:
     with pytest.raises(ProviderError, match="overlap"):
         lab.router.create("r", inputs)
     assert lab.router.read([ObjectRef("r", None)]) == {}
+
+
+# ---- a router's external gateway -------------------------------------------------------------
+
+# Captures ICMP echo requests arriving in the namespace it runs in and prints their source
+# address: what the far side of a router really sees. It ends by itself after argv[1] seconds.
+ECHO_SOURCES = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(0.2)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        data, (src, _) = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if data[(data[0] & 15) * 4] == 8:
+        print(src, flush=True)
+"""
+
+
+def ping_seen_from(outside: str, inside: str, target: str, count: int = 2) -> tuple[bool, set[str]]:
+    """Ping `target` from `inside` (`count` echo requests, 2 s each at most) while `outside`
+    records the source addresses of the echo requests that reach it."""
+    listener = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{outside}", "--", sys.executable, "-c", ECHO_SOURCES, "15"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        ok = ping(inside, target, count)
+    finally:
+        listener.terminate()
+        out, _ = listener.communicate(timeout=10)
+    return ok, {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def host_view() -> tuple[str, str, set[tuple[Any, ...]]]:
+    """What the router must not change in the root namespace: its nftables ruleset, IPv4
+    forwarding, and its IPv4 routes."""
+    ruleset = subprocess.run(
+        ["nft", "list", "ruleset"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    with IPRoute() as ipr:
+        routes = {
+            (r.get("RTA_DST"), r["dst_len"], r.get("RTA_GATEWAY"), r.get("RTA_OIF"))
+            for r in ipr.get_routes(family=2, table=254)
+        }
+    return ruleset, Path("/proc/sys/net/ipv4/ip_forward").read_text(), routes
+
+
+def default_gateway(ns: str) -> str | None:
+    with NetNS(ns, flags=0) as nsr:
+        routes = nsr.get_default_routes(family=2)
+    return routes[0].get("RTA_GATEWAY") if routes else None
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft")
+def test_router_external_gateway_with_snat(lab: Lab) -> None:
+    host_before = host_view()
+    lan = lab.create_network("lan", cidr="198.18.34.0/24", dhcp=False)
+    ext = lab.create_network("ext", cidr="198.19.34.0/24", dhcp=False, external=True)
+    inside = lab.client(lan.id, "198.18.34.10/24", "198.18.34.1")
+    # The stand-in for the outside holds the external network's gateway and has no route back
+    # to 198.18.34.0/24: only a reply to the router's own external address can reach it.
+    outside = lab.client(ext.id, "198.19.34.1/24")
+
+    wanted = RouterInputs(networks=[lan.id], external={"network": ext.id, "ip": "198.19.34.2"})
+    router = lab.router.create("r", wanted)
+    assert router.inputs == {
+        "networks": [lan.id],
+        "external": {"network": ext.id, "ip": "198.19.34.2", "snat": True},
+    }
+    assert router.attributes["external_ip"] == "198.19.34.2"
+    assert default_gateway(router.id) == "198.19.34.1"
+    ok, sources = ping_seen_from(outside, inside, "198.19.34.1")
+    assert ok and sources == {"198.19.34.2"}, sources
+    assert host_view() == host_before, "the host's ruleset, forwarding or routes changed"
+    assert lab.router.read([ObjectRef("r", router.id)]) == {"r": router}
+    assert lab.router.import_("r", router.id) == router
+    assert TaggedObject("router", router.id, lab.stack.id, "r") in lab.router.list_tagged()
+
+    # SNAT off, live: the request now arrives from the inside address, and gets no answer.
+    no_snat = RouterInputs(
+        networks=[lan.id], external={"network": ext.id, "ip": "198.19.34.2", "snat": False}
+    )
+    off = lab.router.update("r", router, no_snat, frozenset({"external"}))
+    assert off.inputs["external"]["snat"] is False
+    ok, sources = ping_seen_from(outside, inside, "198.19.34.1", count=1)
+    assert not ok and sources == {"198.18.34.10"}, sources
+    on = lab.router.update("r", off, wanted, frozenset({"external"}))
+    assert on == router
+    assert ping(inside, "198.19.34.1")
+
+    # Undone by hand: the SNAT table flushed, then the gateway leg deleted. A read sees each,
+    # and an update puts it back.
+    assert run_in(router.id, "nft", "delete", "table", "ip", "iacloud_snat").returncode == 0
+    seen = lab.router.read([ObjectRef("r", router.id)])["r"]
+    assert seen.inputs["external"]["snat"] is False
+    assert lab.router.update("r", seen, wanted, frozenset({"external"})) == router
+    leg = router_gateway_leg(router.id, ext.id)
+    with IPRoute() as ipr:
+        ipr.link("del", index=ipr.link_lookup(ifname=leg[0])[0])
+    seen = lab.router.read([ObjectRef("r", router.id)])["r"]
+    assert seen.inputs["external"] is None and seen.attributes["external_ip"] is None
+    assert lab.router.update("r", seen, wanted, frozenset({"external"})) == router
+    assert default_gateway(router.id) == "198.19.34.1"
+    ok, sources = ping_seen_from(outside, inside, "198.19.34.1")
+    assert ok and sources == {"198.19.34.2"}, sources
+
+    # The external network's MTU reaches the router's end of the gateway leg.
+    lab.network.update(
+        "ext",
+        ext,
+        NetworkInputs(cidr="198.19.34.0/24", dhcp=False, external=True, mtu=1300),
+        frozenset({"mtu"}),
+    )
+    assert link(leg[1], router.id)["mtu"] == 1300
+
+    # Without external: the leg, the route and the table go; the internal leg stays.
+    plain = lab.router.update("r", router, RouterInputs(networks=[lan.id]), frozenset({"external"}))
+    assert plain.inputs == {"networks": [lan.id], "external": None}
+    assert link(leg[0]) is None and default_gateway(router.id) is None
+    assert run_in(router.id, "nft", "list", "table", "ip", "iacloud_snat").returncode != 0
+    assert not ping(inside, "198.19.34.1", count=1)
+
+    lab.router.delete("r", plain)
+    assert router.id not in netns.listnetns()
+    assert host_view() == host_before
+
+
+def test_router_external_network_rules(lab: Lab) -> None:
+    lan = lab.create_network("lan", cidr="198.18.35.0/24", dhcp=False)
+    plain = lab.create_network("plain", cidr="198.19.35.0/24", dhcp=False)
+    ext = lab.create_network("ext", cidr="198.19.36.0/24", external=True)
+
+    not_external = RouterInputs(
+        networks=[lan.id], external={"network": plain.id, "ip": "198.19.35.2"}
+    )
+    assert [d.field for d in lab.router.check("r", not_external, None)] == ["external.network"]
+    with pytest.raises(ProviderError, match="not an external network"):
+        lab.router.create("r", not_external)
+
+    # ext has DHCP on: its default range (.10 to .253) is dnsmasq's to hand out
+    in_range = RouterInputs(networks=[lan.id], external={"network": ext.id, "ip": "198.19.36.20"})
+    assert [d.field for d in lab.router.check("r", in_range, None)] == ["external.ip"]
+    with pytest.raises(ProviderError, match="inside the DHCP range"):
+        lab.router.create("r", in_range)
+
+    as_leg = RouterInputs(networks=[lan.id, ext.id])
+    assert [d.field for d in lab.router.check("r", as_leg, None)] == ["networks"]
+    with pytest.raises(ProviderError, match="is external"):
+        lab.router.create("r", as_leg)
+    assert lab.router.read([ObjectRef("r", None)]) == {}
+    assert not any(name.startswith(("iacr", "iacg")) for name in lab.tagged_links())
 
 
 # ---- segments --------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def test_network_update_policy() -> None:
         "dhcp_range",
         "dns",
         "mtu",
+        "external",
     }
     assert {k for k, f in fields.items() if field_flag(f, "computed_default")} == {
         "gateway",
@@ -159,6 +160,7 @@ def test_network_update_policy() -> None:
     }
     assert all(field_update(f) is Disruption.REPLACE for f in PortInputs.model_fields.values())
     assert field_update(RouterInputs.model_fields["networks"]) is Disruption.LIVE
+    assert field_update(RouterInputs.model_fields["external"]) is Disruption.LIVE
 
 
 def test_port_inputs_and_ids() -> None:
