@@ -1220,6 +1220,26 @@ class _Loader:
                 settings[name] = instance
         return settings
 
+    def cross_check(self, resources: dict[str, ResourceConfig]) -> None:
+        """Each provider's checks of its resources against each other (a port's address
+        against its network's subnet), once, on the resolved configuration."""
+        groups: dict[str, dict[str, ResourceConfig]] = {}
+        for address, rc in resources.items():
+            if rc.provider:
+                groups.setdefault(rc.provider, {})[address] = rc
+        for name, group in groups.items():
+            try:
+                found = self.registry.providers[name].validate_stack(group)
+            except Exception as exc:  # a provider's bug must not become a traceback
+                self.report.add(
+                    f"provider '{name}' failed to check the stack: {type(exc).__name__}: {exc}",
+                    hint="a bug in the provider: please report it",
+                )
+                continue
+            for d in found:
+                where = f"resources.{d.address}" if d.address else None
+                self.report.add(d.message, where, d.field, d.hint)
+
     # -- the whole file ---------------------------------------------------------------------
 
     def load(self, assignments: Sequence[str], env_files: Sequence[Path]) -> StackConfig:
@@ -1257,6 +1277,7 @@ class _Loader:
                 resources[rc.address] = rc
             if self.targets[res.name].counted:
                 groups[res.name] = self.targets[res.name].addresses
+        self.cross_check(resources)
         outputs = self.load_outputs(section("outputs"))
         provider_settings = self.load_providers(section("provider"))
         name_graph = nx.DiGraph()

@@ -17,6 +17,8 @@ Contracts every resource type keeps:
 - check: plan-time validation against the prior object (e.g. a volume may not shrink). It may
   read the provider's own local records (a port checks its network's reservations) but never
   changes anything and opens no connection.
+A provider may also check its resources against each other at load time, before anything exists
+(`Provider.validate_stack`: a port's address inside its network's subnet).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.schema import Disruption, Inputs
 
@@ -162,6 +165,18 @@ class Provider:
 
     def close(self) -> None:
         """Release connections; called once at the end of a run."""
+
+    @classmethod
+    def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
+        """Checks across resources, run by `validate` and `plan` before anything exists.
+
+        `resources`: every instance of this provider's types in the stack, by address, as the
+        loader resolved them: parameters substituted, `count` expanded, references to other
+        resources still `get_resource` / `get_attr` nodes (`iacloud.expressions`). A field that
+        failed its own schema is reported already and may hold anything: skip what does not
+        parse. Diagnostics name the resource's address (not "resources.…") and the field; the
+        loader adds the file. Touches no host and reads no state."""
+        return []
 
     @classmethod
     def doctor(cls, settings: ProviderSettings) -> list[Check]:

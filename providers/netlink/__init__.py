@@ -12,9 +12,13 @@ Ids the other providers rely on:
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
+from iacloud.config import ResourceConfig
+from iacloud.errors import Diagnostic
 from iacloud.provider import Provider, ProviderSettings, StackInfo
+from iacloud.providers.netlink.crosscheck import check_stack
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
@@ -40,6 +44,10 @@ class NetlinkProvider(Provider):
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
         self._network_locks: dict[str, threading.RLock] = {}
+
+    @classmethod
+    def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
+        return check_stack(resources)
 
     @property
     def state(self) -> StateDir:

@@ -13,10 +13,9 @@ Reading: a port exists while its record does and, if the network's dnsmasq runs,
 serves the reservation; a reservation that is not in effect reads as absent so the next apply
 puts it back.
 
-Uniqueness: the engine checks one resource at a time, so `check` and `create` refuse an IP or MAC
-that another port's record on the same network already holds (naming that port). Two new ports
-of one plan with the same literal IP are only caught when the second is created: the loader
-should compare them before anything runs.
+Uniqueness: `check` and `create` refuse an IP or MAC that another port's record on the same
+network already holds (naming that port). Ports of one stack that are still to be created are
+compared with each other, and with their network's subnet, at load time (`crosscheck`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,19 @@
-"""The netlink provider's host-free parts: input models, names, subnet defaults, dnsmasq args."""
+"""The netlink provider's host-free parts: input models, names, subnet defaults, dnsmasq args,
+and the checks across a stack's networks, ports and routers made when it is loaded."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from iacloud.config import StackConfig
+from iacloud.errors import UserError
+from iacloud.loader import load_stack
+from iacloud.provider import Registry
 from iacloud.providers.netlink import dnsmasq, names
 from iacloud.providers.netlink.network import NetworkInputs, identity, resolve
 from iacloud.providers.netlink.port import PortInputs, parse_port_id, port_id
@@ -207,3 +214,297 @@ def test_dnsmasq_arguments_read_back(tmp_path: Path) -> None:
         "mtu": 1400,
         "hosts": [("52:54:00:00:00:01", "198.18.10.5")],
     }
+
+
+# ---- checks across resources, at load time -----------------------------------------------------
+
+NETWORKS = """
+version = 1
+name = "cross"
+
+[resources.lan]
+type = "network"
+cidr = "198.18.10.0/24"
+
+[resources.lan2]
+type = "network"
+cidr = "198.18.11.0/24"
+dhcp = false
+
+[resources.ext]
+type = "network"
+cidr = "198.19.0.0/24"
+dhcp_range = ["198.19.0.100", "198.19.0.200"]
+external = true
+"""
+
+
+def _load(tmp_path: Path, text: str) -> StackConfig:
+    path = tmp_path / "cross.toml"
+    path.write_text(NETWORKS + text)
+    return load_stack(path, Registry.discover())
+
+
+def _errors(tmp_path: Path, text: str) -> list[tuple[str | None, str | None, str]]:
+    """(address, field, message) of every diagnostic; each names the stack file."""
+    with pytest.raises(UserError) as info:
+        _load(tmp_path, text)
+    assert all(d.file == str(tmp_path / "cross.toml") for d in info.value.diagnostics)
+    return [(d.address, d.field, d.message) for d in info.value.diagnostics]
+
+
+def _port(name: str, ip: str, network: str = "lan", extra: str = "") -> str:
+    return (
+        f'\n[resources.{name}]\ntype = "port"\nnetwork = {{ get_resource = "{network}" }}\n'
+        f'ip = "{ip}"\n{extra}\n'
+    )
+
+
+def test_a_consistent_stack_loads(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        _port("p1", "198.18.10.5", extra='mac = "52:54:00:00:00:01"')
+        + _port("p2", "198.18.10.6")
+        + _port("p3", "198.18.11.5", "lan2", 'mac = "52:54:00:00:00:01"')  # another network
+        + _port("p4", "198.18.10.7", extra='mac = "52:54:00:00:00:02"')
+        + """
+[resources.r]
+type = "router"
+networks = [{ get_resource = "lan" }, { get_attr = ["lan2", "id"] }]
+external = { network = { get_resource = "ext" }, ip = "198.19.0.2" }
+""",
+    )
+    assert set(config.resources) >= {"p1", "p2", "p3", "p4", "r"}
+
+
+@pytest.mark.parametrize(
+    "ip, message",
+    [
+        ("198.18.11.5", "198.18.11.5 is outside network 'lan' (198.18.10.0/24)"),
+        ("198.18.10.0", "198.18.10.0 is the network address of network 'lan' (198.18.10.0/24)"),
+        ("198.18.10.255", "198.18.10.255 is the broadcast address of network 'lan'"),
+        ("198.18.10.1", "198.18.10.1 is the gateway of network 'lan' (198.18.10.0/24)"),
+        ("198.18.10.254", "198.18.10.254 is the DHCP server of network 'lan'"),
+    ],
+)
+def test_port_address_must_be_a_free_host_of_its_network(
+    tmp_path: Path, ip: str, message: str
+) -> None:
+    ((address, field, text),) = _errors(tmp_path, _port("p", ip))
+    assert (address, field) == ("resources.p", "ip")
+    assert text.startswith(message)
+
+
+def test_port_gateway_follows_the_networks_own_gateway(tmp_path: Path) -> None:
+    text = NETWORKS.replace(
+        'cidr = "198.18.10.0/24"', 'cidr = "198.18.10.0/24"\ngateway = "198.18.10.9"'
+    )
+    path = tmp_path / "gw.toml"
+    path.write_text(text + _port("p", "198.18.10.9") + _port("q", "198.18.10.1"))
+    with pytest.raises(UserError) as info:
+        load_stack(path, Registry.discover())
+    assert [(d.address, d.message.split(" (")[0]) for d in info.value.diagnostics] == [
+        ("resources.p", "198.18.10.9 is the gateway of network 'lan'")
+    ]
+
+
+def test_duplicate_ip_and_mac_among_ports_of_one_network(tmp_path: Path) -> None:
+    mac = 'mac = "52:54:00:00:00:01"'
+    found = _errors(
+        tmp_path,
+        _port("p1", "198.18.10.5", extra=mac)
+        + _port("p2", "198.18.10.5")
+        + _port("p3", "198.18.10.6", extra=mac.upper().replace("MAC", "mac")),
+    )
+    assert found == [
+        ("resources.p2", "ip", "198.18.10.5 on network 'lan' is already taken by port 'p1'"),
+        ("resources.p3", "mac", "52:54:00:00:00:01 on network 'lan' is already used by port 'p1'"),
+    ]
+
+
+def test_counted_ports_are_checked_per_instance(tmp_path: Path) -> None:
+    counted = """
+[resources.web]
+type = "port"
+count = 3
+network = { get_resource = "lan" }
+ip = { str_replace = { template = "198.18.10.$I", params = { "$I" = "%index%" } } }
+
+[resources.same]
+type = "port"
+count = 2
+network = { get_resource = "lan" }
+ip = "198.18.10.50"
+"""
+    assert _errors(tmp_path, counted) == [
+        (
+            "resources.web[0]",
+            "ip",
+            "198.18.10.0 is the network address of network 'lan' (198.18.10.0/24), "
+            "not a host address",
+        ),
+        ("resources.web[1]", "ip", "198.18.10.1 is the gateway of network 'lan' (198.18.10.0/24)"),
+        (
+            "resources.same[1]",
+            "ip",
+            "198.18.10.50 on network 'lan' is already taken by port 'same[0]'",
+        ),
+    ]
+
+
+def test_ports_on_a_literal_network_id_are_compared_with_each_other(tmp_path: Path) -> None:
+    literal = 'network = "iacb0123456789"'
+    text = _port("p1", "198.18.10.5").replace(
+        'network = { get_resource = "lan" }', literal
+    ) + _port("p2", "198.18.10.5").replace('network = { get_resource = "lan" }', literal)
+    assert _errors(tmp_path, text) == [
+        (
+            "resources.p2",
+            "ip",
+            "198.18.10.5 on network iacb0123456789 is already taken by port 'p1'",
+        )
+    ]
+
+
+def test_a_broken_field_is_reported_once_by_its_schema(tmp_path: Path) -> None:
+    found = _errors(tmp_path, _port("p", "198.18.10.500") + _port("q", "198.18.10.5", "nosuch"))
+    assert [(a, f) for a, f, _ in found] == [("resources.p", "ip"), ("resources.q", "network")]
+
+
+ROUTER = """
+[resources.r]
+type = "router"
+networks = [{{ get_resource = "lan" }}, {{ get_resource = "{second}" }}]
+{extra}
+"""
+
+
+@pytest.mark.parametrize(
+    "second, extra, expected",
+    [
+        (
+            "lan",
+            "",
+            [("networks[1]", "network 'lan' is listed twice (also networks[0])")],
+        ),
+        (
+            "half",
+            '[resources.half]\ntype = "network"\ncidr = "198.18.10.128/25"\ndhcp = false',
+            [
+                (
+                    "networks[1]",
+                    "network 'half' (198.18.10.128/25) overlaps network 'lan' (198.18.10.0/24, "
+                    "networks[0]): a router cannot route between overlapping subnets",
+                )
+            ],
+        ),
+        (
+            "ext",
+            "",
+            [("networks[1]", "network 'ext' is external: its gateway belongs to the outside")],
+        ),
+        (
+            "lan2",
+            'external = { network = { get_resource = "lan2" }, ip = "198.18.11.2" }',
+            [("external.network", "network 'lan2' is both in networks (networks[1])")],
+        ),
+        (
+            "lan2",
+            'external = { network = { get_resource = "other" }, ip = "198.19.1.2" }\n'
+            '[resources.other]\ntype = "network"\ncidr = "198.19.1.0/24"\ndhcp = false',
+            [("external.network", "network 'other' is not an external network")],
+        ),
+        (
+            "lan2",
+            'external = { network = { get_resource = "ext" }, ip = "198.19.0.1" }',
+            [("external.ip", "198.19.0.1 is the gateway of network 'ext' (198.19.0.0/24)")],
+        ),
+        (
+            "lan2",
+            'external = { network = { get_resource = "ext" }, ip = "198.19.0.150" }',
+            [("external.ip", "198.19.0.150 is inside the DHCP range of network 'ext'")],
+        ),
+        (
+            "lan2",
+            'external = { network = { get_resource = "ext" }, ip = "198.18.10.2" }',
+            [("external.ip", "198.18.10.2 is outside network 'ext' (198.19.0.0/24)")],
+        ),
+    ],
+)
+def test_router_networks(
+    tmp_path: Path, second: str, extra: str, expected: list[tuple[str, str]]
+) -> None:
+    found = _errors(tmp_path, ROUTER.format(second=second, extra=extra))
+    assert [(a, f) for a, f, _ in found] == [("resources.r", f) for f, _ in expected]
+    for (_, _, message), (_, start) in zip(found, expected, strict=True):
+        assert message.startswith(start), message
+
+
+def test_router_external_subnet_apart_from_internal_ones(tmp_path: Path) -> None:
+    text = NETWORKS.replace('cidr = "198.19.0.0/24"', 'cidr = "198.18.0.0/16"').replace(
+        'dhcp_range = ["198.19.0.100", "198.19.0.200"]', "dhcp = false"
+    )
+    path = tmp_path / "overlap.toml"
+    path.write_text(
+        text
+        + ROUTER.format(
+            second="lan2",
+            extra='external = { network = { get_resource = "ext" }, ip = "198.18.0.2" }',
+        )
+    )
+    with pytest.raises(UserError) as info:
+        load_stack(path, Registry.discover())
+    assert [(d.field, d.message) for d in info.value.diagnostics] == [
+        (
+            "external.network",
+            "network 'ext' (198.18.0.0/16) overlaps network 'lan' (198.18.10.0/24), which the "
+            "router also joins",
+        ),
+        (
+            "external.network",
+            "network 'ext' (198.18.0.0/16) overlaps network 'lan2' (198.18.11.0/24), which the "
+            "router also joins",
+        ),
+    ]
+
+
+def test_router_external_address_is_not_a_ports(tmp_path: Path) -> None:
+    text = _port("p", "198.19.0.2", "ext") + ROUTER.format(
+        second="lan2", extra='external = { network = { get_resource = "ext" }, ip = "198.19.0.2" }'
+    )
+    assert _errors(tmp_path, text) == [
+        ("resources.r", "external.ip", "198.19.0.2 on network 'ext' is already taken by port 'p'")
+    ]
+
+
+def test_a_failing_provider_check_is_a_diagnostic(tmp_path: Path, monkeypatch) -> None:
+    from iacloud.providers.netlink import NetlinkProvider
+
+    def broken(resources):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(NetlinkProvider, "validate_stack", classmethod(lambda cls, r: broken(r)))
+    ((address, _, message),) = _errors(tmp_path, _port("p", "198.18.10.5"))
+    assert address is None
+    assert message == "provider 'netlink' failed to check the stack: KeyError: 'oops'"
+
+
+def test_validate_and_plan_refuse_before_anything_exists(tmp_path: Path) -> None:
+    """Through the installed command: exit 1, the located message, no traceback."""
+    path = tmp_path / "cross.toml"
+    path.write_text(NETWORKS + _port("p", "198.18.11.5"))
+    for command in ("validate", "plan"):
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "iacloud"), command, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1, out
+        assert "Traceback" not in out
+        assert (
+            f"{path}, resources.p, field 'ip': 198.18.11.5 is outside network 'lan' "
+            "(198.18.10.0/24)" in out
+        )
+    assert not (tmp_path / ".iacloud").exists(), "plan touched state before refusing"
