@@ -17,7 +17,7 @@ from pathlib import Path
 
 from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
-from iacloud.provider import Provider, ProviderSettings, StackInfo
+from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 from iacloud.providers.netlink.crosscheck import check_stack
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
@@ -48,6 +48,12 @@ class NetlinkProvider(Provider):
     @classmethod
     def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
         return check_stack(resources)
+
+    @classmethod
+    def doctor(cls, settings: ProviderSettings) -> list[Check]:
+        from iacloud.providers.netlink.doctor import checks
+
+        return checks()
 
     @property
     def state(self) -> StateDir:

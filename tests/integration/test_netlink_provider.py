@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -849,3 +850,83 @@ def test_vxlan_segment(lab: Lab) -> None:
     client = lab.client(net.id, "198.18.41.3/24")
     assert ping(client, "198.18.41.2")
     assert lab.read_network("lan", net.id) == net
+
+
+# ---- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_on_this_host(lab: Lab) -> None:
+    checks = {c.name: c for c in NetlinkProvider.doctor(NetlinkSettings())}
+    assert list(checks) == [
+        "netlink privileges",
+        "dnsmasq",
+        "nftables",
+        "bridge netfilter",
+        "802.1Q VLAN",
+    ]
+    assert checks["netlink privileges"].status == "ok"  # these tests run as root
+    version = subprocess.run(
+        ["dnsmasq", "--version"], capture_output=True, text=True, timeout=5
+    ).stdout.split("  ")[0]
+    assert checks["dnsmasq"].status == "ok" and version in checks["dnsmasq"].message
+    assert checks["nftables"].status == ("ok" if shutil.which("nft") else "warn")
+    bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    calls_iptables = bridge_nf.exists() and bridge_nf.read_text().strip() == "1"
+    assert checks["bridge netfilter"].status == ("warn" if calls_iptables else "ok")
+    # the doctor only reads; the probe really creates a VLAN link: they must agree
+    assert (checks["802.1Q VLAN"].status == "ok") == _kernel_has_vlan(lab)
+    for check in checks.values():
+        assert check.status == "ok" or check.fix, f"{check.name} says nothing about a fix"
+
+    from click.testing import CliRunner
+
+    from iacloud.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    shown = {c["name"]: c for c in json.loads(result.output)}
+    assert {name: shown[name]["status"] for name in checks} == {
+        name: c.status for name, c in checks.items()
+    }
+
+
+def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> None:
+    from iacloud.providers.netlink import doctor
+
+    monkeypatch.setattr(doctor, "effective_capabilities", lambda: 1 << 12)  # no CAP_SYS_ADMIN
+    monkeypatch.setattr(doctor, "find", lambda program: None)
+    (tmp_path / "nf").write_text("1\n")
+    monkeypatch.setattr(doctor, "BRIDGE_NF", tmp_path / "nf")
+    monkeypatch.setattr(doctor, "VLAN_PROC", tmp_path / "vlan")
+    monkeypatch.setattr(doctor, "MODULES", tmp_path / "modules")
+    monkeypatch.setattr(doctor.platform, "release", lambda: "6.1.0-test")
+    checks = {c.name: c for c in doctor.checks()}
+    assert {name: (c.status, c.fix) for name, c in checks.items()} == {
+        "netlink privileges": ("fail", "run iacloud as root (sudo iacloud ...)"),
+        "dnsmasq": ("fail", "apt-get install dnsmasq-base"),
+        "nftables": ("warn", "apt-get install nftables"),
+        "bridge netfilter": ("warn", checks["bridge netfilter"].fix),
+        "802.1Q VLAN": ("warn", checks["802.1Q VLAN"].fix),
+    }
+    assert "missing CAP_SYS_ADMIN" in checks["netlink privileges"].message
+    assert "external.snat" in checks["nftables"].message
+    assert "sysctl -w net.bridge.bridge-nf-call-iptables=0" in checks["bridge netfilter"].fix
+    assert "host firewall" in checks["bridge netfilter"].message
+    assert "segment = { vlan = ... } fail to create" in checks["802.1Q VLAN"].message
+    assert "modprobe 8021q" in checks["802.1Q VLAN"].fix
+
+    # and what makes each one pass
+    (tmp_path / "nf").write_text("0\n")
+    assert doctor.bridge_netfilter().status == "ok"
+    (tmp_path / "nf").unlink()
+    assert doctor.bridge_netfilter().status == "ok"
+    modules = tmp_path / "modules" / "6.1.0-test"
+    modules.mkdir(parents=True)
+    (modules / "modules.dep").write_text("kernel/net/8021q/8021q.ko: kernel/net/802/garp.ko\n")
+    assert (doctor.vlan().status, doctor.vlan().message) == (
+        "ok",
+        "the 8021q module is installed (the kernel loads it on first use)",
+    )
+    (tmp_path / "vlan").mkdir()
+    assert doctor.vlan().message == "802.1Q support is in the running kernel"
+    monkeypatch.setattr(doctor, "effective_capabilities", lambda: (1 << 12) | (1 << 21))
+    assert doctor.privileges().status == "ok"

@@ -1,0 +1,150 @@
+"""Host checks for the netlink provider (`iacloud doctor`): privileges, dnsmasq, nft, the bridge
+firewall hook and 802.1Q support. Every check only reads (/proc, /sys, /lib/modules, `--version`
+of the two programs): the doctor changes nothing on the host."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from iacloud.provider import Check
+
+CAPABILITIES = {12: "CAP_NET_ADMIN", 21: "CAP_SYS_ADMIN"}
+STATUS = Path("/proc/self/status")
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+VLAN_PROC = Path("/proc/net/vlan")  # made by the 8021q code, loaded or built in
+MODULES = Path("/lib/modules")
+_SBIN = "/usr/sbin:/sbin"  # where Debian puts both programs; not on a user's PATH
+
+
+def effective_capabilities() -> int:
+    for line in STATUS.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def find(program: str) -> str | None:
+    return shutil.which(program) or shutil.which(program, path=_SBIN)
+
+
+def version(path: str) -> str:
+    """The first line of `PROGRAM --version` (a bounded run), or why there is none."""
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"version unknown: {exc}"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    # dnsmasq follows its version with a copyright on the same line, two spaces apart
+    return lines[0].split("  ")[0] if lines else "version unknown"
+
+
+def privileges() -> Check:
+    caps = effective_capabilities()
+    missing = [name for bit, name in CAPABILITIES.items() if not caps >> bit & 1]
+    if not missing:
+        who = "root" if os.geteuid() == 0 else "a user with CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        return Check("netlink privileges", "ok", f"running as {who}")
+    return Check(
+        "netlink privileges",
+        "fail",
+        f"missing {' and '.join(missing)}: bridges, veths and addresses need CAP_NET_ADMIN, "
+        "named network namespaces (mounted under /run/netns) need CAP_SYS_ADMIN",
+        "run iacloud as root (sudo iacloud ...)",
+    )
+
+
+def dnsmasq() -> Check:
+    path = find("dnsmasq")
+    if path is None:
+        return Check(
+            "dnsmasq",
+            "fail",
+            "dnsmasq not found: networks with dhcp = true (the default) cannot be created",
+            "apt-get install dnsmasq-base",
+        )
+    return Check("dnsmasq", "ok", f"{path}: {version(path)}")
+
+
+def nft() -> Check:
+    path = find("nft")
+    if path is None:
+        return Check(
+            "nftables",
+            "warn",
+            "nft not found: routers with external.snat = true cannot be created",
+            "apt-get install nftables",
+        )
+    return Check("nftables", "ok", f"{path}: {version(path)}")
+
+
+def bridge_netfilter() -> Check:
+    try:
+        value = BRIDGE_NF.read_text().strip()
+    except OSError:
+        return Check(
+            "bridge netfilter",
+            "ok",
+            "br_netfilter is not active: frames bridged on iacloud networks bypass the host "
+            "firewall",
+        )
+    if value != "1":
+        return Check(
+            "bridge netfilter",
+            "ok",
+            "net.bridge.bridge-nf-call-iptables = 0: frames bridged on iacloud networks bypass "
+            "the host firewall",
+        )
+    return Check(
+        "bridge netfilter",
+        "warn",
+        "br_netfilter is active and net.bridge.bridge-nf-call-iptables = 1: frames bridged "
+        "between guests and namespaces on iacloud networks pass the host's iptables/nftables "
+        "forward rules, so a host firewall that drops forwarded traffic (Docker's DROP policy, "
+        "for one) also drops traffic inside iacloud networks",
+        "sysctl -w net.bridge.bridge-nf-call-iptables=0 (and set it in /etc/sysctl.d/ to keep "
+        "it), or accept forwarded traffic on the iacb* bridges in the host firewall",
+    )
+
+
+def vlan_available(release: str) -> str | None:
+    """How this kernel offers 802.1Q ("loaded", "module"), or None."""
+    if VLAN_PROC.exists():
+        return "loaded"
+    for index in ("modules.builtin", "modules.dep"):
+        try:
+            text = (MODULES / release / index).read_text()
+        except OSError:
+            continue
+        if "/8021q.ko" in text:
+            return "module"
+    return None
+
+
+def vlan() -> Check:
+    release = platform.release()
+    found = vlan_available(release)
+    if found == "loaded":
+        return Check("802.1Q VLAN", "ok", "802.1Q support is in the running kernel")
+    if found == "module":
+        return Check(
+            "802.1Q VLAN", "ok", "the 8021q module is installed (the kernel loads it on first use)"
+        )
+    return Check(
+        "802.1Q VLAN",
+        "warn",
+        f"this kernel ({release}) has no 802.1Q support (8021q is neither loaded nor installed "
+        "as a module): networks with segment = { vlan = ... } fail to create; flat and VXLAN "
+        "networks work",
+        f"install the modules of kernel {release} and run modprobe 8021q, or boot a kernel "
+        "built with CONFIG_VLAN_8021Q",
+    )
+
+
+def checks() -> list[Check]:
+    return [privileges(), dnsmasq(), nft(), bridge_netfilter(), vlan()]
