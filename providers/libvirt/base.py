@@ -3,11 +3,20 @@
 Images and volumes are both storage volumes told apart by the role in their names
 (`tags.volume_name`); reading either is one `listAllVolumes()` per pool, whatever the
 number of objects asked for.
+
+A storage volume has no room for free-form metadata, so the inputs libvirt cannot show (an
+image's source and given sha256, how a pool was written) are kept as a small JSON record
+beside the stack's data (data_dir/<images|volumes>/<volume name>.inputs.json), written at
+create and read back by import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -59,6 +68,53 @@ class StorageResource(LibvirtResource):
     """Images and volumes: read in bulk, one volume listing per pool."""
 
     role: str | None = None
+    records: str = "volumes"  # the data_dir subdirectory of this type's records
+
+    # ------------------------------------------------------------ input records
+    def record_dir(self) -> Path:
+        return self.provider.stack.data_dir / self.records
+
+    def record_path(self, name: str) -> Path:
+        return self.record_dir() / f"{name}.inputs.json"
+
+    def save_inputs(self, name: str, inputs: Mapping[str, Any]) -> None:
+        """Record inputs libvirt cannot show, readable by root only (a source URL may carry a
+        hidden value), written whole or not at all."""
+        path = self.record_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(inputs), f, sort_keys=True)
+        os.replace(tmp, path)
+
+    def load_inputs(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.record_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def drop_inputs(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            self.record_path(name).unlink()
+
+    def recorded_pool(self, actual: str, record: Mapping[str, Any] | None) -> str | None:
+        """The pool as the inputs wrote it, when the record agrees with where the volume is."""
+        written = record.get("pool") if record else None
+        return self.observed_pool(actual, written if written == actual else None)
+
+    def wrong_role(self, name: str) -> str | None:
+        """Why a volume named by iacloud for another use cannot be imported as this type."""
+        tag = parse_volume_name(name)
+        if tag is None or tag.role == self.role:
+            return None
+        what = {
+            "image": "the image",
+            "root": "the root disk of server",
+            "seed": "the NoCloud seed of server",
+        }.get(tag.role or "", "the volume")
+        return f"{name} is {what} {tag.address}, not {'an image' if self.role else 'a volume'}"
 
     def candidate_names(self, ref: ObjectRef) -> list[str]:
         """Names an object without a recorded id may have (its format may be unknown)."""

@@ -4,8 +4,9 @@ Disks are `<disk type='volume'>` (pool + volume name, so the XML names the volum
 directly) with an explicit `<driver type=...>`; NICs are virtio `<interface type='bridge'>`;
 the serial console goes to a file. The `<metadata>` holds the ownership tag and, as its
 child, what the server was made from (image or boot volume, its own root and seed volumes,
-host name, and the order and kind of its networks and volumes as the inputs listed them),
-so a read can report inputs in exactly the shape they were written.
+host name, whether user_data was given, and the order and kind of its networks and volumes
+as the inputs listed them), so a read can report inputs in exactly the shape they were
+written. user_data and ssh_keys themselves are in the seed only.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class ServerRecord:
     seed: str  # volume id of the seed ISO
     nics: tuple[NicRecord, ...] = ()
     volumes: tuple[str, ...] = ()
+    # whether the inputs gave user_data (an empty seed user-data may be "" or none at all);
+    # None: not recorded (a domain defined before this was)
+    user_data: bool | None = None
 
 
 @dataclass
@@ -129,6 +133,8 @@ def metadata_element(owner: OwnerTag, record: ServerRecord, *, bare: bool = Fals
         srv.set("image", record.image)
     if record.boot_volume:
         srv.set("boot_volume", record.boot_volume)
+    if record.user_data is not None:
+        srv.set("user_data", "true" if record.user_data else "false")
     for nic in record.nics:
         el_nic = _sub(
             srv,
@@ -200,6 +206,7 @@ def _parse_record(domain: ET.Element) -> ServerRecord | None:
         for n in srv.findall(_q("nic"))
     )
     volumes = tuple(v.get("id", "") for v in srv.findall(_q("volume")))
+    given = srv.get("user_data")
     return ServerRecord(
         hostname=srv.get("hostname", ""),
         image=srv.get("image"),
@@ -208,6 +215,7 @@ def _parse_record(domain: ET.Element) -> ServerRecord | None:
         seed=srv.get("seed", ""),
         nics=nics,
         volumes=volumes,
+        user_data=None if given not in ("true", "false") else given == "true",
     )
 
 

@@ -10,6 +10,16 @@ Any change replaces the image.
 
 The sha256 attribute is kept beside the stack's data (data_dir/images/<volume>.sha256):
 a pool volume has no room for it, and re-hashing on every read would cost a full read.
+The inputs libvirt cannot show (source, the given sha256, how the pool was written) are
+recorded there too (`<volume>.inputs.json`). A read reports format and pool only; the
+engine keeps the recorded source and sha256.
+
+Import hashes the volume (one full read: of the file when libvirtd is local, else through a
+libvirt stream) and takes the recorded inputs when that hash is the one uploaded: the object
+is then recorded exactly as its create recorded it. Without such a record (an image not made
+by this stack, or changed since its upload) nothing says where the bytes came from: the
+source is reported as the volume's own file and the sha256 as the bytes' hash, so a stack
+naming another source plans a replacement.
 """
 
 from __future__ import annotations
@@ -110,6 +120,7 @@ class Image(StorageResource):
     Inputs = ImageInputs
     attributes = ("id", "path", "size_bytes", "virtual_size_bytes", "sha256")
     role = "image"
+    records = "images"
 
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
         assert isinstance(inputs, ImageInputs)
@@ -144,6 +155,9 @@ class Image(StorageResource):
                     check_qcow2(vol.path())  # what QEMU will read, not what we read
                 self._sha_file(name).parent.mkdir(parents=True, exist_ok=True)
                 self._sha_file(name).write_text(sha + "\n")
+                self.save_inputs(
+                    name, {"source": inputs.source, "sha256": inputs.sha256, "pool": inputs.pool}
+                )
                 with contextlib.suppress(libvirt.libvirtError):
                     pool.handle.refresh(0)  # libvirt re-reads the uploaded file's sizes
                 vol = pool.handle.storageVolLookupByName(name)
@@ -151,6 +165,7 @@ class Image(StorageResource):
             except BaseException:
                 storage.delete(vol)
                 self._sha_file(name).unlink(missing_ok=True)
+                self.drop_inputs(name)
                 raise
 
     @contextlib.contextmanager
@@ -191,7 +206,13 @@ class Image(StorageResource):
                 os.unlink(tmp)
 
     def _sha_file(self, name: str) -> Path:
-        return self.provider.stack.data_dir / "images" / f"{name}.sha256"
+        return self.record_dir() / f"{name}.sha256"
+
+    def _uploaded_sha(self, name: str) -> str | None:
+        try:
+            return self._sha_file(name).read_text().strip() or None
+        except OSError:
+            return None
 
     # ---------------------------------------------------------------- read
     def _observe(
@@ -199,10 +220,7 @@ class Image(StorageResource):
     ) -> Observed:
         info = storage.info(pool, vol)
         if sha is None:
-            try:
-                sha = self._sha_file(info.name).read_text().strip() or None
-            except OSError:
-                sha = None
+            sha = self._uploaded_sha(info.name)
         inputs: dict[str, object] = {"pool": self.observed_pool(pool.name, recorded_pool)}
         if fmt := format_of(info.name):
             inputs["format"] = fmt
@@ -236,7 +254,22 @@ class Image(StorageResource):
             raise ProviderError(
                 f"cannot tell the format of {id}: its name must end in .qcow2 or .raw"
             )
-        return self._observe(pool, vol, None, None)
+        if why := self.wrong_role(name):
+            raise ProviderError(f"cannot import {id} as an image: {why}")
+        local = is_local(self.provider.settings.uri)
+        # the bytes as they are now: one full read
+        digest = storage.sha256_of(self.conn, vol, vol.path() if local else None)
+        record = self.load_inputs(name) if self._uploaded_sha(name) == digest else None
+        if record is not None and not isinstance(record.get("source"), str):
+            record = None
+        obs = self._observe(pool, vol, self.recorded_pool(pool_name, record), digest)
+        if record is not None:
+            obs.inputs.update(source=record["source"], sha256=record.get("sha256"))
+        else:
+            path = str(obs.attributes["path"])
+            source = Path(path).as_uri() if path.startswith("/") else path
+            obs.inputs.update(source=source, sha256=digest)
+        return obs
 
     # ---------------------------------------------------------------- update, delete
     def update(
@@ -249,10 +282,10 @@ class Image(StorageResource):
             return
         pool_name, name = storage.split_id(prior.id, "image id")
         pool = self.provider.pools.find(self.conn, pool_name)
-        if pool is None:
-            return
-        storage.delete(storage.lookup(pool, name))
+        if pool is not None:
+            storage.delete(storage.lookup(pool, name))
         self._sha_file(name).unlink(missing_ok=True)
+        self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
         return [t for t in self.tagged_volumes(("image",)) if t.stack_id is not None]

@@ -8,6 +8,10 @@ Files (Rock Ridge and Joliet names, as cloud-init and the tiny test image read t
 - network-config: version 2, one entry per NIC matched by MAC, DHCP on each.
 
 Keys and MACs are written as JSON strings (valid YAML) so no value can break the document.
+
+`read_seed` opens such an ISO again (for import: the seed is where user_data and ssh_keys
+live on the host) and `parse_meta_data` reads back the meta-data written here; both read,
+never run or interpret, what they find.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pycdlib
 
@@ -103,3 +108,72 @@ def build_seed(
             "network-config": network_config(macs).encode(),
         }
     )
+
+
+@dataclass(frozen=True)
+class SeedFiles:
+    """What a NoCloud seed holds, as bytes; None for a file it lacks."""
+
+    meta_data: bytes | None
+    user_data: bytes | None
+
+
+def _iso_file(iso: pycdlib.PyCdlib, name: str) -> bytes | None:
+    for kind in ("rr_path", "joliet_path"):
+        out = io.BytesIO()
+        try:
+            iso.get_file_from_iso_fp(out, **{kind: f"/{name}"})
+        except pycdlib.pycdlibexception.PyCdlibException:
+            continue  # no such file, or no Rock Ridge / Joliet names at all
+        return out.getvalue()
+    return None
+
+
+def read_seed(data: bytes) -> SeedFiles | None:
+    """The files of a seed ISO; None when `data` is no ISO 9660 image labelled cidata."""
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open_fp(io.BytesIO(data))
+    except pycdlib.pycdlibexception.PyCdlibException:
+        return None
+    try:
+        label = iso.pvd.volume_identifier.decode(errors="replace").strip(" \0")
+        if label.lower() != "cidata":
+            return None
+        return SeedFiles(_iso_file(iso, "meta-data"), _iso_file(iso, "user-data"))
+    finally:
+        iso.close()
+
+
+def _scalar(text: str) -> str:
+    """One YAML scalar as written here (a JSON string) or plain."""
+    text = text.strip()
+    if text.startswith('"'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) else text
+    return text
+
+
+def parse_meta_data(text: str) -> tuple[str | None, list[str]]:
+    """(local-hostname, public-keys) of a meta-data document as `meta_data` writes it."""
+    hostname: str | None = None
+    keys: list[str] = []
+    in_keys = False
+    for line in text.splitlines():
+        if in_keys and line.startswith((" ", "\t")):
+            item = line.strip()
+            if item.startswith("- "):
+                keys.append(_scalar(item[2:]))
+            continue
+        in_keys = False
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if key == "local-hostname":
+            hostname = _scalar(value) or None
+        elif key == "public-keys" and not value.strip():
+            in_keys = True
+    return hostname, keys

@@ -19,7 +19,10 @@ NIC's position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack i
 The metadata records how the inputs named each NIC (with the port id for a port) and the order
 of the volumes, so a read reports `networks` and `volumes` exactly as they were written (a port
 NIC no longer on the port's bridge with its MAC reads as a `bridge` entry); `user_data` and
-`ssh_keys` cannot be read back and are left out of what a read observes.
+`ssh_keys` live only in the NoCloud seed, so a read leaves them out (the engine keeps the
+recorded values) and only import opens the seed ISO to recover them (with the host name of a
+domain that has no iacloud record). The metadata says whether user_data was given at all,
+since an empty user-data file may stand for "" or for none.
 
 `addresses` maps each NIC's network to the IPs the guest reported on its console: the key
 is the network's address in its stack when the bridge carries a netlink tag
@@ -30,6 +33,7 @@ The guest's ethN is the N-th NIC in domain order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import re
@@ -56,6 +60,7 @@ _BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
+SEED_LIMIT = 16 << 20  # a seed holds at most 1 MiB of user_data: a larger cdrom is no seed
 UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -458,6 +463,7 @@ class Server(LibvirtResource):
                 seed=f"{pool.name}/{seed_name}",
                 nics=tuple(_nic_record(e, m) for e, m in nics),
                 volumes=tuple(inputs.volumes),
+                user_data=inputs.user_data is not None,
             )
             console_path = self._console_path(name)
             console.reset(console_path)
@@ -606,7 +612,73 @@ class Server(LibvirtResource):
         dom = self._lookup(id)
         if dom is None:
             raise ProviderError(f"no domain {id}")
-        return self._observe(dom)
+        try:
+            parsed = domain_xml.parse(dom.XMLDesc(0))
+            state = dom.state(0)[0]
+        except libvirt.libvirtError as exc:
+            if is_error(exc, NO_DOMAIN):
+                raise ProviderError(f"no domain {id}") from None
+            raise ProviderError(f"reading domain {id}: {exc.get_error_message()}") from exc
+        obs = self._observe(dom, parsed, state)
+        found = self._seed_inputs(parsed)
+        if parsed.record is not None:
+            found.pop("hostname", None)  # the record's, which the read reports too
+        elif found.get("hostname"):
+            obs.attributes["hostname"] = found["hostname"]
+        obs.inputs.update(found)
+        return obs
+
+    def _seed_inputs(self, parsed: ParsedDomain) -> dict[str, Any]:
+        """user_data, ssh_keys and hostname as the server's NoCloud seed holds them.
+
+        A domain iacloud made must still have its recorded seed: without it the inputs it was
+        made from are lost, and guessing them would plan a replacement (and a new root disk).
+        A domain without a record is searched for a cidata cdrom in a pool; with none, nothing
+        is known of these fields and they are left out."""
+        record = parsed.record
+        if record is not None:
+            files = self._read_seed(record.seed)
+            if isinstance(files, str):
+                raise ProviderError(
+                    f"cannot import domain {parsed.name}: its NoCloud seed {record.seed} "
+                    f"{files}, so its user_data and ssh_keys cannot be recovered"
+                )
+        else:
+            cdroms = [d.id for d in parsed.disks if d.device == "cdrom" and d.id]
+            found = (self._read_seed(vid) for vid in cdroms)
+            files = next((f for f in found if not isinstance(f, str)), "")
+            if isinstance(files, str):
+                return {}
+        hostname, keys = seed.parse_meta_data((files.meta_data or b"").decode(errors="replace"))
+        out: dict[str, Any] = {"ssh_keys": keys, "hostname": hostname}
+        raw = files.user_data or b""
+        given = record.user_data if record is not None else None
+        if given is None:  # not recorded: an empty or generated user-data means none was given
+            try:
+                generated = seed.user_data(None, keys)
+            except ProviderError:
+                generated = b""
+            given = raw not in (b"", generated)
+        with contextlib.suppress(UnicodeDecodeError):  # not text: no input made it, unknown
+            out["user_data"] = raw.decode() if given else None
+        return out
+
+    def _read_seed(self, volume_id: str) -> seed.SeedFiles | str:
+        """The files of a seed volume, or why there are none."""
+        try:
+            pool_name, name = storage.split_id(volume_id)
+        except ProviderError:
+            return "is not a volume id"
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool is not None else None
+        if pool is None or vol is None:
+            return "no longer exists"
+        try:
+            data = b"".join(storage.download(self.conn, vol, SEED_LIMIT))
+        except ProviderError as exc:
+            return f"cannot be read ({exc})"
+        files = seed.read_seed(data)
+        return files if files is not None else "is not an ISO labelled cidata"
 
     # ---------------------------------------------------------------- update
     def update(

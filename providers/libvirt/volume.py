@@ -6,6 +6,10 @@ format stated in the volume XML (`<backingStore><format>`), so QEMU never probes
 `virDomain.blockResize` when one does (the guest sees the new size at once). Shrinking is
 refused by `check()` at plan time. Changing image, format or pool replaces the volume and
 loses its data (the replacement disruption is data-loss).
+
+Every input reads back from libvirt (the image from the overlay's backing file) except how
+the pool was written: none (the provider's default) or a name. Create records that beside
+the stack's data (see `base`), so import gives the inputs create was given.
 """
 
 from __future__ import annotations
@@ -92,9 +96,11 @@ class Volume(StorageResource):
             pool, storage.volume_xml(name, capacity, inputs.format, backing=backing), name
         )
         try:
+            self.save_inputs(name, {"pool": inputs.pool})
             return self._observe(pool, vol, inputs.pool)
         except BaseException:
             storage.delete(vol)
+            self.drop_inputs(name)
             raise
 
     # ---------------------------------------------------------------- read
@@ -134,7 +140,9 @@ class Volume(StorageResource):
             raise ProviderError(
                 f"cannot tell the format of {id}: its name must end in .qcow2 or .raw"
             )
-        return self._observe(pool, vol, None)
+        if why := self.wrong_role(name):
+            raise ProviderError(f"cannot import {id} as a volume: {why}")
+        return self._observe(pool, vol, self.recorded_pool(pool_name, self.load_inputs(name)))
 
     # ---------------------------------------------------------------- update
     def update(
@@ -174,6 +182,7 @@ class Volume(StorageResource):
         pool = self.provider.pools.find(self.conn, pool_name)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))
+        self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
         return self.tagged_volumes((None,))
