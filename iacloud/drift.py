@@ -97,6 +97,7 @@ class DriftReport(_Frozen):
     orphans: list[HostObject]
     unmanaged: list[HostObject] | None = None  # None unless asked for (--all)
     expired_suppressions: list[ExpiredSuppression] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # what could not be checked, and why
 
 
 def build_report(
@@ -109,6 +110,7 @@ def build_report(
     include_unmanaged: bool = False,
     now: datetime,
     duration: float = 0.0,
+    warnings: Sequence[str] = (),
 ) -> DriftReport:
     """Compare state with what refresh observed and with the tagged objects on the host."""
     today = now.date()
@@ -220,4 +222,5 @@ def build_report(
         orphans=orphans,
         unmanaged=unmanaged if include_unmanaged else None,
         expired_suppressions=expired,
+        warnings=list(warnings),
     )

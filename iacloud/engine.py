@@ -34,7 +34,7 @@ from iacloud.loader import load_stack
 from iacloud.plan import PLAN_FORMAT, Action, Plan
 from iacloud.planner import PlanOptions, normalize_inputs
 from iacloud.planner import plan as compute_plan
-from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo
+from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo, TaggedObject
 from iacloud.redact import Redactor
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend, open_backend
@@ -146,17 +146,30 @@ def drift(
                        "(or the state is elsewhere: --state)", file=str(config.file))
         )  # fmt: skip
     providers = ws.providers(config.name, snapshot, config.provider_settings)
+    used = {rs.type for rs in snapshot.resources.values()}
+    used |= {op.type for op in snapshot.pending}
+    used |= {rc.type for rc in config.resources.values()}
+    used_providers = {ws.registry.provider_of[t] for t in used if t in ws.registry.provider_of}
+    tagged: list[TaggedObject] = []
+    warnings: list[str] = []
     try:
         observed = refresh(snapshot, providers, ws.registry)
-        types = {rs.type for rs in snapshot.resources.values()}
-        types |= {op.type for op in snapshot.pending}
-        types |= {rc.type for rc in config.resources.values()}
-        tagged = [t for name in sorted(types) for t in providers.resource(name).list_tagged()]
+        # Every installed type, not just the stack's: a server dropped from the stack file and
+        # `state rm`-ed leaves a domain that still carries the tag.
+        for name in sorted(ws.registry.types):
+            try:
+                tagged += providers.resource(name).list_tagged()
+            except IacloudError as exc:
+                if ws.registry.provider_of[name] in used_providers:
+                    raise
+                # a backend the stack does not use may well be absent on this host
+                warnings.append(f"orphans of type '{name}' not searched: {exc}")
     finally:
         providers.close()
     return build_report(
         snapshot, observed, tagged, ws.registry, suppressions,
         include_unmanaged=include_unmanaged, now=now, duration=time.monotonic() - started,
+        warnings=warnings,
     )  # fmt: skip
 
 
@@ -233,8 +246,9 @@ def apply(
         status = "failed"
         result = ApplyResult()
         try:
+            current = record_state_updates(backend, plan, serial, snapshot.resources)
             executor = Executor(
-                plan, ws.registry, providers, backend, serial, snapshot.resources,
+                plan, ws.registry, providers, backend, serial, current,
                 jobs=jobs, reporter=reporter, groups=groups,
             )  # fmt: skip
             try:
@@ -273,29 +287,37 @@ def _accept_refresh(
     """Apply a refresh-only plan: one new state version taking in the objects as they are.
     Nothing on the host is touched, so no provider is opened."""
     serial = backend.begin_version(plan.stack, "apply-refresh-only", plan.stack_id, plan.lineage)
-    resources = dict(snapshot.resources)
     status, outputs = "failed", {}
     try:
-        for u in plan.state_updates:
-            recorded = snapshot.resources[u.address]
-            rs = None
-            if u.action == "accept":
-                rs = recorded.model_copy(
-                    update={"id": u.id, "inputs": u.inputs, "attributes": u.attributes,
-                            "status": "REFRESH_COMPLETE"}
-                )  # fmt: skip
-                resources[u.address] = rs
-            else:
-                resources.pop(u.address, None)
-            event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
-                          status="COMPLETE", reason="accepted as found" if rs else
-                          "deleted outside iacloud: forgotten")  # fmt: skip
-            backend.record_result(plan.stack, serial, u.address, rs, event)
+        resources = record_state_updates(backend, plan, serial, snapshot.resources)
         outputs = evaluate_outputs(plan, resources, groups)
         status = "complete"
     finally:
         backend.finish_version(plan.stack, serial, status, outputs or None)
     return ApplyResult(resources=resources, outputs=outputs)
+
+
+def record_state_updates(
+    backend: StateBackend, plan: Plan, serial: int, current: Mapping[str, ResourceState]
+) -> dict[str, ResourceState]:
+    """Write the plan's state updates (objects taken in as found, or forgotten) into version
+    `serial`; return the resources as they now stand."""
+    resources = dict(current)
+    for u in plan.state_updates:
+        rs = None
+        if u.action == "accept":
+            rs = current[u.address].model_copy(
+                update={"id": u.id, "inputs": u.inputs, "attributes": u.attributes,
+                        "status": "REFRESH_COMPLETE"}
+            )  # fmt: skip
+            resources[u.address] = rs
+        else:
+            resources.pop(u.address, None)
+        reason = "taken in as found" if rs else "deleted outside iacloud: forgotten"
+        event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
+                      status="COMPLETE", reason=reason)  # fmt: skip
+        backend.record_result(plan.stack, serial, u.address, rs, event)
+    return resources
 
 
 def evaluate_outputs(

@@ -310,9 +310,15 @@ class Executor:
         self.backend.record_pending(self.plan.stack, op, self._event(step, "IN_PROGRESS"))
         self.reporter.step_started(step)
         resource = self.providers.resource(c.type)
+        # The prior the plan diffed against: recorded state merged with what refresh saw, so a
+        # change made outside iacloud is undone rather than taken as already applied.
+        if c.before is not None:
+            prior_inputs = dict(c.before)
+        else:
+            prior_inputs = dict(prior.inputs) if prior else {}
         prior_obs = Observed(
             id=prior_id or "",
-            inputs=dict(prior.inputs) if prior and not step.superseded else dict(c.before or {}),
+            inputs=prior_inputs,
             attributes=dict(prior.attributes) if prior and not step.superseded else {},
         )
         if step.kind == "create":

@@ -247,6 +247,7 @@ def plan(
 
     actions: dict[str, Action] = {}
     changes: dict[str, Change] = {}
+    accepted: list[StateUpdate] = []
     resolver = _PlanResolver(config, priors, actions)
     for address in [] if options.destroy else nx.topological_sort(graph):
         rc = config.resources[address]
@@ -282,6 +283,16 @@ def plan(
             found = resources(rc.type).check(address, type_cls.Inputs(**after), known_prior)
             diagnostics.extend(_locate(d, config, where) for d in found)
         actions[address] = action
+        if (
+            action is Action.NOOP
+            and prior is not None
+            and prior.state is not None
+            and prior.observed is not None
+            and prior.inputs != prior.state.inputs
+        ):
+            # changed outside iacloud, and the stack agrees (or leaves the field to the
+            # provider): nothing to do on the host, but state takes in the new values
+            accepted.append(_accept(prior.state, prior, drift))
         reasons = []
         if prior is None or not prior.exists:
             if prior is not None and prior.state is not None:
@@ -345,6 +356,7 @@ def plan(
         refreshed=observed is not None,
         changes=ordered,
         drift=drift,
+        state_updates=accepted,
         max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
     )
 
@@ -381,28 +393,21 @@ def _refresh_only_plan(
         raise UserError("a refresh-only plan needs a refresh (drop --no-refresh)")
     updates: list[StateUpdate] = []
     changes: list[Change] = []
-    drifted = {d.address: d for d in drift}
     for address, rs in snapshot.resources.items():
         obs = observed.get(address)
         if obs is None:
             updates.append(StateUpdate(address=address, type=rs.type, action="forget", id=rs.id))
             continue
-        inputs = priors[address].inputs
+        prior = priors[address]
         attributes = {**obs.attributes, "id": obs.id}
-        if inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
-            item = drifted.get(address)
-            updates.append(
-                StateUpdate(
-                    address=address, type=rs.type, action="accept", id=obs.id, inputs=inputs,
-                    attributes=attributes, fields=item.fields if item else [],
-                    sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
-                )
-            )  # fmt: skip
+        if prior.inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
+            updates.append(_accept(rs, prior, drift))
         # no-op entries keep counted names and outputs resolvable at apply time
         changes.append(
             Change(
                 address=address, type=rs.type, provider=rs.provider, action=Action.NOOP,
-                id=obs.id, before=inputs, after=inputs, dependencies=list(rs.dependencies),
+                id=obs.id, before=prior.inputs, after=prior.inputs,
+                dependencies=list(rs.dependencies),
             )
         )  # fmt: skip
     return Plan(
@@ -413,6 +418,17 @@ def _refresh_only_plan(
         refresh_only=True,
         state_updates=updates,
     )
+
+
+def _accept(rs: ResourceState, prior: Prior, drift: list[DriftItem]) -> StateUpdate:
+    """A state update taking in an object as refresh found it."""
+    assert prior.observed is not None
+    fields = next((d.fields for d in drift if d.address == rs.address), [])
+    return StateUpdate(
+        address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
+        inputs=prior.inputs, attributes={**prior.observed.attributes, "id": prior.observed.id},
+        fields=fields, sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
+    )  # fmt: skip
 
 
 def _select_targets(

@@ -51,10 +51,18 @@ def summary_line(plan: Plan) -> str:
     n = plan.counts()
     if not plan.has_changes:
         return "No changes. The stack matches the recorded state and the real objects."
-    return (
-        f"Plan: {n['create']} to create, {n['update']} to update, "
-        f"{n['replace']} to replace, {n['delete']} to delete."
+    taken = (
+        f"state takes in {len(plan.state_updates)} change(s) made outside iacloud"
+        if plan.state_updates
+        else ""
     )
+    if not plan.actionable():
+        return f"No changes on the host; {taken}."
+    text = (
+        f"Plan: {n['create']} to create, {n['update']} to update, "
+        f"{n['replace']} to replace, {n['delete']} to delete"
+    )
+    return f"{text}; {taken}." if taken else f"{text}."
 
 
 def plan_text(plan: Plan, colour: bool = False) -> str:
@@ -137,7 +145,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 f["before"] = f["after"] = MASK
             else:
                 f["before"], f["after"] = redactor.value(f["before"]), redactor.value(f["after"])
-    data["summary"] = {**plan.counts(), "has_changes": plan.has_changes}
+    data["summary"] = {
+        **plan.counts(),
+        "state_updates": len(plan.state_updates),
+        "has_changes": plan.has_changes,
+    }
     data["provider_settings"] = redactor.value(data["provider_settings"])
     data["outputs"] = {
         name: MASK if name in plan.sensitive_outputs else redactor.value(value)
@@ -229,6 +241,7 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         )
     if len(lines) == 1:
         lines.append("  every resource matches its recorded state")
+    lines.extend(styled(f"Warning: {w}", "yellow") for w in report.warnings)
     lines.append(styled(drift_summary(report), bold=True))
     return "\n".join(lines)
 

@@ -101,7 +101,12 @@ class _FakeType(ResourceType):
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         self._behave(inputs)
-        return self._write(prior.id, address, inputs)
+        # like a real backend, touch only the fields the engine says changed
+        path = self._dir() / f"{prior.id}.json"
+        current = json.loads(path.read_text())["inputs"] if path.exists() else {}
+        wanted = inputs.model_dump()
+        merged = {**wanted, **current, **{k: wanted[k] for k in changed}}
+        return self._write(prior.id, address, type(inputs).model_validate(merged))
 
     def delete(self, address: str, prior: Observed) -> None:
         (self._dir() / f"{prior.id}.json").unlink(missing_ok=True)

@@ -110,7 +110,7 @@ def test_plan_json_schema_and_saved_plan_apply(run, stack, tmp_path):
     plan_file = tmp_path / "plan.json"
     data = json.loads(run("plan", "--json", "-o", str(plan_file), str(stack)))
     assert data["summary"] == {"create": 3, "update": 0, "replace": 0, "delete": 0,
-                               "has_changes": True}  # fmt: skip
+                               "state_updates": 0, "has_changes": True}  # fmt: skip
     assert data["serial"] == 0 and data["stack"] == "web"
     vm0 = next(c for c in data["changes"] if c["address"] == "vm[0]")
     assert vm0["action"] == "create"

@@ -307,3 +307,15 @@ def test_refresh_only_flag_clashes(run, stack):
     assert "--refresh-only cannot be combined with --destroy" in out
     out = run("plan", "--refresh-only", str(stack), "--detailed-exitcode")
     assert "No changes. State already matches the real objects." in out
+
+
+def test_drift_the_stack_agrees_with_is_taken_into_state(run, stack, data_dir):
+    _edit(_object(data_dir, "fake_thing", "vm[1]"), size=3)
+    stack.write_text(stack.read_text().replace("size = 2", "size = 3"))
+    out = run("plan", str(stack), "--detailed-exitcode", code=2)
+    assert "~ vm[1] (fake_thing)  accept size" in out
+    assert "1 to update, 0 to replace, 0 to delete; state takes in 1 change(s) made" in out
+    # vm[0] really changes (2 -> 3); vm[1] is already there and only state moves
+    run("apply", "--auto-approve", str(stack))
+    _drift(run, stack, code=0)
+    run("plan", str(stack), "--detailed-exitcode")
