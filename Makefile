@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 IMAGE  := build/images/tiny.qcow2
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo demo-destroy host image install lint unit integration bench clean
+.PHONY: test demo demo-destroy host image install lint unit integration bench bench-host clean
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ demo-destroy: install
 
 bench: install
 	$(BIN)/python bench/plan_scale.py
+
+# the benchmarks against a real libvirtd, netlink and dnsmasq (root; a few minutes)
+bench-host: image
+	$(BIN)/python bench/libvirt_apply.py
+	$(BIN)/python bench/netlink_refresh.py
+	$(BIN)/python bench/drift_scale.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info
