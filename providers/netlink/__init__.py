@@ -1,5 +1,7 @@
 """The netlink provider: isolated Linux bridges as networks, DHCP reservations as ports, and
 namespaces as routers, built with pyroute2 (netlink) and dnsmasq. It never shells out to `ip`.
+Links are read with a small rtnetlink decoder of its own (`links`), in one dump per run for all
+reads (`listings`).
 
 Ids the other providers rely on:
 - network: the bridge name (`iacb` + 10 hex); a server NIC attaches to the bridge of that name.
@@ -19,6 +21,7 @@ from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 from iacloud.providers.netlink.crosscheck import check_stack
+from iacloud.providers.netlink.listings import Listings
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
@@ -44,6 +47,7 @@ class NetlinkProvider(Provider):
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
         self._network_locks: dict[str, threading.RLock] = {}
+        self.listings = Listings()  # the run's link dump and namespace listing, for reads
 
     @classmethod
     def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
@@ -59,6 +63,9 @@ class NetlinkProvider(Provider):
     def state(self) -> StateDir:
         assert isinstance(self.settings, NetlinkSettings)
         return StateDir(Path(self.settings.state_path(self.stack)).absolute())
+
+    def close(self) -> None:
+        self.listings.clear()
 
     def network_lock(self, bridge: str) -> threading.RLock:
         """Serializes changes to one network's DHCP configuration (a port created while another

@@ -145,7 +145,7 @@ def converge(
     `external` (None: no gateway leg). `plan`: the external network's subnet. had_snat: the
     router's record had a SNAT rule (then a router without one now has a table to drop)."""
     with IPRoute() as ipr:
-        table = LinkTable.dump(ipr)
+        table = LinkTable.dump()
         current = find_leg(table, ns, tag)
         if current is not None and (external is None or current[0] != external.network):
             links.delete(ipr, current[1].name)  # its router end, address and route go with it

@@ -9,9 +9,10 @@ What exists on the host for one network (names in `names`):
   server address (see `subnet`) and dnsmasq runs there (see `dnsmasq`);
 - `<state_dir>/<bridge>/`: the network's record, its ports' reservations, dnsmasq's files.
 
-Reading: one link dump and one namespace listing for any number of networks, plus an FDB dump
-when a VXLAN segment is seen, and per DHCP network its record, pid file and /proc cmdline (the
-arguments dnsmasq really runs with). Create and update read back their one object with a few
+Reading: one link dump and one namespace listing for any number of networks (taken once per
+run and shared with routers and the orphan search: `listings`), plus an FDB dump when a VXLAN
+segment is seen, and per DHCP network its record, pid file and /proc cmdline (the arguments
+dnsmasq really runs with). Create and update read back their one object with a few
 RTM_GETLINKs by name instead, so applying N networks stays linear in N. `bench/
 netlink_refresh.py` measures both.
 A DHCP server that died (or lost its namespace or veth) is observed as `dhcp = false`: the next
@@ -38,6 +39,7 @@ from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
+from iacloud.providers.netlink.listings import changes_host
 from iacloud.providers.netlink.names import NetworkNames
 from iacloud.providers.netlink.records import NetworkFiles
 from iacloud.providers.netlink.subnet import (
@@ -275,24 +277,25 @@ class Network(NetlinkResource):
         """targeted: ask for each object's own links by name instead of dumping every link.
         Both see the same links (a network only ever looks at the bridge and the links it
         names), so they agree; create and update use it to stay O(1) on a host with many
-        networks."""
-        with IPRoute() as ipr:
-            if targeted and all(ref.id for ref in refs):
-                wanted = []
-                for ref in refs:
-                    with contextlib.suppress(ValueError):
-                        n = NetworkNames(ref.id or "")
-                        wanted += [n.bridge, n.dhcp_veth, n.vlan, n.vxlan]
-                table = LinkTable.fetch(ipr, wanted)
-            else:
-                table = LinkTable.dump(ipr)
-            found: dict[str, Link] = {}
+        networks. Untargeted, the run's link dump and namespace listing are used (`listings`)."""
+        listings = self.provider.listings
+        if targeted and all(ref.id for ref in refs):
+            wanted = []
             for ref in refs:
-                bridge = self._find(ref, table)
-                if bridge is not None:
-                    found[ref.address] = bridge
-            fdb = self._fdb(ipr, table, found.values(), targeted)
-        namespaces = netns.list_namespaces()
+                with contextlib.suppress(ValueError):
+                    n = NetworkNames(ref.id or "")
+                    wanted += [n.bridge, n.dhcp_veth, n.vlan, n.vxlan]
+            table = LinkTable.fetch(wanted)
+            namespaces = frozenset(netns.list_namespaces())
+        else:
+            table = listings.links()
+            namespaces = listings.namespaces()
+        found: dict[str, Link] = {}
+        for ref in refs:
+            bridge = self._find(ref, table)
+            if bridge is not None:
+                found[ref.address] = bridge
+        fdb = self._fdb(table, found.values(), targeted)
         return {
             address: self._observe(bridge, table, fdb, namespaces)
             for address, bridge in found.items()
@@ -318,7 +321,7 @@ class Network(NetlinkResource):
         return candidates[0] if candidates else None
 
     @staticmethod
-    def _fdb(ipr: IPRoute, table: LinkTable, bridges: Any, targeted: bool) -> dict[int, list[str]]:
+    def _fdb(table: LinkTable, bridges: Any, targeted: bool) -> dict[int, list[str]]:
         """Unicast VXLAN remotes by device index: one FDB dump, and only if a VXLAN is seen."""
         vxlans = set()
         for bridge in bridges:
@@ -327,10 +330,11 @@ class Network(NetlinkResource):
                 vxlans.add(vxlan.index)
         if not vxlans:
             return {}
-        if targeted:  # the kernel filters a dump by device: the host's other FDBs stay unread
-            entries = [e for index in vxlans for e in ipr.fdb("dump", ifindex=index)]
-        else:
-            entries = list(ipr.fdb("dump"))
+        with IPRoute() as ipr:
+            if targeted:  # the kernel filters a dump by device: the host's other FDBs stay unread
+                entries = [e for index in vxlans for e in ipr.fdb("dump", ifindex=index)]
+            else:
+                entries = list(ipr.fdb("dump"))
         out: dict[int, list[str]] = {}
         for entry in entries:
             if entry["ifindex"] in vxlans and entry.get("NDA_LLADDR") == "00:00:00:00:00:00":
@@ -340,7 +344,11 @@ class Network(NetlinkResource):
         return out
 
     def _observe(
-        self, bridge: Link, table: LinkTable, fdb: dict[int, list[str]], namespaces: set[str]
+        self,
+        bridge: Link,
+        table: LinkTable,
+        fdb: dict[int, list[str]],
+        namespaces: frozenset[str],
     ) -> Observed:
         n = NetworkNames(bridge.name)
         files = self.state.network(bridge.name)
@@ -436,6 +444,7 @@ class Network(NetlinkResource):
 
     # ---- create / update / delete --------------------------------------------------------
 
+    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, NetworkInputs)
         _, resolved = resolve(inputs)
@@ -444,8 +453,7 @@ class Network(NetlinkResource):
         n = NetworkNames(bridge)
         files = self.state.network(bridge)
         with self.network_lock(bridge):
-            with IPRoute() as ipr:
-                existing = links.get(ipr, bridge)
+            existing = links.get(bridge)
             if existing is not None and existing.alias not in (None, tag):
                 raise ProviderError(
                     f"a link named {bridge} already exists and is not this network's "
@@ -468,6 +476,7 @@ class Network(NetlinkResource):
                 raise
         return self._read_one(address, bridge)
 
+    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -479,7 +488,7 @@ class Network(NetlinkResource):
         tag = names.tag(self.stack.id, address)
         with self.network_lock(bridge):
             with IPRoute() as ipr:
-                table = LinkTable.dump(ipr)
+                table = LinkTable.dump()
                 if table.bridge(bridge) is None:
                     raise ProviderError(
                         f"bridge {bridge} does not exist (deleted outside iacloud?)"
@@ -494,6 +503,7 @@ class Network(NetlinkResource):
             self._converge_dhcp(n, files, tag)
         return self._read_one(address, bridge)
 
+    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         try:
             NetworkNames(prior.id)
@@ -502,6 +512,7 @@ class Network(NetlinkResource):
         with self.network_lock(prior.id):
             self._teardown(prior.id)
 
+    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         try:
             names.validate_ifname(id)
@@ -513,8 +524,7 @@ class Network(NetlinkResource):
         return observed
 
     def list_tagged(self) -> list[TaggedObject]:
-        with IPRoute() as ipr:
-            table = LinkTable.dump(ipr)
+        table = self.provider.listings.links()
         out = []
         for link in table.by_index.values():
             if link.kind == "bridge":
@@ -628,7 +638,7 @@ class Network(NetlinkResource):
         netns.create(n.dhcp_namespace)
         netns.write_sysctls(n.dhcp_namespace, _NO_IPV6)
         with IPRoute() as ipr:
-            table = LinkTable.fetch(ipr, [n.bridge, n.dhcp_veth])
+            table = LinkTable.fetch([n.bridge, n.dhcp_veth])
             bridge = table.by_name[n.bridge]
             veth = table.get(n.dhcp_veth)
             if rebuilt or veth is None or veth.master != bridge.index:

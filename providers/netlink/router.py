@@ -10,7 +10,8 @@ The router's id is its namespace name. A namespace cannot carry an alias, so own
 the legs' aliases and in `<state_dir>/routers/<namespace>.json`, which also keeps the
 `external` table (its address and SNAT setting are not visible from outside the namespace).
 
-Reading observes the namespace (one listing) and the legs (one link dump for all routers); the
+Reading observes the namespace (one listing) and the legs (one link dump for all routers),
+both taken once per run and shared with networks and the orphan search (`listings`); the
 addresses inside each namespace are not read, which would cost one netlink socket per router.
 A router with SNAT costs one `nft` run more, to see that its rule is in place.
 """
@@ -32,6 +33,7 @@ from iacloud.providers.netlink import gateway, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.gateway import ExternalGateway
 from iacloud.providers.netlink.links import LinkTable
+from iacloud.providers.netlink.listings import changes_host
 from iacloud.providers.netlink.network import plan_of
 from iacloud.providers.netlink.records import read_json, write_json
 from iacloud.providers.netlink.subnet import SubnetPlan
@@ -142,9 +144,8 @@ class Router(NetlinkResource):
         return out
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
-        with IPRoute() as ipr:
-            table = LinkTable.dump(ipr)
-        namespaces = netns.list_namespaces()
+        table = self.provider.listings.links()
+        namespaces = self.provider.listings.namespaces()
         out = {}
         for ref in refs:
             ns = (
@@ -184,6 +185,7 @@ class Router(NetlinkResource):
 
     # ---- create / update / delete --------------------------------------------------------
 
+    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, RouterInputs)
         ns = names.router_namespace(self.stack.id, address)
@@ -202,6 +204,7 @@ class Router(NetlinkResource):
             raise
         return self._read_one(address, ns)
 
+    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -228,12 +231,14 @@ class Router(NetlinkResource):
             {"stack_id": stack_id, "address": address, "external": external},
         )
 
+    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         ns = prior.id
         if not names.is_router_namespace(ns):
             return
         self._teardown(ns, self._owner_tag(ns, address))
 
+    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         if not names.is_router_namespace(id):
             raise ProviderError(f"'{id}' is not a router id (iacloud-rtr-<10 hex digits>)")
@@ -243,8 +248,7 @@ class Router(NetlinkResource):
         return observed
 
     def list_tagged(self) -> list[TaggedObject]:
-        with IPRoute() as ipr:
-            table = LinkTable.dump(ipr)
+        table = self.provider.listings.links()
         owners: dict[str, tuple[str, str]] = {}
         for link in table.by_index.values():  # a router's legs name their namespace's owner
             bridge = table.name_of(link.master)
@@ -256,7 +260,7 @@ class Router(NetlinkResource):
                 ):
                     owners[ns] = link.owner
         out = []
-        for ns in sorted(netns.list_namespaces()):
+        for ns in sorted(self.provider.listings.namespaces()):
             if not names.is_router_namespace(ns):
                 continue
             record = read_json(self.state.router(ns)) or {}
@@ -306,7 +310,7 @@ class Router(NetlinkResource):
         wanted = sorted(plans)
         added: list[tuple[str, str]] = []
         with IPRoute() as ipr:
-            table = LinkTable.dump(ipr)
+            table = LinkTable.dump()
             current = self._legs(table, ns, tag)
             for bridge, leg in current.items():
                 if bridge not in plans:
@@ -359,7 +363,7 @@ class Router(NetlinkResource):
         # Legs first: deleting a veth end removes the pair at once, while a removed namespace
         # is dismantled by the kernel later and its pairs would linger for a moment.
         with IPRoute() as ipr:
-            table = LinkTable.dump(ipr)
+            table = LinkTable.dump()
             for leg in self._legs(table, ns, tag).values():
                 links.delete(ipr, leg.name)
             found = gateway.find_leg(table, ns, tag)

@@ -32,6 +32,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from iacloud.errors import ProviderError
 from iacloud.provider import ObjectRef, Observed, StackInfo, TaggedObject
 from iacloud.providers.netlink import NetlinkProvider, NetlinkSettings, dnsmasq
+from iacloud.providers.netlink import netns as nl_netns
+from iacloud.providers.netlink.links import LinkTable
 from iacloud.providers.netlink.names import (
     NetworkNames,
     parse_tag,
@@ -522,6 +524,65 @@ def test_networks_read_in_bulk(lab: Lab) -> None:
     }
     refs = [ObjectRef(a, o.id) for a, o in nets.items()] + [ObjectRef("gone", "iacb0000000000")]
     assert lab.network.read(refs) == nets
+
+
+def test_reads_share_one_link_dump_and_changes_drop_it(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `iacloud drift` asks of one provider (bulk reads, then every type's tagged objects)
+    costs one link dump and one namespace listing; a change drops them, so a read after it
+    sees it."""
+    a = lab.create_network("a", cidr="198.18.60.0/24", dhcp=False)
+    dumps: list[int] = []
+    listings: list[int] = []
+    real_dump = LinkTable.dump.__func__
+    real_list = nl_netns.list_namespaces
+    monkeypatch.setattr(
+        LinkTable, "dump", classmethod(lambda cls: dumps.append(1) or real_dump(cls))
+    )
+    monkeypatch.setattr(nl_netns, "list_namespaces", lambda: listings.append(1) or real_list())
+
+    assert lab.network.read([ObjectRef("a", a.id)]) == {"a": a}
+    assert lab.router.read([ObjectRef("r", None)]) == {}
+    tagged = lab.network.list_tagged() + lab.router.list_tagged() + lab.port.list_tagged()
+    assert TaggedObject("network", a.id, lab.stack.id, "a") in tagged
+    assert (len(dumps), len(listings)) == (1, 1)
+
+    b = lab.create_network("b", cidr="198.18.61.0/24", dhcp=False)
+    assert TaggedObject("network", b.id, lab.stack.id, "b") in lab.network.list_tagged()
+    assert lab.network.read([ObjectRef("b", b.id)]) == {"b": b}
+    assert len(dumps) == 2  # create took no dump; the reads after it took one
+    lab.network.delete("b", b)
+    assert b.id not in {t.id for t in lab.network.list_tagged()}
+    assert lab.network.read([ObjectRef("b", b.id)]) == {}
+
+
+def test_link_dump_agrees_with_pyroute2(lab: Lab) -> None:
+    """The provider decodes links itself (`links`): every field of a Link is what pyroute2
+    reads from the kernel, for every link of the host (a bridge, its veth, the host's own)."""
+    net = lab.create_network("a", cidr="198.18.62.0/24")  # with DHCP: a veth on the bridge
+    ours = LinkTable.dump()
+    with IPRoute() as ipr:
+        theirs = {msg["index"]: msg for msg in ipr.get_links()}
+    both = set(ours.by_index) & set(theirs)  # other tests may add or remove links meanwhile
+    assert {net.id, NetworkNames(net.id).dhcp_veth} <= {ours.by_index[i].name for i in both}
+    for index in both:
+        msg = theirs[index]
+        info = msg.get("IFLA_LINKINFO")
+        expected = (
+            msg.get("IFLA_IFNAME"),
+            info.get("IFLA_INFO_KIND") if info else None,
+            msg.get("IFLA_IFALIAS"),
+            msg.get("IFLA_MASTER"),
+            msg.get("IFLA_MTU"),
+            bool(msg["flags"] & 1),
+        )
+        got = ours.by_index[index]
+        assert (got.name, got.kind, got.alias, got.master, got.mtu, got.up) == expected
+    fetched = LinkTable.fetch([net.id, NetworkNames(net.id).dhcp_veth, "nosuchlink0"])
+    assert set(fetched.by_name) == {net.id, NetworkNames(net.id).dhcp_veth}
+    for name, found in fetched.by_name.items():
+        assert found == ours.by_name[name]
 
 
 def test_parallel_creates(lab: Lab) -> None:

@@ -3,6 +3,8 @@ and the checks across a stack's networks, ports and routers made when it is load
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -508,3 +510,77 @@ def test_validate_and_plan_refuse_before_anything_exists(tmp_path: Path) -> None
             "(198.18.10.0/24)" in out
         )
     assert not (tmp_path / ".iacloud").exists(), "plan touched state before refusing"
+
+
+# ---- the link decoder ------------------------------------------------------------------------
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def test_link_decoder_reads_what_a_link_holds() -> None:
+    """An RTM_NEWLINK message as the kernel writes it (a VXLAN device enslaved to a bridge):
+    the fields of a Link and the segment attributes `network` reads are decoded; anything
+    else (statistics, a bridge's options, attributes this code does not know) is skipped."""
+    from iacloud.providers.netlink.links import _decode
+
+    info_data = b"".join(
+        [
+            _nla(1, struct.pack("=I", 4242)),  # IFLA_VXLAN_ID
+            _nla(2, socket.inet_aton("239.1.1.1")),  # IFLA_VXLAN_GROUP
+            _nla(3, struct.pack("=I", 7)),  # IFLA_VXLAN_LINK
+            _nla(4, socket.inet_aton("198.19.7.1")),  # IFLA_VXLAN_LOCAL
+            _nla(5, b"\x40"),  # IFLA_VXLAN_TTL: not read
+            _nla(15, struct.pack("!H", 4789)),  # IFLA_VXLAN_PORT, network byte order
+            _nla(99, b"\1\2\3"),  # unknown to this code
+        ]
+    )
+    linkinfo = _nla(1, b"vxlan\0") + _nla(0x8000 | 2, info_data)  # INFO_KIND, nested INFO_DATA
+    message = struct.pack("=BxHiII", 0, 1, 12, 0x1043, 0) + b"".join(
+        [
+            _nla(3, b"iacx0123456789\0"),  # IFLA_IFNAME
+            _nla(4, struct.pack("=I", 1450)),  # IFLA_MTU
+            _nla(10, struct.pack("=I", 9)),  # IFLA_MASTER
+            _nla(20, b"iacloud:s1:net[0]\0"),  # IFLA_IFALIAS
+            _nla(23, b"\0" * 200),  # IFLA_STATS64: skipped
+            _nla(0x8000 | 18, linkinfo),  # IFLA_LINKINFO, nested
+        ]
+    )
+    link = _decode(message, 0, len(message))
+    assert (link.index, link.name, link.kind, link.alias, link.master, link.mtu, link.up) == (
+        12,
+        "iacx0123456789",
+        "vxlan",
+        "iacloud:s1:net[0]",
+        9,
+        1450,
+        True,
+    )
+    assert link.owner == ("s1", "net[0]")
+    assert link.data == {
+        "IFLA_VXLAN_ID": 4242,
+        "IFLA_VXLAN_GROUP": "239.1.1.1",
+        "IFLA_VXLAN_LINK": 7,
+        "IFLA_VXLAN_LOCAL": "198.19.7.1",
+        "IFLA_VXLAN_PORT": 4789,
+    }
+    # a bridge that is down, without alias or master: its data is never decoded
+    bridge = (
+        struct.pack("=BxHiII", 0, 1, 3, 0x1002, 0)
+        + _nla(3, b"br0\0")
+        + _nla(18, _nla(1, b"bridge\0") + _nla(2, _nla(1, b"\0" * 8)))
+    )
+    link = _decode(bridge, 0, len(bridge))
+    assert (link.name, link.kind, link.alias, link.master, link.up, link.data) == (
+        "br0",
+        "bridge",
+        None,
+        None,
+        False,
+        {},
+    )
+    # a truncated attribute ends the decoding instead of reading past the message
+    cut = message[:-3]
+    assert _decode(cut, 0, len(cut)).name == "iacx0123456789"
