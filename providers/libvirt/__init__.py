@@ -5,7 +5,8 @@ Modules, one per concept:
   connection  the run's shared libvirt connection; libvirt errors by code
   virt_type   the cached "does KVM really run a guest here" probe behind virt_type = "auto"
   pool        the default directory storage pool, created when missing
-  storage     volume ids ("pool/name"), volume XML, bulk listing, streamed upload
+  listings    the run's domain and pool listings, shared by the reads of every type
+  storage     volume ids ("pool/name"), volume XML, streamed upload
   tags        ownership tags: domain metadata, and volume names that carry the tag
   image, volume, server    the resource types
   domain_xml  domain XML built and parsed with ElementTree
@@ -29,7 +30,8 @@ from . import storage, virt_type
 from .connection import Connection, failing
 from .domain_xml import parse
 from .image import Image
-from .pool import Pool, Pools
+from .listings import Listings
+from .pool import Pools
 from .server import Server
 from .settings import LibvirtSettings
 from .tags import format_of
@@ -46,6 +48,7 @@ class LibvirtProvider(Provider):
         super().__init__(stack, settings)
         self.connection = Connection(self.settings.uri)
         self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
+        self.listings = Listings()  # domains, their XML and states, pools, volumes: for reads
         self._virt_lock = threading.Lock()
         self._virt_type: str | None = None
 
@@ -61,9 +64,6 @@ class LibvirtProvider(Provider):
                     self.conn(), s.uri, s.virt_type, s.virt_type_cache
                 )
             return self._virt_type
-
-    def all_pools(self) -> list[Pool]:
-        return self.pools.all(self.conn())
 
     def volume_ref(self, volume_id: str) -> tuple[str, str, str]:
         """(pool, name, format) of an existing volume; its format must be in its name."""
@@ -115,6 +115,7 @@ class LibvirtProvider(Provider):
         return checks(settings)
 
     def close(self) -> None:
+        self.listings.clear()
         self.pools.forget()
         self.connection.close()
 

@@ -2,7 +2,7 @@
 
 Images and volumes are both storage volumes told apart by the role in their names
 (`tags.volume_name`); reading either is one `listAllVolumes()` per pool, whatever the
-number of objects asked for.
+number of objects asked for, taken once per run for every type (`listings`).
 
 A storage volume has no room for free-form metadata, so the inputs libvirt cannot show (an
 image's source and given sha256, how a pool was written) are kept as a small JSON record
@@ -15,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from iacloud.provider import ObjectRef, ResourceType, TaggedObject
+from iacloud.errors import ProviderError
+from iacloud.provider import ObjectRef, Observed, ResourceType, TaggedObject
 
 from . import storage
+from .connection import NO_POOL, NO_VOLUME, is_error
 from .pool import Pool
 from .tags import FORMATS, parse_volume_name, stack_prefix, volume_name
 
@@ -49,18 +51,27 @@ class LibvirtResource(ResourceType):
         own = self.provider.stack.id
         return own if stack_prefix(own) == prefix else prefix
 
+    def pool_volumes(self) -> Iterator[tuple[Pool, str]]:
+        """(pool, volume name) of every volume of every active pool, for the orphan search.
+        A pool removed or stopped meanwhile is skipped; of the pools, only the provider's
+        default pool is refreshed (see `listings`)."""
+        listings = self.provider.listings
+        for pool in listings.pools(self.conn):
+            volumes = listings.volumes(pool, refresh=pool.name == self.provider.settings.pool)
+            for name in volumes or ():
+                yield pool, name
+
     def tagged_volumes(self, roles: tuple[str | None, ...]) -> list[TaggedObject]:
         out = []
-        for pool in self.provider.all_pools():
-            for name in storage.list_volumes(pool):
-                tag = parse_volume_name(name)
-                if tag is None:
-                    out.append(TaggedObject(self.type_name, f"{pool.name}/{name}", None, None))
-                elif tag.role in roles:
-                    stack_id = self.tag_stack_id(tag.prefix)
-                    out.append(
-                        TaggedObject(self.type_name, f"{pool.name}/{name}", stack_id, tag.address)
-                    )
+        for pool, name in self.pool_volumes():
+            tag = parse_volume_name(name)
+            if tag is None:
+                out.append(TaggedObject(self.type_name, f"{pool.name}/{name}", None, None))
+            elif tag.role in roles:
+                stack_id = self.tag_stack_id(tag.prefix)
+                out.append(
+                    TaggedObject(self.type_name, f"{pool.name}/{name}", stack_id, tag.address)
+                )
         return out
 
 
@@ -142,10 +153,31 @@ class StorageResource(LibvirtResource):
             pool = self.provider.pools.find(self.conn, pool_name)
             if pool is None:
                 continue
-            volumes = storage.list_volumes(pool)
+            volumes = self.provider.listings.volumes(pool, refresh=True)
+            if volumes is None:
+                continue  # the pool was removed meanwhile: so were its volumes
             for ref, names in wanted:
                 for name in names:
                     if name in volumes:
                         found[ref.address] = (pool, volumes[name], ref)
                         break
         return found
+
+    def observe_located(
+        self,
+        refs: Sequence[ObjectRef],
+        observe: Callable[[Pool, libvirt.virStorageVol, ObjectRef], Observed],
+    ) -> dict[str, Observed]:
+        """`observe` each volume `locate` found; a volume (or its pool) removed since the
+        listing, or whose file was removed behind libvirt's back, is missing."""
+        out = {}
+        for address, (pool, vol, ref) in self.locate(refs).items():
+            try:
+                out[address] = observe(pool, vol, ref)
+            except libvirt.libvirtError as exc:
+                if is_error(exc, NO_VOLUME + NO_POOL):
+                    continue
+                raise ProviderError(
+                    f"reading volume {pool.name}/{vol.name()}: {exc.get_error_message()}"
+                ) from exc
+        return out

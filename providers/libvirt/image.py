@@ -46,6 +46,7 @@ from iacloud.schema import Disruption, Inputs, prop
 from . import storage
 from .base import StorageResource
 from .connection import is_local
+from .listings import changes_host
 from .pool import Pool
 from .tags import PoolName, format_of, volume_name
 
@@ -129,6 +130,7 @@ class Image(StorageResource):
         return []
 
     # ---------------------------------------------------------------- create
+    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, ImageInputs)
         if problem := source_problem(inputs.source, inputs.sha256):
@@ -237,13 +239,14 @@ class Image(StorageResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
-        out = {}
-        for address, (pool, vol, ref) in self.locate(refs).items():
+        def observe(pool: Pool, vol: libvirt.virStorageVol, ref: ObjectRef) -> Observed:
             recorded_sha = ref.inputs.get("sha256")
             sha = recorded_sha.lower() if isinstance(recorded_sha, str) else None
-            out[address] = self._observe(pool, vol, ref.inputs.get("pool"), sha)
-        return out
+            return self._observe(pool, vol, ref.inputs.get("pool"), sha)
 
+        return self.observe_located(refs, observe)
+
+    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id, "image id")
         pool = self.provider.pools.find(self.conn, pool_name)
@@ -272,11 +275,13 @@ class Image(StorageResource):
         return obs
 
     # ---------------------------------------------------------------- update, delete
+    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         raise ProviderError("an image cannot change in place; it is replaced")
 
+    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return

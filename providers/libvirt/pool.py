@@ -39,7 +39,7 @@ def pool_xml(name: str, path: str) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-def _target_path(handle: libvirt.virStoragePool) -> str:
+def target_path(handle: libvirt.virStoragePool) -> str:
     root = ET.fromstring(handle.XMLDesc(0))
     return root.findtext("target/path") or ""
 
@@ -83,7 +83,7 @@ class Pools:
             with failing(f"starting pool {name}"):
                 if not handle.isActive():
                     handle.create(0)
-            pool = Pool(name, _target_path(handle), handle)
+            pool = Pool(name, target_path(handle), handle)
             self._pools[name] = pool
             self._paths[os.path.normpath(pool.path)] = name
             return pool
@@ -119,7 +119,7 @@ class Pools:
                 if not handle.isActive():
                     handle.create(0)
                 handle.setAutostart(1)
-            pool = Pool(name, _target_path(handle), handle)
+            pool = Pool(name, target_path(handle), handle)
             self._pools[name] = pool
             self._paths[os.path.normpath(pool.path)] = name
             return pool
@@ -148,22 +148,10 @@ class Pools:
             with failing("listing storage pools"):
                 for handle in conn.listAllStoragePools(0):
                     try:
-                        self._paths[os.path.normpath(_target_path(handle))] = handle.name()
+                        self._paths[os.path.normpath(target_path(handle))] = handle.name()
                     except libvirt.libvirtError:
                         continue  # a pool removed meanwhile
             return self._paths.get(directory)
-
-    def all(self, conn: libvirt.virConnect) -> list[Pool]:
-        """Every active pool (for orphan listings)."""
-        with failing("listing storage pools"):
-            handles = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-        pools = []
-        for handle in handles:
-            try:
-                pools.append(Pool(handle.name(), _target_path(handle), handle))
-            except libvirt.libvirtError:
-                continue  # a pool stopped meanwhile
-        return pools
 
     def forget(self) -> None:
         with self._lock:

@@ -54,6 +54,7 @@ from . import console, domain_xml, seed, storage
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
+from .listings import changes_host
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
 _BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface name
@@ -411,6 +412,7 @@ class Server(LibvirtResource):
                 storage.delete(storage.lookup(pool, name))
 
     # ---------------------------------------------------------------- create
+    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, ServerInputs)
         if problems := self.check(address, inputs, None):
@@ -570,13 +572,10 @@ class Server(LibvirtResource):
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         if not refs:
             return {}
-        conn = self.conn
-        with failing("listing domains"):
-            domains = conn.listAllDomains(0)  # one call, whatever the number of servers
-            states = {
-                dom.UUIDString(): stats.get("state.state", 0)
-                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
-            }
+        listings = self.provider.listings
+        # one listing, one state query and one XML per domain, whatever the number of servers
+        domains = listings.domains(self.conn)
+        states = listings.domain_states(self.conn)
         by_uuid = {d.UUIDString().lower(): d for d in domains}
         by_name = {d.name(): d for d in domains}
         out = {}
@@ -592,12 +591,9 @@ class Server(LibvirtResource):
                     dom = None
             if dom is None:
                 continue
-            try:
-                parsed = domain_xml.parse(dom.XMLDesc(0))
-            except libvirt.libvirtError as exc:
-                if is_error(exc, NO_DOMAIN):
-                    continue  # undefined between the listing and now
-                raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
+            parsed = listings.domain(dom)
+            if parsed is None:
+                continue  # undefined between the listing and now
             owner = parsed.owner
             if not ref.id and (
                 owner is None
@@ -605,9 +601,15 @@ class Server(LibvirtResource):
                 or owner.address != ref.address
             ):
                 continue  # a domain by that name that is not ours
-            out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()))
+            try:
+                out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()))
+            except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
+                if is_error(exc, NO_DOMAIN):
+                    continue
+                raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
         return out
 
+    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         dom = self._lookup(id)
         if dom is None:
@@ -681,6 +683,7 @@ class Server(LibvirtResource):
         return files if files is not None else "is not an ISO labelled cidata"
 
     # ---------------------------------------------------------------- update
+    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -827,6 +830,7 @@ class Server(LibvirtResource):
             self.conn.defineXML(ET.tostring(root, encoding="unicode"))
 
     # ---------------------------------------------------------------- delete
+    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         stack = self.provider.stack
         pool_name = self.settings.pool
@@ -862,13 +866,12 @@ class Server(LibvirtResource):
     # ---------------------------------------------------------------- orphans
     def list_tagged(self) -> list[TaggedObject]:
         out = []
-        with failing("listing domains"):
-            domains = self.conn.listAllDomains(0)
-        for dom in domains:
-            try:
-                owner = domain_xml.parse(dom.XMLDesc(0)).owner
-            except libvirt.libvirtError:
+        listings = self.provider.listings
+        for dom in listings.domains(self.conn):
+            parsed = listings.domain(dom)
+            if parsed is None:
                 continue  # undefined meanwhile
+            owner = parsed.owner
             out.append(
                 TaggedObject(
                     self.type_name,
@@ -877,17 +880,16 @@ class Server(LibvirtResource):
                     owner.address if owner else None,
                 )
             )
-        for pool in self.provider.all_pools():
-            for name in storage.list_volumes(pool):
-                tag = parse_volume_name(name)
-                if tag is not None and tag.role in ("root", "seed"):
-                    out.append(
-                        TaggedObject(
-                            self.type_name,
-                            f"{pool.name}/{name}",
-                            self.tag_stack_id(tag.prefix),
-                            tag.address,
-                            part=tag.role,
-                        )
+        for pool, name in self.pool_volumes():
+            tag = parse_volume_name(name)
+            if tag is not None and tag.role in ("root", "seed"):
+                out.append(
+                    TaggedObject(
+                        self.type_name,
+                        f"{pool.name}/{name}",
+                        self.tag_stack_id(tag.prefix),
+                        tag.address,
+                        part=tag.role,
                     )
+                )
         return out

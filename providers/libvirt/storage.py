@@ -1,4 +1,4 @@
-"""Storage volumes shared by images, volumes and servers: ids, XML, listing, upload, delete.
+"""Storage volumes shared by images, volumes and servers: ids, XML, upload, delete.
 
 A volume's id is "<pool>/<volume name>". Its format comes from its name (see `tags`), and
 every volume XML written here states formats explicitly: the format of a new volume and,
@@ -104,16 +104,6 @@ def lookup(pool: Pool, name: str) -> libvirt.virStorageVol | None:
 
 def info(pool: Pool, vol: libvirt.virStorageVol) -> VolumeInfo:
     return parse_volume_xml(pool.name, vol.XMLDesc(0))
-
-
-def list_volumes(pool: Pool) -> dict[str, libvirt.virStorageVol]:
-    """Every volume of a pool by name, in one call (after a refresh, so files removed
-    behind libvirt's back are not reported)."""
-    # a refresh is refused while an upload runs; the listing is still right for our volumes
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.handle.refresh(0)
-    with failing(f"listing volumes of pool {pool.name}"):
-        return {vol.name(): vol for vol in pool.handle.listAllVolumes(0)}
 
 
 def create(pool: Pool, xml: str, what: str) -> libvirt.virStorageVol:

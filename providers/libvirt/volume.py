@@ -28,6 +28,7 @@ from iacloud.schema import Disruption, Inputs, prop
 from . import storage
 from .base import StorageResource
 from .connection import failing
+from .listings import changes_host
 from .pool import Pool
 from .storage import GiB
 from .tags import PoolName, format_of, volume_name
@@ -73,6 +74,7 @@ class Volume(StorageResource):
         return out
 
     # ---------------------------------------------------------------- create
+    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, VolumeInputs)
         if problems := self.check(address, inputs, None):
@@ -125,11 +127,11 @@ class Volume(StorageResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
-        return {
-            address: self._observe(pool, vol, ref.inputs.get("pool"))
-            for address, (pool, vol, ref) in self.locate(refs).items()
-        }
+        return self.observe_located(
+            refs, lambda pool, vol, ref: self._observe(pool, vol, ref.inputs.get("pool"))
+        )
 
+    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
         pool = self.provider.pools.find(self.conn, pool_name)
@@ -145,6 +147,7 @@ class Volume(StorageResource):
         return self._observe(pool, vol, self.recorded_pool(pool_name, self.load_inputs(name)))
 
     # ---------------------------------------------------------------- update
+    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -175,6 +178,7 @@ class Volume(StorageResource):
             vol = pool.handle.storageVolLookupByName(name)
         return self._observe(pool, vol, inputs.pool)
 
+    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return

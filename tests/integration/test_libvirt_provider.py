@@ -17,7 +17,8 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -602,3 +603,171 @@ def test_virt_type_auto_is_probed_once_and_cached(
     assert time.monotonic() - t0 < 1.0
     print(f"\nvirt_type auto: {first} (first probe {took:.2f}s)")
     assert virt_type.resolve(env.provider.conn(), URI, "qemu", str(cache)) == "qemu"
+
+
+# ------------------------------------------------------------------ one listing per run
+@pytest.fixture
+def other_pools(conn: libvirt.virConnect, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes pools of "another stack", each with one volume; all removed at the end."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"iactest-other-{uuid.uuid4().hex[:8]}"
+        path = tmp_path / name
+        path.mkdir(mode=0o755)
+        xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+        pool = conn.storagePoolDefineXML(xml, 0)
+        made.append(name)
+        pool.create(0)
+        pool.createXML(
+            "<volume><name>other.raw</name><capacity>1048576</capacity>"
+            "<target><format type='raw'/></target></volume>",
+            0,
+        )
+        return name
+
+    yield make
+    for name in made:
+        with contextlib.suppress(libvirt.libvirtError):
+            pool = conn.storagePoolLookupByName(name)
+            with contextlib.suppress(libvirt.libvirtError):
+                if not pool.isActive():
+                    pool.create(0)
+                for vol in pool.listAllVolumes(0):
+                    vol.delete(0)
+                pool.destroy()
+            pool.undefine()
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts libvirt calls: per call name, and per object for the per-object calls."""
+    calls: Counter = Counter()
+    wrapped = {
+        libvirt.virConnect: ("listAllDomains", "getAllDomainStats", "listAllStoragePools"),
+        libvirt.virDomain: ("XMLDesc",),
+        libvirt.virStoragePool: ("refresh", "listAllVolumes"),
+    }
+    for cls, names in wrapped.items():
+        for name in names:
+            real = getattr(cls, name)
+
+            def counting(self, *args, _real=real, _name=name, **kwargs):
+                if isinstance(self, libvirt.virConnect):
+                    calls[_name] += 1
+                else:
+                    calls[_name, self.name()] += 1
+                return _real(self, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, counting)
+    return calls
+
+
+def test_a_run_lists_each_kind_of_host_data_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch, other_pools: Callable[[], str]
+) -> None:
+    """What `iacloud drift` asks of one provider (a bulk read per type, then every type's
+    tagged objects) lists the domains once, reads each domain's XML once, lists each pool's
+    volumes once, and refreshes only the stack's pool; another stack's pool is listed, never
+    refreshed. A change drops the listings: reads after it see it."""
+    img = env.image.create(
+        "base", env.image.Inputs(source=str(env.qcow2("b.qcow2")), format="qcow2")
+    )
+    vol = env.volume.create("data", env.volume.Inputs(size_gib=1))
+    srv = env.server.create("db", env.server.Inputs(image=img.id, power_state="shutoff"))
+    other = other_pools()
+    run = env.make_provider()  # a new run
+    calls = _count_calls(monkeypatch)
+    try:
+        image, volume, server = (run.resource(t) for t in ("image", "volume", "server"))
+        assert image.read([ObjectRef("base", img.id, {"format": "qcow2"})]) == {"base": img}
+        assert volume.read([ObjectRef("data", vol.id, {})]) == {"data": vol}
+        assert server.read([ObjectRef("db", srv.id, {})]) == {"db": srv}
+        tagged = image.list_tagged() + volume.list_tagged() + server.list_tagged()
+        ids = {t.id for t in tagged}
+        assert {img.id, vol.id, srv.id, f"{other}/other.raw"} <= ids
+        assert calls["listAllDomains"] == calls["getAllDomainStats"] == 1
+        assert calls["listAllStoragePools"] == 1
+        per_object = {k: n for k, n in calls.items() if isinstance(k, tuple)}
+        assert all(n == 1 for n in per_object.values()), per_object
+        assert ("XMLDesc", env.conn.lookupByUUIDString(srv.id).name()) in per_object
+        assert ("listAllVolumes", other) in per_object
+        assert {k[1] for k in per_object if k[0] == "refresh"} == {env.pool_name}
+
+        # a change (here, in the same run) drops what was listed
+        vol2 = volume.create("more", env.volume.Inputs(size_gib=1))
+        assert vol2.id in {t.id for t in volume.list_tagged()}
+        assert volume.read([ObjectRef("more", vol2.id, {})]) == {"more": vol2}
+        volume.delete("more", vol2)
+        assert vol2.id not in {t.id for t in volume.list_tagged()}
+        assert volume.read([ObjectRef("more", vol2.id, {})]) == {}
+        server.delete("db", srv)
+        assert srv.id not in {t.id for t in server.list_tagged()}
+        assert server.read([ObjectRef("db", srv.id, {})]) == {}
+    finally:
+        run.close()
+    env.volume.delete("data", vol)
+    env.image.delete("base", img)
+
+
+def test_pools_and_domains_removed_while_listed_are_skipped(
+    env: Env, monkeypatch: pytest.MonkeyPatch, other_pools: Callable[[], str]
+) -> None:
+    """Another stack's pool stopped, or stopped and undefined, between the pool listing and
+    the listing of its volumes, and a domain undefined after the domain listing, are skipped
+    by the orphan search (they no longer exist); a volume whose pool vanished reads missing."""
+    vol = env.volume.create("data", env.volume.Inputs(size_gib=1))
+    stopped, undefined = other_pools(), other_pools()
+    xml = (
+        f"<domain type='qemu'><name>iactest-gone-{uuid.uuid4().hex[:8]}</name>"
+        "<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    gone_domain = env.conn.defineXML(xml)
+    gone_uuid = gone_domain.UUIDString()
+    listings = env.provider.listings
+    real_pools, real_domains = listings.pools, listings.domains
+    removed: list[str] = []
+
+    def pools_then_removed(conn: libvirt.virConnect) -> list:
+        found = real_pools(conn)
+        if not removed:
+            assert {stopped, undefined} <= {p.name for p in found}
+            env.conn.storagePoolLookupByName(stopped).destroy()
+            pool = env.conn.storagePoolLookupByName(undefined)
+            pool.destroy()
+            pool.undefine()
+            removed.append("pools")
+        return found
+
+    def domains_then_undefined(conn: libvirt.virConnect) -> list:
+        found = real_domains(conn)
+        if gone_uuid in {d.UUIDString() for d in found}:
+            with contextlib.suppress(libvirt.libvirtError):
+                gone_domain.undefine()
+        return found
+
+    monkeypatch.setattr(listings, "pools", pools_then_removed)
+    monkeypatch.setattr(listings, "domains", domains_then_undefined)
+    try:
+        tagged = env.image.list_tagged() + env.volume.list_tagged() + env.server.list_tagged()
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            gone_domain.undefine()
+    ids = {t.id for t in tagged}
+    assert vol.id in ids
+    assert removed and not {f"{stopped}/other.raw", f"{undefined}/other.raw"} & ids
+    assert gone_uuid not in ids
+
+    # the stack's own pool removed between two runs' listings: its volume reads missing
+    mine = other_pools()
+    in_mine = env.volume.create("elsewhere", env.volume.Inputs(size_gib=1, pool=mine))
+    ref = ObjectRef("elsewhere", in_mine.id, {"pool": mine})
+    assert env.volume.read([ref]) == {"elsewhere": in_mine}  # the pool's handle is kept
+    pool = env.conn.storagePoolLookupByName(mine)
+    pool.destroy()
+    listings.clear()
+    assert env.volume.read([ref]) == {}  # stopped
+    pool.undefine()
+    listings.clear()
+    assert env.volume.read([ref]) == {}  # undefined
+    env.volume.delete("data", vol)
