@@ -112,6 +112,7 @@ def bulk_read_vs_lookup(
         names = [o.id.split("/", 1)[1] for o in made.values()]
 
         def bulk() -> None:
+            provider.listings.clear()  # the provider keeps listings for a run: start cold
             assert len(volume.read(refs)) == n
 
         def per_object() -> None:
@@ -124,6 +125,7 @@ def bulk_read_vs_lookup(
 
         def one_by_one() -> None:
             for ref in refs:
+                provider.listings.clear()
                 volume.read([ref])
 
         return Timings(
@@ -340,11 +342,15 @@ def refresh_timings(
         refs = [ObjectRef(rs.address, rs.id, rs.inputs) for rs in snapshot.resources.values()]
         assert len(refs) == case.n
 
+        libvirt_provider = volume.provider
+
         def bulk() -> None:
+            libvirt_provider.listings.clear()  # listings are kept for a run: start cold
             assert len(engine.refresh(snapshot, providers, ws.registry)) == case.n
 
         def per_object() -> None:
             for ref in refs:
+                libvirt_provider.listings.clear()
                 assert len(volume.read([ref])) == 1
 
         bulk()  # the first call opens the connection and looks the pool up
