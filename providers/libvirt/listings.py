@@ -22,40 +22,24 @@ VIR_ERR_NO_STORAGE_VOL, which the reads take as missing. What a pool that is not
 hides are files added to or removed from its directory behind libvirt's back: they appear in
 (or leave) the orphan and unmanaged listings only once something refreshes that pool.
 
-Only `read` and `list_tagged` use it. Every create, update, delete and import runs inside
-`changing()` (the `changes_host` decorator): the listings are dropped when it starts and when it
-ends, and a listing taken while a change runs, or that a change overlapped, is used once and
-not kept. So a change, or a read after it, never sees a listing older than the change.
+Only `read` and `list_tagged` use it; how changes drop it is in `iacloud.listings`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import threading
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import libvirt
 
 from iacloud.errors import ProviderError
+from iacloud.listings import HostListings, changes_host
 
 from .connection import NO_DOMAIN, NO_POOL, OPERATION_INVALID, failing, is_error
 from .domain_xml import ParsedDomain, parse
 from .pool import Pool, target_path
 
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class Listings:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._kept: dict[Hashable, Any] = {}
-        self._generation = 0  # moves at the start and the end of every change
-        self._changes = 0  # changes under way
-
+class Listings(HostListings):
     # ------------------------------------------------------------ domains
     def domains(self, conn: libvirt.virConnect) -> list[libvirt.virDomain]:
         def fetch() -> list[libvirt.virDomain]:
@@ -132,43 +116,5 @@ class Listings:
 
         return self._once(("volumes", pool.name, refresh), fetch)
 
-    # ------------------------------------------------------------ keeping
-    def _once(self, key: Hashable, fetch: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._kept:
-                return self._kept[key]
-            generation = self._generation
-        value = fetch()
-        with self._lock:
-            if self._changes == 0 and generation == self._generation:
-                return self._kept.setdefault(key, value)
-        return value
 
-    def clear(self) -> None:
-        with self._lock:
-            self._kept.clear()
-
-    @contextmanager
-    def changing(self) -> Iterator[None]:
-        with self._lock:
-            self._changes += 1
-            self._generation += 1
-            self._kept.clear()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._changes -= 1
-                self._generation += 1
-                self._kept.clear()
-
-
-def changes_host(method: F) -> F:
-    """For a resource type's create, update, delete and import: run inside `changing()`."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with self.provider.listings.changing():
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+__all__ = ["Listings", "changes_host"]
