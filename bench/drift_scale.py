@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import libvirt
+from host_cleanup import remove_pool  # bench/, the script's own directory
 from pyroute2 import IPRoute
 
 from iacloud import engine
@@ -243,17 +244,6 @@ def read_snapshot(ws: engine.Workspace, name: str) -> Snapshot:
         backend.close()
 
 
-def refs_by_type(snapshot: Snapshot) -> dict[str, list[ObjectRef]]:
-    """What `engine.refresh` asks each type for."""
-    refs: dict[str, list[ObjectRef]] = {}
-    for rs in snapshot.resources.values():
-        refs.setdefault(rs.type, []).append(ObjectRef(rs.address, rs.id, rs.inputs))
-    for op in snapshot.pending:
-        if op.address not in snapshot.resources:
-            refs.setdefault(op.type, []).append(ObjectRef(op.address, op.id, op.inputs))
-    return refs
-
-
 def check_report(report: DriftReport, expected: int) -> list[str]:
     """The stack was just applied and nobody touched it: all in sync, nothing orphaned."""
     t = report.totals
@@ -282,7 +272,7 @@ def phases(ws: engine.Workspace, config: StackConfig) -> dict[str, float]:
     observed: dict[str, Observed] = {}
     tagged: list[TaggedObject] = []
     try:
-        for type_name, refs in refs_by_type(snapshot).items():
+        for type_name, refs in engine.refresh_refs(snapshot).items():
             t = time.perf_counter()
             observed.update(providers.resource(type_name).read(refs))
             out[f"read {type_name}"] = time.perf_counter() - t
@@ -307,7 +297,7 @@ def one_lookup_each(ws: engine.Workspace, config: StackConfig, sample: int) -> t
     lookups: dict[str, float] = {}
     one_by_one: dict[str, tuple[float, bool]] = {}
     try:
-        by_type = refs_by_type(snapshot)
+        by_type = engine.refresh_refs(snapshot)
         bulk = {t: providers.resource(t).read(refs) for t, refs in by_type.items()}  # warm
         for type_name, refs in by_type.items():
             res = providers.resource(type_name)
@@ -454,22 +444,6 @@ def purge(b: Bench, conn: libvirt.virConnect) -> None:
         with contextlib.suppress(Exception):
             if (ns := NetworkNames(bridge).dhcp_namespace) in namespaces:
                 netns.remove(ns)
-
-
-def remove_pool(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return  # never made
-    with contextlib.suppress(libvirt.libvirtError):
-        if pool.isActive():
-            pool.refresh(0)
-            for vol in pool.listAllVolumes(0):
-                with contextlib.suppress(libvirt.libvirtError):
-                    vol.delete(0)
-            pool.destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.undefine()
 
 
 def destroy(ws: engine.Workspace, b: Bench) -> tuple[float, list[str]]:

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import libvirt
 import networkx as nx
+from host_cleanup import remove_pool  # bench/, the script's own directory
 
 from iacloud import engine
 from iacloud.errors import IacloudError
@@ -289,23 +290,6 @@ def purge(conn: libvirt.virConnect, stack_id: str) -> None:
                 if vol.name().startswith(prefix):
                     with contextlib.suppress(libvirt.libvirtError):
                         vol.delete(0)
-
-
-def remove_pool(conn: libvirt.virConnect, name: str) -> None:
-    """The case's throw-away pool, with anything still in it."""
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return  # never made
-    with contextlib.suppress(libvirt.libvirtError):
-        if pool.isActive():
-            pool.refresh(0)
-            for vol in pool.listAllVolumes(0):
-                with contextlib.suppress(libvirt.libvirtError):
-                    vol.delete(0)
-            pool.destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.undefine()
 
 
 @contextlib.contextmanager

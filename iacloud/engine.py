@@ -108,16 +108,21 @@ class Workspace:
         return out
 
 
-def refresh(snapshot: Snapshot, providers: ProviderSet, registry: Registry) -> dict[str, Observed]:
-    """One bulk read per resource type of everything recorded or pending."""
+def refresh_refs(snapshot: Snapshot) -> dict[str, list[ObjectRef]]:
+    """What a refresh asks each resource type for: everything recorded or pending."""
     refs: dict[str, list[ObjectRef]] = {}
     for rs in snapshot.resources.values():
         refs.setdefault(rs.type, []).append(ObjectRef(rs.address, rs.id, rs.inputs))
     for op in snapshot.pending:
         if op.address not in snapshot.resources:
             refs.setdefault(op.type, []).append(ObjectRef(op.address, op.id, op.inputs))
+    return refs
+
+
+def refresh(snapshot: Snapshot, providers: ProviderSet, registry: Registry) -> dict[str, Observed]:
+    """One bulk read per resource type of everything recorded or pending."""
     observed: dict[str, Observed] = {}
-    for type_name, type_refs in refs.items():
+    for type_name, type_refs in refresh_refs(snapshot).items():
         if type_name not in registry.types:
             raise UserError(
                 f"state holds resources of type '{type_name}', whose provider is not installed"

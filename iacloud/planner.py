@@ -248,6 +248,7 @@ def plan(
     actions: dict[str, Action] = {}
     changes: dict[str, Change] = {}
     accepted: list[StateUpdate] = []
+    drift_of = {d.address: d for d in drift}
     resolver = _PlanResolver(config, priors, actions)
     for address in [] if options.destroy else nx.topological_sort(graph):
         rc = config.resources[address]
@@ -292,7 +293,7 @@ def plan(
         ):
             # changed outside iacloud, and the stack agrees (or leaves the field to the
             # provider): nothing to do on the host, but state takes in the new values
-            accepted.append(_accept(prior.state, prior, drift))
+            accepted.append(_accept(prior.state, prior, drift_of.get(address)))
         reasons = []
         if prior is None or not prior.exists:
             if prior is not None and prior.state is not None:
@@ -393,6 +394,7 @@ def _refresh_only_plan(
         raise UserError("a refresh-only plan needs a refresh (drop --no-refresh)")
     updates: list[StateUpdate] = []
     changes: list[Change] = []
+    drift_of = {d.address: d for d in drift}
     for address, rs in snapshot.resources.items():
         obs = observed.get(address)
         if obs is None:
@@ -401,7 +403,7 @@ def _refresh_only_plan(
         prior = priors[address]
         attributes = {**obs.attributes, "id": obs.id}
         if prior.inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
-            updates.append(_accept(rs, prior, drift))
+            updates.append(_accept(rs, prior, drift_of.get(address)))
         # no-op entries keep counted names and outputs resolvable at apply time
         changes.append(
             Change(
@@ -420,10 +422,10 @@ def _refresh_only_plan(
     )
 
 
-def _accept(rs: ResourceState, prior: Prior, drift: list[DriftItem]) -> StateUpdate:
-    """A state update taking in an object as refresh found it."""
+def _accept(rs: ResourceState, prior: Prior, drift: DriftItem | None) -> StateUpdate:
+    """A state update taking in an object as refresh found it (`drift`: what changed)."""
     assert prior.observed is not None
-    fields = next((d.fields for d in drift if d.address == rs.address), [])
+    fields = drift.fields if drift else []
     return StateUpdate(
         address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
         inputs=prior.inputs, attributes={**prior.observed.attributes, "id": prior.observed.id},

@@ -176,16 +176,8 @@ def converge(
         index = links.index_of(nsr, inner)
         if index is None:
             raise ProviderError(f"{inner} is missing in {ns}")
-        want = (external.ip, plan.prefixlen)
         try:
-            have = {
-                (a.get("IFA_ADDRESS"), a["prefixlen"]) for a in nsr.get_addr(index=index, family=2)
-            }
-            for address, prefixlen in have - {want}:
-                nsr.addr("del", index=index, address=address, prefixlen=prefixlen)
-            if want not in have:
-                nsr.addr("add", index=index, address=want[0], prefixlen=want[1])
-            nsr.link("set", index=index, mtu=bridge.mtu, state="up")
+            links.ensure_address(nsr, index, external.ip, plan.prefixlen, bridge.mtu)
             nsr.route("replace", dst="0.0.0.0/0", gateway=str(plan.gateway), oif=index)
         except NetlinkError as exc:
             raise links.netlink_error(f"cannot address {inner} in {ns}", exc) from exc

@@ -319,6 +319,18 @@ def delete(ipr: IPRoute, name: str) -> None:
             raise netlink_error(f"cannot delete link {name}", exc) from exc
 
 
+def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int, mtu: int) -> None:
+    """Give link `index` exactly this IPv4 address (others removed) and this MTU, and bring it
+    up. Raises NetlinkError."""
+    want = (address, prefixlen)
+    have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
+    for old, old_prefixlen in have - {want}:
+        ipr.addr("del", index=index, address=old, prefixlen=old_prefixlen)
+    if want not in have:
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+    ipr.link("set", index=index, mtu=mtu, state="up")
+
+
 def set_alias_checked(alias: str) -> str:
     if len(alias.encode()) > names.ALIAS_MAX:
         raise ProviderError(

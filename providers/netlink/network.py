@@ -664,15 +664,7 @@ class Network(NetlinkResource):
             index = links.index_of(nsr, n.dhcp_inner)
             if index is None:
                 raise ProviderError(f"{n.dhcp_inner} is missing in {n.dhcp_namespace}")
-            want = (str(plan.server), plan.prefixlen)
-            have = {
-                (a.get("IFA_ADDRESS"), a["prefixlen"]) for a in nsr.get_addr(index=index, family=2)
-            }
-            for address, prefixlen in have - {want}:
-                nsr.addr("del", index=index, address=address, prefixlen=prefixlen)
-            if want not in have:
-                nsr.addr("add", index=index, address=want[0], prefixlen=want[1])
-            nsr.link("set", index=index, mtu=bridge.mtu, state="up")
+            links.ensure_address(nsr, index, str(plan.server), plan.prefixlen, bridge.mtu)
 
         cfg = dhcp_config(n, files, record, self.settings.dhcp_user, self.settings.lease_time)
         args = dnsmasq.build_args(cfg, files, dnsmasq.binary())
