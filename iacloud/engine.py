@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions
+from iacloud import expressions, interrupts, pending
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
@@ -63,6 +64,21 @@ class Workspace:
     lock_timeout: float = 0.0
     registry: Registry = field(default_factory=Registry.discover)
     _backend: StateBackend | None = None
+    _held: set[str] = field(default_factory=set)
+
+    @contextmanager
+    def locked(self, stack: str, operation: str) -> Iterator[None]:
+        """The stack's lock, taken once however deeply nested: `apply STACK` holds it from
+        its refresh to its last write, so no other run gets in between plan and apply."""
+        if stack in self._held:
+            yield
+            return
+        with self.backend.locked(stack, operation, self.lock_timeout):
+            self._held.add(stack)
+            try:
+                yield
+            finally:
+                self._held.discard(stack)
 
     @property
     def backend(self) -> StateBackend:
@@ -197,13 +213,14 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         finally:
             providers.close()
         return plan, snapshot
-    with backend.locked(config.name, "plan", ws.lock_timeout):
+    with ws.locked(config.name, "plan"):
         snapshot = backend.snapshot(config.name)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
             observed = refresh(snapshot, providers, ws.registry)
+            leftovers = pending.find_leftovers(snapshot, observed, providers.resource, ws.registry)
             plan = compute_plan(
-                config, snapshot, observed, ws.registry, options, providers.resource
+                config, snapshot, observed, ws.registry, options, providers.resource, leftovers
             )
         finally:
             providers.close()
@@ -239,36 +256,40 @@ def apply(
     """Apply a plan under the lock; refuse it if state moved since it was made."""
     check_disruption(plan, max_disruption)
     backend = ws.backend
-    with backend.locked(plan.stack, command, ws.lock_timeout):
+    with ws.locked(plan.stack, command):
         snapshot = backend.snapshot(plan.stack)
         _refuse_stale(plan, snapshot)
         if plan.refresh_only:
             return _accept_refresh(backend, plan, snapshot, groups)
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
-        serial = backend.begin_version(plan.stack, command, stack_id, lineage)
-        providers = ws.providers(plan.stack, plan, ws.settings_from_plan(plan))
-        status = "failed"
-        result = ApplyResult()
-        try:
-            current = record_state_updates(backend, plan, serial, snapshot.resources)
-            executor = Executor(
-                plan, ws.registry, providers, backend, serial, current,
-                jobs=jobs, reporter=reporter, groups=groups,
-            )  # fmt: skip
+        settings = ws.settings_from_plan(plan)
+        # from the first write on, Ctrl-C asks the scheduler to stop instead of raising
+        with interrupts.deferred() as pressed:
+            serial = backend.begin_version(plan.stack, command, stack_id, lineage)
+            providers = ws.providers(plan.stack, plan, settings)
+            status = "failed"
+            result = ApplyResult()
             try:
-                result = executor.run()
-            except KeyboardInterrupt:
-                status = "interrupted"
-                raise
-            result.outputs = evaluate_outputs(plan, result.resources, groups)
-            status = (
-                "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
-            )
-        finally:
-            providers.close()
-            backend.finish_version(plan.stack, serial, status, result.outputs or None)
-        if command == "destroy" and result.ok and not result.resources:
+                current = record_state_updates(backend, plan, serial, snapshot.resources)
+                executor = Executor(
+                    plan, ws.registry, providers, backend, serial, current,
+                    jobs=jobs, reporter=reporter, groups=groups, interrupts=pressed,
+                )  # fmt: skip
+                try:
+                    result = executor.run()
+                except KeyboardInterrupt:
+                    status = "interrupted"
+                    raise
+                result.outputs = evaluate_outputs(plan, result.resources, groups)
+                status = (
+                    "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
+                )
+            finally:
+                if not result.abandoned:  # abandoned steps may still use the connections
+                    providers.close()
+                backend.finish_version(plan.stack, serial, status, result.outputs or None)
+        if plan.destroy and result.ok and not result.resources:
             # nothing of the stack is left: neither are the providers' working files
             shutil.rmtree(providers.stack.data_dir, ignore_errors=True)
         return result
@@ -318,7 +339,9 @@ def record_state_updates(
             resources[u.address] = rs
         else:
             resources.pop(u.address, None)
-        reason = "taken in as found" if rs else "deleted outside iacloud: forgotten"
+        reason = (
+            "taken in as found" if rs else f"forgotten: {u.reason or 'deleted outside iacloud'}"
+        )
         event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
                       status="COMPLETE", reason=reason)  # fmt: skip
         backend.record_result(plan.stack, serial, u.address, rs, event)
@@ -383,13 +406,45 @@ def is_plan_file(path: Path) -> bool:
     return path.suffix == ".json"
 
 
+def destroy_settings(
+    ws: Workspace, stack_name: str, params: Sequence[str] = (), env_files: Sequence[Path] = ()
+) -> tuple[str, dict[str, Any]]:
+    """The stack's name and `[provider.*]` settings for a destroy: the stack file is loaded so
+    its uri, pool and timeouts are honoured. A file that no longer loads is fine as long as it
+    configures no provider (the defaults are then the right ones); otherwise its errors stand."""
+    try:
+        config = ws.load(params, env_files)
+    except UserError:
+        if _declares_providers(ws.stack_file):
+            raise
+        return stack_name, {}
+    return config.name, dict(config.provider_settings)
+
+
+def _declares_providers(path: Path) -> bool:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and bool(data.get("provider"))
+
+
 def destroy_plan(
-    ws: Workspace, stack_name: str, refresh_first: bool = True
+    ws: Workspace,
+    stack_name: str,
+    refresh_first: bool = True,
+    provider_settings: Mapping[str, Any] | None = None,
 ) -> tuple[Plan, Snapshot]:
-    """A plan deleting every recorded object; needs no stack file beyond its name."""
+    """A plan deleting every recorded object; needs no stack file beyond its name and the
+    provider settings (`destroy_settings`)."""
     config = StackConfig(
         name=stack_name, file=ws.stack_file, description="", parameters={}, hidden_values=[],
-        resources={}, groups={}, outputs={},
+        resources={}, groups={}, outputs={}, provider_settings=dict(provider_settings or {}),
     )  # fmt: skip
     return make_plan(ws, config, PlanOptions(refresh=refresh_first, destroy=True))
 

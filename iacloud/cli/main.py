@@ -54,8 +54,18 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.secho("Interrupted.", fg="yellow", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except _Abandoned:
+            # worker threads are still inside provider calls: exiting normally would wait
+            # for them, which is what the second Ctrl-C asked not to do
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
     return wrapper
+
+
+class _Abandoned(Exception):
+    """A second Ctrl-C left running steps behind (said and recorded already)."""
 
 
 def _echo_json(data: Any) -> None:
@@ -213,6 +223,14 @@ def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
         for name, entry in outputs.items():
             value = MASK if entry["sensitive"] else redactor.value(entry["value"])
             click.echo(f"  {name} = {json.dumps(value)}")
+    if result.abandoned:
+        click.secho(
+            f"Aborted: left {len(result.abandoned)} running step(s) unfinished: "
+            f"{', '.join(result.abandoned)}. Their pending operations stay in state; the next "
+            "apply or destroy finds what they made by its ownership tag.",
+            fg="yellow", err=True,
+        )  # fmt: skip
+        raise _Abandoned()
     if result.interrupted:
         click.secho("Interrupted: running steps were recorded; run apply again to finish.",
                     fg="yellow", err=True)  # fmt: skip
@@ -252,23 +270,29 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
         return
     ws = engine.Workspace(target, state_url, lock_timeout)
     config = ws.load(params, env_files)
-    the_plan, _ = engine.make_plan(ws, config, options)
-    _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
+    # one lock from the refresh to the last write: no other run between plan and apply
+    with ws.locked(config.name, "apply"):
+        the_plan, _ = engine.make_plan(ws, config, options)
+        _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
 
 
 @cli.command()
 @stack_arg
+@param_opt
+@env_opt
 @click.option("--auto-approve", is_flag=True)
 @click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64))
 @state_opt
 @lock_opt
 @handled
-def destroy(stack: Path, auto_approve: bool, jobs: int, state_url: str | None,
-            lock_timeout: float) -> None:  # fmt: skip
+def destroy(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
+            jobs: int, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Delete everything the stack created, in reverse dependency order."""
     ws = engine.Workspace(stack, state_url, lock_timeout)
-    the_plan, _ = engine.destroy_plan(ws, stack_name_of(stack))
-    _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")
+    name, settings = engine.destroy_settings(ws, stack_name_of(stack), params, env_files)
+    with ws.locked(name, "destroy"):
+        the_plan, _ = engine.destroy_plan(ws, name, provider_settings=settings)
+        _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")
 
 
 @cli.command()
