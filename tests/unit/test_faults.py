@@ -383,7 +383,14 @@ def test_no_other_run_between_plan_and_apply(write_stack, fake_entry_point, data
                 break
             seen += chunk
     finally:
-        _, status = os.waitpid(pid, 0)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if done[0] == 0:  # still at its prompt: the test failed above
+            os.kill(pid, signal.SIGKILL)
+            done = os.waitpid(pid, 0)
+        status = done[1]
+        os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
     rows = state_rows(stack, "SELECT command, status FROM versions ORDER BY serial")
     assert rows == [("apply", "complete")]  # one version: B changed nothing
