@@ -27,7 +27,10 @@
 #
 # Measured on the 2-core development host: ~65 s build (50 s of it mmdebstrap: download and dpkg),
 # image 181 MB compressed qcow2, 2 GiB virtual, 425 MiB used in the root file system. First boot
-# under TCG emulation (-smp 1, 1 GiB) reaches cloud-init's "finished" line at 40-48 s of uptime.
+# under TCG emulation (-smp 1, 512 MiB-1 GiB) reaches cloud-init's "finished" line at 39-48 s of
+# uptime on pc (seed on IDE) and q35 (seed on virtio-scsi: the cloud kernel has no AHCI driver).
+# Like Debian's and Ubuntu's images, the boot waits for systemd-networkd-wait-online: a NIC that
+# never gets an address (no DHCP server answering) delays it by that unit's 120 s timeout.
 # Needs root (mmdebstrap's root mode) and the packages scripts/host-setup.sh installs.
 set -euo pipefail
 
