@@ -139,6 +139,9 @@ printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "
 rm -f "$r/etc/resolv.conf"
 ln -s ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 printf 'UUID=%s\t/\text4\terrors=remount-ro\t0\t1\n' "$uuid" > "$r/etc/fstab"
+# apt in the guest behaves as on any Debian install (recommends, translations); the dpkg path
+# excludes stay, so packages installed later leave out docs, man pages and locales too
+rm -f "$r/etc/apt/apt.conf.d/99mmdebstrap"
 rm -rf "$r"/var/cache/debconf/*-old "$r"/var/lib/dpkg/*-old "$r"/var/log/*.log "$r"/var/log/apt/*
 HOOK
 chmod +x "$customize"
