@@ -80,7 +80,8 @@ fi
 
 start=$(date +%s%N)
 work=$(mktemp -d "$(dirname "$out")/.cloud-build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# --one-file-system: never follow a mount mmdebstrap may have left in the chroot (e.g. after a kill)
+trap 'rm -rf --one-file-system "$work"' EXIT
 elapsed() { local ms=$(( ($(date +%s%N) - start) / 1000000 )); printf '%d.%01ds' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 # ---------------------------------------------------------------- apt sources
