@@ -11,7 +11,8 @@
 # given through cloud-init (default user "debian", passwordless sudo, as Debian's images).
 # Interface names are predictable (ens2 on pc, enp1s0 on q35), as in users' images.
 #
-# How, without mounting anything: mmdebstrap builds the root directory from the host's apt
+# How, without mounting any disk image: mmdebstrap (root mode: it mounts /proc, /sys, /dev in its
+# chroot while dpkg runs) builds the root directory from the host's apt
 # sources (the bookworm entries of /etc/apt/sources.list{,.d}); mkfs.ext4 -d turns it into the
 # root partition; the kernel and initrd go onto a FAT boot partition with mtools and syslinux;
 # sfdisk writes the MBR partition table, dd puts the partitions in place and syslinux's MBR
