@@ -2,10 +2,11 @@
 restarted mid-apply, each followed by recovery and a leak check by ownership tag (root, real
 libvirtd, netlink and dnsmasq; run it under the host-test lock).
 
-The stack (16 resources): one image (build/images/tiny.qcow2), 6 empty volumes, 4 servers
-(`shutoff`, two of them with a volume attached and one NIC on the network), one network with
-DHCP, 4 ports... kept small enough that a trial takes seconds: in its own pool (a temp dir) and
-IACLOUD_DATA_DIR, so it touches nothing of anyone else's.
+The stack (16 resources): one image (build/images/tiny.qcow2), 6 empty volumes, one network
+with DHCP, 4 ports on it and 4 servers (128 MiB, one NIC on a port each; `shutoff` for the
+kill -9 trials so a trial takes seconds, booting for the restart trials so the restart lands
+while they are being created). Each kind has its own pool (in a temp dir) and IACLOUD_DATA_DIR:
+it touches nothing of anyone else's.
 
 One trial: `apply` in a child process, SIGKILL after a random delay within the measured apply
 time; then `apply` again (recovery) must exit 0, `plan --detailed-exitcode` must say no
@@ -81,7 +82,7 @@ def stack_toml(name: str, pool: str, base: Path, octet: int, power: str) -> str:
         'type = "server"',
         "count = 4",
         'image = { get_resource = "img" }',
-        "memory_mib = 64",
+        "memory_mib = 128",
         f'power_state = "{power}"',
         'networks = [{ port = { get_resource = "port[%index%]" } }]',
     ]
