@@ -23,8 +23,8 @@ from iacloud.errors import Diagnostic, UserError
 FILE_NAME = ".iacloudignore"
 
 _LINE = re.compile(
-    r"^(?P<address>[A-Za-z0-9_*\[\]-]+)(?:\.(?P<field>[A-Za-z_*][A-Za-z0-9_*]*))?"
-    r"(?:\s+until\s+(?P<until>\S+))?$"
+    r"(?P<address>[A-Za-z0-9_*\[\]-]+)(?:\.(?P<field>[A-Za-z_*][A-Za-z0-9_*]*))?"
+    r"(?:\s+until\s+(?P<until>\S+))?"
 )
 
 
@@ -69,7 +69,7 @@ def parse(text: str, file: str) -> list[Suppression]:
         body = body.strip()
         if not body:
             continue
-        m = _LINE.match(body)
+        m = _LINE.fullmatch(body)
         if m is None:
             errors.append(
                 Diagnostic(

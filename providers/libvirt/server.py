@@ -303,7 +303,7 @@ class Server(LibvirtResource):
     def _lookup(self, id: str) -> libvirt.virDomain | None:
         conn = self.conn
         try:
-            if _UUID.match(id):
+            if _UUID.fullmatch(id):
                 return conn.lookupByUUIDString(id)
             return conn.lookupByName(id)
         except libvirt.libvirtError as exc:
@@ -582,7 +582,7 @@ class Server(LibvirtResource):
         for ref in refs:
             if ref.id:
                 dom = by_uuid.get(ref.id.lower()) or (
-                    None if _UUID.match(ref.id) else by_name.get(ref.id)
+                    None if _UUID.fullmatch(ref.id) else by_name.get(ref.id)
                 )
             else:
                 try:
