@@ -215,7 +215,13 @@ def _per_instance(
     group = resolver.instances(name) if index is None else None
     if group is None:
         return fn(name if index is None else f"{name}[{index}]")
-    return [fn(address) for address in group]
+    values = []
+    for address in group:
+        value = fn(address)
+        if isinstance(value, Unknown):  # the whole reference is unknown: stop at the first
+            return value
+        values.append(value)
+    return values
 
 
 def _evaluate_expr(expr: Expr, resolver: Resolver) -> Any:

@@ -32,6 +32,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from iacloud import expressions as ex
+from iacloud import patterns
 from iacloud.config import OutputConfig, ResourceConfig, StackConfig
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.graph import cycle_diagnostics
@@ -482,7 +483,7 @@ def _constraint_problem(value: Any, c: Constraint, hide: bool) -> str | None:
     pattern = c.allowed_pattern or ""
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if not isinstance(item, str) or re.fullmatch(pattern, item) is None:
+        if not isinstance(item, str) or not patterns.matches(pattern, item):
             one = REDACTED if hide else _render(item)
             return f'{one} does not match pattern "{pattern}"'
     return None
@@ -1089,6 +1090,9 @@ class _Loader:
         emit = not target.counted or bool(target.count)
 
         sink: _Sink = _GroupSink(self.file, group) if target.counted else self.report
+        # one tuple for every instance that adds nothing of its own: a whole-group reference
+        # (N addresses) is then sorted and stored once, not once per instance
+        shared_deps_sorted = tuple(sorted(shared_deps))
         configs: list[ResourceConfig] = []
         provider = self.registry.provider_of.get(rdef.type, "")
         if model is not None and not varying_raw:  # identical instances: validate once
@@ -1096,11 +1100,10 @@ class _Loader:
         for index in indices:
             address = name if index is None else f"{name}[{index}]"
             where_address = f"resources.{address}" if emit else group
-            deps = shared_deps
+            extra: set[str] = set()  # what this instance depends on beyond the shared deps
             properties = shared
             if varying_raw or varying_deps_raw:
                 assert index is not None
-                deps = set(shared_deps)
                 properties = dict(shared)
                 instance_unresolved = set(unresolved)
                 for key, value in varying_raw.items():
@@ -1113,9 +1116,9 @@ class _Loader:
                     properties[key] = prepared
                     if _has_expr(prepared):
                         instance_unresolved.add(key)
-                        deps |= self.references(prepared, sink, where_address, key, name, emit)
+                        extra |= self.references(prepared, sink, where_address, key, name, emit)
                 for i, dep in varying_deps_raw:
-                    deps |= self.explicit_dependency(
+                    extra |= self.explicit_dependency(
                         dep.replace(INDEX_TOKEN, str(index)),
                         sink,
                         where_address,
@@ -1135,7 +1138,9 @@ class _Loader:
                         provider=provider,
                         # one dict per instance; nested values of shared fields are shared
                         properties={k: properties[k] for k in order if k in properties},
-                        depends_on=tuple(sorted(deps)),
+                        depends_on=shared_deps_sorted
+                        if extra <= shared_deps
+                        else tuple(sorted(shared_deps | extra)),
                     )
                 )
         if isinstance(sink, _GroupSink):
