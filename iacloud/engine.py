@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions
+from iacloud import expressions, limits
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
@@ -351,7 +351,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 def load_plan(path: Path) -> Plan:
     try:
-        data = json.loads(path.read_text())
+        data = limits.parse_json(limits.read_text(path, limits.MAX_PLAN_BYTES))
     except OSError as exc:
         raise UserError(
             Diagnostic(f"cannot read the plan: {exc.strerror}", file=str(path))
@@ -360,6 +360,8 @@ def load_plan(path: Path) -> Plan:
         raise UserError(
             Diagnostic(f"not a plan file: invalid JSON at line {exc.lineno}", file=str(path))
         ) from None
+    except limits.InputError as exc:
+        raise UserError(Diagnostic(f"not a usable plan file: {exc}", file=str(path))) from None
     found = data.get("format_version") if isinstance(data, dict) else None
     if found != PLAN_FORMAT:
         raise UserError(

@@ -32,7 +32,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from iacloud import expressions as ex
-from iacloud import patterns
+from iacloud import limits, patterns
 from iacloud.config import OutputConfig, ResourceConfig, StackConfig
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.graph import cycle_diagnostics
@@ -383,6 +383,8 @@ def convert_param(text: str, param_type: str) -> Any:
         return text
     if param_type == "number":
         stripped = text.strip()
+        if len(stripped) > limits.MAX_NUMBER_CHARS:
+            raise ValueError(f"expected a number of at most {limits.MAX_NUMBER_CHARS} characters")
         try:
             number = int(stripped)
         except ValueError:
@@ -403,18 +405,22 @@ def convert_param(text: str, param_type: str) -> Any:
     if param_type == "list":
         if text.lstrip().startswith("["):
             try:
-                value = json.loads(text)
+                value = limits.parse_json(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"expected a JSON array: {exc.msg}") from None
+            except limits.InputError as exc:
+                raise ValueError(f"expected a JSON array: {exc}") from None
             if not isinstance(value, list):
                 raise ValueError("expected a JSON array")
             return value
         return [item.strip() for item in text.split(",")] if text.strip() else []
     # map
     try:
-        value = json.loads(text)
+        value = limits.parse_json(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"expected a JSON object: {exc.msg}") from None
+    except limits.InputError as exc:
+        raise ValueError(f"expected a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value
@@ -638,20 +644,20 @@ class _Loader:
 
     def read_toml(self) -> dict[str, Any] | None:
         try:
-            text = self.path.read_bytes().decode("utf-8")
+            text = limits.read_text(self.path)
         except FileNotFoundError:
             self.report.add("stack file not found")
             return None
-        except UnicodeDecodeError as exc:
-            self.report.add(f"not a UTF-8 text file (byte {exc.start})")
-            return None
-        except OSError as exc:
-            self.report.add(f"cannot read the stack file: {exc.strerror or exc}")
+        except limits.InputError as exc:
+            self.report.add(str(exc).replace("the file", "the stack file", 1))
             return None
         try:
-            return tomllib.loads(text)
+            return limits.parse_toml(text)
         except tomllib.TOMLDecodeError as exc:
             self.report.add(_toml_error_message(str(exc), text))
+            return None
+        except limits.InputError as exc:
+            self.report.add(str(exc))
             return None
 
     # -- parameters -------------------------------------------------------------------------
@@ -728,16 +734,13 @@ class _Loader:
         efile = str(env)
         text: str | None = None
         try:
-            text = env.read_bytes().decode("utf-8")
-            data = tomllib.loads(text)
+            text = limits.read_text(env)
+            data = limits.parse_toml(text)
         except FileNotFoundError:
             self.report.add("environment file not found", file=efile)
             return
-        except UnicodeDecodeError as exc:
-            self.report.add(f"not a UTF-8 text file (byte {exc.start})", file=efile)
-            return
-        except OSError as exc:
-            self.report.add(f"cannot read the environment file: {exc.strerror or exc}", file=efile)
+        except limits.InputError as exc:
+            self.report.add(str(exc).replace("the file", "the environment file", 1), file=efile)
             return
         except tomllib.TOMLDecodeError as exc:
             self.report.add(_toml_error_message(str(exc), text), file=efile)
@@ -788,7 +791,7 @@ class _Loader:
         try:
             value = convert_param(raw, pdef.type)
         except ValueError as exc:
-            shown = REDACTED if pdef.hidden else json.dumps(raw)
+            shown = REDACTED if pdef.hidden else _render(raw)
             self.report.add(f"-p {name}: {exc}, found {shown}", address)
             self.failed.add(name)
             self.values.pop(name, None)

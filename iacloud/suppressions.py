@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from iacloud import limits
 from iacloud.errors import Diagnostic, UserError
 
 FILE_NAME = ".iacloudignore"
@@ -103,11 +104,11 @@ def load(stack_file: Path, explicit: Path | None) -> list[Suppression]:
     if explicit is None and not path.exists():
         return []
     try:
-        text = path.read_text()
+        text = limits.read_text(path)
     except OSError as exc:
         raise UserError(
             Diagnostic(f"cannot read the ignore file: {exc.strerror}", file=str(path))
         ) from None
-    except UnicodeDecodeError:
-        raise UserError(Diagnostic("the ignore file is not UTF-8 text", file=str(path))) from None
+    except limits.InputError as exc:
+        raise UserError(Diagnostic(f"the ignore file: {exc}", file=str(path))) from None
     return parse(text, str(path))

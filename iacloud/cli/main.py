@@ -354,17 +354,14 @@ def _write_metrics(
 
 def stack_name_of(path: Path) -> str:
     """The stack's name without loading it whole: read commands need no parameters."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+    from iacloud import limits
 
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the stack file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        data = limits.parse_toml(limits.read_text(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: stack file not found") from None
+    except (limits.InputError, ValueError) as exc:  # ValueError: TOMLDecodeError
+        raise UserError(f"{path}: cannot read the stack file: {exc}") from None
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise UserError(f"{path}: 'name' must be a non-empty string")
