@@ -1244,9 +1244,21 @@ class _Loader:
                     hint="a bug in the provider: please report it",
                 )
                 continue
+            # a counted resource's problems merged as its own fields' are: a port counted
+            # 10,000 times with one ip is one diagnostic, not 9,999 lines
+            group_sinks: dict[str, _GroupSink] = {}
             for d in found:
                 where = f"resources.{d.address}" if d.address else None
-                self.report.add(d.message, where, d.field, d.hint)
+                group = (d.address or "").split("[", 1)[0]
+                target = self.targets.get(group)
+                sink: _Sink = self.report
+                if where is not None and target is not None and target.counted:
+                    if group not in group_sinks:
+                        group_sinks[group] = _GroupSink(self.file, f"resources.{group}")
+                    sink = group_sinks[group]
+                sink.add(d.message, where, d.field, d.hint)
+            for group_sink in group_sinks.values():
+                group_sink.flush_into(self.report)
 
     # -- the whole file ---------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import click
 
 from iacloud import engine, metrics, suppressions
 from iacloud.drift import DriftReport
-from iacloud.errors import IacloudError, UserError
+from iacloud.errors import IacloudError, UserError, printable
 from iacloud.executor import ApplyResult
 from iacloud.graph import build_graph, to_dot
 from iacloud.plan import Plan
@@ -38,7 +38,7 @@ def _fail(exc: IacloudError) -> None:
         for d in exc.diagnostics:
             click.secho(f"Error: {d}", fg="red", err=True)
     else:
-        click.secho(f"Error: {exc}", fg="red", err=True)
+        click.secho(f"Error: {printable(str(exc))}", fg="red", err=True)
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,8 +205,9 @@ def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
         click.echo(f"\n{len(done)} step(s) complete.")
     for o in result.outcomes:
         if o.status in ("failed", "skipped"):
-            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: "
-                        f"{redactor.text(o.error or '')}", fg="red", err=True)  # fmt: skip
+            error = printable(redactor.text(o.error or ""))
+            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: {error}",
+                        fg="red", err=True)  # fmt: skip
     outputs = {k: v for k, v in result.outputs.items()}
     if outputs and result.ok:
         click.echo("\nOutputs:")
