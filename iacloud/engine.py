@@ -31,6 +31,7 @@ from iacloud.executor import (
     resource_state,
 )
 from iacloud.loader import load_stack
+from iacloud.paths import data_root
 from iacloud.plan import PLAN_FORMAT, Action, Plan
 from iacloud.planner import PlanOptions, normalize_inputs
 from iacloud.planner import plan as compute_plan
@@ -42,16 +43,6 @@ from iacloud.state.model import Event, ResourceState, Snapshot
 from iacloud.suppressions import Suppression
 
 __all__ = ["Workspace", "data_root"]
-
-
-def data_root() -> Path:
-    """Host-level working files of providers, kept across runs and checkouts (so a CI job in a
-    fresh clone still finds the dnsmasq configs of the stack it applied yesterday)."""
-    if env := os.environ.get("IACLOUD_DATA_DIR"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/iacloud")
-    return Path.home() / ".local" / "share" / "iacloud"
 
 
 @dataclass
