@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions, limits
+from iacloud import expressions, limits, lost_state
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
@@ -53,13 +53,14 @@ class Workspace:
     state_url: str | None = None
     lock_timeout: float = 0.0
     registry: Registry = field(default_factory=Registry.discover)
+    read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
     _backend: StateBackend | None = None
 
     @property
     def backend(self) -> StateBackend:
         if self._backend is None:
             url = self.state_url or os.environ.get("IACLOUD_STATE")
-            self._backend = open_backend(url, self.stack_file.resolve().parent)
+            self._backend = open_backend(url, self.stack_file.resolve().parent, self.read_only)
         return self._backend
 
     def open_read_only(self) -> StateBackend:
@@ -90,12 +91,28 @@ class Workspace:
         return ProviderSet(self.registry, self.stack_info(name, source), dict(settings))
 
     def settings_from_plan(self, plan: Plan) -> dict[str, Any]:
+        """The plan's provider settings, validated as a stack's are: a plan file is user input
+        too (edited, or made by another version), and bad settings must fail before apply
+        begins a state version."""
         out = {}
+        problems: list[Diagnostic] = []
         for name, values in plan.provider_settings.items():
             cls = self.registry.providers.get(name)
             if cls is None:
                 raise UserError(f"the plan needs provider '{name}', which is not installed")
-            out[name] = cls.Settings.model_validate(values)
+            try:
+                out[name] = cls.Settings.model_validate(values)
+            except ValidationError as exc:
+                problems += [
+                    Diagnostic(
+                        str(e["msg"]).removeprefix("Value error, "),
+                        address=f"provider_settings.{name}",
+                        field=".".join(str(p) for p in e["loc"]) or None,
+                    )
+                    for e in exc.errors(include_url=False)
+                ]
+        if problems:
+            raise UserError(problems)
         return out
 
 
@@ -192,6 +209,8 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         snapshot = backend.snapshot(config.name)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
+            if snapshot.serial == 0 and not options.destroy:
+                lost_state.check(config, providers, ws.registry, _state_name(ws))
             observed = refresh(snapshot, providers, ws.registry)
             plan = compute_plan(
                 config, snapshot, observed, ws.registry, options, providers.resource
@@ -199,6 +218,11 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         finally:
             providers.close()
         return plan, snapshot
+
+
+def _state_name(ws: Workspace) -> str:
+    url = ws.state_url or os.environ.get("IACLOUD_STATE")
+    return url or str(ws.stack_file.parent / ".iacloud" / "state.db")
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:
@@ -229,6 +253,7 @@ def apply(
 ) -> ApplyResult:
     """Apply a plan under the lock; refuse it if state moved since it was made."""
     check_disruption(plan, max_disruption)
+    settings = ws.settings_from_plan(plan)  # before the lock and the new state version
     backend = ws.backend
     with backend.locked(plan.stack, command, ws.lock_timeout):
         snapshot = backend.snapshot(plan.stack)
@@ -238,7 +263,8 @@ def apply(
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         serial = backend.begin_version(plan.stack, command, stack_id, lineage)
-        providers = ws.providers(plan.stack, plan, ws.settings_from_plan(plan))
+        providers = ws.providers(plan.stack, plan, settings)
+        lost_state.remember(providers.stack)
         status = "failed"
         result = ApplyResult()
         try:

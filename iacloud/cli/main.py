@@ -369,8 +369,25 @@ def stack_name_of(path: Path) -> str:
     return name
 
 
-def _workspace(stack_file: Path, state_url: str | None) -> tuple[engine.Workspace, str]:
-    return engine.Workspace(stack_file, state_url), stack_name_of(stack_file)
+def _workspace(
+    stack_file: Path, state_url: str | None, read_only: bool = False
+) -> tuple[engine.Workspace, str]:
+    """The workspace of a state command; read commands open the state read-only, so they
+    change nothing in the file (not even its journal mode) and run beside an apply."""
+    name = stack_name_of(stack_file)
+    return engine.Workspace(stack_file, state_url, read_only=read_only), name
+
+
+def _output_entries(outputs: dict[str, Any], stack: str) -> dict[str, dict[str, Any]]:
+    """The recorded outputs, each checked: a damaged one is named, not a traceback."""
+    for key, entry in outputs.items():
+        if not (isinstance(entry, dict) and "value" in entry
+                and isinstance(entry.get("sensitive"), bool)):  # fmt: skip
+            raise UserError(
+                f"the state of stack '{stack}' is damaged: output '{printable(str(key))[:80]}' "
+                "is not a table with 'value' and 'sensitive'"
+            )
+    return outputs
 
 
 @cli.command()
@@ -381,7 +398,7 @@ def _workspace(stack_file: Path, state_url: str | None) -> tuple[engine.Workspac
 @handled
 def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | None) -> None:
     """The recorded state: every resource with its id and attributes."""
-    ws, name = _workspace(stack_file, state_url)
+    ws, name = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(name, serial)
     sensitive = _sensitive_attrs(ws)
     resources = {
@@ -429,8 +446,8 @@ def output(
     name: str | None, stack_file: Path, as_json: bool, raw: bool, state_url: str | None
 ) -> None:
     """The stack's outputs after the last apply."""
-    ws, stack = _workspace(stack_file, state_url)
-    outputs = ws.backend.snapshot(stack).outputs
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
+    outputs = _output_entries(ws.backend.snapshot(stack).outputs, stack)
     if name is not None:
         if name not in outputs:
             raise UserError(
@@ -458,7 +475,7 @@ def output(
 @handled
 def events(stack_file: Path, as_json: bool, limit: int, state_url: str | None) -> None:
     """The event history (Heat's CREATE_IN_PROGRESS, CREATE_COMPLETE, ... vocabulary)."""
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     evs = ws.backend.events(stack, limit)
     if as_json:
         _echo_json([e.model_dump(mode="json") | {"event": e.action_status} for e in evs])
@@ -480,7 +497,7 @@ def state() -> None:
 @state_opt
 @handled
 def state_list(stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(stack)
     if as_json:
         _echo_json([{"address": r.address, "type": r.type, "id": r.id}
@@ -497,7 +514,7 @@ def state_list(stack_file: Path, as_json: bool, state_url: str | None) -> None:
 @state_opt
 @handled
 def state_show(address: str, stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(stack)
     if address not in snap.resources:
         raise UserError(f"no resource '{address}' in the state of stack '{stack}'")
@@ -519,7 +536,7 @@ def state_show(address: str, stack_file: Path, as_json: bool, state_url: str | N
 @state_opt
 @handled
 def state_versions(stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     versions = ws.backend.versions(stack)
     if as_json:
         _echo_json([v.model_dump(mode="json") for v in versions])
