@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions, limits, lost_state
+from iacloud import expressions, limits, lost_state, plan_check
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
@@ -253,7 +253,8 @@ def apply(
 ) -> ApplyResult:
     """Apply a plan under the lock; refuse it if state moved since it was made."""
     check_disruption(plan, max_disruption)
-    settings = ws.settings_from_plan(plan)  # before the lock and the new state version
+    plan_check.check(plan, ws.registry)  # before the lock and the new state version
+    settings = ws.settings_from_plan(plan)
     backend = ws.backend
     with backend.locked(plan.stack, command, ws.lock_timeout):
         snapshot = backend.snapshot(plan.stack)
@@ -395,6 +396,18 @@ def load_plan(path: Path) -> Plan:
                 Diagnostic(e["msg"], file=str(path), field=".".join(str(p) for p in e["loc"]))
                 for e in exc.errors()
             ]
+        ) from None
+
+
+def check_saved_plan(ws: Workspace, plan: Plan, path: Path) -> None:
+    """What this installation cannot apply in a saved plan, as diagnostics naming the file;
+    before anything is printed or locked."""
+    plan_check.check(plan, ws.registry, str(path))
+    try:
+        ws.settings_from_plan(plan)
+    except UserError as exc:
+        raise UserError(
+            Diagnostic(d.message, str(path), d.address, d.field, d.hint) for d in exc.diagnostics
         ) from None
 
 

@@ -249,6 +249,7 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
             raise UserError("--refresh-only makes a plan; a saved plan already says what it is")
         the_plan = engine.load_plan(target)
         ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
+        engine.check_saved_plan(ws, the_plan, target)
         _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
         return
     ws = engine.Workspace(target, state_url, lock_timeout)

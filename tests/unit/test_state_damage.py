@@ -180,3 +180,29 @@ def test_plan_file_with_bad_provider_settings_begins_no_version(
     out = run("apply", str(plan), code=1)
     assert "provider_settings.fake, field 'bogus'" in out
     assert run("state", "versions", "--stack", str(applied)) == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda c: c.update(address="(a)\\1"), "changes[0], field 'address'"),
+        (lambda c: c.update(type="bogus"), "unknown resource type 'bogus'"),
+        (lambda c: c.update(provider="libvirt"), "belongs to provider 'fake'"),
+        (lambda c: c.update(dependencies=["x y"]), "field 'dependencies[0]'"),
+    ],
+    ids=["address", "type", "provider", "dependency"],
+)
+def test_plan_file_that_cannot_be_applied_is_refused_first(
+    run, write_stack, tmp_path: Path, edit, named: str
+) -> None:
+    # found by bench/fuzz_inputs.py: a saved plan with a bad address got past load_plan and
+    # raised in the executor, after a state version was begun
+    stack = write_stack(STACK)
+    plan = tmp_path / "plan.json"
+    run("plan", str(stack), "-o", str(plan))
+    data = json.loads(plan.read_text())
+    edit(data["changes"][0])
+    plan.write_text(json.dumps(data))
+    out = run("apply", str(plan), code=1)
+    assert named in out and str(plan) in out
+    assert run("state", "versions", "--stack", str(stack)) == ""
