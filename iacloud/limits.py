@@ -30,6 +30,13 @@ MAX_PLAN_BYTES = 256 << 20  # a saved plan of 100,000 resources
 MAX_DEPTH = 64  # nested tables/arrays: stacks need a handful
 MAX_INT = 2**63 - 1  # integers as TOML defines them (64-bit signed)
 MAX_NUMBER_CHARS = 40  # a number written in a JSON plan or a -p value
+# resource instances in one stack (counts included): the scale bench/plan_scale.py measures;
+# loading that many takes about 1.3 s here
+MAX_RESOURCES = 100_000
+# dependencies summed over every instance: a whole-group reference from a counted resource
+# gives each instance the whole group, and plans and state record each instance's list.
+# 2,000 instances on 2,000 fit; 10,000 on 10,000 (100 million) would take gigabytes.
+MAX_DEPENDENCIES = 5_000_000
 
 
 class InputError(ValueError):

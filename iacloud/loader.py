@@ -24,6 +24,7 @@ import re
 import sys
 import typing
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -549,6 +550,10 @@ class _Loader:
         self.names: list[str] = []
         self.name_edges: set[tuple[str, str]] = set()
         self.positions: dict[tuple[str, str], int] = {}  # (section, name) -> place in the file
+        self.instance_total = 0  # resource instances declared so far
+        self.dependency_total = 0  # dependencies of the instances expanded so far
+        self.dependencies_over = False  # the limit was reached (reported once)
+        self.group_sets: dict[str, frozenset[str]] = {}  # whole-group references, made once
 
     # -- value helpers ---------------------------------------------------------------------
 
@@ -878,15 +883,25 @@ class _Loader:
         where: str,
         owner: str | None,
         check_index: bool = True,
-    ) -> set[str]:
-        """Check every get_resource / get_attr in a value; the addresses they depend on."""
-        deps: set[str] = set()
-        for node, at in _references(value, where):
-            attribute = node.attribute if isinstance(node, ex.GetAttr) else None
-            deps |= self.target(
-                node.name, node.index, attribute, sink, address, at, owner, check_index
+    ) -> AbstractSet[str]:
+        """Check every get_resource / get_attr in a value; the addresses they depend on. Not
+        to be changed in place: a whole-group reference is the group's one shared set."""
+        found = [
+            self.target(
+                node.name,
+                node.index,
+                node.attribute if isinstance(node, ex.GetAttr) else None,
+                sink,
+                address,
+                at,
+                owner,
+                check_index,
             )
-        return deps
+            for node, at in _references(value, where)
+        ]
+        if len(found) == 1:
+            return found[0]
+        return set().union(*found)
 
     def target(
         self,
@@ -898,7 +913,7 @@ class _Loader:
         where: str,
         owner: str | None,
         check_index: bool = True,
-    ) -> set[str]:
+    ) -> AbstractSet[str]:
         """Check one reference; check_index is off for a resource with no instances, whose
         data[%index%] has no real index to check."""
         target = self.targets.get(name)
@@ -922,7 +937,11 @@ class _Loader:
                     hint,
                 )
         if index is None:
-            return set(target.addresses) if target.counted else {name}
+            if not target.counted:
+                return {name}
+            if name not in self.group_sets:
+                self.group_sets[name] = frozenset(target.addresses)
+            return self.group_sets[name]
         if not target.counted:
             sink.add(
                 f"'{name}[{index}]': resource '{name}' has no count, so it cannot be indexed",
@@ -943,7 +962,7 @@ class _Loader:
 
     def explicit_dependency(
         self, text: str, sink: _Sink, address: str, where: str, owner: str, check_index: bool = True
-    ) -> set[str]:
+    ) -> AbstractSet[str]:
         try:
             name, index = ex.parse_address(text)
         except ex.ExpressionError as exc:
@@ -979,6 +998,18 @@ class _Loader:
                 continue
             counted = rdef.count is not None
             count = self.evaluate_count(rdef.count, address) if counted else None
+            instances = count if counted and count is not None else 1
+            if self.instance_total + instances > limits.MAX_RESOURCES:
+                if self.instance_total <= limits.MAX_RESOURCES:  # said once, where it happens
+                    self.report.add(
+                        f"the stack would have {self.instance_total + instances:,} resources "
+                        f"with this one's instances, more than the limit of "
+                        f"{limits.MAX_RESOURCES:,}",
+                        address,
+                        "count" if counted else None,
+                    )
+                count = None  # no instances made: the rest of the stack is still checked
+            self.instance_total += instances
             target = _Target(name, type_cls, counted, count)
             if counted and count is not None:
                 target.addresses = [f"{name}[{i}]" for i in range(count)]
@@ -1096,11 +1127,15 @@ class _Loader:
         # one tuple for every instance that adds nothing of its own: a whole-group reference
         # (N addresses) is then sorted and stored once, not once per instance
         shared_deps_sorted = tuple(sorted(shared_deps))
+        last_extra: AbstractSet[str] = frozenset()
+        last_sorted = shared_deps_sorted
         configs: list[ResourceConfig] = []
         provider = self.registry.provider_of.get(rdef.type, "")
         if model is not None and not varying_raw:  # identical instances: validate once
             self.check_inputs(model, shared, unresolved, sink, group)
         for index in indices:
+            if self.dependencies_over:
+                break  # the stack fails on its size: nothing more is built for it
             address = name if index is None else f"{name}[{index}]"
             where_address = f"resources.{address}" if emit else group
             extra: set[str] = set()  # what this instance depends on beyond the shared deps
@@ -1119,7 +1154,8 @@ class _Loader:
                     properties[key] = prepared
                     if _has_expr(prepared):
                         instance_unresolved.add(key)
-                        extra |= self.references(prepared, sink, where_address, key, name, emit)
+                        if not self.dependencies_over:
+                            extra |= self.references(prepared, sink, where_address, key, name, emit)
                 for i, dep in varying_deps_raw:
                     extra |= self.explicit_dependency(
                         dep.replace(INDEX_TOKEN, str(index)),
@@ -1131,6 +1167,33 @@ class _Loader:
                     )
                 if model is not None and varying_raw:
                     self.check_inputs(model, properties, instance_unresolved, sink, where_address)
+            if emit and not self.dependencies_over:
+                own = len(shared_deps) + len(extra)
+                if extra and not extra.isdisjoint(shared_deps):
+                    own = len(shared_deps | extra)
+                self.dependency_total += own
+                if self.dependency_total > limits.MAX_DEPENDENCIES:
+                    self.dependencies_over = True
+                    self.report.add(
+                        f"the stack's resources would have more than "
+                        f"{limits.MAX_DEPENDENCIES:,} dependencies: '{address}' depends on "
+                        f"{own:,} others",
+                        group,
+                        hint="a reference to a whole counted group from each instance of "
+                        "another makes count x count dependencies: refer to one instance "
+                        "('name[%index%]'), or make the counts smaller",
+                    )
+            if self.dependencies_over:
+                break
+            # instances whose own references name the same addresses (a whole group inside a
+            # %index% template) share one tuple too
+            if extra <= shared_deps:
+                deps_sorted = shared_deps_sorted
+            elif extra != last_extra:
+                last_extra, last_sorted = extra, tuple(sorted(shared_deps | extra))
+                deps_sorted = last_sorted
+            else:
+                deps_sorted = last_sorted
             if emit:
                 configs.append(
                     ResourceConfig(
@@ -1141,9 +1204,7 @@ class _Loader:
                         provider=provider,
                         # one dict per instance; nested values of shared fields are shared
                         properties={k: properties[k] for k in order if k in properties},
-                        depends_on=shared_deps_sorted
-                        if extra <= shared_deps
-                        else tuple(sorted(shared_deps | extra)),
+                        depends_on=deps_sorted,
                     )
                 )
         if isinstance(sink, _GroupSink):
