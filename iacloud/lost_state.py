@@ -9,7 +9,9 @@ with no state, the objects carrying an ownership tag of a stack of that name are
   (`<data dir>/stacks/<stack id>/stack.json`, written when apply begins a version and removed
   with those files by a complete destroy);
 - every tagged object of the types of the providers the stack uses is listed (one bulk read
-  per type), and those of such an id (volumes carry the first 8 characters of it) are reported.
+  per type); a libvirt domain's tag also names its stack, which finds the ids of stacks
+  applied before the note existed; the objects of such an id (volumes carry the first 8
+  characters of it) are reported.
 """
 
 from __future__ import annotations
@@ -73,17 +75,14 @@ def objects_of(
     name: str, providers: ProviderSet, registry: Registry, used: Iterable[str]
 ) -> list[TaggedObject]:
     """Tagged objects of an earlier stack of this name, among the types of the providers
-    `used`."""
-    ids = known_ids(name)
-    if not ids:
-        return []
+    `used`: of a stack id noted for the name, or of one whose tags name it (domains)."""
     wanted = set(used)
-    found: list[TaggedObject] = []
+    tagged: list[TaggedObject] = []
     for type_name in sorted(registry.types):
-        if registry.provider_of[type_name] not in wanted:
-            continue
-        found += [o for o in providers.resource(type_name).list_tagged() if _owned(o, ids)]
-    return found
+        if registry.provider_of[type_name] in wanted:
+            tagged += providers.resource(type_name).list_tagged()
+    ids = known_ids(name) | {o.stack_id for o in tagged if o.stack == name and o.stack_id}
+    return [o for o in tagged if _owned(o, ids)] if ids else []
 
 
 def check(config: StackConfig, providers: ProviderSet, registry: Registry, where: str) -> None:

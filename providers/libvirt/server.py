@@ -878,6 +878,7 @@ class Server(LibvirtResource):
                     dom.UUIDString(),
                     owner.stack_id if owner else None,
                     owner.address if owner else None,
+                    stack=owner.stack or None if owner else None,
                 )
             )
         for pool, name in self.pool_volumes():

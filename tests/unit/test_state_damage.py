@@ -206,3 +206,33 @@ def test_plan_file_that_cannot_be_applied_is_refused_first(
     out = run("apply", str(plan), code=1)
     assert named in out and str(plan) in out
     assert run("state", "versions", "--stack", str(stack)) == ""
+
+
+def test_lost_state_found_by_the_stack_name_in_tags(
+    run, write_stack, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stack applied before iacloud noted stack ids by name: found through tags that carry
+    # the stack's name (libvirt domains do), as here the fake provider's
+    import dataclasses
+
+    import fake_provider
+
+    host = tmp_path / "host"
+    stack = write_stack(STACK + f'\n[provider.fake]\npath = "{host}"\n')
+    run("apply", "--auto-approve", str(stack))
+    gc.collect()
+    for note in data_dir.glob("stacks/*/stack.json"):
+        note.unlink()
+    plain = fake_provider._FakeType.list_tagged
+    monkeypatch.setattr(
+        fake_provider._FakeType,
+        "list_tagged",
+        lambda self: (
+            [dataclasses.replace(o, stack="dmg") for o in plain(self)][:1] + plain(self)[1:]
+        ),
+    )
+    db = db_of(stack)
+    for side in ("", "-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    out = run("plan", str(stack), code=1)
+    assert "state lost, objects present" in out and "3 object(s)" in out
