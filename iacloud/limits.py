@@ -34,9 +34,10 @@ MAX_NUMBER_CHARS = 40  # a number written in a JSON plan or a -p value
 # loading that many takes about 1.3 s here
 MAX_RESOURCES = 100_000
 # dependencies summed over every instance: a whole-group reference from a counted resource
-# gives each instance the whole group, and plans and state record each instance's list.
-# 2,000 instances on 2,000 fit; 10,000 on 10,000 (100 million) would take gigabytes.
-MAX_DEPENDENCIES = 5_000_000
+# gives each instance the whole group, and plans, state and apply's step graph hold each
+# instance's list (apply's graph: about 250 MB per million). 1,000 instances on a group of
+# 1,000 fit; 10,000 on 10,000 (100 million) would take tens of gigabytes.
+MAX_DEPENDENCIES = 1_000_000
 
 
 class InputError(ValueError):
