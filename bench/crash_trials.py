@@ -38,6 +38,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
 IACLOUD = [sys.executable, "-c", "from iacloud.cli.main import main; main()"]
 URI = "qemu:///system"
+where: Counter[str] = Counter()  # where the kills landed
 RESOURCES = 16  # image, 6 volumes, network, 4 ports, 4 servers
 
 
@@ -113,16 +115,19 @@ class Case:
         return subprocess.run([*IACLOUD, *args, str(self.file)], env=self.env(),
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
-    def killed(self, command: str, after: float) -> None:
-        """Run `command --auto-approve` and SIGKILL it `after` seconds in."""
+    def killed(self, command: str, after: float) -> str:
+        """Run `command --auto-approve` and SIGKILL it `after` seconds in; say where it was:
+        'finished' (before the kill), 'mid-step' (pending operations left), 'between steps'."""
         proc = subprocess.Popen([*IACLOUD, command, "--auto-approve", str(self.file)],
                                 env=self.env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             proc.wait(timeout=after)
+            return "finished"
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        return "mid-step" if self.state()[2] else "between steps"
 
     def pending_servers(self) -> list[str]:
         db = self.base / ".iacloud" / "state.db"
@@ -251,7 +256,7 @@ def trial(case: Case, rng: random.Random, apply_time: float, destroy_time: float
         restart_libvirtd()
         proc.wait(timeout=600)
     else:
-        case.killed("apply", rng.uniform(0.0, apply_time))
+        where["apply " + case.killed("apply", rng.uniform(0.0, apply_time))] += 1
     rec = case.run("apply", "--auto-approve")
     conn = libvirt.open(URI)
     try:
@@ -262,7 +267,7 @@ def trial(case: Case, rng: random.Random, apply_time: float, destroy_time: float
             return outcome
         stack_id = case.state()[0]
         assert stack_id is not None
-        case.killed("destroy", rng.uniform(0.0, destroy_time))
+        where["destroy " + case.killed("destroy", rng.uniform(0.0, destroy_time))] += 1
         rec = case.run("destroy", "--auto-approve")
         if rec.returncode != 0:
             return "lost", f"recovery destroy exit {rec.returncode}: {rec.stderr[-600:]}"
@@ -339,7 +344,9 @@ def main() -> None:
         if total:
             print(f"{kind}: {total} trials: converged {c.get('converged', 0)} / leaked "
                   f"{c.get('leaked', 0)} / lost {c.get('lost', 0)}")  # fmt: skip
-    print(json.dumps({"seed": seed, **counts}))
+    if where:
+        print("kills landed: " + ", ".join(f"{k} {n}" for k, n in sorted(where.items())))
+    print(json.dumps({"seed": seed, **counts, "kills": dict(where)}))
 
 
 if __name__ == "__main__":
