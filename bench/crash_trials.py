@@ -64,6 +64,7 @@ def stack_toml(name: str, pool: str, base: Path, octet: int, power: str) -> str:
         f'pool = "{pool}"',
         f'pool_path = "{base / "pool"}"',
         "shutdown_timeout = 5",
+        f"image_roots = [{json.dumps(str(TINY.parent))}]",  # the stack is written outside the repo
         "[resources.img]",
         'type = "image"',
         f'source = "{TINY}"',
