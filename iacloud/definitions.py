@@ -1,9 +1,10 @@
 """Drift and changes across an object's two definitions: the one it runs with, and the
 persistent one it boots with next (pure logic).
 
-A provider reports a running server's persistent definition where it differs from the live one
-(`Observed.next_boot`). Drift in either is drift, labelled with where it holds ("running now",
-"from next boot", or both). A field whose live value already is the planned one but whose
+A provider reports the fields a running server's persistent definition holds beside the live
+ones (`Observed.next_boot`). Drift in either is drift, labelled with where it holds ("running
+now", "from next boot", or both); a field no definition holds (a server's power state) is not
+labelled. A field whose live value already is the planned one but whose
 persistent value is not is restored in the persistent definition alone: the running object is
 not touched, so the change costs at most `live`, whatever its field's own update class.
 """
@@ -52,11 +53,11 @@ def observed_drift(
         info = fields[name]
         rec = recorded.get(name)
         live = obs.inputs.get(name, rec)  # an unobserved field keeps its recorded value
-        if nb is None:
+        if nb is None or name not in nb:
             if live != rec:
                 out.append(_change(name, info, rec, live))
             continue
-        boot = nb.get(name, live)
+        boot = nb[name]
         if live != rec and boot == live:
             out.append(_change(name, info, rec, live, (RUNNING_NOW, NEXT_BOOT)))
             continue

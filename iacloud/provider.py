@@ -67,8 +67,9 @@ class Observed:
     it cannot observe are left out and the engine keeps the recorded value.
     attributes: the values `get_attr` reads.
     next_boot: for an object with a persistent definition beside the one it runs with (a
-    running server), the input fields whose persistent value (what it has from its next boot)
-    differs from `inputs` (what it has running now); None for an object with one definition.
+    running server): the input fields that definition holds, with their values there (what the
+    object has from its next boot; `inputs` is what it has running now). None for an object
+    with one definition.
     """
 
     id: str

@@ -4,8 +4,8 @@ It exercises every engine path (bulk read, create, update, delete, import, check
 failures, slow steps) without a host. It proves nothing about the real providers.
 
 An object whose file has a `next_boot` table acts like a running server with a persistent
-definition: the table holds the inputs that differ from next boot, and an update that changes a
-`restart` field's live value counts a restart in the attribute `restarts`.
+definition: the table holds the inputs that definition has (what it boots with next), and an
+update that changes a `restart` field's live value counts a restart in the attribute `restarts`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class _FakeType(ResourceType):
         merged = {**wanted, **current, **{k: wanted[k] for k in changed}}
         more: dict = {}
         if "next_boot" in data:  # both definitions get the changed fields
-            more["next_boot"] = {k: v for k, v in data["next_boot"].items() if k not in changed}
+            nb = data["next_boot"]
+            more["next_boot"] = {k: wanted[k] if k in changed else v for k, v in nb.items()}
             fields = type(inputs).model_fields
             restarted = any(
                 field_update(fields[k]) is Disruption.RESTART and current.get(k) != wanted[k]

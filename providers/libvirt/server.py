@@ -577,8 +577,7 @@ class Server(LibvirtResource):
             inputs.update(image=record.image, boot_volume=record.boot_volume, hostname=hostname)
         next_boot = None
         if persistent is not None and state in _ACTIVE:
-            boot = _definition_inputs(persistent)
-            next_boot = {k: v for k, v in boot.items() if v != definition[k]}
+            next_boot = _definition_inputs(persistent)
         return Observed(
             id=parsed.uuid,
             inputs=inputs,

@@ -31,6 +31,7 @@ tags = ["a"]
 """
 
 BOTH = [RUNNING_NOW, NEXT_BOOT]
+DEFINED = ("size", "flavor", "tags")  # what the fake's persistent definition holds here
 
 
 @pytest.fixture
@@ -59,20 +60,22 @@ def _vm(data_dir: Path) -> Path:
 
 
 def _running(data_dir: Path, next_boot: dict, **live: object) -> None:
-    """Make the object a running one: live inputs changed by `live`, persistent ones differing
-    by `next_boot`."""
+    """Make the object a running one: live inputs changed by `live`; its persistent definition
+    holds the DEFINED fields, as live except for `next_boot`."""
     path = _vm(data_dir)
     data = json.loads(path.read_text())
     data["inputs"].update(live)
-    data["next_boot"] = next_boot
+    data["next_boot"] = {**{k: data["inputs"][k] for k in DEFINED}, **next_boot}
     data["extra"] = {"restarts": 0}
     path.write_text(json.dumps(data))
 
 
 def _facts(data_dir: Path) -> dict:
     data = json.loads(_vm(data_dir).read_text())
-    return {"inputs": data["inputs"], "next_boot": data.get("next_boot"),
-            "restarts": data.get("extra", {}).get("restarts")}  # fmt: skip
+    nb = data.get("next_boot")
+    return {"inputs": data["inputs"], "restarts": data.get("extra", {}).get("restarts"),
+            # the persistent definition agrees with the running object
+            "agree": nb == {k: data["inputs"][k] for k in DEFINED}}  # fmt: skip
 
 
 def _differences(run, stack: Path, code: int) -> list[tuple]:
@@ -125,7 +128,7 @@ def test_next_boot_only_drift_is_reported_and_restored_without_a_restart(run, st
     # a restart is more than this plan needs: --max-disruption live lets it through
     run("apply", "--auto-approve", "--max-disruption", "live", str(stack))
     facts = _facts(data_dir)
-    assert facts["next_boot"] == {} and facts["restarts"] == 0
+    assert facts["agree"] and facts["restarts"] == 0
     assert facts["inputs"]["flavor"] == "small" and facts["inputs"]["tags"] == ["a"]
     _in_sync(run, stack)
 
@@ -138,7 +141,19 @@ def test_live_drift_kept_by_the_persistent_definition_is_both_and_restarts(run, 
     assert change["disruption"] == "restart"
     assert [(f["field"], f["effective"]) for f in change["fields"]] == [("flavor", [])]
     run("apply", "--auto-approve", str(stack))
-    assert _facts(data_dir)["restarts"] == 1
+    assert _facts(data_dir)["restarts"] == 1 and _facts(data_dir)["agree"]
+    _in_sync(run, stack)
+
+
+def test_a_field_no_definition_holds_is_not_labelled(run, stack, data_dir):
+    _running(data_dir, {"flavor": "big"}, refs=["r"])  # like a server's power_state
+    assert _differences(run, stack, 2) == [
+        ("flavor", "small", "big", [NEXT_BOOT]),
+        ("refs", [], ["r"], []),
+    ]
+    text = run("drift", str(stack), code=2)
+    assert 'refs: recorded [], actual ["r"]\n' in text
+    run("apply", "--auto-approve", str(stack))
     _in_sync(run, stack)
 
 
@@ -156,7 +171,7 @@ def test_live_only_and_diverging_definitions(run, stack, data_dir):
     assert {f["field"] for f in change["fields"]} == {"size", "flavor"}
     run("apply", "--auto-approve", str(stack))
     facts = _facts(data_dir)
-    assert facts["restarts"] == 1 and facts["next_boot"] == {}
+    assert facts["restarts"] == 1 and facts["agree"]
     assert (facts["inputs"]["size"], facts["inputs"]["flavor"]) == (2, "small")
     _in_sync(run, stack)
 
@@ -194,7 +209,9 @@ def _obs(inputs: dict, next_boot: dict | None) -> Observed:
         ({"size": 1}, None, []),
         ({"size": 3}, None, [("size", 3, [])]),  # one definition: not labelled
         ({"size": 1}, {}, []),
-        ({"size": 3}, {}, [("size", 3, BOTH)]),
+        ({"size": 3}, {}, [("size", 3, [])]),  # a field the persistent definition lacks
+        ({"size": 3}, {"size": 3}, [("size", 3, BOTH)]),
+        ({"size": 1}, {"size": 1}, []),
         ({"size": 1}, {"size": 4}, [("size", 4, [NEXT_BOOT])]),
         ({"size": 3}, {"size": 1}, [("size", 3, [RUNNING_NOW])]),
         ({"size": 3}, {"size": 4}, [("size", 3, [RUNNING_NOW]), ("size", 4, [NEXT_BOOT])]),
