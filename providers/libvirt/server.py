@@ -9,6 +9,11 @@ Update, least disruptive first: `volumes` and `networks` are hot-plugged
 (attach/detachDeviceFlags, LIVE|CONFIG on a running domain, CONFIG on a stopped one);
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
 shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it.
+A running domain also has a persistent definition (its inactive XML, what it boots with next):
+the read reports its vcpus, memory, networks and volumes as `next_boot`, and update sets each
+definition right on its own: a device only one of them has or lacks is detached or attached
+there alone (AFFECT_LIVE or AFFECT_CONFIG), and vcpus/memory that only the persistent one gets
+wrong are redefined without a restart.
 
 `networks` entries: `{ network = ID }` (a network's id is its bridge), `{ bridge = NAME }`,
 each with an optional `mac`, or `{ port = ID }`: a port id `<bridge>/<mac>/<ip>` is split here
@@ -549,8 +554,8 @@ class Server(LibvirtResource):
         state: int | None = None,
         persistent: ParsedDomain | None = None,
     ) -> Observed:
-        """The server as it runs (`parsed`: its live XML) and, for a running domain, where its
-        persistent definition (`persistent`, read here when `parsed` is not given) differs."""
+        """The server as it runs (`parsed`: its live XML) and, for a running domain, the inputs
+        its persistent definition holds (`persistent`, read here when `parsed` is not given)."""
         if parsed is None:
             parsed = domain_xml.parse(dom.XMLDesc(0))
             if persistent is None and dom.isActive():
@@ -759,13 +764,13 @@ class Server(LibvirtResource):
         return flags
 
     def _definitions(self, dom: libvirt.virDomain) -> list[tuple[int, ParsedDomain]]:
-        """Each definition of the domain with the flag that changes it: the live one while it
-        runs, and the persistent one (what it boots with next)."""
-        out = []
+        """Each definition of the domain with the flag that changes it: the persistent one
+        (what it boots with next) first, so a guest that does not release a device leaves at
+        least its next boot right; then the live one while it runs."""
+        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        out = [(libvirt.VIR_DOMAIN_AFFECT_CONFIG, domain_xml.parse(inactive))]
         if dom.isActive():
             out.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, domain_xml.parse(dom.XMLDesc(0))))
-        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        out.append((libvirt.VIR_DOMAIN_AFFECT_CONFIG, domain_xml.parse(inactive)))
         return out
 
     def _wait_gone(
