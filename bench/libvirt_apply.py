@@ -210,6 +210,7 @@ def stack_toml(case: _Case) -> str:
         f"pool_path = {json.dumps(str(case.base / 'pool'))}",
         "boot_timeout = 240",  # 8 TCG guests booting on 2 cores are slow; not a failure
         "shutdown_timeout = 30",
+        f"image_roots = [{json.dumps(str(TINY.parent))}]",  # the stack is written outside the repo
         "",
     ]
     if case.kind == "server":
