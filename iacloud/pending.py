@@ -35,11 +35,18 @@ def find_leftovers(
     registry: Registry,
 ) -> dict[str, list[TaggedObject]]:
     """The tagged objects (or parts) of this stack at the addresses of unresolved pending
-    operations: one listing per resource type involved, none when nothing is pending."""
-    ops = unresolved(snapshot, observed)
+    operations and of recorded objects that are gone (a server whose domain was undefined by a
+    killed delete still has its volumes): one listing per resource type involved, none when
+    nothing is pending or missing."""
+    wanted: dict[str, set[str]] = {}
+    for op in unresolved(snapshot, observed):
+        wanted.setdefault(op.type, set()).add(op.address)
+    for address, rs in snapshot.resources.items():
+        if address not in observed:
+            wanted.setdefault(rs.type, set()).add(address)
     out: dict[str, list[TaggedObject]] = {}
-    for type_name in sorted({op.type for op in ops if op.type in registry.types}):
-        addresses = {op.address for op in ops if op.type == type_name}
+    for type_name in sorted(t for t in wanted if t in registry.types):
+        addresses = wanted[type_name]
         for t in resource(type_name).list_tagged():
             if t.stack_id == snapshot.stack_id and t.address in addresses:
                 out.setdefault(t.address, []).append(t)
@@ -61,13 +68,30 @@ def resolve(
     updates: list[StateUpdate] = []
     reason = "destroy requested" if destroy else "not in the stack any more"
     for address, rs in snapshot.resources.items():
-        if address not in observed and not keep(address):
-            updates.append(
-                StateUpdate(
-                    address=address, type=rs.type, action="forget", id=rs.id,
-                    reason="it no longer exists",
+        if address in observed or keep(address):
+            continue
+        if found := leftovers.get(address):
+            changes.append(
+                _delete_leftovers(
+                    address,
+                    rs.type,
+                    rs.provider,
+                    rs.id,
+                    rs.inputs,
+                    rs.dependencies,
+                    found,
+                    registry,
+                    reason,
+                    "delete",
                 )
-            )  # fmt: skip
+            )
+            continue  # fmt: skip
+        updates.append(
+            StateUpdate(
+                address=address, type=rs.type, action="forget", id=rs.id,
+                reason="it no longer exists",
+            )
+        )  # fmt: skip
     seen: set[str] = set()
     for op in unresolved(snapshot, observed):
         if op.address in seen or keep(op.address):
@@ -82,28 +106,44 @@ def resolve(
                 )
             )  # fmt: skip
             continue
-        whole = [t for t in found if t.part is None]
-        type_cls = registry.types.get(op.type)
         changes.append(
-            Change(
-                address=op.address,
-                type=op.type,
-                provider=op.provider,
-                action=Action.DELETE,
-                # a part (a server's volume) is deleted through its object, found by tag
-                id=whole[0].id if whole else None,
-                before=dict(op.inputs),
-                disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
-                reasons=[
-                    reason,
-                    f"left by an interrupted {op.action}: "
-                    + ", ".join(t.id for t in found)
-                    + " (found by its ownership tag)",
-                ],
-                dependencies=list(op.dependencies),
-            )
-        )
+            _delete_leftovers(op.address, op.type, op.provider, None, op.inputs,
+                              op.dependencies, found, registry, reason, op.action)
+        )  # fmt: skip
     return changes, updates
+
+
+def _delete_leftovers(
+    address: str,
+    type_name: str,
+    provider: str,
+    recorded_id: str | None,
+    inputs: Mapping[str, object],
+    dependencies: Sequence[str],
+    found: Sequence[TaggedObject],
+    registry: Registry,
+    reason: str,
+    action: str,
+) -> Change:
+    whole = [t for t in found if t.part is None]
+    type_cls = registry.types.get(type_name)
+    return Change(
+        address=address,
+        type=type_name,
+        provider=provider,
+        action=Action.DELETE,
+        # a part (a server's volume) is deleted through its object, found by tag
+        id=whole[0].id if whole else recorded_id,
+        before=dict(inputs),
+        disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
+        reasons=[
+            reason,
+            f"left by an interrupted {action}: "
+            + ", ".join(t.id for t in found)
+            + " (found by its ownership tag)",
+        ],
+        dependencies=list(dependencies),
+    )
 
 
 def keeps(

@@ -183,3 +183,29 @@ def test_destroy_after_killed_apply_removes_volumes_of_a_server_never_defined(
     iacloud("destroy", "--auto-approve", str(stack))
     assert tagged(stack_id) == {}
     assert rows(db, "SELECT address FROM pending") == []
+
+
+def test_destroy_after_killed_destroy_removes_volumes_of_an_undefined_server(
+    lab: tuple[Path, Path, str],
+) -> None:
+    """A destroy killed after a server's domain was undefined and before its root and seed
+    volumes were deleted (found by bench/crash_trials.py): the next destroy finds the volumes
+    by tag and deletes them rather than only forgetting the server."""
+    stack, db, pool_toml = lab
+    name = f"flt-{uuid.uuid4().hex[:8]}"
+    text = STACK.format(name=name, image=TINY, count=1) + 'power_state = "shutoff"\n'
+    stack.write_text(text + pool_toml)
+    iacloud("apply", "--auto-approve", str(stack))
+    (stack_id,) = rows(db, "SELECT stack_id FROM stacks")[0]
+    conn = libvirt.open("qemu:///system")
+    try:
+        for obj in tagged(stack_id):
+            if obj.startswith("domain "):
+                conn.lookupByName(obj.split(" ", 1)[1]).undefineFlags(0)
+    finally:
+        conn.close()
+    assert [o for o in tagged(stack_id) if o.endswith((".root.qcow2", ".seed.raw"))]
+
+    iacloud("destroy", "--auto-approve", str(stack))
+    assert tagged(stack_id) == {}
+    assert rows(db, "SELECT address FROM resources WHERE serial_to IS NULL") == []
