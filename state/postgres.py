@@ -593,7 +593,9 @@ class PostgresBackend(StateBackend):
             self.release_lock(stack)
             return info
         with self._read() as cur:
-            held = None if cur is None else self._holder(cur, stack)
+            if cur is None:
+                return None  # nothing stored yet, and no reason to create the tables
+            held = self._holder(cur, stack)
         if held is None:
             with self._tx() as cur:
                 cur.execute("DELETE FROM iacloud_locks WHERE stack = %s", (stack,))

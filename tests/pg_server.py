@@ -15,7 +15,9 @@ from pathlib import Path
 
 
 def _bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
     if not found:
         raise RuntimeError(
             "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
