@@ -161,8 +161,10 @@ def open_backend(url: str | None, stack_dir: Path, read_only: bool = False) -> S
 
         return PostgresBackend(url, read_only)
     if "://" in url:
+        from iacloud.state.pg_url import mask_url
+
         raise UserError(
-            f"state URL '{url}': unknown scheme (expected sqlite:///PATH, a path, or "
+            f"state URL '{mask_url(url)}': unknown scheme (expected sqlite:///PATH, a path, or "
             "postgresql://...)"
         )
     return SQLiteBackend(Path(url), read_only)
