@@ -617,6 +617,8 @@ def _copy_state(stack_file: Path, state_url: str | None, other_url: str, push: b
     ws, stack = _workspace(stack_file, state_url)
     here = mask_url(state_url) if state_url else "the stack's own SQLite state"
     there = mask_url(other_url)
+    if _store_key(state_url, stack_file) == _store_key(other_url, stack_file):
+        raise UserError(f"{there} is the stack's own state: nothing to copy")
     other = open_backend(other_url, stack_file.resolve().parent)
     try:
         src, dst = (ws.backend, other) if push else (other, ws.backend)
@@ -629,6 +631,18 @@ def _copy_state(stack_file: Path, state_url: str | None, other_url: str, push: b
     else:
         click.echo(f"Copied stack {stack} ({result.versions} new version(s), serial "
                    f"{result.serial}, whole history) from {names[0]} to {names[1]}.")  # fmt: skip
+
+
+def _store_key(url: str | None, stack_file: Path) -> str:
+    """What identifies a store, so that a copy onto itself is refused."""
+    if url is None or url.startswith("sqlite:///") or "://" not in url:
+        path = url[len("sqlite://") :] if url and url.startswith("sqlite:///") else url
+        return (
+            str(Path(path).resolve())
+            if path
+            else str(stack_file.resolve().parent / ".iacloud" / "state.db")
+        )
+    return url
 
 
 @state.command("push")
