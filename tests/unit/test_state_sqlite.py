@@ -759,3 +759,63 @@ def test_step_cost(tmp_path: Path) -> None:
         cost = _step_cost(tmp_path / f"{setting[0]}-{setting[1]}.db", *setting)
         mark = "  <- SQLiteBackend" if setting == chosen else ""
         print(f"\nsynchronous={name}: {cost * 1000:.3f} ms per step over 2000 steps{mark}")
+
+
+# -- read-only use and schema versions ---------------------------------------------------------
+
+
+def test_read_only_reads_and_refuses_every_write(store: Store) -> None:
+    ro = store.open(read_only=True)
+    assert ro.snapshot(STACK).serial == 0 and ro.stacks() == []
+    assert not store.exists()  # reading an absent store creates nothing
+    rw = store.open()
+    s = begin(rw)
+    put(rw, s, res("a", "a1"))
+    rw.finish_version(STACK, s, "complete", {"x": 1})
+    held = rw.acquire_lock(STACK, "apply", 0)
+    # Reads while another run holds the lock, and sees what it committed.
+    assert summary(ro) == {"a": ("a1", {})} and ro.snapshot(STACK).outputs == {"x": 1}
+    assert ro.lock_info(STACK) == held
+    for write in (
+        lambda: begin(ro),
+        lambda: ro.record_failure(STACK, "a", ev(s, "a", "FAILED"), False),
+        lambda: ro.acquire_lock("other", "plan", 0),
+        lambda: ro.import_history(rw.export_history(STACK)),
+    ):
+        with pytest.raises(StateError, match="read-only"):
+            write()
+    rw.release_lock(STACK)
+    assert ro.versions(STACK) == rw.versions(STACK)
+
+
+def test_postgres_schema_of_a_newer_iacloud_is_refused(pg_server, tmp_path: Path) -> None:
+    from iacloud.state import pg_schema
+
+    url = pg_server.fresh_url()
+    b = open_backend(url, tmp_path)
+    begin(b)
+    b.close()
+    store = Store("postgresql", url, tmp_path / "unused")
+    assert store.sql("SELECT max(version), min(format) FROM iacloud_schema") == [
+        (pg_schema.SCHEMA_VERSION, "iacloud-state")
+    ]
+    store.sql(f"INSERT INTO iacloud_schema (version, format) VALUES "
+              f"({pg_schema.SCHEMA_VERSION + 1}, 'iacloud-state') RETURNING version")  # fmt: skip
+    for read_only in (True, False):
+        with pytest.raises(StateError, match="newer iacloud") as info:
+            open_backend(url, tmp_path, read_only).snapshot(STACK)
+        assert "schema=" in str(info.value)  # names the store
+
+
+def test_many_stacks_and_schemas_in_one_database(pg_server, tmp_path: Path) -> None:
+    one, two = pg_server.fresh_url(), pg_server.fresh_url()
+    a, b = open_backend(one, tmp_path), open_backend(two, tmp_path)
+    for stack in ("web", "db", "cache"):
+        snap = a.snapshot(stack)
+        a.begin_version(stack, "apply", snap.stack_id, snap.lineage)
+    assert a.stacks() == ["cache", "db", "web"] and b.stacks() == []
+    # The same stack name in two schemas: two states, two locks.
+    held = a.acquire_lock("web", "apply", 0)
+    assert b.acquire_lock("web", "apply", 0).id != held.id
+    a.close()
+    b.close()
