@@ -819,3 +819,30 @@ def test_many_stacks_and_schemas_in_one_database(pg_server, tmp_path: Path) -> N
     assert b.acquire_lock("web", "apply", 0).id != held.id
     a.close()
     b.close()
+
+
+def test_state_unlock_command_needs_the_lock_id(store: Store, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from iacloud.cli.main import cli
+
+    stack_file = tmp_path / "web.toml"
+    stack_file.write_text('version = 1\nname = "web"\n')
+    begin(store.open())
+    proc, lock_id = _hold(store.url, "600")
+    try:
+        base = ["state", "unlock", "-s", str(stack_file), "--state", store.url]
+        wrong = CliRunner().invoke(cli, [*base[:2], "0000", *base[2:]])
+        assert wrong.exit_code == 1 and "not by lock 0000" in wrong.output
+        assert store.open().lock_info(STACK).id == lock_id
+        missing = CliRunner().invoke(cli, base)
+        assert missing.exit_code == 2 and "LOCK_ID" in missing.output
+        done = CliRunner().invoke(cli, [*base[:2], lock_id, *base[2:]])
+        assert done.exit_code == 0, done.output
+        assert f"Removed the lock of {getpass.getuser()}@" in done.output
+        assert f"(lock id {lock_id})" in done.output
+        assert store.open().lock_info(STACK) is None
+        assert store.open().acquire_lock(STACK, "apply", 0).pid == os.getpid()
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
