@@ -127,6 +127,14 @@ class PostgresBackend(StateBackend):
         try:
             # One round trip: UTC timestamps, the schema, read-only sessions for read-only use.
             settings = "set_config('TimeZone', 'UTC', false)"
+            # Commits wait for the WAL flush unless a write says otherwise (record_result),
+            # whatever the server's default.
+            settings += ", set_config('synchronous_commit', 'on', false)"
+            # Over TCP, the server probes an idle client after 30 s: a runner whose machine
+            # vanished loses its lock within about a minute, not after the OS's two hours.
+            settings += ", set_config('tcp_keepalives_idle', '30', false)"
+            settings += ", set_config('tcp_keepalives_interval', '10', false)"
+            settings += ", set_config('tcp_keepalives_count', '3', false)"
             settings += ", set_config('default_transaction_read_only', %s, false)"
             params: list[Any] = ["on" if self.read_only else "off"]
             if self._schema:
