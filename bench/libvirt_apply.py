@@ -68,6 +68,7 @@ from iacloud.providers.libvirt.tags import NS, stack_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
+SHUTDOWN_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class ApplyTimings:
     step_median: float  # of the N counted steps (servers or volumes)
     step_max: float
     destroy: float  # engine.destroy_plan + engine.apply(command="destroy")
+    destroy_critical: float  # the destroy's step times along its longest chain
     leftovers: tuple[str, ...]  # tagged objects found after the destroy (then purged)
     others: int = 0  # most guests of other stacks seen running during the apply
     guest_cpu: float | None = None  # CPU seconds the case's QEMU processes used (servers)
@@ -209,7 +211,7 @@ def stack_toml(case: _Case) -> str:
         f"pool = {json.dumps(case.pool)}",
         f"pool_path = {json.dumps(str(case.base / 'pool'))}",
         "boot_timeout = 240",  # 8 TCG guests booting on 2 cores are slow; not a failure
-        "shutdown_timeout = 30",
+        f"shutdown_timeout = {SHUTDOWN_TIMEOUT}",
         "",
     ]
     if case.kind == "server":
@@ -237,9 +239,12 @@ def stack_toml(case: _Case) -> str:
     return "\n".join(lines) + "\n"
 
 
-def critical_path(plan: Plan, result: ApplyResult) -> tuple[float, tuple[str, ...]]:
-    """The longest chain of the step graph, weighted by each step's own elapsed time."""
-    graph = step_graph(plan, {})
+def critical_path(
+    plan: Plan, result: ApplyResult, recorded: dict | None = None
+) -> tuple[float, tuple[str, ...]]:
+    """The longest chain of the step graph, weighted by each step's own elapsed time
+    (`recorded`: the state before the run, which orders deletes)."""
+    graph = step_graph(plan, recorded or {})
     elapsed = {o.step.key: o.elapsed for o in result.outcomes}
     finish: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
     for node in nx.topological_sort(graph):
@@ -448,7 +453,9 @@ def apply_case(
             except (BenchError, IacloudError) as exc:
                 failure = str(exc)
             finally:
-                measured["destroy"], leftovers = destroy_case(ws, case)
+                measured["destroy"], measured["destroy_critical"], leftovers = destroy_case(
+                    ws, case
+                )
     finally:
         ws.close()
         shutil.rmtree(base, ignore_errors=True)
@@ -457,17 +464,20 @@ def apply_case(
     return ApplyTimings(kind=kind, n=n, jobs=jobs, leftovers=tuple(leftovers), **measured)
 
 
-def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, list[str]]:
-    """Destroy through the engine, then check libvirt and the state; purge what is left."""
-    elapsed = float("nan")
+def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, float, list[str]]:
+    """Destroy through the engine (wall and critical path), then check libvirt and the state;
+    purge what is left."""
+    elapsed = critical = float("nan")
     problems: list[str] = []
     try:
+        recorded = dict(ws.backend.snapshot(case.name).resources)
         t = time.perf_counter()
         dplan, _ = engine.destroy_plan(ws, case.name)
         if dplan.actionable():
             result = engine.apply(ws, dplan, jobs=case.jobs, command="destroy")
             if not result.ok:
                 problems.append(f"destroy failed: {failures(result)}")
+            critical = critical_path(dplan, result, recorded)[0]
         elapsed = time.perf_counter() - t
         snapshot = ws.backend.snapshot(case.name)
         problems += [f"in state: {a}" for a in snapshot.resources]
@@ -484,7 +494,7 @@ def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, list[str]]:
         remove_pool(conn, case.pool)
     finally:
         conn.close()
-    return elapsed, problems
+    return elapsed, critical, problems
 
 
 def guest_virt_type(uri: str) -> str:
@@ -576,6 +586,13 @@ def main() -> None:
                 f"the servers; slowest server step x{r.step_max / one.step_max:.2f}, "
                 f"critical path x{r.critical / one.critical:.2f}"
             )
+    for r in servers:
+        print(
+            f"destroy of {r.n} running servers: {r.destroy:.2f} s wall (plan + apply), "
+            f"critical path {r.destroy_critical:.2f} s, ratio {r.destroy / r.destroy_critical:.2f} "
+            f"(no graceful wait: every disk goes with its server; shutdown_timeout "
+            f"{SHUTDOWN_TIMEOUT} s would apply only to a volume that outlives one)"
+        )
     for r in volumes:
         print(
             f"volumes {r.n} j{r.jobs}: {1000 * r.wall / r.n:.1f} ms of wall per volume, "
