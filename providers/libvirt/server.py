@@ -1,19 +1,26 @@
 """The `server` resource type: a libvirt domain (Nova instance).
 
 Create: a root disk (a qcow2 overlay of `image`, owned by the server, or the `boot_volume`
-as it is), a NoCloud seed ISO volume, the domain (see `domain_xml`), then start and wait
-for the guest's IACLOUD-READY console line (setting `wait_ready`, bounded by
-`boot_timeout`). If any step fails, everything made so far is removed again.
+as it is), a NoCloud seed ISO volume (instance-id = the domain's uuid, chosen here, so it
+changes exactly when the server is replaced), the domain (see `domain_xml`), then start and
+wait until the guest is ready as `ready` says (see `readiness`; bounded by `boot_timeout`).
+If any step fails, everything made so far is removed again.
 
 Update, least disruptive first: `volumes` and `networks` are hot-plugged
 (attach/detachDeviceFlags, LIVE|CONFIG on a running domain, CONFIG on a stopped one);
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
-shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it.
+shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it;
+`ready` changes nothing on the host.
+Delete powers the domain off at once unless a volume that outlives the server is attached
+(not its own, not deleted in the same run: `Provider.run`); only then is a graceful shutdown
+tried first.
 
 `networks` entries: `{ network = ID }` (a network's id is its bridge), `{ bridge = NAME }`,
 each with an optional `mac`, or `{ port = ID }`: a port id `<bridge>/<mac>/<ip>` is split here
-(no call to the netlink provider) and the NIC goes on that bridge with that MAC, so the
-network's DHCP server gives it the port's IP; a `mac` beside a port is an error.
+(no call to the netlink provider) and the NIC goes on that bridge with that MAC; the seed's
+network-config gives it the port's IP statically, with the prefix, gateway and DNS of the
+network (`iacloud.netfacts`), or DHCP when the network's facts are unknown (its DHCP server
+then hands out the port's IP); a `mac` beside a port is an error.
 NICs without a `mac` or port get a stable one derived from the stack id, the address and the
 NIC's position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack id prefix>'.
 The metadata records how the inputs named each NIC (with the port id for a port) and the order
@@ -24,11 +31,12 @@ recorded values) and only import opens the seed ISO to recover them (with the ho
 domain that has no iacloud record). The metadata says whether user_data was given at all,
 since an empty user-data file may stand for "" or for none.
 
-`addresses` maps each NIC's network to the IPs the guest reported on its console: the key
-is the network's address in its stack when the bridge carries a netlink tag
-(`/sys/class/net/<bridge>/ifalias` = `iacloud:<stack_id>:<address>`), else the bridge name;
-a port NIC is keyed by its bridge's network like any other.
-The guest's ethN is the N-th NIC in domain order.
+`addresses` maps each NIC's network to the IPs it really has, matched by MAC (see
+`addresses`: guest agent, ready line, dnsmasq lease, port): the key is the network's address
+in its stack when the bridge carries a netlink tag (`/sys/class/net/<bridge>/ifalias` =
+`iacloud:<stack_id>:<address>`), else the bridge name. The `hostname` attribute is what the
+guest reports (agent, ready line), else the recorded one; the `hostname` input stays the
+recorded one.
 """
 
 from __future__ import annotations
