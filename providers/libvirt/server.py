@@ -606,15 +606,15 @@ class Server(LibvirtResource):
         ready = console.last_ready(parsed.console_path) if running and local else None
         agent = running and parsed.agent == "connected"
         guest_ips = guest_agent.addresses(dom) if agent else None
-        by_mac = addresses.by_mac(
+        ips_by_mac = addresses.by_mac(
             parsed.nics,
-            record.nics if record else (),
+            record.nics if record and running else (),
             guest_ips,
             ready.by_mac() if ready else None,
             addresses.Leases() if running and local else (lambda _b, _m: None),
         )
         ip_map = addresses.by_network(
-            parsed.nics, by_mac, lambda bridge: network_label(bridge, local)
+            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
         )
         hostname = record.hostname if record else (ready.hostname if ready else None)
         # what the guest calls itself (user-data may have set another name than the record's)

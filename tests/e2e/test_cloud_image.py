@@ -136,7 +136,29 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory):
+def cloud_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One IACLOUD_DATA_DIR for the module: the stack's working files (netlink records, dnsmasq
+    leases, console logs) must be the same for the fixture's apply and every test's commands."""
+    return tmp_path_factory.mktemp("clouddata")
+
+
+@pytest.fixture
+def data_dir(cloud_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Overrides the conftest's per-test data dir with the module's."""
+    monkeypatch.setenv("IACLOUD_DATA_DIR", str(cloud_data))
+    monkeypatch.delenv("IACLOUD_STATE", raising=False)
+    return cloud_data
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, cloud_data: Path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IACLOUD_DATA_DIR", str(cloud_data))
+        mp.delenv("IACLOUD_STATE", raising=False)
+        yield from _lab(tmp_path_factory)
+
+
+def _lab(tmp_path_factory: pytest.TempPathFactory):
     if not CLOUD.is_file():
         pytest.fail(f"{CLOUD} is missing: run `make cloud-image` (or set IACLOUD_CLOUD_IMAGE)")
     tmp = tmp_path_factory.mktemp("cloud")
