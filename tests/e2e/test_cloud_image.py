@@ -75,6 +75,7 @@ type = "server"
 image = {{ get_resource = "img" }}
 memory_mib = 512
 networks = {a_networks}
+{a_ready}
 ssh_keys = ["{key}"]
 user_data = '''{user_data_a}'''
 
@@ -106,7 +107,7 @@ class Lab:
         self.path, self.tag, self.key, self.pool = path, tag, key, pool
         self.pub = key.with_suffix(".pub").read_text().strip()
 
-    def write(self, a_networks: str = ONE_NIC) -> Path:
+    def write(self, a_networks: str = ONE_NIC, a_ready: str = "") -> Path:
         text = STACK.format(
             name=f"e2ecloud-{self.tag}",
             image=CLOUD,
@@ -115,6 +116,7 @@ class Lab:
             b_ip=B_IP,
             key=self.pub,
             a_networks=a_networks,
+            a_ready=a_ready,
             user_data_a=USER_DATA.format(host=f"alpha-{self.tag}", tag=self.tag),
             user_data_b=USER_DATA.format(host=f"beta-{self.tag}", tag=self.tag),
         )
@@ -239,6 +241,17 @@ def test_real_image_boots_with_default_readiness_and_reports_real_addresses(lab)
 
     assert "No changes" in iacloud("plan", "--detailed-exitcode", str(lab.path))
     iacloud("drift", str(lab.path))
+
+
+def test_changing_ready_is_an_update_that_leaves_the_guest_alone(lab):
+    lab, _, _ = lab
+    before = lab.show()["resources"]["a"]["id"]
+    lab.write(a_ready='ready = "agent"')
+    out = iacloud("plan", "--detailed-exitcode", str(lab.path), code=2)
+    assert "~ a (server)" in out and "1 to update, 0 to replace, 0 to delete" in out, out
+    iacloud("apply", "--auto-approve", str(lab.path))
+    assert lab.show()["resources"]["a"]["id"] == before
+    lab.write()
 
 
 def test_hotplugged_nic_comes_up_and_detaches_cleanly(lab):

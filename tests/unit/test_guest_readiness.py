@@ -354,3 +354,63 @@ def test_server_inputs_ready_changes_in_place_and_machine_replaces():
     assert field_update(fields["machine"]) is Disruption.REPLACE
     with pytest.raises(ValueError):
         ServerInputs(image="p/i.qcow2", ready="soon")
+
+
+# ------------------------------------------------------------------ the agent probe
+def _fake_agent(monkeypatch, replies):
+    """guest_agent._command answering from `replies` (execute -> value or callable)."""
+    from iacloud.providers.libvirt import guest_agent
+
+    calls = []
+
+    def command(dom, execute, **arguments):
+        calls.append(execute)
+        reply = replies.get(execute)
+        return reply(arguments) if callable(reply) else reply
+
+    monkeypatch.setattr(guest_agent, "_command", command)
+    monkeypatch.setattr(guest_agent, "STATUS_EVERY", 0.0)
+    return guest_agent, calls
+
+
+def _exited(code, out=""):
+    import base64
+
+    return {"exited": True, "exitcode": code, "out-data": base64.b64encode(out.encode()).decode()}
+
+
+def test_probe_runs_cloud_init_status_through_the_agent(monkeypatch):
+    ga, calls = _fake_agent(monkeypatch, {
+        "guest-exec": {"pid": 7},
+        "guest-exec-status": _exited(0, "status: done\ndetail:\nDataSourceNoCloud\n"),
+    })  # fmt: skip
+    v = ga.Probe(object(), lambda: True).poll("auto")
+    assert v.ready and "cloud-init status done" in v.how
+    assert calls == ["guest-exec", "guest-exec-status"]
+    ga, _ = _fake_agent(monkeypatch, {
+        "guest-exec": {"pid": 7},
+        "guest-exec-status": _exited(1, "status: error\ndetail:\n('scripts_user', boom)\n"),
+    })  # fmt: skip
+    v = ga.Probe(object(), lambda: True).poll("cloud-init")
+    assert v.failed and "boom" in v.failed
+
+
+def test_probe_without_cloud_init_or_exec_counts_the_agent_for_auto_only(monkeypatch):
+    ga, _ = _fake_agent(monkeypatch, {"guest-exec": {"pid": 1},
+                                      "guest-exec-status": _exited(127)})  # fmt: skip
+    assert ga.Probe(object(), lambda: True).poll("auto").ready
+    assert ga.Probe(object(), lambda: True).poll("cloud-init").failed
+    ga, _ = _fake_agent(monkeypatch, {"guest-exec": None, "guest-ping": {}})
+    assert ga.Probe(object(), lambda: True).poll("auto").ready
+    assert ga.Probe(object(), lambda: True).poll("cloud-init") is readiness.WAITING
+    # an agent that is not connected is never asked
+    ga, calls = _fake_agent(monkeypatch, {"guest-ping": {}})
+    assert ga.Probe(object(), lambda: False).poll("agent") is readiness.WAITING
+    assert calls == []
+
+
+def test_probe_waits_while_cloud_init_runs(monkeypatch):
+    ga, _ = _fake_agent(monkeypatch, {"guest-exec": {"pid": 3},
+                                      "guest-exec-status": {"exited": False}})  # fmt: skip
+    probe = ga.Probe(object(), lambda: True)
+    assert probe.poll("auto") is readiness.WAITING and probe.pid == 3
