@@ -713,19 +713,23 @@ def publish_facts(files: NetworkFiles) -> None:
     if not record:
         return
     inputs = record["inputs"]
-    netfacts.write(
-        netfacts.NetworkFacts(
-            bridge=files.bridge,
-            cidr=inputs["cidr"],
-            gateway=inputs.get("gateway"),
-            dns=list(inputs.get("dns") or ()),
-            mtu=inputs.get("mtu"),
-            dhcp=bool(inputs.get("dhcp")),
-            leases=str(files.leases) if inputs.get("dhcp") else None,
-            stack_id=record.get("stack_id"),
-            address=record.get("address"),
-        )
+    facts = netfacts.NetworkFacts(
+        bridge=files.bridge,
+        cidr=inputs["cidr"],
+        gateway=inputs.get("gateway"),
+        dns=list(inputs.get("dns") or ()),
+        mtu=inputs.get("mtu"),
+        dhcp=bool(inputs.get("dhcp")),
+        leases=str(files.leases) if inputs.get("dhcp") else None,
+        stack_id=record.get("stack_id"),
+        address=record.get("address"),
     )
+    try:
+        netfacts.write(facts)
+    except OSError as exc:
+        raise ProviderError(
+            f"cannot publish the facts of network {files.bridge} in {netfacts.root()}: {exc}"
+        ) from exc
 
 
 def sync_reservations(resource: NetlinkResource, bridge: str) -> None:

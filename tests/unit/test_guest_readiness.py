@@ -6,6 +6,7 @@ shutdown."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import yaml
@@ -414,3 +415,37 @@ def test_probe_waits_while_cloud_init_runs(monkeypatch):
                                       "guest-exec-status": {"exited": False}})  # fmt: skip
     probe = ga.Probe(object(), lambda: True)
     assert probe.poll("auto") is readiness.WAITING and probe.pid == 3
+
+
+# ------------------------------------------------------------------ what the run deletes
+def test_run_info_names_every_object_the_plan_deletes():
+    from iacloud.executor import run_info, step_graph
+    from iacloud.plan import Action, Change, Plan
+    from iacloud.provider import Provider, ProviderSet, Registry, RunInfo, StackInfo
+
+    def change(address: str, action: Action, id: str | None) -> Change:
+        after = None if action is Action.DELETE else {}
+        before = {} if id else None
+        return Change(
+            address=address, type="volume", provider="libvirt", action=action, id=id,
+            before=before, after=after,
+        )  # fmt: skip
+
+    plan = Plan(
+        stack="s", stack_file="s.toml", stack_id="1", lineage="l", serial=1, created_at="now",
+        changes=[change("gone", Action.DELETE, "p/gone.raw"),
+                 change("swapped", Action.DELETE_CREATE, "p/old.raw"),
+                 change("rolled", Action.CREATE_DELETE, "p/prev.raw"),
+                 change("kept", Action.UPDATE, "p/kept.raw"),
+                 change("new", Action.CREATE, None)],
+    )  # fmt: skip
+    run = run_info(step_graph(plan, {}))
+    assert run.deleting == {"p/gone.raw", "p/old.raw", "p/prev.raw"}
+
+    class P(Provider):
+        name = "p"
+
+    providers = ProviderSet(Registry([P]), StackInfo("s", "1", Path("."), Path(".")), {})
+    providers.begin_run(run)
+    assert providers.run is run
+    assert P(StackInfo("s", "1", Path("."), Path(".")), P.Settings()).run == RunInfo()
