@@ -12,8 +12,10 @@ of the executor's own per-step elapsed times (`StepOutcome.elapsed`) along the l
 the step graph (image create, then one server create; a single volume create). Also shown: the
 sum of all step times (the work), work/wall (steps in flight on average), the lower bound
 max(critical path, work/jobs), and the median and slowest step. Then `engine.destroy_plan` +
-`engine.apply(command="destroy")`, and a check through libvirt and the state that nothing
-tagged with the stack id remains (anything that does is removed through libvirt).
+`engine.apply(command="destroy")`, timed against the destroy's own critical path (running
+servers whose disks all go with them are powered off at once: no graceful shutdown wait),
+and a check through libvirt and the state that nothing tagged with the stack id remains
+(anything that does is removed through libvirt).
 
 Part two, refreshing N volumes (empty, sparse, in a throw-away pool) times:
 
