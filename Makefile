@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 IMAGE  := build/images/tiny.qcow2
+CLOUD_IMAGE := build/images/debian-12-cloud.qcow2
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo demo-destroy host image install lint unit integration bench bench-host clean
+.PHONY: test demo demo-destroy host image cloud-image install lint unit integration bench bench-host clean
 
 install: $(STAMP)
 
@@ -24,6 +25,11 @@ host: install
 image: host
 	bash scripts/build-image.sh $(IMAGE)
 
+# a real Debian 12 cloud image (cloud-init, netplan/networkd, sshd, guest agent) for the e2e
+# tests and the example stacks; ~1 min from Debian packages, cached until its inputs change
+cloud-image: install
+	bash scripts/build-cloud-image.sh $(CLOUD_IMAGE)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,7 +37,7 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: image lint
+test: image cloud-image lint
 	$(BIN)/pytest -q tests
 
 demo: image

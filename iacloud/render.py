@@ -4,6 +4,7 @@ review comments. Hidden values are masked here, at the one place values are prin
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import click
@@ -21,13 +22,37 @@ _COLOURS = {
 }
 
 
+UNKNOWN = "(known after apply)"
+
+
+def _is_unknown(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"__unknown__"}
+
+
+def _mark_unknowns(value: Any, marker: str) -> Any:
+    """`value` with every {"__unknown__": expr}, at any depth, replaced by `marker`."""
+    if _is_unknown(value):
+        return marker
+    if isinstance(value, dict):
+        return {k: _mark_unknowns(v, marker) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mark_unknowns(v, marker) for v in value]
+    return value
+
+
 def _value(value: Any, redactor: Redactor, sensitive: bool = False) -> str:
+    """One planned value as JSON text, with `(known after apply)` (unquoted, as Terraform
+    prints it) wherever a value is only known after apply, also inside lists and tables."""
     if sensitive:
         return MASK
-    if isinstance(value, dict) and set(value) == {"__unknown__"}:
-        return "(known after apply)"
-    value = redactor.value(value)
-    text = json.dumps(value, default=str, sort_keys=True)
+    if _is_unknown(value):
+        return UNKNOWN
+    # a marker no stack value can hold (fresh per call), swapped for the bare words once
+    # the rest is JSON-encoded
+    marker = f"\0unknown-{secrets.token_hex(8)}\0"
+    text = json.dumps(
+        _mark_unknowns(redactor.value(value), marker), default=str, sort_keys=True
+    ).replace(json.dumps(marker), UNKNOWN)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
