@@ -40,6 +40,11 @@ unit: install
 test: image cloud-image lint
 	$(BIN)/pytest -q tests
 
+# the demo's image lies outside stacks/; in a git checkout it is inside the stack's tree anyway,
+# IACLOUD_IMAGE_ROOTS lets the demo run from an unpacked archive too
+demo: export IACLOUD_IMAGE_ROOTS := $(CURDIR)/build/images
+demo-destroy: export IACLOUD_IMAGE_ROOTS := $(CURDIR)/build/images
+
 demo: image
 	$(BIN)/iacloud validate stacks/demo.toml
 	$(BIN)/iacloud plan stacks/demo.toml
@@ -51,6 +56,7 @@ demo-destroy: install
 
 bench: install
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/fuzz_inputs.py
 
 # the benchmarks against a real libvirtd, netlink and dnsmasq (root; a few minutes)
 bench-host: image

@@ -214,6 +214,7 @@ def stack_toml(case: _Case) -> str:
         f"pool_path = {json.dumps(str(case.base / 'pool'))}",
         "boot_timeout = 240",  # 8 TCG guests booting on 2 cores are slow; not a failure
         f"shutdown_timeout = {SHUTDOWN_TIMEOUT}",
+        f"image_roots = [{json.dumps(str(TINY.parent))}]",  # the stack is written outside the repo
         "",
     ]
     if case.kind == "server":

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions
+from iacloud import expressions, limits, lost_state, plan_check
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
@@ -31,6 +31,7 @@ from iacloud.executor import (
     resource_state,
 )
 from iacloud.loader import load_stack
+from iacloud.paths import data_root
 from iacloud.plan import PLAN_FORMAT, Action, Plan
 from iacloud.planner import PlanOptions, normalize_inputs
 from iacloud.planner import plan as compute_plan
@@ -44,16 +45,6 @@ from iacloud.suppressions import Suppression
 __all__ = ["Workspace", "data_root"]
 
 
-def data_root() -> Path:
-    """Host-level working files of providers, kept across runs and checkouts (so a CI job in a
-    fresh clone still finds the dnsmasq configs of the stack it applied yesterday)."""
-    if env := os.environ.get("IACLOUD_DATA_DIR"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/iacloud")
-    return Path.home() / ".local" / "share" / "iacloud"
-
-
 @dataclass
 class Workspace:
     """One stack file with its state backend and providers."""
@@ -62,13 +53,14 @@ class Workspace:
     state_url: str | None = None
     lock_timeout: float = 0.0
     registry: Registry = field(default_factory=Registry.discover)
+    read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
     _backend: StateBackend | None = None
 
     @property
     def backend(self) -> StateBackend:
         if self._backend is None:
             url = self.state_url or os.environ.get("IACLOUD_STATE")
-            self._backend = open_backend(url, self.stack_file.resolve().parent)
+            self._backend = open_backend(url, self.stack_file.resolve().parent, self.read_only)
         return self._backend
 
     def open_read_only(self) -> StateBackend:
@@ -99,12 +91,28 @@ class Workspace:
         return ProviderSet(self.registry, self.stack_info(name, source), dict(settings))
 
     def settings_from_plan(self, plan: Plan) -> dict[str, Any]:
+        """The plan's provider settings, validated as a stack's are: a plan file is user input
+        too (edited, or made by another version), and bad settings must fail before apply
+        begins a state version."""
         out = {}
+        problems: list[Diagnostic] = []
         for name, values in plan.provider_settings.items():
             cls = self.registry.providers.get(name)
             if cls is None:
                 raise UserError(f"the plan needs provider '{name}', which is not installed")
-            out[name] = cls.Settings.model_validate(values)
+            try:
+                out[name] = cls.Settings.model_validate(values)
+            except ValidationError as exc:
+                problems += [
+                    Diagnostic(
+                        str(e["msg"]).removeprefix("Value error, "),
+                        address=f"provider_settings.{name}",
+                        field=".".join(str(p) for p in e["loc"]) or None,
+                    )
+                    for e in exc.errors(include_url=False)
+                ]
+        if problems:
+            raise UserError(problems)
         return out
 
 
@@ -201,6 +209,8 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         snapshot = backend.snapshot(config.name)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
+            if snapshot.serial == 0 and not options.destroy:
+                lost_state.check(config, providers, ws.registry, _state_name(ws))
             observed = refresh(snapshot, providers, ws.registry)
             plan = compute_plan(
                 config, snapshot, observed, ws.registry, options, providers.resource
@@ -208,6 +218,11 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         finally:
             providers.close()
         return plan, snapshot
+
+
+def _state_name(ws: Workspace) -> str:
+    url = ws.state_url or os.environ.get("IACLOUD_STATE")
+    return url or str(ws.stack_file.parent / ".iacloud" / "state.db")
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:
@@ -238,6 +253,8 @@ def apply(
 ) -> ApplyResult:
     """Apply a plan under the lock; refuse it if state moved since it was made."""
     check_disruption(plan, max_disruption)
+    plan_check.check(plan, ws.registry)  # before the lock and the new state version
+    settings = ws.settings_from_plan(plan)
     backend = ws.backend
     with backend.locked(plan.stack, command, ws.lock_timeout):
         snapshot = backend.snapshot(plan.stack)
@@ -247,7 +264,8 @@ def apply(
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         serial = backend.begin_version(plan.stack, command, stack_id, lineage)
-        providers = ws.providers(plan.stack, plan, ws.settings_from_plan(plan))
+        providers = ws.providers(plan.stack, plan, settings)
+        lost_state.remember(providers.stack)
         status = "failed"
         result = ApplyResult()
         try:
@@ -351,7 +369,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 def load_plan(path: Path) -> Plan:
     try:
-        data = json.loads(path.read_text())
+        data = limits.parse_json(limits.read_text(path, limits.MAX_PLAN_BYTES))
     except OSError as exc:
         raise UserError(
             Diagnostic(f"cannot read the plan: {exc.strerror}", file=str(path))
@@ -360,6 +378,8 @@ def load_plan(path: Path) -> Plan:
         raise UserError(
             Diagnostic(f"not a plan file: invalid JSON at line {exc.lineno}", file=str(path))
         ) from None
+    except limits.InputError as exc:
+        raise UserError(Diagnostic(f"not a usable plan file: {exc}", file=str(path))) from None
     found = data.get("format_version") if isinstance(data, dict) else None
     if found != PLAN_FORMAT:
         raise UserError(
@@ -376,6 +396,18 @@ def load_plan(path: Path) -> Plan:
                 Diagnostic(e["msg"], file=str(path), field=".".join(str(p) for p in e["loc"]))
                 for e in exc.errors()
             ]
+        ) from None
+
+
+def check_saved_plan(ws: Workspace, plan: Plan, path: Path) -> None:
+    """What this installation cannot apply in a saved plan, as diagnostics naming the file;
+    before anything is printed or locked."""
+    plan_check.check(plan, ws.registry, str(path))
+    try:
+        ws.settings_from_plan(plan)
+    except UserError as exc:
+        raise UserError(
+            Diagnostic(d.message, str(path), d.address, d.field, d.hint) for d in exc.diagnostics
         ) from None
 
 

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+# control characters (C0, DEL, C1) and the invisible format characters that reorder or hide
+# text (bidi overrides, zero-width): quoted user text must not forge lines or colour a terminal
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal line: control and invisible format characters as escapes."""
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 @dataclass(frozen=True)
@@ -22,7 +38,7 @@ class Diagnostic:
         if self.field:
             where.append(f"field '{self.field}'")
         text = ": ".join([", ".join(where), self.message]) if where else self.message
-        return f"{text} ({self.hint})" if self.hint else text
+        return printable(f"{text} ({self.hint})" if self.hint else text)
 
     def to_json(self) -> dict[str, str | None]:
         return {

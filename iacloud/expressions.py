@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FUNCTIONS = ("get_param", "get_resource", "get_attr", "str_replace", "list_join")
-_ADDRESS = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_-]*)(?:\[(?P<index>\d+)\])?$")
+_ADDRESS = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)(?:\[(?P<index>\d+)\])?")
 
 
 class ExpressionError(ValueError):
@@ -80,7 +80,7 @@ class Unknown:
 
 
 def parse_address(text: str) -> tuple[str, int | None]:
-    m = _ADDRESS.match(text) if isinstance(text, str) else None
+    m = _ADDRESS.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise ExpressionError(f"expected a resource name such as 'web' or 'web[0]', found {text!r}")
     index = m.group("index")
@@ -215,7 +215,13 @@ def _per_instance(
     group = resolver.instances(name) if index is None else None
     if group is None:
         return fn(name if index is None else f"{name}[{index}]")
-    return [fn(address) for address in group]
+    values = []
+    for address in group:
+        value = fn(address)
+        if isinstance(value, Unknown):  # the whole reference is unknown: stop at the first
+            return value
+        values.append(value)
+    return values
 
 
 def _evaluate_expr(expr: Expr, resolver: Resolver) -> Any:

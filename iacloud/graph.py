@@ -8,7 +8,8 @@ prints `to_dot`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -17,6 +18,38 @@ from iacloud.errors import Diagnostic
 
 # enough to show the shape of a tangle without flooding the terminal
 MAX_CYCLES_REPORTED = 20
+# a dependency list at least this long, shared by several dependents, goes through a hub node
+HUB_MIN_DEPENDENCIES = 8
+
+
+@dataclass(frozen=True)
+class Hub:
+    """A graph node standing for one dependency list shared by many dependents (every instance
+    of `b` referring to the whole group `a`): N dependents of N addresses cost 2N edges through
+    it instead of N * N. It carries no resource; callers skip it when walking the graph."""
+
+    key: int
+
+
+def add_dependency_edges(
+    graph: nx.DiGraph,
+    dependents: Iterable[tuple[Hashable, Sequence[str]]],
+    node: Callable[[str], Hashable] = lambda address: address,
+) -> None:
+    """Add edges dependency -> dependent for (dependent node, dependency addresses) pairs."""
+    hubs: dict[tuple[str, ...], Hub] = {}
+    direct: list[tuple[Hashable, Hashable]] = []
+    for dependent, deps in dependents:
+        if len(deps) < HUB_MIN_DEPENDENCIES:
+            direct.extend((node(d), dependent) for d in deps)
+            continue
+        key = tuple(deps)
+        hub = hubs.get(key)
+        if hub is None:
+            hub = hubs[key] = Hub(len(hubs))
+            graph.add_edges_from((node(d), hub) for d in key)
+        direct.append((hub, dependent))
+    graph.add_edges_from(direct)
 
 
 def build_graph(config: StackConfig) -> nx.DiGraph:
@@ -24,11 +57,13 @@ def build_graph(config: StackConfig) -> nx.DiGraph:
     each dependency to the resource that needs it."""
     graph = nx.DiGraph(name=config.name)
     graph.add_nodes_from((address, {"config": rc}) for address, rc in config.resources.items())
-    edges = [(dep, address) for address, rc in config.resources.items() for dep in rc.depends_on]
-    missing = {dep for dep, _ in edges if dep not in config.resources}
+    lists = {id(rc.depends_on): rc.depends_on for rc in config.resources.values()}
+    missing = {dep for deps in lists.values() for dep in deps if dep not in config.resources}
     if missing:  # the loader guarantees this never happens; fail loudly rather than add bare nodes
         raise ValueError(f"depends_on names addresses not in the stack: {sorted(missing)}")
-    graph.add_edges_from(edges)
+    add_dependency_edges(
+        graph, ((address, rc.depends_on) for address, rc in config.resources.items())
+    )
     return graph
 
 
@@ -64,6 +99,10 @@ def _dot_id(text: str) -> str:
     return f'"{escaped}"'
 
 
+def _node_text(node: Hashable) -> str:
+    return f"(shared dependencies {node.key})" if isinstance(node, Hub) else str(node)
+
+
 def to_dot(graph: nx.DiGraph) -> str:
     """Graphviz DOT text of a graph from `build_graph`: nodes labelled with address and type."""
     lines = [
@@ -72,9 +111,12 @@ def to_dot(graph: nx.DiGraph) -> str:
         '  node [shape=box, fontname="Helvetica"];',
     ]
     for node, data in graph.nodes(data=True):
+        if isinstance(node, Hub):  # a shared dependency list: a dot the edges meet at
+            lines.append(f"  {_dot_id(_node_text(node))} [shape=point];")
+            continue
         rc = data.get("config")
         label = f"{node}\n{rc.type}" if rc is not None else str(node)
         lines.append(f"  {_dot_id(str(node))} [label={_dot_id(label)}];")
-    lines.extend(f"  {_dot_id(str(a))} -> {_dot_id(str(b))};" for a, b in graph.edges)
+    lines.extend(f"  {_dot_id(_node_text(a))} -> {_dot_id(_node_text(b))};" for a, b in graph.edges)
     lines.append("}")
     return "\n".join(lines) + "\n"

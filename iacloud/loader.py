@@ -24,6 +24,7 @@ import re
 import sys
 import typing
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from iacloud import expressions as ex
+from iacloud import limits, patterns
 from iacloud.config import OutputConfig, ResourceConfig, StackConfig
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.graph import cycle_diagnostics
@@ -382,6 +384,8 @@ def convert_param(text: str, param_type: str) -> Any:
         return text
     if param_type == "number":
         stripped = text.strip()
+        if len(stripped) > limits.MAX_NUMBER_CHARS:
+            raise ValueError(f"expected a number of at most {limits.MAX_NUMBER_CHARS} characters")
         try:
             number = int(stripped)
         except ValueError:
@@ -402,18 +406,22 @@ def convert_param(text: str, param_type: str) -> Any:
     if param_type == "list":
         if text.lstrip().startswith("["):
             try:
-                value = json.loads(text)
+                value = limits.parse_json(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"expected a JSON array: {exc.msg}") from None
+            except limits.InputError as exc:
+                raise ValueError(f"expected a JSON array: {exc}") from None
             if not isinstance(value, list):
                 raise ValueError("expected a JSON array")
             return value
         return [item.strip() for item in text.split(",")] if text.strip() else []
     # map
     try:
-        value = json.loads(text)
+        value = limits.parse_json(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"expected a JSON object: {exc.msg}") from None
+    except limits.InputError as exc:
+        raise ValueError(f"expected a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value
@@ -482,7 +490,7 @@ def _constraint_problem(value: Any, c: Constraint, hide: bool) -> str | None:
     pattern = c.allowed_pattern or ""
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if not isinstance(item, str) or re.fullmatch(pattern, item) is None:
+        if not isinstance(item, str) or not patterns.matches(pattern, item):
             one = REDACTED if hide else _render(item)
             return f'{one} does not match pattern "{pattern}"'
     return None
@@ -542,6 +550,10 @@ class _Loader:
         self.names: list[str] = []
         self.name_edges: set[tuple[str, str]] = set()
         self.positions: dict[tuple[str, str], int] = {}  # (section, name) -> place in the file
+        self.instance_total = 0  # resource instances declared so far
+        self.dependency_total = 0  # dependencies of the instances expanded so far
+        self.dependencies_over = False  # the limit was reached (reported once)
+        self.group_sets: dict[str, frozenset[str]] = {}  # whole-group references, made once
 
     # -- value helpers ---------------------------------------------------------------------
 
@@ -637,20 +649,20 @@ class _Loader:
 
     def read_toml(self) -> dict[str, Any] | None:
         try:
-            text = self.path.read_bytes().decode("utf-8")
+            text = limits.read_text(self.path)
         except FileNotFoundError:
             self.report.add("stack file not found")
             return None
-        except UnicodeDecodeError as exc:
-            self.report.add(f"not a UTF-8 text file (byte {exc.start})")
-            return None
-        except OSError as exc:
-            self.report.add(f"cannot read the stack file: {exc.strerror or exc}")
+        except limits.InputError as exc:
+            self.report.add(str(exc).replace("the file", "the stack file", 1))
             return None
         try:
-            return tomllib.loads(text)
+            return limits.parse_toml(text)
         except tomllib.TOMLDecodeError as exc:
             self.report.add(_toml_error_message(str(exc), text))
+            return None
+        except limits.InputError as exc:
+            self.report.add(str(exc))
             return None
 
     # -- parameters -------------------------------------------------------------------------
@@ -727,16 +739,13 @@ class _Loader:
         efile = str(env)
         text: str | None = None
         try:
-            text = env.read_bytes().decode("utf-8")
-            data = tomllib.loads(text)
+            text = limits.read_text(env)
+            data = limits.parse_toml(text)
         except FileNotFoundError:
             self.report.add("environment file not found", file=efile)
             return
-        except UnicodeDecodeError as exc:
-            self.report.add(f"not a UTF-8 text file (byte {exc.start})", file=efile)
-            return
-        except OSError as exc:
-            self.report.add(f"cannot read the environment file: {exc.strerror or exc}", file=efile)
+        except limits.InputError as exc:
+            self.report.add(str(exc).replace("the file", "the environment file", 1), file=efile)
             return
         except tomllib.TOMLDecodeError as exc:
             self.report.add(_toml_error_message(str(exc), text), file=efile)
@@ -787,7 +796,7 @@ class _Loader:
         try:
             value = convert_param(raw, pdef.type)
         except ValueError as exc:
-            shown = REDACTED if pdef.hidden else json.dumps(raw)
+            shown = REDACTED if pdef.hidden else _render(raw)
             self.report.add(f"-p {name}: {exc}, found {shown}", address)
             self.failed.add(name)
             self.values.pop(name, None)
@@ -874,15 +883,25 @@ class _Loader:
         where: str,
         owner: str | None,
         check_index: bool = True,
-    ) -> set[str]:
-        """Check every get_resource / get_attr in a value; the addresses they depend on."""
-        deps: set[str] = set()
-        for node, at in _references(value, where):
-            attribute = node.attribute if isinstance(node, ex.GetAttr) else None
-            deps |= self.target(
-                node.name, node.index, attribute, sink, address, at, owner, check_index
+    ) -> AbstractSet[str]:
+        """Check every get_resource / get_attr in a value; the addresses they depend on. Not
+        to be changed in place: a whole-group reference is the group's one shared set."""
+        found = [
+            self.target(
+                node.name,
+                node.index,
+                node.attribute if isinstance(node, ex.GetAttr) else None,
+                sink,
+                address,
+                at,
+                owner,
+                check_index,
             )
-        return deps
+            for node, at in _references(value, where)
+        ]
+        if len(found) == 1:
+            return found[0]
+        return set().union(*found)
 
     def target(
         self,
@@ -894,7 +913,7 @@ class _Loader:
         where: str,
         owner: str | None,
         check_index: bool = True,
-    ) -> set[str]:
+    ) -> AbstractSet[str]:
         """Check one reference; check_index is off for a resource with no instances, whose
         data[%index%] has no real index to check."""
         target = self.targets.get(name)
@@ -918,7 +937,11 @@ class _Loader:
                     hint,
                 )
         if index is None:
-            return set(target.addresses) if target.counted else {name}
+            if not target.counted:
+                return {name}
+            if name not in self.group_sets:
+                self.group_sets[name] = frozenset(target.addresses)
+            return self.group_sets[name]
         if not target.counted:
             sink.add(
                 f"'{name}[{index}]': resource '{name}' has no count, so it cannot be indexed",
@@ -939,7 +962,7 @@ class _Loader:
 
     def explicit_dependency(
         self, text: str, sink: _Sink, address: str, where: str, owner: str, check_index: bool = True
-    ) -> set[str]:
+    ) -> AbstractSet[str]:
         try:
             name, index = ex.parse_address(text)
         except ex.ExpressionError as exc:
@@ -975,6 +998,18 @@ class _Loader:
                 continue
             counted = rdef.count is not None
             count = self.evaluate_count(rdef.count, address) if counted else None
+            instances = count if counted and count is not None else 1
+            if self.instance_total + instances > limits.MAX_RESOURCES:
+                if self.instance_total <= limits.MAX_RESOURCES:  # said once, where it happens
+                    self.report.add(
+                        f"the stack would have {self.instance_total + instances:,} resources "
+                        f"with this one's instances, more than the limit of "
+                        f"{limits.MAX_RESOURCES:,}",
+                        address,
+                        "count" if counted else None,
+                    )
+                count = None  # no instances made: the rest of the stack is still checked
+            self.instance_total += instances
             target = _Target(name, type_cls, counted, count)
             if counted and count is not None:
                 target.addresses = [f"{name}[{i}]" for i in range(count)]
@@ -1089,18 +1124,24 @@ class _Loader:
         emit = not target.counted or bool(target.count)
 
         sink: _Sink = _GroupSink(self.file, group) if target.counted else self.report
+        # one tuple for every instance that adds nothing of its own: a whole-group reference
+        # (N addresses) is then sorted and stored once, not once per instance
+        shared_deps_sorted = tuple(sorted(shared_deps))
+        last_extra: AbstractSet[str] = frozenset()
+        last_sorted = shared_deps_sorted
         configs: list[ResourceConfig] = []
         provider = self.registry.provider_of.get(rdef.type, "")
         if model is not None and not varying_raw:  # identical instances: validate once
             self.check_inputs(model, shared, unresolved, sink, group)
         for index in indices:
+            if self.dependencies_over:
+                break  # the stack fails on its size: nothing more is built for it
             address = name if index is None else f"{name}[{index}]"
             where_address = f"resources.{address}" if emit else group
-            deps = shared_deps
+            extra: set[str] = set()  # what this instance depends on beyond the shared deps
             properties = shared
             if varying_raw or varying_deps_raw:
                 assert index is not None
-                deps = set(shared_deps)
                 properties = dict(shared)
                 instance_unresolved = set(unresolved)
                 for key, value in varying_raw.items():
@@ -1113,9 +1154,10 @@ class _Loader:
                     properties[key] = prepared
                     if _has_expr(prepared):
                         instance_unresolved.add(key)
-                        deps |= self.references(prepared, sink, where_address, key, name, emit)
+                        if not self.dependencies_over:
+                            extra |= self.references(prepared, sink, where_address, key, name, emit)
                 for i, dep in varying_deps_raw:
-                    deps |= self.explicit_dependency(
+                    extra |= self.explicit_dependency(
                         dep.replace(INDEX_TOKEN, str(index)),
                         sink,
                         where_address,
@@ -1125,6 +1167,33 @@ class _Loader:
                     )
                 if model is not None and varying_raw:
                     self.check_inputs(model, properties, instance_unresolved, sink, where_address)
+            if emit and not self.dependencies_over:
+                own = len(shared_deps) + len(extra)
+                if extra and not extra.isdisjoint(shared_deps):
+                    own = len(shared_deps | extra)
+                self.dependency_total += own
+                if self.dependency_total > limits.MAX_DEPENDENCIES:
+                    self.dependencies_over = True
+                    self.report.add(
+                        f"the stack's resources would have more than "
+                        f"{limits.MAX_DEPENDENCIES:,} dependencies: '{address}' depends on "
+                        f"{own:,} others",
+                        group,
+                        hint="a reference to a whole counted group from each instance of "
+                        "another makes count x count dependencies: refer to one instance "
+                        "('name[%index%]'), or make the counts smaller",
+                    )
+            if self.dependencies_over:
+                break
+            # instances whose own references name the same addresses (a whole group inside a
+            # %index% template) share one tuple too
+            if extra <= shared_deps:
+                deps_sorted = shared_deps_sorted
+            elif extra != last_extra:
+                last_extra, last_sorted = extra, tuple(sorted(shared_deps | extra))
+                deps_sorted = last_sorted
+            else:
+                deps_sorted = last_sorted
             if emit:
                 configs.append(
                     ResourceConfig(
@@ -1135,7 +1204,7 @@ class _Loader:
                         provider=provider,
                         # one dict per instance; nested values of shared fields are shared
                         properties={k: properties[k] for k in order if k in properties},
-                        depends_on=tuple(sorted(deps)),
+                        depends_on=deps_sorted,
                     )
                 )
         if isinstance(sink, _GroupSink):
@@ -1236,9 +1305,21 @@ class _Loader:
                     hint="a bug in the provider: please report it",
                 )
                 continue
+            # a counted resource's problems merged as its own fields' are: a port counted
+            # 10,000 times with one ip is one diagnostic, not 9,999 lines
+            group_sinks: dict[str, _GroupSink] = {}
             for d in found:
                 where = f"resources.{d.address}" if d.address else None
-                self.report.add(d.message, where, d.field, d.hint)
+                group = (d.address or "").split("[", 1)[0]
+                target = self.targets.get(group)
+                sink: _Sink = self.report
+                if where is not None and target is not None and target.counted:
+                    if group not in group_sinks:
+                        group_sinks[group] = _GroupSink(self.file, f"resources.{group}")
+                    sink = group_sinks[group]
+                sink.add(d.message, where, d.field, d.hint)
+            for group_sink in group_sinks.values():
+                group_sink.flush_into(self.report)
 
     # -- the whole file ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from iacloud import expressions
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
+from iacloud.graph import Hub, add_dependency_edges
 from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan, StateUpdate
 from iacloud.provider import Observed, Registry, ResourceType
 from iacloud.schema import Disruption, field_flag, field_update, max_disruption
@@ -241,9 +242,8 @@ def plan(
         raise UserError(diagnostics)
 
     graph = nx.DiGraph()
-    for address, rc in config.resources.items():
-        graph.add_node(address)
-        graph.add_edges_from((d, address) for d in rc.depends_on)
+    graph.add_nodes_from(config.resources)
+    add_dependency_edges(graph, ((a, rc.depends_on) for a, rc in config.resources.items()))
 
     actions: dict[str, Action] = {}
     changes: dict[str, Change] = {}
@@ -251,6 +251,8 @@ def plan(
     drift_of = {d.address: d for d in drift}
     resolver = _PlanResolver(config, priors, actions)
     for address in [] if options.destroy else nx.topological_sort(graph):
+        if isinstance(address, Hub):
+            continue
         rc = config.resources[address]
         prior = priors.get(address)
         if selected is not None and address not in selected:
@@ -450,8 +452,13 @@ def _select_targets(
             hint = did_you_mean(t, list(config.resources) + list(config.groups))
             diagnostics.append(Diagnostic(f"--target: no resource '{t}' in the stack", hint=hint))
     stack = list(selected)
+    walked: set[int] = set()  # a list shared by a whole group is walked once, not per instance
     while stack:
-        for dep in config.resources[stack.pop()].depends_on:
+        deps = config.resources[stack.pop()].depends_on
+        if id(deps) in walked:
+            continue
+        walked.add(id(deps))
+        for dep in deps:
             if dep not in selected:
                 selected.add(dep)
                 stack.append(dep)

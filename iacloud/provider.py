@@ -96,6 +96,9 @@ class TaggedObject:
     # a part of the object at `address` (a server's root disk or seed) rather than the object
     # itself: it is an orphan only when nothing is recorded at that address
     part: str | None = None
+    # the stack's name, where the tag carries it (libvirt domains): finds the objects of a
+    # stack whose state was lost (iacloud.lost_state)
+    stack: str | None = None
 
 
 class ResourceType:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from iacloud.patterns import compile_pattern
+
 FORMAT_VERSION = 1
 STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 # resource, parameter and output names: they become addresses ("web[0]") and reach host objects
@@ -71,10 +73,7 @@ class Constraint(_Model):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            compile_pattern(pattern)  # PatternError is a ValueError: reported on the field
         return pattern
 
     @model_validator(mode="after")

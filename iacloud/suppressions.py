@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from iacloud import limits
 from iacloud.errors import Diagnostic, UserError
 
 FILE_NAME = ".iacloudignore"
 
 _LINE = re.compile(
-    r"^(?P<address>[A-Za-z0-9_*\[\]-]+)(?:\.(?P<field>[A-Za-z_*][A-Za-z0-9_*]*))?"
-    r"(?:\s+until\s+(?P<until>\S+))?$"
+    r"(?P<address>[A-Za-z0-9_*\[\]-]+)(?:\.(?P<field>[A-Za-z_*][A-Za-z0-9_*]*))?"
+    r"(?:\s+until\s+(?P<until>\S+))?"
 )
 
 
@@ -69,7 +70,7 @@ def parse(text: str, file: str) -> list[Suppression]:
         body = body.strip()
         if not body:
             continue
-        m = _LINE.match(body)
+        m = _LINE.fullmatch(body)
         if m is None:
             errors.append(
                 Diagnostic(
@@ -103,11 +104,11 @@ def load(stack_file: Path, explicit: Path | None) -> list[Suppression]:
     if explicit is None and not path.exists():
         return []
     try:
-        text = path.read_text()
+        text = limits.read_text(path)
     except OSError as exc:
         raise UserError(
             Diagnostic(f"cannot read the ignore file: {exc.strerror}", file=str(path))
         ) from None
-    except UnicodeDecodeError:
-        raise UserError(Diagnostic("the ignore file is not UTF-8 text", file=str(path))) from None
+    except limits.InputError as exc:
+        raise UserError(Diagnostic(f"the ignore file: {exc}", file=str(path))) from None
     return parse(text, str(path))

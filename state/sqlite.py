@@ -3,6 +3,7 @@ resources, pending operations, events, outputs and lock, written in small transa
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -12,11 +13,11 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -33,6 +34,7 @@ from iacloud.state import (
 )
 
 SCHEMA_VERSION = 1
+_T = TypeVar("_T")
 _FORMAT = "iacloud-state"
 _LOCK_POLL = 0.1  # seconds between attempts while another run holds a stack's lock
 _BUSY_TIMEOUT = 10.0  # seconds sqlite waits for another writer's (always short) transaction
@@ -125,6 +127,24 @@ def _user() -> str:
         return str(os.getuid())
 
 
+def _brief(exc: Exception) -> str:
+    """A row's validation errors in one line: pydantic's own text spans many, with URLs."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    errors = exc.errors(include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:3]]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _outputs(text: str) -> dict[str, Any]:
+    """A version's outputs column: a table."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of outputs, found {type(value).__name__}")
+    return value
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -163,7 +183,6 @@ class SQLiteBackend(StateBackend):
         self.read_only = read_only
         self._mutex = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._ready = False  # the schema exists in the file
         self._host = socket.gethostname()
         if self.path.exists():
             # Fail at open rather than in the middle of a run on a file that is not ours.
@@ -190,16 +209,40 @@ class SQLiteBackend(StateBackend):
         except OSError as e:
             raise self._error(e.strerror or str(e)) from e
 
+    def _create(self) -> None:
+        """Make the store complete under a temporary name and link it into place: the file at
+        `path` never exists without its schema, so an existing file without one is damaged
+        (or a copy made without its -wal), never a store that was about to be made."""
+        old = os.umask(0o077)  # parents 0700; sqlite's -wal/-shm can be no looser either
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Create the file ourselves so it is 0600 from its first instant; sqlite would
+            # create it 0644 and a chmod after would leave a window.
+            os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()  # the last connection: checkpoints and removes tmp's -wal/-shm
+            with contextlib.suppress(FileExistsError):  # another run made it meanwhile: keep it
+                os.link(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.umask(old)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{tmp}{suffix}")
+
     def _open(self, create: bool) -> None:
         if create and not self.path.exists():
-            old = os.umask(0o077)  # parents 0700; sqlite's -wal/-shm can be no looser either
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # Create the file ourselves so it is 0600 from its first instant; sqlite would
-                # create it 0644 and a chmod after would leave a window.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            finally:
-                os.umask(old)
+            self._create()
         old = os.umask(0o077)
         try:
             conn = sqlite3.connect(
@@ -213,8 +256,8 @@ class SQLiteBackend(StateBackend):
             os.umask(old)
         try:
             # Check what the file is before changing anything in it (journal mode included).
-            self._ready = self._check_schema(conn)
-            if self._ready and not self.read_only:
+            self._check_schema(conn)
+            if not self.read_only:
                 self._configure(conn)
         except BaseException:
             conn.close()
@@ -222,10 +265,21 @@ class SQLiteBackend(StateBackend):
         self._conn = conn
 
     def _check_schema(self, conn: sqlite3.Connection) -> bool:
-        """True if the file holds our schema, False if it is empty; raise for anything else."""
+        """True if the file holds our schema; raise for anything else. An existing file without
+        tables is not a new store (those are made whole, see _create): it is empty or a copy of
+        a store made without its -wal file, and planning on it would create every object again."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            return False
+            try:
+                size = f"{self.path.stat().st_size} bytes"
+            except OSError:
+                size = "unreadable"
+            raise self._error(
+                f"the file exists but holds no state ({size}, no tables): it is damaged, or a "
+                "copy of a state database made without its -wal file. Nothing was changed. "
+                "Restore the file together with its -wal file; if this state never held "
+                "anything, move the file away and iacloud starts a new one"
+            )
         if "meta" not in tables:
             raise self._error("not an iacloud state database (it has no 'meta' table)")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -269,25 +323,6 @@ class SQLiteBackend(StateBackend):
                 return None
             self._open(create=write)
         assert self._conn is not None
-        if not self._ready:
-            if write:
-                self._configure(self._conn)
-                # One transaction (BEGIN/COMMIT are in the script; executescript would commit
-                # ours): a run killed mid-creation leaves an empty file, not half a schema.
-                try:
-                    self._conn.executescript(_SCHEMA)
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-                self._ready = True
-            else:
-                # Another process may have created the schema since we opened the file.
-                self._ready = self._check_schema(self._conn)
-                if not self._ready:
-                    return None
-                if not self.read_only:
-                    self._configure(self._conn)
         return self._conn
 
     @contextmanager
@@ -334,9 +369,15 @@ class SQLiteBackend(StateBackend):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-                self._ready = False
 
     # -- reads ------------------------------------------------------------------------------
+
+    def _decode(self, row: str, parse: Callable[[], _T]) -> _T:
+        """One stored row made into its record, or a StateError naming the row."""
+        try:
+            return parse()
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise self._error(f"corrupt record: {row}: {_brief(exc)}") from None
 
     def snapshot(self, stack: str, serial: int | None = None) -> Snapshot:
         with self._read() as db:
@@ -358,39 +399,59 @@ class SQLiteBackend(StateBackend):
             current = db.execute(
                 "SELECT COALESCE(MAX(serial), 0) FROM versions WHERE stack = ?", (stack,)
             ).fetchone()[0]
+            if not isinstance(current, int) or isinstance(current, bool):
+                raise self._error(
+                    f"corrupt record: the versions of stack '{stack}' have a serial that is not "
+                    f"a number ({str(current)[:40]!r})"
+                )
             if serial is None:
                 serial = current
             elif not 0 <= serial <= current:
                 raise self._error(f"stack '{stack}' has no version {serial} (latest: {current})")
             resources = {
-                address: ResourceState.model_validate_json(data)
-                for address, data in db.execute(
-                    "SELECT address, data FROM resources WHERE stack = ? AND serial_from <= ? "
-                    "AND (serial_to IS NULL OR serial_to > ?) ORDER BY address",
+                address: self._decode(
+                    f"resource '{address}' of stack '{stack}' (resources row {rowid})",
+                    lambda data=data: ResourceState.model_validate_json(data),
+                )
+                for rowid, address, data in db.execute(
+                    "SELECT rowid, address, data FROM resources WHERE stack = ? "
+                    "AND serial_from <= ? AND (serial_to IS NULL OR serial_to > ?) "
+                    "ORDER BY address",
                     (stack, serial, serial),
                 )
             }
             out = db.execute(
-                "SELECT outputs FROM versions WHERE stack = ? AND serial <= ? "
+                "SELECT outputs, serial FROM versions WHERE stack = ? AND serial <= ? "
                 "AND outputs IS NOT NULL ORDER BY serial DESC LIMIT 1",
                 (stack, serial),
             ).fetchone()
             # A pending operation is still unresolved now, so it belongs to every version
             # from the one it was started in.
             pending = [
-                PendingOperation.model_validate_json(data)
-                for (data,) in db.execute(
-                    "SELECT data FROM pending WHERE stack = ? AND serial <= ? ORDER BY address",
+                self._decode(
+                    f"pending operation on '{address}' of stack '{stack}'",
+                    lambda data=data: PendingOperation.model_validate_json(data),
+                )
+                for address, data in db.execute(
+                    "SELECT address, data FROM pending WHERE stack = ? AND serial <= ? "
+                    "ORDER BY address",
                     (stack, serial),
                 )
             ]
+            outputs = (
+                self._decode(
+                    f"outputs of version {out[1]} of stack '{stack}'", lambda: _outputs(out[0])
+                )
+                if out
+                else {}
+            )
             return Snapshot(
                 stack=stack,
                 stack_id=stack_id,
                 lineage=lineage,
                 serial=serial,
                 resources=resources,
-                outputs=json.loads(out[0]) if out else {},
+                outputs=outputs,
                 pending=pending,
             )
 
@@ -399,15 +460,18 @@ class SQLiteBackend(StateBackend):
             if db is None:
                 return []
             return [
-                StateVersion(
-                    serial=serial,
-                    lineage=lineage,
-                    command=command,
-                    status=status,
-                    created_at=datetime.fromisoformat(created),
-                    finished_at=datetime.fromisoformat(finished) if finished else None,
+                self._decode(
+                    f"version {str(row[0])[:40]} of stack '{stack}'",
+                    lambda row=row: StateVersion(
+                        serial=row[0],
+                        lineage=row[1],
+                        command=row[2],
+                        status=row[3],
+                        created_at=datetime.fromisoformat(row[4]),
+                        finished_at=datetime.fromisoformat(row[5]) if row[5] else None,
+                    ),
                 )
-                for serial, lineage, command, status, created, finished in db.execute(
+                for row in db.execute(
                     "SELECT serial, lineage, command, status, created_at, finished_at "
                     "FROM versions WHERE stack = ? ORDER BY serial",
                     (stack,),
@@ -419,22 +483,25 @@ class SQLiteBackend(StateBackend):
             if db is None:
                 return []
             rows = db.execute(
-                "SELECT serial, time, address, type, action, status, reason FROM events "
+                "SELECT id, serial, time, address, type, action, status, reason FROM events "
                 "WHERE stack = ? ORDER BY id DESC LIMIT ?",
-                (stack, -1 if limit is None else max(limit, 0)),
+                (stack, -1 if limit is None else min(max(limit, 0), 2**62)),
             ).fetchall()
-        return [
-            Event(
-                serial=serial,
-                time=datetime.fromisoformat(t),
-                address=address,
-                type=type_,
-                action=action,
-                status=status,
-                reason=reason,
-            )
-            for serial, t, address, type_, action, status, reason in reversed(rows)
-        ]
+            return [
+                self._decode(
+                    f"event {row[0]} of stack '{stack}'",
+                    lambda row=row: Event(
+                        serial=row[1],
+                        time=datetime.fromisoformat(row[2]),
+                        address=row[3],
+                        type=row[4],
+                        action=row[5],
+                        status=row[6],
+                        reason=row[7],
+                    ),
+                )
+                for row in reversed(rows)
+            ]
 
     def stacks(self) -> list[str]:
         with self._read() as db:
@@ -444,12 +511,23 @@ class SQLiteBackend(StateBackend):
 
     # -- writes -----------------------------------------------------------------------------
 
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the main file, so that a copy of state.db made without its -wal
+        (a backup, a move to another machine) still holds every finished run and every stack
+        (not a store that looks as if nothing was ever applied). PASSIVE: never waits for
+        readers; what it cannot copy now is copied by a later checkpoint."""
+        with self._mutex, self._guard():
+            if self._conn is not None and not self.read_only:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def begin_version(self, stack: str, command: str, stack_id: str, lineage: str) -> int:
+        new_stack = False
         with self._tx() as db:
             row = db.execute(
                 "SELECT stack_id, lineage FROM stacks WHERE name = ?", (stack,)
             ).fetchone()
             if row is None:
+                new_stack = True
                 db.execute(
                     "INSERT INTO stacks (name, stack_id, lineage, created_at) VALUES (?, ?, ?, ?)",
                     (stack, stack_id, lineage, _utcnow()),
@@ -480,6 +558,8 @@ class SQLiteBackend(StateBackend):
                 "VALUES (?, ?, ?, ?, 'in_progress', ?)",
                 (stack, serial, lineage, command, _utcnow()),
             )
+        if new_stack:
+            self._checkpoint()
         return serial
 
     @staticmethod
@@ -609,6 +689,7 @@ class SQLiteBackend(StateBackend):
             )
             if cur.rowcount != 1:
                 self._check_open_version(db, stack, serial)  # raises, saying why
+        self._checkpoint()
 
     # -- lock -------------------------------------------------------------------------------
 

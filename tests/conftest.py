@@ -37,6 +37,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
+@pytest.fixture(autouse=True)
+def image_roots(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stacks written to a test's tmp dir may use the repository's test images (build/images),
+    which lie outside their directory tree."""
+    images = TESTS.parent / "build" / "images"
+    monkeypatch.setenv("IACLOUD_IMAGE_ROOTS", str(images))
+    return images
+
+
 @pytest.fixture
 def write_stack(tmp_path: Path):
     """Write a stack file from TOML text and return its path."""

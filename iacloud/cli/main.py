@@ -21,7 +21,7 @@ import click
 
 from iacloud import engine, metrics, suppressions
 from iacloud.drift import DriftReport
-from iacloud.errors import IacloudError, UserError
+from iacloud.errors import IacloudError, UserError, printable
 from iacloud.executor import ApplyResult
 from iacloud.graph import build_graph, to_dot
 from iacloud.plan import Plan
@@ -38,7 +38,7 @@ def _fail(exc: IacloudError) -> None:
         for d in exc.diagnostics:
             click.secho(f"Error: {d}", fg="red", err=True)
     else:
-        click.secho(f"Error: {exc}", fg="red", err=True)
+        click.secho(f"Error: {printable(str(exc))}", fg="red", err=True)
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,8 +205,9 @@ def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
         click.echo(f"\n{len(done)} step(s) complete.")
     for o in result.outcomes:
         if o.status in ("failed", "skipped"):
-            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: "
-                        f"{redactor.text(o.error or '')}", fg="red", err=True)  # fmt: skip
+            error = printable(redactor.text(o.error or ""))
+            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: {error}",
+                        fg="red", err=True)  # fmt: skip
     outputs = {k: v for k, v in result.outputs.items()}
     if outputs and result.ok:
         click.echo("\nOutputs:")
@@ -248,6 +249,7 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
             raise UserError("--refresh-only makes a plan; a saved plan already says what it is")
         the_plan = engine.load_plan(target)
         ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
+        engine.check_saved_plan(ws, the_plan, target)
         _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
         return
     ws = engine.Workspace(target, state_url, lock_timeout)
@@ -354,25 +356,39 @@ def _write_metrics(
 
 def stack_name_of(path: Path) -> str:
     """The stack's name without loading it whole: read commands need no parameters."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+    from iacloud import limits
 
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the stack file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        data = limits.parse_toml(limits.read_text(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: stack file not found") from None
+    except (limits.InputError, ValueError) as exc:  # ValueError: TOMLDecodeError
+        raise UserError(f"{path}: cannot read the stack file: {exc}") from None
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise UserError(f"{path}: 'name' must be a non-empty string")
     return name
 
 
-def _workspace(stack_file: Path, state_url: str | None) -> tuple[engine.Workspace, str]:
-    return engine.Workspace(stack_file, state_url), stack_name_of(stack_file)
+def _workspace(
+    stack_file: Path, state_url: str | None, read_only: bool = False
+) -> tuple[engine.Workspace, str]:
+    """The workspace of a state command; read commands open the state read-only, so they
+    change nothing in the file (not even its journal mode) and run beside an apply."""
+    name = stack_name_of(stack_file)
+    return engine.Workspace(stack_file, state_url, read_only=read_only), name
+
+
+def _output_entries(outputs: dict[str, Any], stack: str) -> dict[str, dict[str, Any]]:
+    """The recorded outputs, each checked: a damaged one is named, not a traceback."""
+    for key, entry in outputs.items():
+        if not (isinstance(entry, dict) and "value" in entry
+                and isinstance(entry.get("sensitive"), bool)):  # fmt: skip
+            raise UserError(
+                f"the state of stack '{stack}' is damaged: output '{printable(str(key))[:80]}' "
+                "is not a table with 'value' and 'sensitive'"
+            )
+    return outputs
 
 
 @cli.command()
@@ -383,7 +399,7 @@ def _workspace(stack_file: Path, state_url: str | None) -> tuple[engine.Workspac
 @handled
 def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | None) -> None:
     """The recorded state: every resource with its id and attributes."""
-    ws, name = _workspace(stack_file, state_url)
+    ws, name = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(name, serial)
     sensitive = _sensitive_attrs(ws)
     resources = {
@@ -431,8 +447,8 @@ def output(
     name: str | None, stack_file: Path, as_json: bool, raw: bool, state_url: str | None
 ) -> None:
     """The stack's outputs after the last apply."""
-    ws, stack = _workspace(stack_file, state_url)
-    outputs = ws.backend.snapshot(stack).outputs
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
+    outputs = _output_entries(ws.backend.snapshot(stack).outputs, stack)
     if name is not None:
         if name not in outputs:
             raise UserError(
@@ -460,7 +476,7 @@ def output(
 @handled
 def events(stack_file: Path, as_json: bool, limit: int, state_url: str | None) -> None:
     """The event history (Heat's CREATE_IN_PROGRESS, CREATE_COMPLETE, ... vocabulary)."""
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     evs = ws.backend.events(stack, limit)
     if as_json:
         _echo_json([e.model_dump(mode="json") | {"event": e.action_status} for e in evs])
@@ -482,7 +498,7 @@ def state() -> None:
 @state_opt
 @handled
 def state_list(stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(stack)
     if as_json:
         _echo_json([{"address": r.address, "type": r.type, "id": r.id}
@@ -499,7 +515,7 @@ def state_list(stack_file: Path, as_json: bool, state_url: str | None) -> None:
 @state_opt
 @handled
 def state_show(address: str, stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     snap = ws.backend.snapshot(stack)
     if address not in snap.resources:
         raise UserError(f"no resource '{address}' in the state of stack '{stack}'")
@@ -521,7 +537,7 @@ def state_show(address: str, stack_file: Path, as_json: bool, state_url: str | N
 @state_opt
 @handled
 def state_versions(stack_file: Path, as_json: bool, state_url: str | None) -> None:
-    ws, stack = _workspace(stack_file, state_url)
+    ws, stack = _workspace(stack_file, state_url, read_only=True)
     versions = ws.backend.versions(stack)
     if as_json:
         _echo_json([v.model_dump(mode="json") for v in versions])

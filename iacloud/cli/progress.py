@@ -8,6 +8,7 @@ import time
 
 import click
 
+from iacloud.errors import printable
 from iacloud.executor import Reporter, Step, StepOutcome
 from iacloud.redact import Redactor
 
@@ -45,7 +46,7 @@ class ConsoleReporter(Reporter):
         if outcome.status == "complete":
             click.echo(f"{step.change.address}: {noun} complete after {outcome.elapsed:.1f}s")
         else:
-            msg = self.redactor.text(outcome.error or "")
+            msg = printable(self.redactor.text(outcome.error or ""))
             click.secho(f"{step.change.address}: {noun} failed: {msg}", fg="red", err=True)
 
     def interrupted(self, running: int) -> None:

@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 import libvirt
 from pydantic import field_validator
 
+from iacloud import paths
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
@@ -125,9 +126,24 @@ class Image(StorageResource):
 
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
         assert isinstance(inputs, ImageInputs)
-        if problem := source_problem(inputs.source, inputs.sha256):
+        problem = source_problem(inputs.source, inputs.sha256)
+        if problem is None and (local := self._local_path(inputs.source)) is not None:
+            problem = self._confinement_problem(local)
+        if problem:
             return [Diagnostic(problem, address=address, field="source")]
         return []
+
+    def _local_path(self, source: str) -> Path | None:
+        """A path or file:// source as an absolute path; None for a URL to download."""
+        parts = urlsplit(source) if "://" in source else None
+        if parts is not None and parts.scheme.lower() != "file":
+            return None
+        path = Path(unquote(parts.path) if parts is not None else source)
+        return path if path.is_absolute() else self.provider.stack.directory / path
+
+    def _confinement_problem(self, path: Path) -> str | None:
+        roots = paths.image_roots(self.provider.settings.image_roots)
+        return paths.image_source_problem(path, self.provider.stack.directory, roots)
 
     # ---------------------------------------------------------------- create
     @changes_host
@@ -174,12 +190,10 @@ class Image(StorageResource):
     def _local_source(self, inputs: ImageInputs) -> Iterator[Path]:
         """The source as a local file: a path as it is, a URL downloaded (and verified)."""
         src = inputs.source
-        parts = urlsplit(src) if "://" in src else None
-        if parts is None or parts.scheme.lower() == "file":
-            raw = unquote(parts.path) if parts is not None else src
-            path = Path(raw)
-            if not path.is_absolute():
-                path = self.provider.stack.directory / path
+        path = self._local_path(src)
+        if path is not None:
+            if problem := self._confinement_problem(path):
+                raise ProviderError(problem)
             if not path.is_file():
                 raise ProviderError(f"image source {path} is not a file")
             yield path

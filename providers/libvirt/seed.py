@@ -39,13 +39,13 @@ import pycdlib
 from iacloud.errors import ProviderError
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_INSTANCE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def check_hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise ProviderError(f"invalid hostname {value!r}: letters, digits, '-' and '.' only")
     return value
 
@@ -57,7 +57,7 @@ def check_ssh_key(key: str) -> str:
 
 
 def meta_data(instance_id: str, hostname: str, ssh_keys: Sequence[str]) -> str:
-    if not _INSTANCE_ID.match(instance_id):
+    if not _INSTANCE_ID.fullmatch(instance_id):
         raise ProviderError(f"invalid instance id {instance_id!r}")
     lines = [f"instance-id: {instance_id}", f"local-hostname: {check_hostname(hostname)}"]
     if ssh_keys:
@@ -96,7 +96,7 @@ def network_config(nics: Sequence[NicConfig | str]) -> str:
     for i, nic in enumerate(nics):
         if isinstance(nic, str):
             nic = NicConfig(nic)
-        if not _MAC.match(nic.mac):
+        if not _MAC.fullmatch(nic.mac):
             raise ProviderError(f"invalid MAC address {nic.mac!r}")
         lines += [f"  nic{i}:", "    match:", f"      macaddress: {json.dumps(nic.mac)}"]
         if nic.address is None:

@@ -349,7 +349,7 @@ class Server(LibvirtResource):
     def _lookup(self, id: str) -> libvirt.virDomain | None:
         conn = self.conn
         try:
-            if _UUID.match(id):
+            if _UUID.fullmatch(id):
                 return conn.lookupByUUIDString(id)
             return conn.lookupByName(id)
         except libvirt.libvirtError as exc:
@@ -662,7 +662,7 @@ class Server(LibvirtResource):
         for ref in refs:
             if ref.id:
                 dom = by_uuid.get(ref.id.lower()) or (
-                    None if _UUID.match(ref.id) else by_name.get(ref.id)
+                    None if _UUID.fullmatch(ref.id) else by_name.get(ref.id)
                 )
             else:
                 try:
@@ -976,6 +976,7 @@ class Server(LibvirtResource):
                     dom.UUIDString(),
                     owner.stack_id if owner else None,
                     owner.address if owner else None,
+                    stack=owner.stack or None if owner else None,
                 )
             )
         for pool, name in self.pool_volumes():

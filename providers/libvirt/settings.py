@@ -17,6 +17,11 @@ shutdown_timeout = 60         # seconds of graceful ACPI shutdown before a hard 
                               # for restarts, stops, and deletes with a volume that outlives)
 download_timeout = 300        # seconds an http(s) image download may stall
 virt_type_cache = "/run/iacloud/virt-type"   # where the auto probe's verdict is kept
+image_roots = ["/srv/images"] # directories outside the stack's tree image sources may come from
+
+Paths are absolute and normalized; the virt_type cache must lie under a directory iacloud owns
+(/run/iacloud, /var/lib/iacloud, /var/cache/iacloud or its data directory), a pool not in a
+system directory (iacloud.paths).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from iacloud import paths
 from iacloud.provider import ProviderSettings
 
 from .tags import PoolName
@@ -42,6 +48,7 @@ class LibvirtSettings(ProviderSettings):
     shutdown_timeout: float = Field(60.0, ge=0, le=3600)
     download_timeout: float = Field(300.0, gt=0, le=86400)
     virt_type_cache: str = "/run/iacloud/virt-type"
+    image_roots: list[str] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _ready(self) -> LibvirtSettings:
@@ -56,9 +63,17 @@ class LibvirtSettings(ProviderSettings):
             return self.ready
         return "auto" if self.wait_ready else "none"
 
-    @field_validator("pool_path", "virt_type_cache")
+    @field_validator("pool_path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or "\0" in value or "/../" in value + "/":
-            raise ValueError(f"must be an absolute path without '..', not {value!r}")
-        return value
+    def _pool_path(cls, value: str) -> str:
+        return paths.check_pool_directory(value)
+
+    @field_validator("virt_type_cache")
+    @classmethod
+    def _cache(cls, value: str) -> str:
+        return paths.check_owned(value)
+
+    @field_validator("image_roots")
+    @classmethod
+    def _roots(cls, value: list[str]) -> list[str]:
+        return [paths.check_absolute(v) for v in value]

@@ -33,14 +33,14 @@ FORMATS = ("qcow2", "raw")
 ROLES = ("image", "root", "seed")
 
 # an address as the engine writes it: a resource name, optionally with an index
-_ADDRESS = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?$")
-_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_ADDRESS = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?")
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _VOLUME_NAME = re.compile(
-    r"^iac-(?P<prefix>[A-Za-z0-9]{1,8})-(?P<name>[A-Za-z_][A-Za-z0-9_-]{0,62})"
-    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed))?\.(?P<format>qcow2|raw)$"
+    r"iac-(?P<prefix>[A-Za-z0-9]{1,8})-(?P<name>[A-Za-z_][A-Za-z0-9_-]{0,62})"
+    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed))?\.(?P<format>qcow2|raw)"
 )
 # a libvirt object name we accept from users (pools, volumes): no path separators, no NUL
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class VolumeName:
 
 
 def check_address(address: str) -> re.Match[str]:
-    match = _ADDRESS.match(address)
+    match = _ADDRESS.fullmatch(address)
     if not match:
         raise ProviderError(f"invalid resource address {address!r}")
     return match
@@ -98,7 +98,7 @@ def volume_name(stack_id: str, address: str, fmt: str, role: str | None = None) 
 
 def parse_volume_name(name: str) -> VolumeName | None:
     """The tag carried by a volume's name, or None for a volume iacloud did not name."""
-    m = _VOLUME_NAME.match(name)
+    m = _VOLUME_NAME.fullmatch(name)
     if not m:
         return None
     address = m["name"] if m["index"] is None else f"{m['name']}[{int(m['index'])}]"
@@ -115,7 +115,7 @@ def format_of(name: str) -> str | None:
 
 def domain_name(stack_name: str, stack_id: str, address: str) -> str:
     """'<stack>-<address>-<stack id prefix>', e.g. 'lab-web.0-3fa2b1c4'."""
-    if not _STACK_NAME.match(stack_name):
+    if not _STACK_NAME.fullmatch(stack_name):
         raise ProviderError(f"stack name {stack_name!r} cannot be used in a domain name")
     return f"{stack_name}-{encode_address(address)}-{stack_prefix(stack_id)}"
 
@@ -132,7 +132,7 @@ def default_hostname(address: str) -> str:
 
 def check_object_name(value: str, what: str) -> str:
     """Refuse a pool or volume name that could escape a directory or break a command line."""
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
         raise ProviderError(
             f"invalid {what} {value!r}: use 1-200 characters from A-Z a-z 0-9 _ . + - "
             "(no '/', no '..', not starting with '.' or '-')"

@@ -152,10 +152,19 @@ def data_dir(cloud_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cloud_data
 
 
+@pytest.fixture
+def image_roots(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Overrides the conftest's: the stack (in a tmp dir) reads the cloud image from its
+    directory, which IACLOUD_CLOUD_IMAGE may have put outside build/images."""
+    monkeypatch.setenv("IACLOUD_IMAGE_ROOTS", str(CLOUD.parent))
+    return CLOUD.parent
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, cloud_data: Path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IACLOUD_DATA_DIR", str(cloud_data))
+        mp.setenv("IACLOUD_IMAGE_ROOTS", str(CLOUD.parent))
         mp.delenv("IACLOUD_STATE", raising=False)
         yield from _lab(tmp_path_factory)
 

@@ -407,13 +407,42 @@ def test_files_that_are_not_state_databases_are_refused(tmp_path: Path) -> None:
     assert "newer iacloud" in str(_refused(newer))
 
 
-def test_an_empty_file_is_a_new_store(tmp_path: Path) -> None:
+def test_an_empty_file_is_refused_not_taken_for_a_new_store(tmp_path: Path) -> None:
+    # issue 10 item 8: a 0-byte state.db looked like a stack never applied, and the next plan
+    # would create every object again under a new stack id
     empty = tmp_path / "state.db"
     empty.touch(mode=0o600)
-    b = SQLiteBackend(empty)
-    assert b.snapshot(STACK).serial == 0
+    error = _refused(empty)
+    assert "holds no state (0 bytes" in str(error)
+    assert empty.stat().st_size == 0  # left as it was
+
+
+def test_a_copy_made_without_its_wal_holds_every_finished_run(tmp_path: Path) -> None:
+    # issue 10 item 8: state.db copied alone (its -wal left behind) looked like a new store
+    live = tmp_path / "live" / "state.db"
+    b = SQLiteBackend(live)
+    serial = begin(b)
+    put(b, serial, res("web[0]", "uuid-0"))
+    mid_run = tmp_path / "mid-run.db"
+    mid_run.write_bytes(live.read_bytes())  # while b is open: only the -wal has the result
+    b.finish_version(STACK, serial, "complete", None)
+    after = tmp_path / "after.db"
+    after.write_bytes(live.read_bytes())
+    b.close()
+    snap = SQLiteBackend(after).snapshot(STACK)
+    assert (snap.serial, list(snap.resources)) == (1, ["web[0]"])
+    # mid-run, the stack and its version were already in the main file: not "never applied"
+    assert SQLiteBackend(mid_run).snapshot(STACK).serial == 1
+
+
+def test_a_new_store_appears_whole(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.db"
+    b = SQLiteBackend(path)
+    assert not path.exists()  # nothing on disk until the first write
     assert begin(b) == 1
     b.close()
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("state.db")) == []
+    assert SQLiteBackend(path).snapshot(STACK).serial == 1
 
 
 # -- the lock ---------------------------------------------------------------------------------
