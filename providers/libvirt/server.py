@@ -567,7 +567,9 @@ class Server(LibvirtResource):
         dom: libvirt.virDomain,
         parsed: ParsedDomain | None = None,
         state: int | None = None,
+        leases: addresses.Leases | None = None,
     ) -> Observed:
+        """`leases`: a read's shared lease lookups (each network's lease file read once)."""
         if parsed is None:
             parsed = domain_xml.parse(dom.XMLDesc(0))
         if state is None:
@@ -611,7 +613,7 @@ class Server(LibvirtResource):
             record.nics if record and running else (),
             guest_ips,
             ready.by_mac() if ready else None,
-            addresses.Leases() if running and local else (lambda _b, _m: None),
+            (leases or addresses.Leases()) if running and local else (lambda _b, _m: None),
         )
         ip_map = addresses.by_network(
             parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
@@ -657,6 +659,7 @@ class Server(LibvirtResource):
         domains = listings.domains(self.conn)
         states = listings.domain_states(self.conn)
         by_uuid = {d.UUIDString().lower(): d for d in domains}
+        leases = addresses.Leases()
         by_name = {d.name(): d for d in domains}
         out = {}
         for ref in refs:
@@ -682,7 +685,7 @@ class Server(LibvirtResource):
             ):
                 continue  # a domain by that name that is not ours
             try:
-                out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()))
+                out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()), leases)
             except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
                 if is_error(exc, NO_DOMAIN):
                     continue
