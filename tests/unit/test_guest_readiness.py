@@ -449,3 +449,17 @@ def test_run_info_names_every_object_the_plan_deletes():
     providers.begin_run(run)
     assert providers.run is run
     assert P(StackInfo("s", "1", Path("."), Path(".")), P.Settings()).run == RunInfo()
+
+
+def test_lease_lookups_read_each_network_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("IACLOUD_NETFACTS_DIR", str(tmp_path))
+    lease_file = tmp_path / "br1.leases"
+    lease_file.write_text("0 52:54:00:00:00:01 198.18.44.11 a *\n")
+    netfacts.write(netfacts.NetworkFacts("br1", "198.18.44.0/24", dhcp=True,
+                                         leases=str(lease_file)))  # fmt: skip
+    leases = addresses.Leases()
+    assert leases("br1", "52:54:00:00:00:01") == "198.18.44.11"
+    lease_file.unlink()  # kept for the rest of the read
+    assert leases("br1", "52:54:00:00:00:01") == "198.18.44.11"
+    assert leases("br1", "52:54:00:00:00:02") is None
+    assert leases("nofacts", "52:54:00:00:00:01") is None
