@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iacloud.planner import drift_fields
+from iacloud.definitions import observed_drift
+from iacloud.plan import Effective
 from iacloud.provider import Observed, Registry, TaggedObject
 from iacloud.redact import MASK
 from iacloud.state.model import Snapshot
@@ -36,6 +37,9 @@ class AttributeDrift(_Frozen):
     actual: Any = None
     sensitive: bool = False
     suppressed: bool = False
+    # where `actual` holds, for an object with two definitions (a running server): "running
+    # now", "from next boot" or both; empty for an object with one definition
+    effective: list[Effective] = Field(default_factory=list)
 
 
 class ResourceDrift(_Frozen):
@@ -129,7 +133,7 @@ def build_report(
             )  # fmt: skip
             continue
         type_cls = registry.types.get(rs.type)
-        diffs = [] if type_cls is None else drift_fields(type_cls, rs.inputs, obs.inputs)
+        diffs = [] if type_cls is None else observed_drift(type_cls, rs.inputs, obs)
         masked = set(rs.sensitive_inputs)
         differences = [
             AttributeDrift(
@@ -138,6 +142,7 @@ def build_report(
                 actual=MASK if f.sensitive or f.field in masked else f.after,
                 sensitive=f.sensitive or f.field in masked,
                 suppressed=hidden(address, f.field),
+                effective=f.effective,
             )
             for f in diffs
         ]

@@ -20,6 +20,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from iacloud import expressions
+from iacloud.definitions import next_boot_fields
 from iacloud.errors import IacloudError
 from iacloud.expressions import Resolver, Unknown
 from iacloud.plan import Action, Change, Plan
@@ -287,7 +288,11 @@ class Executor:
             except (ValidationError, expressions.ExpressionError, IacloudError) as exc:
                 self._fail(step, result, f"invalid inputs: {exc}", 0.0)
                 return None
-            if step.kind == "update" and not diff_inputs(type_cls, c.before or {}, resolved):
+            if (
+                step.kind == "update"
+                and not diff_inputs(type_cls, c.before or {}, resolved)
+                and not next_boot_fields(c, resolved)
+            ):
                 result.outcomes.append(StepOutcome(step, "unchanged"))
                 return None
         self.resolved[step.key] = resolved
@@ -326,6 +331,7 @@ class Executor:
             return pool.submit(resource.create, c.address, inputs_model)
         if step.kind == "update":
             changed = frozenset(f.field for f in diff_inputs(type_cls, prior_obs.inputs, resolved))
+            changed |= next_boot_fields(c, resolved)  # restored in the persistent definition
             return pool.submit(resource.update, c.address, prior_obs, inputs_model, changed)
         return pool.submit(_delete, resource, c.address, prior_obs)
 

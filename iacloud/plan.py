@@ -60,8 +60,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Where a real value holds, for an object with two definitions (a running server: the one it
+# runs with, and the persistent one it boots with next).
+RUNNING_NOW = "running now"
+NEXT_BOOT = "from next boot"
+Effective = Literal["running now", "from next boot"]
+
+
 class FieldChange(_Frozen):
-    """One changed input field."""
+    """One changed input field.
+
+    effective: in drift, where the real value (`after`) holds: running now, from next boot, or
+    both; empty for an object with one definition. In a planned change, `["from next boot"]`
+    marks a field only the persistent definition gets wrong (`before` is its value there): it is
+    restored in that definition alone, without touching the running object."""
 
     field: str
     before: Any = None
@@ -69,6 +81,11 @@ class FieldChange(_Frozen):
     disruption: Disruption
     forces_replacement: bool = False
     sensitive: bool = False
+    effective: list[Effective] = Field(default_factory=list)
+
+    @property
+    def next_boot_only(self) -> bool:
+        return self.effective == [NEXT_BOOT]
 
 
 class Change(_Frozen):

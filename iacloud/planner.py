@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from iacloud import expressions
 from iacloud.config import StackConfig
+from iacloud.definitions import next_boot_changes, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
 from iacloud.graph import Hub, add_dependency_edges
@@ -102,28 +103,6 @@ def diff_inputs(
     return changes
 
 
-def drift_fields(
-    type_cls: type[ResourceType], recorded: Mapping[str, Any], observed: Mapping[str, Any]
-) -> list[FieldChange]:
-    """Fields whose real value differs from the recorded one (only what the provider sees)."""
-    out = []
-    fields = type_cls.Inputs.model_fields
-    for name, actual in observed.items():
-        if name in fields and recorded.get(name) != actual:
-            info = fields[name]
-            out.append(
-                FieldChange(
-                    field=name,
-                    before=recorded.get(name),
-                    after=actual,
-                    disruption=field_update(info),
-                    forces_replacement=field_update(info) is Disruption.REPLACE,
-                    sensitive=field_flag(info, "sensitive"),
-                )
-            )
-    return out
-
-
 @dataclass
 class Prior:
     """What exists for one address before the plan: recorded and (if refreshed) observed."""
@@ -162,7 +141,7 @@ def reconcile(
             priors[address] = Prior(rs, None, False, type=rs.type, provider=rs.provider)
             continue
         if type_cls is not None:
-            fields = drift_fields(type_cls, rs.inputs, obs.inputs)
+            fields = observed_drift(type_cls, rs.inputs, obs)
             if fields:
                 drift.append(
                     DriftItem(address=address, type=rs.type, kind="modified", fields=fields)
@@ -268,6 +247,8 @@ def plan(
             continue
         exists = prior is not None and prior.exists
         fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
+        boot_fields = next_boot_changes(type_cls, prior.observed, after, fields) if exists else []
+        fields += boot_fields
         forces = [f.field for f in fields if f.forces_replacement]
         requested = address in options.replace
         action = choose_action(
@@ -309,6 +290,11 @@ def plan(
                 reasons.append("its create was interrupted; the object cannot be trusted")
         if action is Action.UPDATE:
             disruption = max_disruption([f.disruption for f in fields])
+            if boot_fields:
+                reasons.append(
+                    ", ".join(f.field for f in boot_fields) + ": only the persistent definition "
+                    "(from next boot) differs; restored there, the running object is not touched"
+                )
         elif action.is_replace:
             disruption = type_cls.replace_disruption
         elif action is Action.DELETE:
@@ -427,7 +413,8 @@ def _refresh_only_plan(
 def _accept(rs: ResourceState, prior: Prior, drift: DriftItem | None) -> StateUpdate:
     """A state update taking in an object as refresh found it (`drift`: what changed)."""
     assert prior.observed is not None
-    fields = drift.fields if drift else []
+    # state records the running object: what differs only from next boot is not taken in
+    fields = [f for f in drift.fields if not f.next_boot_only] if drift else []
     return StateUpdate(
         address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
         inputs=prior.inputs, attributes={**prior.observed.attributes, "id": prior.observed.id},

@@ -66,11 +66,16 @@ class Observed:
     inputs: the input fields the provider can observe, in the shape of the inputs model; fields
     it cannot observe are left out and the engine keeps the recorded value.
     attributes: the values `get_attr` reads.
+    next_boot: for an object with a persistent definition beside the one it runs with (a
+    running server): the input fields that definition holds, with their values there (what the
+    object has from its next boot; `inputs` is what it has running now). None for an object
+    with one definition.
     """
 
     id: str
     inputs: dict[str, Any]
     attributes: dict[str, Any]
+    next_boot: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

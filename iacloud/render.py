@@ -56,8 +56,14 @@ def _value(value: Any, redactor: Redactor, sensitive: bool = False) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _where(effective: list[str]) -> str:
+    """Where a value holds on an object with two definitions: " (running now, from next boot)"."""
+    return f" ({', '.join(effective)})" if effective else ""
+
+
 def _field_line(f: FieldChange, redactor: Redactor) -> str:
-    note = f"  [{f.disruption}{', forces replacement' if f.forces_replacement else ''}]"
+    boot = ", from next boot" if f.next_boot_only else ""
+    note = f"  [{f.disruption}{', forces replacement' if f.forces_replacement else ''}{boot}]"
     before = _value(f.before, redactor, f.sensitive)
     after = _value(f.after, redactor, f.sensitive)
     return f"      {f.field}: {before} -> {after}{note}"
@@ -104,7 +110,9 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
             for f in d.fields:
                 before = _value(f.before, redactor, f.sensitive)
                 after = _value(f.after, redactor, f.sensitive)
-                lines.append(f"      {f.field}: recorded {before}, actual {after}")
+                lines.append(
+                    f"      {f.field}: recorded {before}, actual {after}{_where(f.effective)}"
+                )
         lines.append("")
     if plan.state_updates:
         lines.append(styled("State will take in the real objects:", bold=True))
@@ -188,7 +196,12 @@ def plan_markdown(plan: Plan) -> str:
     out = [f"### iacloud plan for `{plan.stack}`", "", f"**{summary_line(plan)}**", ""]
     if plan.drift:
         out += ["#### Changed outside iacloud", "", "| resource | type | drift |", "|---|---|---|"]
-        out += [f"| `{d.address}` | {d.type} | {d.kind} |" for d in plan.drift]
+        out += [
+            f"| `{d.address}` | {d.type} | {d.kind}"
+            + "".join(f"; `{f.field}`{_where(f.effective)}" for f in d.fields if f.effective)
+            + " |"
+            for d in plan.drift
+        ]
         out.append("")
     if plan.state_updates:
         out += ["| | resource | type | state takes in |", "|---|---|---|---|"]
@@ -251,7 +264,8 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         for d in r.differences:
             mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
             recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)
-            lines.append(f"      {d.attribute}: recorded {recorded}, actual {actual}{mark}")
+            where = _where(d.effective)
+            lines.append(f"      {d.attribute}: recorded {recorded}, actual {actual}{where}{mark}")
     for o in report.orphans:
         claim = f", tagged as {o.address}" if o.address else ""
         note = "  (suppressed)" if o.suppressed else ""
@@ -286,7 +300,8 @@ def drift_markdown(report: DriftReport) -> str:
         for r in rows:
             details = "; ".join(
                 f"`{d.attribute}`: {_plain(d.recorded, d.sensitive)} → "
-                f"{_plain(d.actual, d.sensitive)}" + (" (suppressed)" if d.suppressed else "")
+                f"{_plain(d.actual, d.sensitive)}{_where(d.effective)}"
+                + (" (suppressed)" if d.suppressed else "")
                 for d in r.differences
             )
             finding = r.status + (" (suppressed)" if not r.drifted else "")

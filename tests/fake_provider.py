@@ -2,6 +2,10 @@
 
 It exercises every engine path (bulk read, create, update, delete, import, check, replacement,
 failures, slow steps) without a host. It proves nothing about the real providers.
+
+An object whose file has a `next_boot` table acts like a running server with a persistent
+definition: the table holds the inputs that definition has (what it boots with next), and an
+update that changes a `restart` field's live value counts a restart in the attribute `restarts`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from iacloud.provider import (
     ResourceType,
     TaggedObject,
 )
-from iacloud.schema import Disruption, Inputs, prop
+from iacloud.schema import Disruption, Inputs, field_update, prop
 
 
 class FakeSettings(ProviderSettings):
@@ -57,7 +61,13 @@ class _FakeType(ResourceType):
     def _observe(self, id: str, data: dict) -> Observed:
         attrs = {"id": id, "name": data["inputs"].get("name"), "echo": data["inputs"]}
         attrs.update(data.get("extra", {}))
-        return Observed(id=id, inputs=dict(data["inputs"]), attributes=attrs)
+        nb = data.get("next_boot")
+        return Observed(
+            id=id,
+            inputs=dict(data["inputs"]),
+            attributes=attrs,
+            next_boot=None if nb is None else dict(nb),
+        )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         d = self._dir()
@@ -76,11 +86,12 @@ class _FakeType(ResourceType):
                 out[ref.address] = self._observe(*found)
         return out
 
-    def _write(self, id: str, address: str, inputs: Inputs) -> Observed:
+    def _write(self, id: str, address: str, inputs: Inputs, **more: object) -> Observed:
         data = {
             "stack_id": self.provider.stack.id,
             "address": address,
             "inputs": inputs.model_dump(),
+            **more,
         }
         tmp = self._dir() / f".{id}.tmp"
         tmp.write_text(json.dumps(data))
@@ -103,10 +114,22 @@ class _FakeType(ResourceType):
         self._behave(inputs)
         # like a real backend, touch only the fields the engine says changed
         path = self._dir() / f"{prior.id}.json"
-        current = json.loads(path.read_text())["inputs"] if path.exists() else {}
+        data = json.loads(path.read_text()) if path.exists() else {}
+        current = data.get("inputs", {})
         wanted = inputs.model_dump()
         merged = {**wanted, **current, **{k: wanted[k] for k in changed}}
-        return self._write(prior.id, address, type(inputs).model_validate(merged))
+        more: dict = {}
+        if "next_boot" in data:  # both definitions get the changed fields
+            nb = data["next_boot"]
+            more["next_boot"] = {k: wanted[k] if k in changed else v for k, v in nb.items()}
+            fields = type(inputs).model_fields
+            restarted = any(
+                field_update(fields[k]) is Disruption.RESTART and current.get(k) != wanted[k]
+                for k in changed
+            )
+            extra = data.get("extra", {})
+            more["extra"] = {**extra, "restarts": extra.get("restarts", 0) + restarted}
+        return self._write(prior.id, address, type(inputs).model_validate(merged), **more)
 
     def delete(self, address: str, prior: Observed) -> None:
         (self._dir() / f"{prior.id}.json").unlink(missing_ok=True)

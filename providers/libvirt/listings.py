@@ -9,6 +9,8 @@ resource types) keeps one `Listings`:
 - `domains()`: every domain (one listAllDomains);
 - `domain_states()`: their states by UUID (one getAllDomainStats);
 - `domain(dom)`: a domain's XML, parsed (one XMLDesc per domain), None once it is undefined;
+- `persistent_domain(dom)`: its persistent (inactive) definition, parsed, the same way; the
+  server read asks for it only for a running domain (a shut-off domain has only that one);
 - `pools()`: the active pools (one listAllStoragePools, and each pool's XML for its path);
 - `volumes(pool, refresh)`: a pool's volumes by name (one listAllVolumes), None when the pool
   was removed or stopped since it was listed.
@@ -58,18 +60,13 @@ class Listings(HostListings):
 
     def domain(self, dom: libvirt.virDomain) -> ParsedDomain | None:
         """The domain's XML, parsed; None when it was undefined since it was listed."""
+        return self._once(("domain", dom.UUIDString()), lambda: _parsed(dom, 0))
 
-        def fetch() -> ParsedDomain | None:
-            try:
-                return parse(dom.XMLDesc(0))
-            except libvirt.libvirtError as exc:
-                if is_error(exc, NO_DOMAIN):
-                    return None
-                raise ProviderError(
-                    f"reading domain {dom.name()}: {exc.get_error_message()}"
-                ) from exc
-
-        return self._once(("domain", dom.UUIDString()), fetch)
+    def persistent_domain(self, dom: libvirt.virDomain) -> ParsedDomain | None:
+        """The domain's persistent definition (what it boots with next), parsed; None when it
+        was undefined since it was listed."""
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE
+        return self._once(("persistent domain", dom.UUIDString()), lambda: _parsed(dom, flags))
 
     # ------------------------------------------------------------ storage
     def pools(self, conn: libvirt.virConnect) -> list[Pool]:
@@ -115,6 +112,15 @@ class Listings(HostListings):
                 ) from exc
 
         return self._once(("volumes", pool.name, refresh), fetch)
+
+
+def _parsed(dom: libvirt.virDomain, flags: int) -> ParsedDomain | None:
+    try:
+        return parse(dom.XMLDesc(flags))
+    except libvirt.libvirtError as exc:
+        if is_error(exc, NO_DOMAIN):
+            return None
+        raise ProviderError(f"reading domain {dom.name()}: {exc.get_error_message()}") from exc
 
 
 __all__ = ["Listings", "changes_host"]

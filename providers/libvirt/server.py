@@ -11,6 +11,11 @@ Update, least disruptive first: `volumes` and `networks` are hot-plugged
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
 shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it;
 `ready` changes nothing on the host.
+A running domain also has a persistent definition (its inactive XML, what it boots with next):
+the read reports its vcpus, memory, networks and volumes as `next_boot`, and update sets each
+definition right on its own: a device only one of them has or lacks is detached or attached
+there alone (AFFECT_LIVE or AFFECT_CONFIG), and vcpus/memory that only the persistent one gets
+wrong are redefined without a restart.
 Delete powers the domain off at once unless a volume that outlives the server is attached
 (not its own, not deleted in the same run: `Provider.run`); only then is a graceful shutdown
 tried first.
@@ -42,8 +47,10 @@ recorded one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
+import operator
 import re
 import time
 import uuid
@@ -86,6 +93,14 @@ _STATES = {
     libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+# a domain in these states runs with a live definition beside its persistent one
+_ACTIVE = {
+    libvirt.VIR_DOMAIN_RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN,
+    libvirt.VIR_DOMAIN_PMSUSPENDED,
 }
 
 
@@ -310,6 +325,43 @@ def _next_target(used: set[str]) -> str:
         if name not in used:
             return name
     raise ProviderError("no free disk target name")
+
+
+def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
+    """The inputs one definition of a domain (live or persistent) holds: vcpus, memory_mib,
+    networks and volumes, in the shape the inputs were written (the definition's own record)."""
+    record = parsed.record
+    by_mac = {n.mac: n for n in parsed.nics}
+    networks: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for rec in record.nics if record else ():
+        nic = by_mac.get(rec.mac)
+        if nic is None:
+            continue  # detached behind our back: the read shows it missing
+        seen.add(nic.mac)
+        if rec.key == "port":
+            port = rec.port or ""
+            # the NIC still where the port puts it; moved behind our back, it reads as a
+            # plain bridge NIC, so the plan shows the difference
+            same = port.split("/")[:2] == [nic.bridge, nic.mac]
+            entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
+        else:
+            entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
+        networks.append(NetworkEntry(**entry).model_dump(mode="json"))
+    for nic in parsed.nics:
+        if nic.mac not in seen:
+            networks.append(NetworkEntry(bridge=nic.bridge, mac=nic.mac).model_dump(mode="json"))
+    own = {record.root, record.seed} if record else set()
+    attached = [d.id or d.path or d.target for d in parsed.disks if d.device == "disk"]
+    attached = [a for a in attached if a not in own]
+    listed = [v for v in (record.volumes if record else ()) if v in attached]
+    volumes = listed + [a for a in attached if a not in listed]
+    return {
+        "vcpus": parsed.vcpus,
+        "memory_mib": parsed.memory_mib,
+        "networks": networks,
+        "volumes": volumes,
+    }
 
 
 class Server(LibvirtResource):
@@ -567,41 +619,20 @@ class Server(LibvirtResource):
         dom: libvirt.virDomain,
         parsed: ParsedDomain | None = None,
         state: int | None = None,
+        persistent: ParsedDomain | None = None,
         leases: addresses.Leases | None = None,
     ) -> Observed:
-        """`leases`: a read's shared lease lookups (each network's lease file read once)."""
+        """The server as it runs (`parsed`: its live XML) and, for a running domain, the inputs
+        its persistent definition holds (`persistent`, read here when `parsed` is not given).
+        `leases`: a read's shared lease lookups (each network's lease file read once)."""
         if parsed is None:
             parsed = domain_xml.parse(dom.XMLDesc(0))
+            if persistent is None and dom.isActive():
+                persistent = domain_xml.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if state is None:
             state = dom.state(0)[0]
         record = parsed.record
-        by_mac = {n.mac: n for n in parsed.nics}
-        networks: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for rec in record.nics if record else ():
-            nic = by_mac.get(rec.mac)
-            if nic is None:
-                continue  # detached behind our back: the read shows it missing
-            seen.add(nic.mac)
-            if rec.key == "port":
-                port = rec.port or ""
-                # the NIC still where the port puts it; moved behind our back, it reads as a
-                # plain bridge NIC, so the plan shows the difference
-                same = port.split("/")[:2] == [nic.bridge, nic.mac]
-                entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
-            else:
-                entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
-            networks.append(NetworkEntry(**entry).model_dump(mode="json"))
-        for nic in parsed.nics:
-            if nic.mac not in seen:
-                networks.append(
-                    NetworkEntry(bridge=nic.bridge, mac=nic.mac).model_dump(mode="json")
-                )
-        own = {record.root, record.seed} if record else set()
-        attached = [d.id or d.path or d.target for d in parsed.disks if d.device == "disk"]
-        attached = [a for a in attached if a not in own]
-        listed = [v for v in (record.volumes if record else ()) if v in attached]
-        volumes = listed + [a for a in attached if a not in listed]
+        definition = _definition_inputs(parsed)
         power = _state_name(state)
         local = is_local(self.settings.uri)
         running = power == "running"
@@ -623,13 +654,7 @@ class Server(LibvirtResource):
         reported = (guest_agent.hostname(dom) if agent else None) or (
             ready.hostname if ready else None
         )
-        inputs: dict[str, Any] = {
-            "vcpus": parsed.vcpus,
-            "memory_mib": parsed.memory_mib,
-            "networks": networks,
-            "volumes": volumes,
-            "power_state": power,
-        }
+        inputs: dict[str, Any] = {**definition, "power_state": power}
         if record is not None:
             inputs.update(
                 image=record.image,
@@ -637,6 +662,9 @@ class Server(LibvirtResource):
                 hostname=hostname,
                 machine=parsed.machine,
             )
+        next_boot = None
+        if persistent is not None and state in _ACTIVE:
+            next_boot = _definition_inputs(persistent)
         return Observed(
             id=parsed.uuid,
             inputs=inputs,
@@ -649,6 +677,7 @@ class Server(LibvirtResource):
                 "console_log": parsed.console_path,
                 "hostname": reported or hostname,
             },
+            next_boot=next_boot,
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
@@ -684,8 +713,11 @@ class Server(LibvirtResource):
                 or owner.address != ref.address
             ):
                 continue  # a domain by that name that is not ours
+            state = states.get(dom.UUIDString())
+            # only a running domain has a persistent definition apart from the live one
+            persistent = listings.persistent_domain(dom) if state in _ACTIVE else None
             try:
-                out[ref.address] = self._observe(dom, parsed, states.get(dom.UUIDString()), leases)
+                out[ref.address] = self._observe(dom, parsed, state, persistent, leases)
             except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
                 if is_error(exc, NO_DOMAIN):
                     continue
@@ -794,11 +826,17 @@ class Server(LibvirtResource):
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
         if changed & {"vcpus", "memory_mib"}:
-            was_running = bool(dom.isActive())
-            if was_running:
+            live = domain_xml.parse(dom.XMLDesc(0)) if dom.isActive() else None
+            # a restart only when the running domain has other values; a persistent definition
+            # that alone differs is redefined, effective from the next boot
+            restart = live is not None and (live.vcpus, live.memory_mib) != (
+                inputs.vcpus,
+                inputs.memory_mib,
+            )
+            if restart:
                 self._shutdown(dom)
             self._redefine(dom, inputs.vcpus, inputs.memory_mib)
-            if was_running and want_running:
+            if restart and want_running:
                 self._start(dom, address, parsed.console_path, inputs.ready)
         if want_running and not dom.isActive():
             self._start(dom, address, parsed.console_path, inputs.ready)
@@ -809,6 +847,16 @@ class Server(LibvirtResource):
         if dom.isActive():
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
         return flags
+
+    def _definitions(self, dom: libvirt.virDomain) -> list[tuple[int, ParsedDomain]]:
+        """Each definition of the domain with the flag that changes it: the persistent one
+        (what it boots with next) first, so a guest that does not release a device leaves at
+        least its next boot right; then the live one while it runs."""
+        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        out = [(libvirt.VIR_DOMAIN_AFFECT_CONFIG, domain_xml.parse(inactive))]
+        if dom.isActive():
+            out.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, domain_xml.parse(dom.XMLDesc(0))))
+        return out
 
     def _wait_gone(
         self, dom: libvirt.virDomain, gone: Callable[[ParsedDomain], bool], what: str
@@ -831,30 +879,42 @@ class Server(LibvirtResource):
         record: ServerRecord,
         wanted: Sequence[str],
     ) -> ServerRecord:
+        """Detach and attach data disks in each definition (live, persistent) on its own, so
+        a disk attached or detached in only one of them (`virsh attach-disk --config`) is
+        restored there alone; a disk both lack is attached by one call, at one target."""
         own = {record.root, record.seed}
-        current = {d.id: d for d in parsed.disks if d.device == "disk" and d.id not in own}
-        for vid, disk in current.items():
-            if vid not in wanted:
+
+        def data_disks(p: ParsedDomain) -> dict[str, Disk]:
+            disks = ((d.id or d.path or d.target, d) for d in p.disks if d.device == "disk")
+            return {key: d for key, d in disks if key not in own}
+
+        for flag, p in self._definitions(dom):
+            for vid, disk in data_disks(p).items():
+                if vid in wanted:
+                    continue
                 with failing(f"detaching volume {vid} from {parsed.name}"):
-                    dom.detachDeviceFlags(
-                        domain_xml.to_string(domain_xml.disk_element(disk)), self._flags(dom)
+                    dom.detachDeviceFlags(domain_xml.to_string(domain_xml.disk_element(disk)), flag)
+                if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
+                    self._wait_gone(
+                        dom,
+                        lambda p, t=disk.target: all(d.target != t for d in p.disks),
+                        f"volume {vid}",
                     )
-                self._wait_gone(
-                    dom,
-                    lambda p, t=disk.target: all(d.target != t for d in p.disks),
-                    f"volume {vid}",
-                )
-        used = {d.target for d in domain_xml.parse(dom.XMLDesc(0)).disks}
+        definitions = [(flag, p, data_disks(p)) for flag, p in self._definitions(dom)]
+        used = {d.target for _, p, _ in definitions for d in p.disks}
         for vid in wanted:
-            if vid in current:
+            lacking = [(flag, p) for flag, p, disks in definitions if vid not in disks]
+            if not lacking:
                 continue
-            target = _next_target(used)
+            # where one definition has it already, the other gets it at the same target
+            present = [disks[vid].target for _, _, disks in definitions if vid in disks]
+            free = present and all(d.target != present[0] for _, p in lacking for d in p.disks)
+            target = present[0] if free else _next_target(used)
             used.add(target)
             disk = self._data_disk(vid, target)
+            flags = functools.reduce(operator.or_, (flag for flag, _ in lacking))
             with failing(f"attaching volume {vid} to {parsed.name}"):
-                dom.attachDeviceFlags(
-                    domain_xml.to_string(domain_xml.disk_element(disk)), self._flags(dom)
-                )
+                dom.attachDeviceFlags(domain_xml.to_string(domain_xml.disk_element(disk)), flags)
         return ServerRecord(**{**record.__dict__, "volumes": tuple(wanted)})
 
     def _update_networks(
@@ -865,24 +925,32 @@ class Server(LibvirtResource):
         record: ServerRecord,
         wanted: Sequence[NetworkEntry],
     ) -> ServerRecord:
+        """Like volumes: each definition (live, persistent) is set right on its own."""
         resolved = self._resolve_nics(address, wanted, record.nics)
         want = {mac: entry.ifname for entry, mac in resolved}
-        for nic in parsed.nics:
-            if want.get(nic.mac) != nic.bridge:
+        for flag, p in self._definitions(dom):
+            for nic in p.nics:
+                if want.get(nic.mac) == nic.bridge:
+                    continue
                 with failing(f"detaching NIC {nic.mac} from {parsed.name}"):
                     dom.detachDeviceFlags(
-                        domain_xml.to_string(domain_xml.interface_element(nic)), self._flags(dom)
+                        domain_xml.to_string(domain_xml.interface_element(nic)), flag
                     )
-                self._wait_gone(
-                    dom, lambda p, m=nic.mac: all(n.mac != m for n in p.nics), f"NIC {nic.mac}"
-                )
-        have = {n.mac for n in domain_xml.parse(dom.XMLDesc(0)).nics}
+                if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
+                    self._wait_gone(
+                        dom,
+                        lambda p, m=nic.mac: all(n.mac != m for n in p.nics),
+                        f"NIC {nic.mac}",
+                    )
+        have = [(flag, {n.mac for n in p.nics}) for flag, p in self._definitions(dom)]
         for entry, mac in resolved:
-            if mac not in have:
+            lacking = [flag for flag, macs in have if mac not in macs]
+            if lacking:
                 nic = Nic(entry.ifname, mac)
                 with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
                     dom.attachDeviceFlags(
-                        domain_xml.to_string(domain_xml.interface_element(nic)), self._flags(dom)
+                        domain_xml.to_string(domain_xml.interface_element(nic)),
+                        functools.reduce(operator.or_, lacking),
                     )
         nics = tuple(_nic_record(e, m) for e, m in resolved)
         return ServerRecord(**{**record.__dict__, "nics": nics})

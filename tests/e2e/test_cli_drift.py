@@ -9,7 +9,8 @@ until it expires, and adopted by `iacloud import`; a grown volume cannot be shru
 and runs while another process holds the stack's lock; `--metrics-file` and `--markdown`
 carry the same counts.
 
-Servers are never booted (`power_state = "shutoff"`), so each stack applies in about a second.
+Servers are not booted (`power_state = "shutoff"`), so each stack applies in about a second;
+one test boots one server of the tiny image, to change its persistent definition while it runs.
 Each test has a stack of its own, destroyed in the fixture teardown whatever happened; then
 nothing tagged with the stack may remain in libvirt, the link table, the namespaces or as a
 dnsmasq (anything left is removed by force, and reported)."""
@@ -399,6 +400,109 @@ def test_server_memory_vcpus_and_a_detached_disk_are_reported_and_restored(lab: 
     # the host is back as the stack says, and drift agrees
     assert domain_facts(vm)[:2] == (1, 128), "apply did not restore vcpus/memory"
     assert data_volume in domain_facts(vm)[2], "apply did not re-attach the detached volume"
+    assert summary(lab.report(0))["vm"] == ("in-sync", [])
+    assert "No changes" in iacloud("plan", "--detailed-exitcode", str(lab.path))
+
+
+RUNNING_STACK = """
+[resources.img]
+type = "image"
+source = "{image}"
+format = "qcow2"
+
+[resources.data]
+type = "volume"
+size_gib = 1
+
+[resources.spare]
+type = "volume"
+size_gib = 1
+
+[resources.vm]
+type = "server"
+image = {{ get_resource = "img" }}
+memory_mib = 128
+volumes = [{{ get_resource = "data" }}]
+"""
+
+
+def definitions(uuid_: str) -> dict[str, Any]:
+    """The running domain's id and state, and memory (MiB), disk sources and `<vcpu>` element of
+    its live and persistent definitions."""
+    conn = libvirt.open(URI)
+    try:
+        dom = conn.lookupByUUIDString(uuid_)
+        facts: dict[str, Any] = {"id": dom.ID(), "state": dom.state()[0]}
+        for key, flags in (("live", 0), ("persistent", libvirt.VIR_DOMAIN_XML_INACTIVE)):
+            xml = dom.XMLDesc(flags)
+            kib = int(re.search(r"<memory unit='KiB'>(\d+)</memory>", xml).group(1))  # type: ignore[union-attr]
+            vcpu = re.search(r"<vcpu[^>]*>(\d+)</vcpu>", xml).group(0)  # type: ignore[union-attr]
+            sources = re.findall(r"<source (?:pool='[^']+' volume|file)='([^']+)'", xml)
+            facts[key] = (kib // 1024, sources, vcpu)
+        return facts
+    finally:
+        conn.close()
+
+
+def test_a_running_servers_persistent_definition_is_drift_from_next_boot(lab: Lab):
+    if not TINY.is_file():
+        pytest.skip("build/images/tiny.qcow2 is missing: run `make image`")
+    lab.write(RUNNING_STACK.format(image=TINY))
+    lab.apply()
+    ids = lab.ids()
+    vm, data = ids["vm"], ids["data"].split("/", 1)[1]
+    before = definitions(vm)
+    assert before["state"] == libvirt.VIR_DOMAIN_RUNNING
+    assert before["live"][0] == before["persistent"][0] == 128
+    assert lab.report(0)["totals"]["in_sync"] == 4
+
+    # an operator changes what the running server boots with next, as virsh users do
+    spare = virsh("vol-path", "--pool", lab.pool, ids["spare"].split("/", 1)[1]).strip()
+    virsh("setmaxmem", vm, "192M", "--config")
+    virsh("setvcpus", vm, "2", "--config", "--maximum")
+    virsh("setvcpus", vm, "2", "--config")
+    virsh("attach-disk", vm, spare, "vdc", "--config", "--subdriver", "qcow2")
+    changed = definitions(vm)
+    assert changed["live"] == before["live"], "virsh changed the running domain"
+    assert changed["persistent"][0] == 192 and spare in changed["persistent"][1]
+    assert ">2</vcpu>" in changed["persistent"][2]
+
+    report = lab.report(2)
+    (vm_report,) = [r for r in report["resources"] if r["address"] == "vm"]
+    assert vm_report["status"] == "modified"
+    assert [(d["attribute"], d["recorded"], d["actual"], d["effective"])
+            for d in vm_report["differences"]] == [
+        ("vcpus", 1, 2, ["from next boot"]),
+        ("memory_mib", 128, 192, ["from next boot"]),
+        ("volumes", [ids["data"]], [ids["data"], spare], ["from next boot"]),
+    ]  # fmt: skip
+    assert report["totals"]["modified"] == 1 and report["totals"]["in_sync"] == 3
+    text = lab.drift(code=2).stdout
+    assert "memory_mib: recorded 128, actual 192 (from next boot)" in text, text
+    assert "(from next boot)" in lab.drift("--markdown", code=2).stdout
+
+    plan = json.loads(cli("plan", "--json", str(lab.path), code=0).stdout)
+    (change,) = [c for c in plan["changes"] if c["action"] != "no-op"]
+    assert (change["address"], change["action"], change["disruption"]) == ("vm", "update", "live")
+    assert {f["field"]: f["effective"] for f in change["fields"]} == {
+        "vcpus": ["from next boot"], "memory_mib": ["from next boot"],
+        "volumes": ["from next boot"],
+    }  # fmt: skip
+    text = cli("plan", str(lab.path), code=0).stdout
+    assert "Changed outside iacloud" in text and "actual 192 (from next boot)" in text, text
+    assert "memory_mib: 192 -> 128  [live, from next boot]" in text, text
+
+    # restored in the persistent definition alone: no restart (a restart is beyond `live`)
+    cli("apply", "--auto-approve", "--max-disruption", "live", str(lab.path), code=0)
+    after = definitions(vm)
+    assert (after["id"], after["state"]) == (before["id"], libvirt.VIR_DOMAIN_RUNNING), (
+        "the server was restarted"
+    )
+    assert after["live"] == before["live"]
+    assert after["persistent"][0] == 128, "apply did not restore the next-boot memory"
+    assert after["persistent"][2] == before["persistent"][2], "vcpus not restored"
+    assert spare not in after["persistent"][1], "apply did not detach the --config disk"
+    assert data in " ".join(after["persistent"][1])
     assert summary(lab.report(0))["vm"] == ("in-sync", [])
     assert "No changes" in iacloud("plan", "--detailed-exitcode", str(lab.path))
 
