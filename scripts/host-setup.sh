@@ -25,6 +25,7 @@ PACKAGES=(
     busybox-static syslinux syslinux-common mtools linux-image-cloud-amd64 cpio
     graphviz nftables iproute2
     mmdebstrap e2fsprogs fdisk               # scripts/build-cloud-image.sh (fdisk: sfdisk)
+    openssh-client                           # e2e: log in to real-image guests
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
     python3-venv                             # make's 'python3 -m venv'
     postgresql-15 libpq5                     # PostgreSQL state: the tests' own server; psycopg's libpq
