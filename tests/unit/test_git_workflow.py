@@ -492,33 +492,83 @@ def test_validate_takes_many_stacks_and_names_each_bad_file(write_stack) -> None
     assert json.loads(result.stdout) == {"valid": True, "stack": "good", "resources": 1}
 
 
-def test_pre_commit_runs_the_hook_on_stack_files_and_names_the_bad_one(
+def hook_repo(where: Path) -> tuple[str, str]:
+    """This checkout's tracked files as they are now, committed in a repository of their own
+    (what `pre-commit try-repo` does): the hook repository pre-commit installs from."""
+    where.mkdir()
+    files = git(ROOT, "ls-files", "-z").split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, where / name)
+    git(where, "init", "-q")
+    git(where, "add", "-A")
+    git(where, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "x")
+    return str(where), git(where, "rev-parse", "HEAD")
+
+
+WEB_WITH_SECRET = """
+version = 1
+[parameters.token]
+type = "string"
+hidden = true
+constraints = [{ length = { min = 8 } }]
+[resources.data]
+type = "volume"
+size_gib = 1
+"""
+
+
+def test_pre_commit_hook_blocks_a_commit_with_a_bad_stack_and_names_it(
     tmp_path: Path, ci_env: dict[str, str]
 ) -> None:
-    """pre-commit installs iacloud from this checkout into its own environment (pip: the
-    index must be reachable) and runs the hook the way `git commit` would."""
+    """The README's .pre-commit-config.yaml, installed as the git hook: pre-commit installs
+    iacloud from the hook repository into its own environment (pip: the package index must
+    be reachable) and `git commit` runs it on the staged stack files."""
+    url, rev = hook_repo(tmp_path / "hooks")
     repo = tmp_path / "repo"
     (repo / "stacks").mkdir(parents=True)
     git(repo, "init", "-q")
-    (repo / "stacks" / "good.toml").write_text(
-        'version = 1\n[resources.data]\ntype = "volume"\nsize_gib = 1\n'
-    )
-    (repo / "stacks" / "bad.toml").write_text(
-        'version = 1\n[resources.data]\ntype = "volume"\nsize_gb = 1\n'
-    )
-    (repo / "stacks" / "good.env.toml").write_text("[parameters]\n")
+    (repo / ".pre-commit-config.yaml").write_text(f"""
+repos:
+  - repo: {url}
+    rev: {rev}
+    hooks:
+      - id: iacloud-validate
+        exclude: ^stacks/web\\.toml$|\\.env\\.toml$
+      - id: iacloud-validate
+        name: iacloud validate (web, placeholder secrets)
+        files: ^stacks/web\\.toml$
+        args: [-e, stacks/web.validate.env.toml]
+""")
+    stacks = repo / "stacks"
+    (stacks / "good.toml").write_text('version = 1\n[resources.d]\ntype = "volume"\nsize_gib = 1\n')
+    (stacks / "bad.toml").write_text('version = 1\n[resources.d]\ntype = "volume"\nsize_gb = 1\n')
+    (stacks / "web.toml").write_text(WEB_WITH_SECRET)
+    (stacks / "web.validate.env.toml").write_text('[parameters]\ntoken = "placeholder"\n')
     (repo / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\n')
-    git(repo, "add", "-A")
     env = dict(ci_env, PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"))
     env.pop("PYTHONPATH")  # the hook's environment has only what pre-commit installed
-    proc = subprocess.run(
-        [str(BIN / "pre-commit"), "try-repo", str(ROOT), "iacloud-validate", "--all-files",
-         "--verbose"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    subprocess.run([str(BIN / "pre-commit"), "install"], cwd=repo, env=env, check=True,
+                   capture_output=True)  # fmt: skip
+
+    def commit() -> subprocess.CompletedProcess[str]:
+        git(repo, "add", "-A")
+        return subprocess.run(["git", "commit", "-qm", "stacks"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    proc = commit()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "iacloud validate" in out and "Failed" in out
-    assert "stacks/bad.toml, resources.data" in out and "size_gb" in out
-    assert "stacks/good.toml: valid (1 resources)." in out
-    assert "good.env.toml" not in out and "pyproject.toml" not in out
+    assert "stacks/bad.toml, resources.d" in out and "size_gb" in out
+    assert "parameter 'token'" not in out  # validated with its placeholder, and passed
+    assert "pyproject.toml" not in out and "env.toml" not in out
+    assert git(repo, "rev-list", "--all") == ""  # nothing was committed
+
+    (stacks / "bad.toml").write_text('version = 1\n[resources.d]\ntype = "volume"\nsize_gib = 1\n')
+    proc = commit()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "iacloud validate (web, placeholder secrets)" in proc.stdout + proc.stderr
+    assert git(repo, "rev-list", "--all") != ""
