@@ -28,6 +28,7 @@ PACKAGES=(
     openssh-client                           # e2e: log in to real-image guests
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
     python3-venv                             # make's 'python3 -m venv'
+    git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
 )
 STATE_DIR=/run/iacloud
 KVM_CACHE=$STATE_DIR/kvm-usable
