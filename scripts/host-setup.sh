@@ -29,6 +29,7 @@ PACKAGES=(
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
     python3-venv                             # make's 'python3 -m venv'
     postgresql-15 libpq5                     # PostgreSQL state: the tests' own server; psycopg's libpq
+    git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
 )
 STATE_DIR=/run/iacloud
 KVM_CACHE=$STATE_DIR/kvm-usable
