@@ -3,21 +3,20 @@
 A provider instance lives for one run. Its reads and orphan searches (`read`, `list_tagged`)
 may ask for the same host listing several times (every domain, every link); `HostListings`
 keeps each one after the first fetch. Every create, update, delete and import runs inside
-`changing()` (the `changes_host` decorator): the listings are dropped when it starts and when it
-ends, and a listing taken while a change runs, or that a change overlapped, is used once and not
-kept. So a change, or a read after it, never sees a listing older than the change.
+`changing()` (the base class `iacloud.provider.ResourceType` wraps them): the listings are
+dropped when it starts and when it ends, and a listing taken while a change runs, or that a
+change overlapped, is used once and not kept. So a change, or a read after it, never sees a
+listing older than the change.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class HostListings:
@@ -57,15 +56,3 @@ class HostListings:
                 self._changes -= 1
                 self._generation += 1
                 self._kept.clear()
-
-
-def changes_host(method: F) -> F:
-    """For a resource type's create, update, delete and import: run inside `changing()` of its
-    provider's `listings`."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with self.provider.listings.changing():
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

@@ -23,12 +23,20 @@ Contracts every resource type keeps:
   changes anything and opens no connection.
 A provider may also check its resources against each other at load time, before anything exists
 (`Provider.validate_stack`: a port's address inside its network's subnet).
+
+What the base classes keep, so no provider has to remember it: `ResourceType` runs every
+create, update, delete and import_ a subclass defines inside its provider's `changing()`, which
+drops the provider's per-run host listings (`Provider.listings`, see `iacloud.listings`) before
+and after the step. A provider that turns some failures into `CleanupUnproven` (a lost
+connection) overrides `Provider.changing`.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -38,9 +46,13 @@ from pydantic import BaseModel, ConfigDict
 
 from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
+from iacloud.listings import HostListings
 from iacloud.schema import Disruption, Inputs
 
 ENTRY_POINT_GROUP = "iacloud.providers"
+
+# the operations that change the host: wrapped by `ResourceType.__init_subclass__`
+CHANGING_OPERATIONS = ("create", "update", "delete", "import_")
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,13 @@ class ResourceType:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in CHANGING_OPERATIONS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_changes_host", False):
+                setattr(cls, name, _changing(method))
+
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
         return []
 
@@ -148,6 +167,18 @@ class ResourceType:
     def list_tagged(self) -> list[TaggedObject]:
         """Every object of this type on the host, with its ownership tag if any (for orphans)."""
         return []
+
+
+def _changing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a host-changing operation inside its provider's `changing()`."""
+
+    @functools.wraps(method)
+    def wrapper(self: ResourceType, *args: Any, **kwargs: Any) -> Any:
+        with self.provider.changing(method.__name__):
+            return method(self, *args, **kwargs)
+
+    wrapper._changes_host = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -174,12 +205,26 @@ class Provider:
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     resource_types: ClassVar[tuple[type[ResourceType], ...]] = ()
     run: RunInfo = RunInfo()  # set by the engine before an apply's first step
+    # the run's host listings, shared by its types' reads; a subclass of HostListings adds one
+    # method per listing the provider keeps
+    Listings: ClassVar[type[HostListings]] = HostListings
+    listings: HostListings
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         self.stack = stack
         self.settings = settings
+        self.listings = self.Listings()
         self._resources: dict[str, ResourceType] = {}
         self._lock = threading.Lock()
+
+    @contextmanager
+    def changing(self, operation: str) -> Iterator[None]:
+        """Around every create, update, delete and import_ (`operation`) of this provider's
+        types: drops the kept listings before and after the step. An override keeps that (call
+        super) and may add what its provider needs (libvirt: a lost connection makes a
+        failure unproven)."""
+        with self.listings.changing():
+            yield
 
     def resource(self, type_name: str) -> ResourceType:
         with self._lock:

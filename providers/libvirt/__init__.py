@@ -23,6 +23,8 @@ by every thread of the run.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import libvirt
 
@@ -30,10 +32,10 @@ from iacloud.errors import ProviderError
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 
 from . import storage, virt_type
-from .connection import Connection, failing
+from .connection import Connection, failing, unproven_on_loss
 from .domain_xml import parse
 from .image import Image
-from .listings import Listings
+from .listings import Listings as LibvirtListings
 from .pool import Pools
 from .server import Server
 from .settings import LibvirtSettings
@@ -46,12 +48,14 @@ class LibvirtProvider(Provider):
     Settings = LibvirtSettings
     resource_types = (Image, Volume, Server)
     settings: LibvirtSettings
+    # domains, their XML and states, pools, volumes: for reads
+    Listings = LibvirtListings
+    listings: LibvirtListings
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
         self.connection = Connection(self.settings.uri, on_reconnect=self._forget_handles)
         self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
-        self.listings = Listings()  # domains, their XML and states, pools, volumes: for reads
         self._virt_lock = threading.Lock()
         self._virt_type: str | None = None
 
@@ -116,6 +120,16 @@ class LibvirtProvider(Provider):
 
         assert isinstance(settings, LibvirtSettings)
         return checks(settings)
+
+    @contextmanager
+    def changing(self, operation: str) -> Iterator[None]:
+        """A create, update or delete whose connection was lost fails unproven."""
+        if operation == "import_":
+            with super().changing(operation):
+                yield
+            return
+        with unproven_on_loss(self.connection), super().changing(operation):
+            yield
 
     def _forget_handles(self) -> None:
         """The connection was reopened: pool and domain handles of the old one are dead."""

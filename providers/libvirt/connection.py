@@ -10,7 +10,6 @@ Errors are told apart by `libvirtError.get_error_code()`, never by message text.
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,25 +144,20 @@ class Connection:
                 self._conn = None
 
 
-def unproven_on_loss(method: F) -> F:
-    """For a resource type's create, update and delete: when the connection to libvirtd was
+@contextmanager
+def unproven_on_loss(connection: Connection) -> Iterator[None]:
+    """Around a resource type's create, update and delete: when the connection to libvirtd was
     lost during the step (libvirtd restarted), nothing the step did or undid can be proven, so
     its failure becomes `CleanupUnproven` and the engine keeps its pending operation."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        connection: Connection = self.provider.connection
-        losses = connection.losses
-        try:
-            return method(self, *args, **kwargs)
-        except CleanupUnproven:
+    losses = connection.losses
+    try:
+        yield
+    except CleanupUnproven:
+        raise
+    except Exception as exc:
+        if not (lost_connection(exc) or connection.losses != losses or connection.dead()):
             raise
-        except Exception as exc:
-            if not (lost_connection(exc) or connection.losses != losses or connection.dead()):
-                raise
-            raise CleanupUnproven(
-                f"{exc}; the connection to libvirtd was lost during this step, so what it "
-                "made cannot be proven removed"
-            ) from exc
-
-    return wrapper  # type: ignore[return-value]
+        raise CleanupUnproven(
+            f"{exc}; the connection to libvirtd was lost during this step, so what it "
+            "made cannot be proven removed"
+        ) from exc

@@ -47,7 +47,6 @@ from iacloud.schema import Disruption, Inputs, prop
 from . import storage
 from .base import StorageResource
 from .connection import is_local
-from .listings import changes_host
 from .pool import Pool
 from .tags import PoolName, format_of, volume_name
 
@@ -146,7 +145,6 @@ class Image(StorageResource):
         return paths.image_source_problem(path, self.provider.stack.directory, roots)
 
     # ---------------------------------------------------------------- create
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, ImageInputs)
         if problem := source_problem(inputs.source, inputs.sha256):
@@ -260,7 +258,6 @@ class Image(StorageResource):
 
         return self.observe_located(refs, observe)
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id, "image id")
         pool = self.provider.pools.find(self.conn, pool_name)
@@ -289,13 +286,11 @@ class Image(StorageResource):
         return obs
 
     # ---------------------------------------------------------------- update, delete
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         raise ProviderError("an image cannot change in place; it is replaced")
 
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return

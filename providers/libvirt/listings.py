@@ -34,7 +34,7 @@ import contextlib
 import libvirt
 
 from iacloud.errors import ProviderError
-from iacloud.listings import HostListings, changes_host
+from iacloud.listings import HostListings
 
 from .connection import NO_DOMAIN, NO_POOL, OPERATION_INVALID, failing, is_error
 from .domain_xml import ParsedDomain, parse
@@ -123,4 +123,4 @@ def _parsed(dom: libvirt.virDomain, flags: int) -> ParsedDomain | None:
         raise ProviderError(f"reading domain {dom.name()}: {exc.get_error_message()}") from exc
 
 
-__all__ = ["Listings", "changes_host"]
+__all__ = ["Listings"]

@@ -71,7 +71,6 @@ from . import addresses, console, domain_xml, guest_agent, readiness, seed, stor
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
-from .listings import changes_host
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
 _BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface name
@@ -527,7 +526,6 @@ class Server(LibvirtResource):
                 storage.delete(storage.lookup(pool, name))
 
     # ---------------------------------------------------------------- create
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, ServerInputs)
         if problems := self.check(address, inputs, None):
@@ -727,7 +725,6 @@ class Server(LibvirtResource):
                 raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
         return out
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         dom = self._lookup(id)
         if dom is None:
@@ -801,7 +798,6 @@ class Server(LibvirtResource):
         return files if files is not None else "is not an ISO labelled cidata"
 
     # ---------------------------------------------------------------- update
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -986,7 +982,6 @@ class Server(LibvirtResource):
             self.conn.defineXML(ET.tostring(root, encoding="unicode"))
 
     # ---------------------------------------------------------------- delete
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         stack = self.provider.stack
         pool_name = self.settings.pool

@@ -28,7 +28,6 @@ from iacloud.schema import Disruption, Inputs, prop
 from . import storage
 from .base import StorageResource
 from .connection import failing
-from .listings import changes_host
 from .pool import Pool
 from .storage import GiB
 from .tags import PoolName, format_of, volume_name
@@ -74,7 +73,6 @@ class Volume(StorageResource):
         return out
 
     # ---------------------------------------------------------------- create
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, VolumeInputs)
         if problems := self.check(address, inputs, None):
@@ -131,7 +129,6 @@ class Volume(StorageResource):
             refs, lambda pool, vol, ref: self._observe(pool, vol, ref.inputs.get("pool"))
         )
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
         pool = self.provider.pools.find(self.conn, pool_name)
@@ -147,7 +144,6 @@ class Volume(StorageResource):
         return self._observe(pool, vol, self.recorded_pool(pool_name, self.load_inputs(name)))
 
     # ---------------------------------------------------------------- update
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -178,7 +174,6 @@ class Volume(StorageResource):
             vol = pool.handle.storageVolLookupByName(name)
         return self._observe(pool, vol, inputs.pool)
 
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return

@@ -21,7 +21,7 @@ from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 from iacloud.providers.netlink.crosscheck import check_stack
-from iacloud.providers.netlink.listings import Listings
+from iacloud.providers.netlink.listings import Listings as NetlinkListings
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
@@ -43,11 +43,12 @@ class NetlinkProvider(Provider):
     name = "netlink"
     Settings = NetlinkSettings
     resource_types = (Network, Port, Router)
+    Listings = NetlinkListings  # the run's link dump and namespace listing, for reads
+    listings: NetlinkListings
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
         self._network_locks: dict[str, threading.RLock] = {}
-        self.listings = Listings()  # the run's link dump and namespace listing, for reads
 
     @classmethod
     def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:

@@ -13,7 +13,7 @@ Only `read` and `list_tagged` use it; how changes drop it is in `iacloud.listing
 
 from __future__ import annotations
 
-from iacloud.listings import HostListings, changes_host
+from iacloud.listings import HostListings
 from iacloud.providers.netlink import netns
 from iacloud.providers.netlink.links import LinkTable
 
@@ -26,4 +26,4 @@ class Listings(HostListings):
         return self._once("namespaces", lambda: frozenset(netns.list_namespaces()))
 
 
-__all__ = ["Listings", "changes_host"]
+__all__ = ["Listings"]

@@ -40,7 +40,6 @@ from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
-from iacloud.providers.netlink.listings import changes_host
 from iacloud.providers.netlink.names import NetworkNames
 from iacloud.providers.netlink.records import NetworkFiles
 from iacloud.providers.netlink.subnet import (
@@ -445,7 +444,6 @@ class Network(NetlinkResource):
 
     # ---- create / update / delete --------------------------------------------------------
 
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, NetworkInputs)
         _, resolved = resolve(inputs)
@@ -480,7 +478,6 @@ class Network(NetlinkResource):
                 raise
         return self._read_one(address, bridge)
 
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -510,7 +507,6 @@ class Network(NetlinkResource):
                 check_dhcp_running(files, bridge)
         return self._read_one(address, bridge)
 
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         try:
             NetworkNames(prior.id)
@@ -519,7 +515,6 @@ class Network(NetlinkResource):
         with self.network_lock(prior.id):
             self._teardown(prior.id)
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         try:
             names.validate_ifname(id)

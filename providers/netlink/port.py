@@ -33,7 +33,6 @@ from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names
 from iacloud.providers.netlink.base import NetlinkResource
-from iacloud.providers.netlink.listings import changes_host
 from iacloud.providers.netlink.network import plan_of, sync_reservations
 from iacloud.providers.netlink.records import NetworkFiles, write_json
 from iacloud.providers.netlink.subnet import address_problem, ipv4
@@ -189,7 +188,6 @@ class Port(NetlinkResource):
 
     # ---- create / delete -----------------------------------------------------------------
 
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, PortInputs)
         bridge = inputs.network
@@ -214,13 +212,11 @@ class Port(NetlinkResource):
                 raise
         return self._observe(bridge, record)
 
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         raise ProviderError("every field of a port forces a replacement")
 
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         try:
             bridge, mac, ip = parse_port_id(prior.id)
@@ -234,7 +230,6 @@ class Port(NetlinkResource):
             files.port(record["stack_id"], record["address"]).unlink(missing_ok=True)
             sync_reservations(self, bridge)
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         try:
             bridge, mac, ip = parse_port_id(id)

@@ -33,7 +33,6 @@ from iacloud.providers.netlink import gateway, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.gateway import ExternalGateway
 from iacloud.providers.netlink.links import LinkTable
-from iacloud.providers.netlink.listings import changes_host
 from iacloud.providers.netlink.network import plan_of
 from iacloud.providers.netlink.records import read_json, write_json
 from iacloud.providers.netlink.subnet import SubnetPlan
@@ -185,7 +184,6 @@ class Router(NetlinkResource):
 
     # ---- create / update / delete --------------------------------------------------------
 
-    @changes_host
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, RouterInputs)
         ns = names.router_namespace(self.stack.id, address)
@@ -204,7 +202,6 @@ class Router(NetlinkResource):
             raise
         return self._read_one(address, ns)
 
-    @changes_host
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
@@ -231,14 +228,12 @@ class Router(NetlinkResource):
             {"stack_id": stack_id, "address": address, "external": external},
         )
 
-    @changes_host
     def delete(self, address: str, prior: Observed) -> None:
         ns = prior.id
         if not names.is_router_namespace(ns):
             return
         self._teardown(ns, self._owner_tag(ns, address))
 
-    @changes_host
     def import_(self, address: str, id: str) -> Observed:
         if not names.is_router_namespace(id):
             raise ProviderError(f"'{id}' is not a router id (iacloud-rtr-<10 hex digits>)")
