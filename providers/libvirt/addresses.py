@@ -14,10 +14,12 @@ part of the value, so a renewed lease changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 
 from iacloud import netfacts
+from iacloud.ids import PortId
 
 from .domain_xml import Nic, NicRecord
 
@@ -46,9 +48,10 @@ def by_mac(
             lease = lease_of(nic.bridge, nic.mac)
             ips = [lease] if lease else []
         if not ips and nic.mac in ports:
-            bridge, mac, ip = str(ports[nic.mac]).split("/")
-            if bridge == nic.bridge and mac == nic.mac:
-                ips = [ip]
+            with contextlib.suppress(ValueError):
+                port = PortId.parse(ports[nic.mac])
+                if (port.bridge, port.mac) == (nic.bridge, nic.mac):
+                    ips = [port.ip]
         out[nic.mac] = _sorted(ips)
     return out
 

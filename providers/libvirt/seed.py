@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import pycdlib
 
 from iacloud.errors import ProviderError
+from iacloud.validators import is_mac
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def check_hostname(value: str) -> str:
@@ -96,7 +96,7 @@ def network_config(nics: Sequence[NicConfig | str]) -> str:
     for i, nic in enumerate(nics):
         if isinstance(nic, str):
             nic = NicConfig(nic)
-        if not _MAC.fullmatch(nic.mac):
+        if not is_mac(nic.mac):
             raise ProviderError(f"invalid MAC address {nic.mac!r}")
         lines += [f"  nic{i}:", "    match:", f"      macaddress: {json.dumps(nic.mac)}"]
         if nic.address is None:

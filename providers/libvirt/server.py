@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import ipaddress
 import operator
 import re
 import time
@@ -64,8 +63,10 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
+from iacloud.ids import PortId
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
 from . import addresses, console, domain_xml, guest_agent, readiness, seed, storage
 from .base import LibvirtResource
@@ -73,8 +74,6 @@ from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_loca
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
-_BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface name
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
@@ -140,16 +139,7 @@ class NetworkEntry(BaseModel):
     def _port(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = value.split("/") if isinstance(value, str) else []
-        if len(parts) != 3:
-            raise ValueError(f"{value!r} is not a port id (<bridge>/<mac>/<ip>)")
-        bridge, mac, ip = parts
-        _check_bridge(bridge)
-        try:
-            ip = str(ipaddress.IPv4Address(ip))
-        except ValueError:
-            raise ValueError(f"{ip!r} in port id {value!r} is not an IPv4 address") from None
-        return f"{bridge}/{_check_mac(mac)}/{ip}"
+        return str(PortId.parse(value))
 
     @model_validator(mode="after")
     def _one_of(self) -> NetworkEntry:
@@ -168,24 +158,33 @@ class NetworkEntry(BaseModel):
     @property
     def ifname(self) -> str:
         if self.port is not None:
-            return self.port.split("/")[0]
+            return PortId.parse(self.port).bridge
         return self.network if self.network is not None else str(self.bridge)
 
     @property
     def fixed_mac(self) -> str | None:
         """The MAC this entry decides: given, or the port's."""
-        return self.port.split("/")[1] if self.port is not None else self.mac
+        return PortId.parse(self.port).mac if self.port is not None else self.mac
+
+
+def _port_places(port: str, bridge: str, mac: str) -> bool:
+    """Whether a recorded port id puts a NIC on `bridge` with `mac`."""
+    try:
+        parsed = PortId.parse(port)
+    except ValueError:
+        return False
+    return (parsed.bridge, parsed.mac) == (bridge, mac)
 
 
 def _check_bridge(value: str) -> str:
-    if not _BRIDGE.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"{value!r} is not a bridge name (1-15 of A-Z a-z 0-9 _ . -)")
+    if not is_interface_name(value):
+        raise ValueError(f"{value!r} is not a bridge name ({INTERFACE_NAME_RULE})")
     return value
 
 
 def _check_mac(value: str) -> str:
     value = value.lower()
-    if not _MAC.fullmatch(value) or int(value[:2], 16) & 1 or value == "00:00:00:00:00:00":
+    if not is_unicast_mac(value):
         raise ValueError(f"{value!r} is not a unicast MAC address like 52:54:00:12:34:56")
     return value
 
@@ -288,7 +287,7 @@ def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfi
         if facts is None or entry.port is None:
             out.append(seed.NicConfig(mac))
             continue
-        ip = entry.port.split("/")[2]
+        ip = PortId.parse(entry.port).ip
         out.append(
             seed.NicConfig(
                 mac,
@@ -342,7 +341,7 @@ def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
             port = rec.port or ""
             # the NIC still where the port puts it; moved behind our back, it reads as a
             # plain bridge NIC, so the plan shows the difference
-            same = port.split("/")[:2] == [nic.bridge, nic.mac]
+            same = _port_places(port, nic.bridge, nic.mac)
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import libvirt
 
 from iacloud.errors import ProviderError
+from iacloud.ids import VolumeId
 
 from .connection import NO_VOLUME, failing, is_error
 from .pool import Pool
@@ -45,10 +46,11 @@ class VolumeInfo:
 
 def split_id(volume_id: str, what: str = "volume id") -> tuple[str, str]:
     """'pool/name' -> (pool, name), refusing anything that is not exactly that."""
-    if not isinstance(volume_id, str) or volume_id.count("/") != 1:
-        raise ProviderError(f"invalid {what} {volume_id!r}: expected 'POOL/VOLUME'")
-    pool, name = volume_id.split("/")
-    return check_object_name(pool, "pool name"), check_object_name(name, "volume name")
+    try:
+        id = VolumeId.parse(volume_id)
+    except ValueError:
+        raise ProviderError(f"invalid {what} {volume_id!r}: expected 'POOL/VOLUME'") from None
+    return check_object_name(id.pool, "pool name"), check_object_name(id.name, "volume name")
 
 
 def parse_volume_xml(pool: str, xml: str) -> VolumeInfo:

@@ -6,8 +6,8 @@ reads (`listings`).
 Ids the other providers rely on:
 - network: the bridge name (`iacb` + 10 hex); a server NIC attaches to the bridge of that name.
 - port: `<bridge>/<mac>/<ip>`, e.g. `iacb0123456789/52:54:00:ab:cd:ef/198.18.10.5`. None of the
-  three parts can contain '/', so `bridge, mac, ip = id.split("/")` parses it; a NIC with that
-  MAC on that bridge gets that address from the network's DHCP server.
+  three parts can contain '/'; `iacloud.ids.PortId` parses it. A NIC with that MAC on that
+  bridge gets that address from the network's DHCP server.
 - router: its namespace name (`iacloud-rtr-` + 10 hex).
 """
 

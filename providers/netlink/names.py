@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name
+
 TAG_PREFIX = "iacloud"
 ALIAS_MAX = 255  # IFALIASZ - 1
 
@@ -39,7 +41,6 @@ ROUTER_GW_PREFIX = "iacg"
 DHCP_NS_PREFIX = "iacloud-dhcp-"
 ROUTER_NS_PREFIX = "iacloud-rtr-"
 
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _OWN_BRIDGE = re.compile(r"iacb([0-9a-f]{10})")
 _ROUTER_NS = re.compile(r"iacloud-rtr-[0-9a-f]{10}")
 
@@ -51,13 +52,9 @@ def digest(*parts: str) -> str:
 
 
 def validate_ifname(name: str) -> str:
-    """An interface name a user gave (an uplink, a network id): 1-15 of [A-Za-z0-9_.-], and not
-    '.' or '..' (the kernel refuses them, and they would escape the state directory, where a
-    network's files live under its bridge name)."""
-    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError(
-            f"'{name}' is not a valid interface name (1-15 characters of A-Z a-z 0-9 _ . -)"
-        )
+    """An interface name a user gave (an uplink, a network id): `iacloud.validators`."""
+    if not is_interface_name(name):
+        raise ValueError(f"'{name}' is not a valid interface name ({INTERFACE_NAME_RULE})")
     return name
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from pydantic import field_validator
 from pyroute2 import IPRoute
 
 from iacloud.errors import Diagnostic, ProviderError
+from iacloud.ids import PortId
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names
 from iacloud.providers.netlink.base import NetlinkResource
@@ -37,16 +37,15 @@ from iacloud.providers.netlink.network import plan_of, sync_reservations
 from iacloud.providers.netlink.records import NetworkFiles, write_json
 from iacloud.providers.netlink.subnet import address_problem, ipv4
 from iacloud.schema import Disruption, Inputs, prop
-
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+from iacloud.validators import is_mac, is_multicast_mac
 
 
 def mac_address(value: str) -> str:
     """A canonical (lower-case) unicast MAC, or ValueError."""
     mac = value.lower() if isinstance(value, str) else ""
-    if not _MAC.fullmatch(mac):
+    if not is_mac(mac):
         raise ValueError(f"'{value}' is not a MAC address (six hex pairs, e.g. 52:54:00:12:34:56)")
-    if int(mac[:2], 16) & 1:
+    if is_multicast_mac(mac):
         raise ValueError(f"{mac} is a multicast MAC; a port needs a unicast one")
     if mac == "00:00:00:00:00:00":
         raise ValueError("00:00:00:00:00:00 is not a usable MAC")
@@ -54,15 +53,13 @@ def mac_address(value: str) -> str:
 
 
 def port_id(bridge: str, mac: str, ip: str) -> str:
-    return f"{bridge}/{mac}/{ip}"
+    return str(PortId(bridge, mac, ip))
 
 
 def parse_port_id(id: str) -> tuple[str, str, str]:
-    """(bridge, mac, ip) of a port id; ValueError if it is not one."""
-    parts = id.split("/") if isinstance(id, str) else []
-    if len(parts) != 3:
-        raise ValueError(f"'{id}' is not a port id (<bridge>/<mac>/<ip>)")
-    return names.validate_ifname(parts[0]), mac_address(parts[1]), ipv4(parts[2])
+    """(bridge, mac, ip) of a port id (`iacloud.ids.PortId`); ValueError if it is not one."""
+    port = PortId.parse(id)
+    return port.bridge, port.mac, port.ip
 
 
 class PortInputs(Inputs):
