@@ -173,7 +173,7 @@ class SQLiteBackend(StateBackend):
     # mentions), so record_pending alone commits with synchronous=FULL: its fsync also carries
     # every earlier commit, so after a power cut at most the last result is lost and its pending
     # operation survives to be reconciled. One fsync per step instead of two (FULL everywhere)
-    # or none (NORMAL everywhere). tests/unit/test_state_sqlite.py::test_step_cost prints the
+    # or none (NORMAL everywhere). `python bench/sqlite_sync.py` prints the
     # cost of all three; on the development VM: about 0.15, 0.45 and 0.3 ms per step.
     _SYNCHRONOUS = "NORMAL"
     _SYNC_PENDING = True

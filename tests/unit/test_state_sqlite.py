@@ -718,49 +718,6 @@ def test_state_survives_kill_9_at_any_instant(store: Store) -> None:
     assert "interrupted" in statuses and "complete" in statuses
 
 
-# -- cost -------------------------------------------------------------------------------------
-
-
-def _step_cost(path: Path, synchronous: str, sync_pending: bool, steps: int = 2000) -> float:
-    cls = type(
-        "Bench", (SQLiteBackend,), {"_SYNCHRONOUS": synchronous, "_SYNC_PENDING": sync_pending}
-    )
-    b = cls(path)
-    s = begin(b)
-    work = [
-        (
-            pend(s, f"web[{i}]"),
-            ev(s, f"web[{i}]", "IN_PROGRESS"),
-            res(f"web[{i}]", f"uuid-{i}", ip="10.0.0.9", mac="52:54:00:12:34:56"),
-            ev(s, f"web[{i}]"),
-        )
-        for i in range(steps)
-    ]
-    t0 = time.perf_counter()
-    for op, started, result, finished in work:
-        b.record_pending(STACK, op, started)
-        b.record_result(STACK, s, op.address, result, finished)
-    per_step = (time.perf_counter() - t0) / steps
-    assert len(b.snapshot(STACK).resources) == steps
-    assert b.snapshot(STACK).pending == []
-    b.close()
-    return per_step
-
-
-def test_step_cost(tmp_path: Path) -> None:
-    """Prints (run with -s) the engine overhead of one step: record_pending + record_result."""
-    chosen = (SQLiteBackend._SYNCHRONOUS, SQLiteBackend._SYNC_PENDING)
-    variants = {
-        "NORMAL": ("NORMAL", False),
-        "FULL": ("FULL", False),
-        "NORMAL, FULL for record_pending": ("NORMAL", True),
-    }
-    for name, setting in variants.items():
-        cost = _step_cost(tmp_path / f"{setting[0]}-{setting[1]}.db", *setting)
-        mark = "  <- SQLiteBackend" if setting == chosen else ""
-        print(f"\nsynchronous={name}: {cost * 1000:.3f} ms per step over 2000 steps{mark}")
-
-
 # -- read-only use and schema versions ---------------------------------------------------------
 
 
