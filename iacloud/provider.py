@@ -22,7 +22,9 @@ Contracts every resource type keeps:
   read the provider's own local records (a port checks its network's reservations) but never
   changes anything and opens no connection.
 A provider may also check its resources against each other at load time, before anything exists
-(`Provider.validate_stack`: a port's address inside its network's subnet).
+(`Provider.check_stack`: a port's address inside its network's subnet). It sees them as
+`iacloud.stack_view.ResourceView`s: literal values where known, `Reference` / `Computed` markers
+where not; it never sees the engine's expression nodes.
 
 What the base classes keep, so no provider has to remember it: `ResourceType` runs every
 create, update, delete and import_ a subclass defines inside its provider's `changing()`, which
@@ -44,10 +46,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from iacloud import expressions as ex
 from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.listings import HostListings
 from iacloud.schema import Disruption, Inputs
+from iacloud.stack_view import Computed, Reference, ResourceView
 
 ENTRY_POINT_GROUP = "iacloud.providers"
 
@@ -169,6 +173,22 @@ class ResourceType:
         return []
 
 
+def _view(value: Any) -> Any:
+    """A loaded value with its expression nodes replaced by `stack_view` markers."""
+    if isinstance(value, ex.GetResource):
+        return Reference(value.address)
+    if isinstance(value, ex.GetAttr):
+        return Reference(value.address, value.attribute, value.path)
+    if isinstance(value, (*ex.EXPR_TYPES, ex.Unknown)):
+        refs = [_view(n) for n in ex.walk(value) if isinstance(n, (ex.GetResource, ex.GetAttr))]
+        return Computed(tuple(refs))
+    if isinstance(value, dict):
+        return {k: _view(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_view(v) for v in value]
+    return value
+
+
 def _changing(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a host-changing operation inside its provider's `changing()`."""
 
@@ -238,14 +258,23 @@ class Provider:
 
     @classmethod
     def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
+        """The engine's entry to `check_stack`: shows it the resources as views. Providers
+        override `check_stack`, not this."""
+        return cls.check_stack(
+            {a: ResourceView(a, rc.type, _view(rc.properties)) for a, rc in resources.items()}
+        )
+
+    @classmethod
+    def check_stack(cls, resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
         """Checks across resources, run by `validate` and `plan` before anything exists.
 
         `resources`: every instance of this provider's types in the stack, by address, as the
-        loader resolved them: parameters substituted, `count` expanded, references to other
-        resources still `get_resource` / `get_attr` nodes (`iacloud.expressions`). A field that
-        failed its own schema is reported already and may hold anything: skip what does not
-        parse. Diagnostics name the resource's address (not "resources.…") and the field; the
-        loader adds the file. Touches no host and reads no state."""
+        loader resolved them: parameters substituted, `count` expanded, a value that depends on
+        another resource a `Reference` (a `get_resource` / `get_attr`) or `Computed` (built
+        from references). A field that failed its own schema is reported already and may hold
+        anything: skip what does not parse. Diagnostics name the resource's address (not
+        "resources.…") and the field; the loader adds the file. Touches no host and reads no
+        state."""
         return []
 
     @classmethod

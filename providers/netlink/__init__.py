@@ -17,16 +17,16 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
-from iacloud.providers.netlink.crosscheck import check_stack
+from iacloud.providers.netlink.crosscheck import check_stack as cross_check
 from iacloud.providers.netlink.listings import Listings as NetlinkListings
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
 from iacloud.providers.netlink.router import Router
 from iacloud.providers.netlink.settings import NetlinkSettings
+from iacloud.stack_view import ResourceView
 
 __all__ = [
     "NetlinkProvider",
@@ -51,8 +51,8 @@ class NetlinkProvider(Provider):
         self._network_locks: dict[str, threading.RLock] = {}
 
     @classmethod
-    def validate_stack(cls, resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
-        return check_stack(resources)
+    def check_stack(cls, resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
+        return cross_check(resources)
 
     @classmethod
     def doctor(cls, settings: ProviderSettings) -> list[Check]:

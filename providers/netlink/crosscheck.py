@@ -28,13 +28,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iacloud import expressions as ex
-from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.providers.netlink import gateway
 from iacloud.providers.netlink.network import NetworkInputs, resolve
 from iacloud.providers.netlink.port import mac_address
 from iacloud.providers.netlink.subnet import SubnetPlan, address_problem, ipv4
+from iacloud.stack_view import Reference, ResourceView, is_known
 
 # the fields a network's subnet is computed from
 _SUBNET_FIELDS = ("cidr", "gateway", "dhcp", "dhcp_range", "external")
@@ -56,9 +55,9 @@ class _Holders:
     macs: dict[str, str] = field(default_factory=dict)
 
 
-def _network(rc: ResourceConfig) -> _Network | None:
+def _network(rc: ResourceView) -> _Network | None:
     data = {k: rc.properties[k] for k in _SUBNET_FIELDS if k in rc.properties}
-    if any(ex.walk(data)):
+    if not is_known(data):
         return None  # computed from another resource: known at plan time only
     try:
         plan, resolved = resolve(NetworkInputs.model_validate(data))
@@ -70,9 +69,9 @@ def _network(rc: ResourceConfig) -> _Network | None:
 def _key(value: Any) -> str | None:
     """Which network a reference names: its address in the stack, or `id:` + a literal id;
     None when it is neither (a counted network without index, a computed string)."""
-    if isinstance(value, ex.GetResource):
-        return value.address
-    if isinstance(value, ex.GetAttr) and value.attribute in ("id", "bridge") and not value.path:
+    if isinstance(value, Reference) and (
+        value.attribute is None or (value.attribute in ("id", "bridge") and not value.path)
+    ):
         return value.address
     if isinstance(value, str):
         return _LITERAL + value
@@ -100,7 +99,7 @@ def _mac(value: Any) -> str | None:
 
 
 class _Checker:
-    def __init__(self, resources: Mapping[str, ResourceConfig]) -> None:
+    def __init__(self, resources: Mapping[str, ResourceView]) -> None:
         self.resources = resources
         self.networks = {
             address: net
@@ -170,7 +169,7 @@ class _Checker:
                     continue
                 if key in joined:
                     # a list of literal ids was validated whole by the schema, which said so
-                    if any(ex.walk(listed)):
+                    if not is_known(listed):
                         self.report(
                             address,
                             f"networks[{i}]",
@@ -199,7 +198,7 @@ class _Checker:
         external = props.get("external")
         if isinstance(external, dict):
             # literal ids on both sides: the schema compared them already
-            compared = not any(ex.walk(listed)) and not any(ex.walk(external))
+            compared = is_known(listed) and is_known(external)
             self.external(address, external, joined, compared)
 
     def external(
@@ -242,6 +241,6 @@ class _Checker:
         return self.out
 
 
-def check_stack(resources: Mapping[str, ResourceConfig]) -> list[Diagnostic]:
+def check_stack(resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
     """Every problem between the stack's netlink resources (see the module docstring)."""
     return _Checker(resources).run()
