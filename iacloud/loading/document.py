@@ -9,7 +9,9 @@ The shape of each entry, whatever the format wrote:
   whose format nests them under `properties`, as HOT does, lifts them up)
 - outputs: NAME -> {value, description, sensitive}
 - provider: NAME -> that provider's settings
-Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT.
+Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT. HOT's `conditions`
+(and a resource's or output's `condition`) have no place here yet: until the document grows a
+field for them, a HOT front reports them as unsupported.
 """
 
 from __future__ import annotations
