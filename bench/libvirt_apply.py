@@ -12,8 +12,10 @@ of the executor's own per-step elapsed times (`StepOutcome.elapsed`) along the l
 the step graph (image create, then one server create; a single volume create). Also shown: the
 sum of all step times (the work), work/wall (steps in flight on average), the lower bound
 max(critical path, work/jobs), and the median and slowest step. Then `engine.destroy_plan` +
-`engine.apply(command="destroy")`, and a check through libvirt and the state that nothing
-tagged with the stack id remains (anything that does is removed through libvirt).
+`engine.apply(command="destroy")`, timed against the destroy's own critical path (running
+servers whose disks all go with them are powered off at once: no graceful shutdown wait),
+and a check through libvirt and the state that nothing tagged with the stack id remains
+(anything that does is removed through libvirt).
 
 Part two, refreshing N volumes (empty, sparse, in a throw-away pool) times:
 
@@ -68,6 +70,7 @@ from iacloud.providers.libvirt.tags import NS, stack_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
+SHUTDOWN_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class ApplyTimings:
     step_median: float  # of the N counted steps (servers or volumes)
     step_max: float
     destroy: float  # engine.destroy_plan + engine.apply(command="destroy")
+    destroy_critical: float  # the destroy's step times along its longest chain
     leftovers: tuple[str, ...]  # tagged objects found after the destroy (then purged)
     others: int = 0  # most guests of other stacks seen running during the apply
     guest_cpu: float | None = None  # CPU seconds the case's QEMU processes used (servers)
@@ -209,7 +213,7 @@ def stack_toml(case: _Case) -> str:
         f"pool = {json.dumps(case.pool)}",
         f"pool_path = {json.dumps(str(case.base / 'pool'))}",
         "boot_timeout = 240",  # 8 TCG guests booting on 2 cores are slow; not a failure
-        "shutdown_timeout = 30",
+        f"shutdown_timeout = {SHUTDOWN_TIMEOUT}",
         f"image_roots = [{json.dumps(str(TINY.parent))}]",  # the stack is written outside the repo
         "",
     ]
@@ -238,9 +242,12 @@ def stack_toml(case: _Case) -> str:
     return "\n".join(lines) + "\n"
 
 
-def critical_path(plan: Plan, result: ApplyResult) -> tuple[float, tuple[str, ...]]:
-    """The longest chain of the step graph, weighted by each step's own elapsed time."""
-    graph = step_graph(plan, {})
+def critical_path(
+    plan: Plan, result: ApplyResult, recorded: dict | None = None
+) -> tuple[float, tuple[str, ...]]:
+    """The longest chain of the step graph, weighted by each step's own elapsed time
+    (`recorded`: the state before the run, which orders deletes)."""
+    graph = step_graph(plan, recorded or {})
     elapsed = {o.step.key: o.elapsed for o in result.outcomes}
     finish: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
     for node in nx.topological_sort(graph):
@@ -449,7 +456,9 @@ def apply_case(
             except (BenchError, IacloudError) as exc:
                 failure = str(exc)
             finally:
-                measured["destroy"], leftovers = destroy_case(ws, case)
+                measured["destroy"], measured["destroy_critical"], leftovers = destroy_case(
+                    ws, case
+                )
     finally:
         ws.close()
         shutil.rmtree(base, ignore_errors=True)
@@ -458,17 +467,20 @@ def apply_case(
     return ApplyTimings(kind=kind, n=n, jobs=jobs, leftovers=tuple(leftovers), **measured)
 
 
-def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, list[str]]:
-    """Destroy through the engine, then check libvirt and the state; purge what is left."""
-    elapsed = float("nan")
+def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, float, list[str]]:
+    """Destroy through the engine (wall and critical path), then check libvirt and the state;
+    purge what is left."""
+    elapsed = critical = float("nan")
     problems: list[str] = []
     try:
+        recorded = dict(ws.backend.snapshot(case.name).resources)
         t = time.perf_counter()
         dplan, _ = engine.destroy_plan(ws, case.name)
         if dplan.actionable():
             result = engine.apply(ws, dplan, jobs=case.jobs, command="destroy")
             if not result.ok:
                 problems.append(f"destroy failed: {failures(result)}")
+            critical = critical_path(dplan, result, recorded)[0]
         elapsed = time.perf_counter() - t
         snapshot = ws.backend.snapshot(case.name)
         problems += [f"in state: {a}" for a in snapshot.resources]
@@ -485,7 +497,7 @@ def destroy_case(ws: engine.Workspace, case: _Case) -> tuple[float, list[str]]:
         remove_pool(conn, case.pool)
     finally:
         conn.close()
-    return elapsed, problems
+    return elapsed, critical, problems
 
 
 def guest_virt_type(uri: str) -> str:
@@ -577,6 +589,13 @@ def main() -> None:
                 f"the servers; slowest server step x{r.step_max / one.step_max:.2f}, "
                 f"critical path x{r.critical / one.critical:.2f}"
             )
+    for r in servers:
+        print(
+            f"destroy of {r.n} running servers: {r.destroy:.2f} s wall (plan + apply), "
+            f"critical path {r.destroy_critical:.2f} s, ratio {r.destroy / r.destroy_critical:.2f} "
+            f"(no graceful wait: every disk goes with its server; shutdown_timeout "
+            f"{SHUTDOWN_TIMEOUT} s would apply only to a volume that outlives one)"
+        )
     for r in volumes:
         print(
             f"volumes {r.n} j{r.jobs}: {1000 * r.wall / r.n:.1f} ms of wall per volume, "

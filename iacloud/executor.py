@@ -25,7 +25,7 @@ from iacloud.errors import IacloudError
 from iacloud.expressions import Resolver, Unknown
 from iacloud.plan import Action, Change, Plan
 from iacloud.planner import diff_inputs, normalize_inputs
-from iacloud.provider import Observed, ProviderSet, Registry, ResourceType
+from iacloud.provider import Observed, ProviderSet, Registry, ResourceType, RunInfo
 from iacloud.redact import Redactor
 from iacloud.schema import field_flag
 from iacloud.state import StateBackend
@@ -198,6 +198,7 @@ class Executor:
 
     def run(self) -> ApplyResult:
         graph = step_graph(self.plan, self.current)
+        self.providers.begin_run(run_info(graph))
         result = ApplyResult()
         remaining = {n: graph.in_degree(n) for n in graph}
         priority = _priorities(graph)
@@ -393,6 +394,16 @@ class Executor:
             status=status,
             reason=reason,
         )
+
+
+def run_info(graph: nx.DiGraph) -> RunInfo:
+    """The ids of the objects the plan's delete steps remove."""
+    deleting = set()
+    for node in graph:
+        step = graph.nodes[node]["step"]
+        if step.kind == "delete" and step.change.id:
+            deleting.add(step.change.id)
+    return RunInfo(deleting=frozenset(deleting))
 
 
 def _delete(resource: Any, address: str, prior: Observed) -> None:

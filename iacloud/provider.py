@@ -79,6 +79,18 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """What the engine tells providers about the run before its first step (`Provider.run`).
+
+    deleting: the ids of every object this run deletes, of any type and provider (deletes,
+    and the old halves of replacements). A server's delete uses it to tell whether an
+    attached volume outlives the server (then the guest is shut down gracefully first) or
+    goes too (then it is powered off at once)."""
+
+    deleting: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class TaggedObject:
     """An object on the host carrying an ownership tag (or none: unmanaged)."""
 
@@ -157,6 +169,7 @@ class Provider:
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     resource_types: ClassVar[tuple[type[ResourceType], ...]] = ()
+    run: RunInfo = RunInfo()  # set by the engine before an apply's first step
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         self.stack = stack
@@ -231,6 +244,14 @@ class ProviderSet:
         self.settings = settings
         self._instances: dict[str, Provider] = {}
         self._lock = threading.Lock()
+        self.run = RunInfo()
+
+    def begin_run(self, run: RunInfo) -> None:
+        """Tell every provider of the run (made now or later) what the run is about to do."""
+        with self._lock:
+            self.run = run
+            for p in self._instances.values():
+                p.run = run
 
     def resource(self, type_name: str) -> ResourceType:
         name = self.registry.provider_of[type_name]
@@ -239,6 +260,7 @@ class ProviderSet:
                 cls = self.registry.providers[name]
                 settings = self.settings.get(name) or cls.Settings()
                 self._instances[name] = cls(self.stack, settings)
+                self._instances[name].run = self.run
             provider = self._instances[name]
         return provider.resource(type_name)
 

@@ -6,7 +6,7 @@
 # The image is a partitionless FAT disk ("superfloppy") made with mtools, made bootable with
 # syslinux, holding the linux-image-cloud-amd64 kernel and a busybox initramfs whose /init
 # (scripts/tiny-image/init) reads a NoCloud seed, configures the NICs and prints
-#   IACLOUD-READY hostname=<name> addresses=<if>=<ip/prefix>,...
+#   IACLOUD-READY hostname=<name> addresses=<if>=<ip/prefix>,... macs=<if>=<mac>,...
 # on the serial console. The result is cached: OUTPUT.stamp holds a hash of every input, and
 # the image is rebuilt only when it changes. Needs the packages scripts/host-setup.sh installs.
 set -euo pipefail

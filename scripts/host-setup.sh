@@ -25,8 +25,10 @@ PACKAGES=(
     busybox-static syslinux syslinux-common mtools linux-image-cloud-amd64 cpio
     graphviz nftables iproute2
     mmdebstrap e2fsprogs fdisk               # scripts/build-cloud-image.sh (fdisk: sfdisk)
+    openssh-client                           # e2e: log in to real-image guests
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
     python3-venv                             # make's 'python3 -m venv'
+    git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
 )
 STATE_DIR=/run/iacloud
 KVM_CACHE=$STATE_DIR/kvm-usable

@@ -87,27 +87,37 @@ def cli() -> None:
 
 
 @cli.command()
-@stack_arg
+@click.argument("stacks", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
 @param_opt
 @env_opt
 @json_opt
 @handled
 def validate(
-    stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool
+    stacks: tuple[Path, ...], params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool
 ) -> None:
-    """Check a stack without touching any host."""
-    ws = engine.Workspace(stack)
-    try:
-        config = ws.load(params, env_files)
-    except UserError as exc:
-        if as_json:
-            _echo_json({"valid": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
-            sys.exit(EXIT_ERROR)
-        raise
+    """Check stacks without touching any host. Several stacks (as a pre-commit hook passes
+    them) are each checked with the same -p/-e; exit 1 if any is invalid."""
+    results: list[dict[str, Any]] = []
+    for stack in stacks:
+        try:
+            config = engine.Workspace(stack).load(params, env_files)
+        except UserError as exc:
+            if not as_json:
+                _fail(exc)
+            diagnostics = [d.to_json() for d in exc.diagnostics]
+            results.append({"file": str(stack), "valid": False, "diagnostics": diagnostics})
+            continue
+        if not as_json:
+            click.echo(f"{stack}: valid ({len(config.resources)} resources).")
+        results.append({"file": str(stack), "valid": True, "stack": config.name,
+                        "resources": len(config.resources)})  # fmt: skip
     if as_json:
-        _echo_json({"valid": True, "stack": config.name, "resources": len(config.resources)})
-    else:
-        click.echo(f"{stack}: valid ({len(config.resources)} resources).")
+        # one stack: the object as before (without "file"); several: a list of them
+        _echo_json({k: v for k, v in results[0].items() if k != "file"}
+                   if len(results) == 1 else results)  # fmt: skip
+    if not all(r["valid"] for r in results):
+        sys.exit(EXIT_ERROR)
 
 
 def _plan_options(refresh: bool, targets: tuple[str, ...], replace: tuple[str, ...],

@@ -10,8 +10,11 @@ Modules, one per concept:
   tags        ownership tags: domain metadata, and volume names that carry the tag
   image, volume, server    the resource types
   domain_xml  domain XML built and parsed with ElementTree
-  seed        the NoCloud seed ISO (pycdlib)
-  console     the serial console log and the guest's IACLOUD-READY line
+  seed        the NoCloud seed ISO (pycdlib): meta-data, user-data, network-config
+  console     the serial console log and the test image's IACLOUD-READY line
+  readiness   when a started server is ready (cloud-init, guest agent, console), timeouts
+  guest_agent the QEMU guest agent: addresses, hostname, `cloud-init status` via guest-exec
+  addresses   a server's addresses by MAC: agent, ready line, dnsmasq lease, port
 
 Constructing the provider touches nothing: the connection is opened on first use and shared
 by every thread of the run.

@@ -1,7 +1,8 @@
 """The serial console log of a server: its readiness line and the addresses it reports.
 
-A guest prints, once booted:
-    IACLOUD-READY hostname=<name> addresses=<if>=<ip/prefix>,<if>=<ip/prefix>
+Our test image prints, once booted:
+    IACLOUD-READY hostname=<name> addresses=<if>=<ip/prefix>,... macs=<if>=<mac>,...
+Addresses are matched to NICs by MAC (`by_mac`), never by the guest's interface names.
 The log is emptied before each start, so the line found is always the current boot's.
 """
 
@@ -21,6 +22,15 @@ TAIL_BYTES = 64 * 1024  # the ready line is near the end of a short boot log
 class Ready:
     hostname: str
     addresses: dict[str, list[str]] = field(default_factory=dict)  # guest interface -> IPs
+    macs: dict[str, str] = field(default_factory=dict)  # guest interface -> MAC
+
+    def by_mac(self) -> dict[str, list[str]]:
+        """IPs by MAC; interfaces the line gives no MAC for are left out."""
+        out: dict[str, list[str]] = {}
+        for ifname, ips in self.addresses.items():
+            if ifname in self.macs:
+                out.setdefault(self.macs[ifname], []).extend(ips)
+        return out
 
 
 def parse_ready(line: str) -> Ready | None:
@@ -37,7 +47,12 @@ def parse_ready(line: str) -> Ready | None:
         ifname, sep, cidr = item.partition("=")
         if sep and ifname and cidr:
             addresses.setdefault(ifname, []).append(cidr.split("/")[0])
-    return Ready(fields.get("hostname", ""), addresses)
+    macs: dict[str, str] = {}
+    for item in filter(None, fields.get("macs", "").split(",")):
+        ifname, sep, mac = item.partition("=")
+        if sep and ifname and mac:
+            macs[ifname] = mac.lower()
+    return Ready(fields.get("hostname", ""), addresses, macs)
 
 
 def read_tail(path: str | os.PathLike[str], size: int = TAIL_BYTES) -> str:

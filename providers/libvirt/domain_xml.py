@@ -2,11 +2,12 @@
 
 Disks are `<disk type='volume'>` (pool + volume name, so the XML names the volume id
 directly) with an explicit `<driver type=...>`; NICs are virtio `<interface type='bridge'>`;
-the serial console goes to a file. The `<metadata>` holds the ownership tag and, as its
-child, what the server was made from (image or boot volume, its own root and seed volumes,
-host name, whether user_data was given, and the order and kind of its networks and volumes
-as the inputs listed them), so a read can report inputs in exactly the shape they were
-written. user_data and ssh_keys themselves are in the seed only.
+the serial console goes to a file; a virtio-serial channel for the QEMU guest agent is always
+there. The seed cdrom is IDE on pc and virtio-scsi on q35 (see `build`). The `<metadata>`
+holds the ownership tag and, as its child, what the server was made from (image or boot
+volume, its own root and seed volumes, host name, whether user_data was given, and the order
+and kind of its networks and volumes as the inputs listed them), so a read can report inputs
+in exactly the shape they were written. user_data and ssh_keys themselves are in the seed only.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class DomainSpec:
     disks: list[Disk]  # root first, then the seed cdrom, then data volumes
     nics: list[Nic]
     console_path: str
+    uuid: str | None = None  # chosen by us, so the seed's instance-id can be the domain's uuid
 
 
 @dataclass
@@ -88,6 +90,14 @@ class ParsedDomain:
     disks: list[Disk] = field(default_factory=list)
     nics: list[Nic] = field(default_factory=list)
     console_path: str | None = None
+    machine: str = "pc"  # pc | q35, from libvirt's expanded machine type
+    agent: str | None = None  # the guest agent channel's state: connected | disconnected
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+# free PCIe root ports on q35, so NICs and volumes can be hot-plugged (pc has a flat bus)
+Q35_SPARE_PORTS = 8
+Q35_FIXED_DEVICES = 6  # rng, virtio-scsi, virtio-serial, balloon, USB, one to spare
 
 
 def _q(tag: str) -> str:
@@ -160,6 +170,8 @@ def to_string(el: ET.Element) -> str:
 def build(spec: DomainSpec) -> str:
     dom = ET.Element("domain", type=spec.virt_type)
     _sub(dom, "name", spec.name)
+    if spec.uuid:
+        _sub(dom, "uuid", spec.uuid)
     _sub(dom, "title", f"iacloud {spec.owner.stack} {spec.owner.address}")
     meta = _sub(dom, "metadata")
     meta.append(metadata_element(spec.owner, spec.record))
@@ -191,6 +203,22 @@ def build(spec: DomainSpec) -> str:
     _sub(console, "target", type="serial", port="0")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+    # the QEMU guest agent's port; libvirt picks the socket path. Harmless without an agent.
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "source", mode="bind")
+    _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
+    if any(d.bus == "scsi" for d in spec.disks):
+        # a cdrom on virtio-scsi: the one bus both pc and q35 offer that the common cloud
+        # kernels (Debian's cloud kernel has no AHCI driver) all have a driver for
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    if spec.machine == "q35":
+        # libvirt puts each PCIe device on a root port of its own and adds only as many as the
+        # devices at define need; ports for the devices (ours and libvirt's own: USB, balloon,
+        # virtio-serial) plus spare ones
+        _sub(devices, "controller", type="pci", index="0", model="pcie-root")
+        wanted = len(spec.disks) + len(spec.nics) + Q35_FIXED_DEVICES + Q35_SPARE_PORTS
+        for i in range(1, wanted + 1):
+            _sub(devices, "controller", type="pci", index=str(i), model="pcie-root-port")
     return to_string(dom)
 
 
@@ -259,4 +287,9 @@ def parse(xml: str) -> ParsedDomain:
     serial = dom.find("devices/serial[@type='file']/source")
     if serial is not None:
         parsed.console_path = serial.get("path")
+    machine = dom.find("os/type")
+    parsed.machine = "q35" if machine is not None and "q35" in machine.get("machine", "") else "pc"
+    for target in dom.findall("devices/channel/target"):
+        if target.get("name") == AGENT_CHANNEL:
+            parsed.agent = target.get("state") or "disconnected"
     return parsed

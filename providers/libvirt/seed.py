@@ -5,7 +5,18 @@ Files (Rock Ridge and Joliet names, as cloud-init and the tiny test image read t
   (NoCloud hands those to cloud-init's ssh module whatever the user-data is);
 - user-data: the server's `user_data`, byte for byte and never interpreted; when there is
   no user_data but there are ssh_keys, a `#cloud-config` with `ssh_authorized_keys`;
-- network-config: version 2, one entry per NIC matched by MAC, DHCP on each.
+- network-config: version 2, one entry per NIC matched by MAC (never by name: real guests
+  call them ens2, enp1s0, eth0...): DHCP, or for a NIC on a fixed port its static address,
+  prefix, default route and DNS servers. Then catch-all entries (name en* and eth*, DHCP),
+  which netplan renders after the MAC entries (networkd takes the first .network file that
+  matches, in name order: nicN before zz-hotplug-*), so a NIC hot-plugged into the running
+  guest later is configured by networkd the moment it appears, with no cloud-init run. Why
+  not cloud-init's own hotplug support: it needs cloud-init >= 22.1 with the hotplug udev
+  hook installed and enabled by user-data (`updates: network: when: [hotplug]`) and it
+  re-renders the whole network configuration from the datasource on every event, which a
+  NoCloud seed (fixed at create) cannot update. The catch-all needs nothing from the image
+  but netplan (Debian, Ubuntu); where cloud-init renders network-config otherwise, the MAC
+  entries still apply and a hot-plugged NIC is left to the image's own defaults.
 
 Keys and MACs are written as JSON strings (valid YAML) so no value can break the document.
 
@@ -17,6 +28,7 @@ never run or interpret, what they find.
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -63,20 +75,63 @@ def user_data(text: str | None, ssh_keys: Sequence[str]) -> bytes:
     return b""
 
 
-def network_config(macs: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class NicConfig:
+    """One NIC of network-config: DHCP, or static when `address` ("ip/prefix") is given."""
+
+    mac: str
+    address: str | None = None
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
+    mtu: int | None = None
+
+
+# NICs hot-plugged later are not in the seed: these catch-alls (after every MAC entry, in the
+# order netplan/networkd compare them) give any further en*/eth* NIC DHCP.
+HOTPLUG_MATCHES = (("zz-hotplug-en", "en*"), ("zz-hotplug-eth", "eth*"))
+
+
+def network_config(nics: Sequence[NicConfig | str]) -> str:
     lines = ["version: 2", "ethernets:"]
-    for i, mac in enumerate(macs):
-        if not _MAC.fullmatch(mac):
-            raise ProviderError(f"invalid MAC address {mac!r}")
+    for i, nic in enumerate(nics):
+        if isinstance(nic, str):
+            nic = NicConfig(nic)
+        if not _MAC.fullmatch(nic.mac):
+            raise ProviderError(f"invalid MAC address {nic.mac!r}")
+        lines += [f"  nic{i}:", "    match:", f"      macaddress: {json.dumps(nic.mac)}"]
+        if nic.address is None:
+            lines.append("    dhcp4: true")
+        else:
+            _check_cidr(nic.address)
+            lines += ["    dhcp4: false", f"    addresses: [{json.dumps(nic.address)}]"]
+            if nic.gateway:
+                lines += [
+                    "    routes:",
+                    "      - to: default",
+                    f"        via: {json.dumps(str(ipaddress.IPv4Address(nic.gateway)))}",
+                ]
+            if nic.dns:
+                servers = ", ".join(json.dumps(str(ipaddress.IPv4Address(d))) for d in nic.dns)
+                lines += ["    nameservers:", f"      addresses: [{servers}]"]
+        if nic.mtu:
+            lines.append(f"    mtu: {int(nic.mtu)}")
+    for name, pattern in HOTPLUG_MATCHES:
         lines += [
-            f"  nic{i}:",
+            f"  {name}:",
             "    match:",
-            f"      macaddress: {json.dumps(mac)}",
+            f"      name: {json.dumps(pattern)}",
             "    dhcp4: true",
         ]
-    if not macs:
-        lines[-1] = "ethernets: {}"
     return "\n".join(lines) + "\n"
+
+
+def _check_cidr(value: str) -> None:
+    try:
+        ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ProviderError(f"invalid address {value!r} (expected ip/prefix)") from None
+    if "/" not in value:
+        raise ProviderError(f"invalid address {value!r} (expected ip/prefix)")
 
 
 def build_iso(files: dict[str, bytes]) -> bytes:
@@ -99,13 +154,13 @@ def build_seed(
     hostname: str,
     text: str | None,
     ssh_keys: Sequence[str],
-    macs: Sequence[str],
+    nics: Sequence[NicConfig | str],
 ) -> bytes:
     return build_iso(
         {
             "meta-data": meta_data(instance_id, hostname, ssh_keys).encode(),
             "user-data": user_data(text, ssh_keys),
-            "network-config": network_config(macs).encode(),
+            "network-config": network_config(nics).encode(),
         }
     )
 

@@ -1,24 +1,31 @@
 """The `server` resource type: a libvirt domain (Nova instance).
 
 Create: a root disk (a qcow2 overlay of `image`, owned by the server, or the `boot_volume`
-as it is), a NoCloud seed ISO volume, the domain (see `domain_xml`), then start and wait
-for the guest's IACLOUD-READY console line (setting `wait_ready`, bounded by
-`boot_timeout`). If any step fails, everything made so far is removed again.
+as it is), a NoCloud seed ISO volume (instance-id = the domain's uuid, chosen here, so it
+changes exactly when the server is replaced), the domain (see `domain_xml`), then start and
+wait until the guest is ready as `ready` says (see `readiness`; bounded by `boot_timeout`).
+If any step fails, everything made so far is removed again.
 
 Update, least disruptive first: `volumes` and `networks` are hot-plugged
 (attach/detachDeviceFlags, LIVE|CONFIG on a running domain, CONFIG on a stopped one);
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
-shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it.
+shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it;
+`ready` changes nothing on the host.
 A running domain also has a persistent definition (its inactive XML, what it boots with next):
 the read reports its vcpus, memory, networks and volumes as `next_boot`, and update sets each
 definition right on its own: a device only one of them has or lacks is detached or attached
 there alone (AFFECT_LIVE or AFFECT_CONFIG), and vcpus/memory that only the persistent one gets
 wrong are redefined without a restart.
+Delete powers the domain off at once unless a volume that outlives the server is attached
+(not its own, not deleted in the same run: `Provider.run`); only then is a graceful shutdown
+tried first.
 
 `networks` entries: `{ network = ID }` (a network's id is its bridge), `{ bridge = NAME }`,
 each with an optional `mac`, or `{ port = ID }`: a port id `<bridge>/<mac>/<ip>` is split here
-(no call to the netlink provider) and the NIC goes on that bridge with that MAC, so the
-network's DHCP server gives it the port's IP; a `mac` beside a port is an error.
+(no call to the netlink provider) and the NIC goes on that bridge with that MAC; the seed's
+network-config gives it the port's IP statically, with the prefix, gateway and DNS of the
+network (`iacloud.netfacts`), or DHCP when the network's facts are unknown (its DHCP server
+then hands out the port's IP); a `mac` beside a port is an error.
 NICs without a `mac` or port get a stable one derived from the stack id, the address and the
 NIC's position (52:54:00:xx:xx:xx). Domain names are '<stack>-<address>-<stack id prefix>'.
 The metadata records how the inputs named each NIC (with the port id for a port) and the order
@@ -29,11 +36,12 @@ recorded values) and only import opens the seed ISO to recover them (with the ho
 domain that has no iacloud record). The metadata says whether user_data was given at all,
 since an empty user-data file may stand for "" or for none.
 
-`addresses` maps each NIC's network to the IPs the guest reported on its console: the key
-is the network's address in its stack when the bridge carries a netlink tag
-(`/sys/class/net/<bridge>/ifalias` = `iacloud:<stack_id>:<address>`), else the bridge name;
-a port NIC is keyed by its bridge's network like any other.
-The guest's ethN is the N-th NIC in domain order.
+`addresses` maps each NIC's network to the IPs it really has, matched by MAC (see
+`addresses`: guest agent, ready line, dnsmasq lease, port): the key is the network's address
+in its stack when the bridge carries a netlink tag (`/sys/class/net/<bridge>/ifalias` =
+`iacloud:<stack_id>:<address>`), else the bridge name. The `hostname` attribute is what the
+guest reports (agent, ready line), else the recorded one; the `hostname` input stays the
+recorded one.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import ipaddress
 import operator
 import re
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,11 +62,12 @@ from typing import Any, Literal
 import libvirt
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from iacloud import netfacts
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
-from . import console, domain_xml, seed, storage
+from . import addresses, console, domain_xml, guest_agent, readiness, seed, storage
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
@@ -68,6 +78,7 @@ _BRIDGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")  # a Linux interface
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
+READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
 SEED_LIMIT = 16 << 20  # a seed holds at most 1 MiB of user_data: a larger cdrom is no seed
 UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -190,6 +201,18 @@ class ServerInputs(Inputs):
     user_data: str | None = prop(None, update=Disruption.REPLACE, max_length=1 << 20)
     ssh_keys: list[str] = prop([], update=Disruption.REPLACE, max_length=64)
     power_state: Literal["running", "shutoff"] = prop("running", update=Disruption.LIVE)
+    ready: readiness.ReadyMode | None = prop(
+        None,
+        update=Disruption.NONE,
+        description="when a started server counts as ready: auto | cloud-init | agent | "
+        "console | none; default: the provider's `ready`",
+    )
+    machine: Literal["pc", "q35"] | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        description="QEMU machine type; default: the provider's `machine`",
+    )
     hostname: str | None = prop(
         None,
         update=Disruption.REPLACE,
@@ -254,6 +277,29 @@ def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str
 
 def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
     return NicRecord(mac, entry.key, entry.fixed_mac is not None, entry.port)
+
+
+def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:
+    """network-config of each NIC: a port's static address with its network's prefix, gateway
+    and DNS when the network's facts are known (`iacloud.netfacts`), else DHCP (a port's
+    network with DHCP hands out the port's address anyway)."""
+    out = []
+    for entry, mac in nics:
+        facts = netfacts.read(entry.ifname) if entry.port is not None else None
+        if facts is None or entry.port is None:
+            out.append(seed.NicConfig(mac))
+            continue
+        ip = entry.port.split("/")[2]
+        out.append(
+            seed.NicConfig(
+                mac,
+                address=f"{ip}/{facts.prefixlen}",
+                gateway=facts.gateway,
+                dns=tuple(facts.dns),
+                mtu=facts.mtu,
+            )
+        )
+    return out
 
 
 def network_label(bridge: str, local: bool) -> str:
@@ -395,15 +441,22 @@ class Server(LibvirtResource):
         pool_name, name, fmt = self.provider.volume_ref(volume_id)
         return Disk(target=target, format=fmt, pool=pool_name, volume=name)
 
-    def _start(self, dom: libvirt.virDomain, address: str, console_path: str | None) -> None:
+    def _start(
+        self, dom: libvirt.virDomain, address: str, console_path: str | None, ready: str | None
+    ) -> None:
         if console_path:
             console.reset(Path(console_path))
         with failing(f"starting server {address}"):
             dom.create()
-        if self.settings.wait_ready and console_path:
-            self._wait_ready(dom, address, Path(console_path))
+        mode = ready or self.settings.default_ready
+        if mode != "none":
+            self._wait_ready(dom, address, Path(console_path) if console_path else None, mode)
 
-    def _wait_ready(self, dom: libvirt.virDomain, address: str, path: Path) -> None:
+    def _wait_ready(
+        self, dom: libvirt.virDomain, address: str, path: Path | None, mode: str
+    ) -> None:
+        """Until the guest is ready as `mode` says (see `readiness`); a timeout, a stopped
+        guest or cloud-init's errors raise, with the last console lines, sanitized."""
         timeout = self.settings.boot_timeout
 
         def alive() -> bool:
@@ -412,14 +465,24 @@ class Server(LibvirtResource):
             except libvirt.libvirtError:
                 return False
 
-        if console.wait_ready(path, timeout, alive) is None:
-            tail = console.read_tail(path, 2048).strip().splitlines()[-3:]
-            why = "stopped" if not alive() else f"did not print {console.READY} in {timeout:g}s"
-            raise ProviderError(
-                f"server {address} {why} (console log {path}"
-                + (": ..." + " | ".join(tail) if tail else ", empty")
-                + ")"
-            )
+        def connected() -> bool:
+            try:
+                return domain_xml.parse(dom.XMLDesc(0)).agent == "connected"
+            except libvirt.libvirtError:
+                return False
+
+        def text() -> str:
+            return console.read_tail(path, READY_TAIL) if path else ""
+
+        verdict = readiness.wait(mode, timeout, text, alive, guest_agent.Probe(dom, connected))
+        if verdict.failed is None:
+            return
+        tail = readiness.last_lines(text())
+        raise ProviderError(
+            f"server {address} {verdict.failed} (ready = {mode!r}; console log {path}"
+            + (": ... " + " | ".join(tail) if tail else ", empty")
+            + ")"
+        )
 
     def _shutdown(self, dom: libvirt.virDomain) -> None:
         """Graceful ACPI shutdown, then power-off when the guest does not comply in time."""
@@ -434,10 +497,10 @@ class Server(LibvirtResource):
         while time.monotonic() < deadline:
             try:
                 if not dom.isActive():
-                    return
+                    return  # off: no need to wait out the timeout
             except libvirt.libvirtError:
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         self._destroy(dom)
 
     @staticmethod
@@ -486,7 +549,10 @@ class Server(LibvirtResource):
         pool = self.provider.pools.get(conn, None)
         seed_name = volume_name(stack.id, address, "raw", "seed")
         root_name = volume_name(stack.id, address, "qcow2", "root")
-        cdrom_bus, cdrom_dev = ("ide", "hdc") if self.settings.machine == "pc" else ("sata", "sda")
+        machine = inputs.machine or self.settings.machine
+        cdrom_bus, cdrom_dev = ("ide", "hdc") if machine == "pc" else ("scsi", "sda")
+        # the instance-id is the domain's uuid: new exactly when the server is (re)created
+        dom_uuid = str(uuid.uuid4())
         made: list[str] = []
         dom = None
         try:
@@ -502,7 +568,7 @@ class Server(LibvirtResource):
                 assert inputs.boot_volume is not None
                 root = self._data_disk(inputs.boot_volume, "vda")
             iso = seed.build_seed(
-                f"iid-{name}", hostname, inputs.user_data, inputs.ssh_keys, [m for _, m in nics]
+                dom_uuid, hostname, inputs.user_data, inputs.ssh_keys, _nic_configs(nics)
             )
             seed_vol = storage.create(
                 pool, storage.volume_xml(seed_name, len(iso), "raw", mode="0644"), "seed ISO"
@@ -523,8 +589,9 @@ class Server(LibvirtResource):
             console.reset(console_path)
             spec = DomainSpec(
                 name=name,
+                uuid=dom_uuid,
                 virt_type=virt_type,
-                machine=self.settings.machine,
+                machine=machine,
                 vcpus=inputs.vcpus,
                 memory_mib=inputs.memory_mib,
                 owner=OwnerTag(stack.name, stack.id, address),
@@ -540,7 +607,7 @@ class Server(LibvirtResource):
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
             if inputs.power_state == "running":
-                self._start(dom, address, str(console_path))
+                self._start(dom, address, str(console_path), inputs.ready)
             return self._observe(dom)
         except BaseException:
             self._remove(dom, made)
@@ -553,9 +620,11 @@ class Server(LibvirtResource):
         parsed: ParsedDomain | None = None,
         state: int | None = None,
         persistent: ParsedDomain | None = None,
+        leases: addresses.Leases | None = None,
     ) -> Observed:
         """The server as it runs (`parsed`: its live XML) and, for a running domain, the inputs
-        its persistent definition holds (`persistent`, read here when `parsed` is not given)."""
+        its persistent definition holds (`persistent`, read here when `parsed` is not given).
+        `leases`: a read's shared lease lookups (each network's lease file read once)."""
         if parsed is None:
             parsed = domain_xml.parse(dom.XMLDesc(0))
             if persistent is None and dom.isActive():
@@ -566,20 +635,33 @@ class Server(LibvirtResource):
         definition = _definition_inputs(parsed)
         power = _state_name(state)
         local = is_local(self.settings.uri)
-        addresses: dict[str, list[str]] = {}
-        for nic in parsed.nics:
-            addresses.setdefault(network_label(nic.bridge, local), [])
-        ready = console.last_ready(parsed.console_path) if power == "running" else None
-        if ready is not None:
-            for ifname, ips in ready.addresses.items():
-                m = re.fullmatch(r"eth(\d+)", ifname)
-                if m and int(m.group(1)) < len(parsed.nics):
-                    label = network_label(parsed.nics[int(m.group(1))].bridge, local)
-                    addresses[label].extend(ips)
+        running = power == "running"
+        ready = console.last_ready(parsed.console_path) if running and local else None
+        agent = running and parsed.agent == "connected"
+        guest_ips = guest_agent.addresses(dom) if agent else None
+        ips_by_mac = addresses.by_mac(
+            parsed.nics,
+            record.nics if record and running else (),
+            guest_ips,
+            ready.by_mac() if ready else None,
+            (leases or addresses.Leases()) if running and local else (lambda _b, _m: None),
+        )
+        ip_map = addresses.by_network(
+            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
+        )
         hostname = record.hostname if record else (ready.hostname if ready else None)
+        # what the guest calls itself (user-data may have set another name than the record's)
+        reported = (guest_agent.hostname(dom) if agent else None) or (
+            ready.hostname if ready else None
+        )
         inputs: dict[str, Any] = {**definition, "power_state": power}
         if record is not None:
-            inputs.update(image=record.image, boot_volume=record.boot_volume, hostname=hostname)
+            inputs.update(
+                image=record.image,
+                boot_volume=record.boot_volume,
+                hostname=hostname,
+                machine=parsed.machine,
+            )
         next_boot = None
         if persistent is not None and state in _ACTIVE:
             next_boot = _definition_inputs(persistent)
@@ -589,11 +671,11 @@ class Server(LibvirtResource):
             attributes={
                 "id": parsed.uuid,
                 "name": parsed.name,
-                "addresses": addresses,
+                "addresses": ip_map,
                 "macs": [n.mac for n in parsed.nics],
                 "power_state": power,
                 "console_log": parsed.console_path,
-                "hostname": hostname,
+                "hostname": reported or hostname,
             },
             next_boot=next_boot,
         )
@@ -606,6 +688,7 @@ class Server(LibvirtResource):
         domains = listings.domains(self.conn)
         states = listings.domain_states(self.conn)
         by_uuid = {d.UUIDString().lower(): d for d in domains}
+        leases = addresses.Leases()
         by_name = {d.name(): d for d in domains}
         out = {}
         for ref in refs:
@@ -634,7 +717,7 @@ class Server(LibvirtResource):
             # only a running domain has a persistent definition apart from the live one
             persistent = listings.persistent_domain(dom) if state in _ACTIVE else None
             try:
-                out[ref.address] = self._observe(dom, parsed, state, persistent)
+                out[ref.address] = self._observe(dom, parsed, state, persistent, leases)
             except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
                 if is_error(exc, NO_DOMAIN):
                     continue
@@ -720,7 +803,9 @@ class Server(LibvirtResource):
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         assert isinstance(inputs, ServerInputs)
-        forbidden = changed & {"image", "boot_volume", "user_data", "ssh_keys", "hostname"}
+        forbidden = changed & {
+            "image", "boot_volume", "user_data", "ssh_keys", "hostname", "machine"
+        }  # fmt: skip
         if forbidden:
             raise ProviderError(f"cannot change {', '.join(sorted(forbidden))} in place")
         dom = self._lookup(prior.id)
@@ -752,9 +837,9 @@ class Server(LibvirtResource):
                 self._shutdown(dom)
             self._redefine(dom, inputs.vcpus, inputs.memory_mib)
             if restart and want_running:
-                self._start(dom, address, parsed.console_path)
+                self._start(dom, address, parsed.console_path, inputs.ready)
         if want_running and not dom.isActive():
-            self._start(dom, address, parsed.console_path)
+            self._start(dom, address, parsed.console_path, inputs.ready)
         return self._observe(dom)
 
     def _flags(self, dom: libvirt.virDomain) -> int:
@@ -925,11 +1010,27 @@ class Server(LibvirtResource):
                 own = [v for v in (parsed.record.seed, parsed.record.root) if v]
                 if parsed.record.boot_volume:
                     own = [parsed.record.seed]  # a boot volume belongs to its own resource
-            # a graceful stop first, so attached volumes that outlive the server are clean
-            self._shutdown(dom)
+            if self._outliving(parsed, own):
+                # a graceful stop first, so a volume that outlives the server is clean
+                self._shutdown(dom)
+            # else nothing worth a clean shutdown survives: powered off at once (as Nova's
+            # delete does), by _remove
         self._remove(dom, own)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
+
+    def _outliving(self, parsed: ParsedDomain, own: Sequence[str]) -> list[str]:
+        """Disks of the domain that outlive it: neither its own (root, seed) nor deleted in
+        this run (`Provider.run`). A disk attached by path, not as a volume, always does."""
+        going = self.provider.run.deleting
+        out = []
+        for disk in parsed.disks:
+            if disk.device != "disk":
+                continue
+            ref = disk.id or disk.path or disk.target
+            if ref not in own and ref not in going:
+                out.append(ref)
+        return out
 
     # ---------------------------------------------------------------- orphans
     def list_tagged(self) -> list[TaggedObject]:

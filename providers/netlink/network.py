@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from iacloud import netfacts
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names, netns
@@ -470,6 +471,7 @@ class Network(NetlinkResource):
                     if inputs.segment is not None:
                         self._ensure_segment(ipr, n, tag, inputs.segment, inputs.mtu)
                 self._converge_dhcp(n, files, tag)
+                publish_facts(files)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._teardown(bridge, remove_dir=not had_dir)
@@ -501,6 +503,7 @@ class Network(NetlinkResource):
             record["inputs"] = resolved
             files.write_record(record)
             self._converge_dhcp(n, files, tag)
+            publish_facts(files)
         return self._read_one(address, bridge)
 
     @changes_host
@@ -698,8 +701,35 @@ class Network(NetlinkResource):
         with IPRoute() as ipr:
             for name in (n.vlan, n.vxlan, bridge):
                 links.delete(ipr, name)
+        netfacts.remove(bridge)
         if remove_dir:
             files.remove()
+
+
+def publish_facts(files: NetworkFiles) -> None:
+    """What servers on this bridge need to know (`iacloud.netfacts`): subnet, gateway, DNS,
+    MTU and dnsmasq's lease file."""
+    record = files.read_record()
+    if not record:
+        return
+    inputs = record["inputs"]
+    facts = netfacts.NetworkFacts(
+        bridge=files.bridge,
+        cidr=inputs["cidr"],
+        gateway=inputs.get("gateway"),
+        dns=list(inputs.get("dns") or ()),
+        mtu=inputs.get("mtu"),
+        dhcp=bool(inputs.get("dhcp")),
+        leases=str(files.leases) if inputs.get("dhcp") else None,
+        stack_id=record.get("stack_id"),
+        address=record.get("address"),
+    )
+    try:
+        netfacts.write(facts)
+    except OSError as exc:
+        raise ProviderError(
+            f"cannot publish the facts of network {files.bridge} in {netfacts.root()}: {exc}"
+        ) from exc
 
 
 def sync_reservations(resource: NetlinkResource, bridge: str) -> None:

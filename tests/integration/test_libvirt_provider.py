@@ -452,11 +452,14 @@ def test_server_lifecycle(env: Env, tiny_image: Path, bridge: str, request) -> N
         "volumes": [data.id],
         "power_state": "running",
         "hostname": "web-0",
+        "machine": "pc",
     }
-    # the observed inputs are the create inputs minus what cannot be read back
+    # the observed inputs are the create inputs minus what cannot be read back (and the
+    # computed defaults the provider filled in)
     dumped = inputs.model_dump(mode="json")
-    assert {k: v for k, v in dumped.items() if k in obs.inputs and k != "hostname"} == {
-        k: v for k, v in obs.inputs.items() if k != "hostname"
+    computed = ("hostname", "machine")
+    assert {k: v for k, v in dumped.items() if k in obs.inputs and k not in computed} == {
+        k: v for k, v in obs.inputs.items() if k not in computed
     }
     xml = _dom(env, obs.id).XMLDesc(0)
     assert "<domain type='qemu'" in xml or '<domain type="qemu"' in xml

@@ -25,7 +25,7 @@ IMAGE = ROOT / "build" / "images" / "tiny.qcow2"
 QEMU = shutil.which("qemu-system-x86_64")
 BOOT_TIMEOUT = 90  # seconds to the ready line; about 3 s here under TCG
 
-READY_RE = re.compile(r"^IACLOUD-READY hostname=(\S*) addresses=(\S*)\s*$", re.MULTILINE)
+READY_RE = re.compile(r"^IACLOUD-READY hostname=(\S*) addresses=(\S*) macs=(\S*)\s*$", re.MULTILINE)
 
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed")
 
