@@ -45,13 +45,19 @@ def load_stack(
 ) -> StackConfig:
     """Load and validate a stack file with its parameters (defaults < env files < -p).
     Raises UserError listing every problem found; nothing else escapes for bad input."""
-    path = Path(path)
-    sink = Sink(str(path))
     with _gc_paused():
-        document = toml_front.read_stack(path, sink)
-        if document is None:
-            fail(sink, (), {})
-        return resolve(document, registry, params, env_files, sink)
+        return _load_toml(Path(path), registry, params, env_files)
+
+
+def _load_toml(
+    path: Path, registry: Registry, params: Sequence[str], env_files: Sequence[Path]
+) -> StackConfig:
+    # a function of its own so that the raw document is freed before the collector resumes
+    sink = Sink(str(path))
+    document = toml_front.read_stack(path, sink)
+    if document is None:
+        fail(sink, (), {})
+    return resolve(document, registry, params, env_files, sink)
 
 
 def resolve(

@@ -59,6 +59,7 @@ def expand_resource(
     target = symbols.targets[name]
     model = type_cls.Inputs if type_cls is not None else None
     fields = _sort_fields(res, target.counted, model, report)
+    order, varying, varying_deps = fields.order, fields.varying, fields.varying_deps
 
     # what does not mention %index% is the same for every instance: done once
     shared: dict[str, Any] = {}
@@ -96,7 +97,7 @@ def expand_resource(
     last_sorted = shared_deps_sorted
     configs: list[ResourceConfig] = []
     provider = registry.provider_of.get(rdef.type, "")
-    if model is not None and not fields.varying:  # identical instances: validate once
+    if model is not None and not varying:  # identical instances: validate once
         _check_inputs(model, shared, unresolved, sink, group, params)
     for index in indices:
         if budget.over:
@@ -105,11 +106,11 @@ def expand_resource(
         where_address = f"resources.{address}" if emit else group
         extra: set[str] = set()  # what this instance depends on beyond the shared deps
         properties = shared
-        if fields.varying or fields.varying_deps:
+        if varying or varying_deps:
             assert index is not None
             properties = dict(shared)
             instance_unresolved = set(unresolved)
-            for key, value in fields.varying.items():
+            for key, value in varying.items():
                 prepared = prepare(
                     ex.substitute_index(value, index), key, sink, where_address, params
                 )
@@ -121,7 +122,7 @@ def expand_resource(
                     instance_unresolved.add(key)
                     if not budget.over:
                         extra |= symbols.references(prepared, sink, where_address, key, name, emit)
-            for i, dep in fields.varying_deps:
+            for i, dep in varying_deps:
                 extra |= symbols.explicit_dependency(
                     dep.replace(INDEX_TOKEN, str(index)),
                     sink,
@@ -130,7 +131,7 @@ def expand_resource(
                     name,
                     emit,
                 )
-            if model is not None and fields.varying:
+            if model is not None and varying:
                 _check_inputs(model, properties, instance_unresolved, sink, where_address, params)
         if emit and not budget.over:
             own = len(shared_deps) + len(extra)
@@ -168,7 +169,7 @@ def expand_resource(
                     type=rdef.type,
                     provider=provider,
                     # one dict per instance; nested values of shared fields are shared
-                    properties={k: properties[k] for k in fields.order if k in properties},
+                    properties={k: properties[k] for k in order if k in properties},
                     depends_on=deps_sorted,
                 )
             )
