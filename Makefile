@@ -56,6 +56,7 @@ demo-destroy: install
 
 bench: install
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/fuzz_inputs.py
 
 # the benchmarks against a real libvirtd, netlink and dnsmasq (root; a few minutes)

@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,7 @@ from iacloud.redact import Redactor
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend, open_backend
 from iacloud.state.model import Event, ResourceState, Snapshot
+from iacloud.state.pg_url import mask_url
 from iacloud.suppressions import Suppression
 
 __all__ = ["Workspace", "data_root"]
@@ -55,6 +57,7 @@ class Workspace:
     registry: Registry = field(default_factory=Registry.discover)
     read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
     _backend: StateBackend | None = None
+    _locked: str | None = None  # the stack whose lock this workspace holds (see locked)
 
     @property
     def backend(self) -> StateBackend:
@@ -62,6 +65,21 @@ class Workspace:
             url = self.state_url or os.environ.get("IACLOUD_STATE")
             self._backend = open_backend(url, self.stack_file.resolve().parent, self.read_only)
         return self._backend
+
+    @contextmanager
+    def locked(self, stack: str, operation: str) -> Iterator[None]:
+        """Hold the stack's lock; nested uses share it. `apply STACK` holds it from its plan to
+        the end of its apply, so a run that waited for another plans against that run's
+        result instead of failing on a plan made before it."""
+        if self._locked == stack:
+            yield
+            return
+        with self.backend.locked(stack, operation, self.lock_timeout):
+            self._locked = stack
+            try:
+                yield
+            finally:
+                self._locked = None
 
     def open_read_only(self) -> StateBackend:
         """A separate backend that can only read: it takes no lock and cannot write, so it
@@ -205,7 +223,7 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         finally:
             providers.close()
         return plan, snapshot
-    with backend.locked(config.name, "plan", ws.lock_timeout):
+    with ws.locked(config.name, "plan"):
         snapshot = backend.snapshot(config.name)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
@@ -222,7 +240,7 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
 
 def _state_name(ws: Workspace) -> str:
     url = ws.state_url or os.environ.get("IACLOUD_STATE")
-    return url or str(ws.stack_file.parent / ".iacloud" / "state.db")
+    return mask_url(url) if url else str(ws.stack_file.parent / ".iacloud" / "state.db")
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:
@@ -256,7 +274,7 @@ def apply(
     plan_check.check(plan, ws.registry)  # before the lock and the new state version
     settings = ws.settings_from_plan(plan)
     backend = ws.backend
-    with backend.locked(plan.stack, command, ws.lock_timeout):
+    with ws.locked(plan.stack, command):
         snapshot = backend.snapshot(plan.stack)
         _refuse_stale(plan, snapshot)
         if plan.refresh_only:

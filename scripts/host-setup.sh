@@ -28,6 +28,7 @@ PACKAGES=(
     openssh-client                           # e2e: log in to real-image guests
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
     python3-venv                             # make's 'python3 -m venv'
+    postgresql-15 libpq5                     # PostgreSQL state: the tests' own server; psycopg's libpq
     git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
 )
 STATE_DIR=/run/iacloud
@@ -55,6 +56,11 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing: ${missing[*]}"
+    # iacloud's tests start their own PostgreSQL in a temporary directory: the package need
+    # not create (and start) a system-wide 'main' cluster.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    [ -e /etc/postgresql-common/createcluster.d/iacloud.conf ] ||
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/iacloud.conf
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends \

@@ -20,6 +20,7 @@ from iacloud.state.model import (
     PendingOperation,
     ResourceState,
     Snapshot,
+    StackHistory,
     StateVersion,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "PendingOperation",
     "ResourceState",
     "Snapshot",
+    "StackHistory",
     "StateBackend",
     "StateError",
     "StateVersion",
@@ -48,7 +50,8 @@ class LockHeld(IacloudError):
         self.info = info
         super().__init__(
             f"the state of stack '{stack}' is locked: {info.describe()}; "
-            "wait for it, pass --lock-timeout, or remove a stale lock with 'iacloud state unlock'"
+            "wait for it, pass --lock-timeout, or remove a stale lock with "
+            f"'iacloud state unlock {info.id}'"
         )
 
 
@@ -114,7 +117,21 @@ class StateBackend(abc.ABC):
     def lock_info(self, stack: str) -> LockInfo | None: ...
 
     @abc.abstractmethod
-    def force_unlock(self, stack: str) -> LockInfo | None: ...
+    def force_unlock(self, stack: str, lock_id: str | None = None) -> LockInfo | None:
+        """Remove the stack's lock. With `lock_id`, only that lock: a lock some later run took
+        in the meantime raises StateError instead of being removed under it."""
+
+    # Whole-history copies for 'iacloud state push/pull'. The step-wise methods above cannot
+    # express them: a copy keeps every version's own times, commands and statuses, and each
+    # resource's interval of serials, verbatim.
+
+    @abc.abstractmethod
+    def export_history(self, stack: str) -> StackHistory | None:
+        """The stack's whole stored history, or None if the stack was never stored."""
+
+    @abc.abstractmethod
+    def import_history(self, history: StackHistory) -> None:
+        """Replace the stack's stored history with `history`, in one transaction."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""
@@ -129,9 +146,10 @@ class StateBackend(abc.ABC):
 
 
 def open_backend(url: str | None, stack_dir: Path, read_only: bool = False) -> StateBackend:
-    """Open the backend `url` names: `sqlite:///abs/path.db`, a plain path, or None for
-    `.iacloud/state.db` beside the stack file. A read-only backend refuses every write and
-    never takes the lock (drift runs while an apply holds it)."""
+    """Open the backend `url` names: `sqlite:///abs/path.db`, a plain path, None for
+    `.iacloud/state.db` beside the stack file, or `postgresql://...` (state/postgres.py).
+    A read-only backend refuses every write and never takes the lock (drift runs while an
+    apply holds it)."""
     from iacloud.state.sqlite import SQLiteBackend
 
     if url is None:
@@ -139,7 +157,14 @@ def open_backend(url: str | None, stack_dir: Path, read_only: bool = False) -> S
     if url.startswith("sqlite:///"):
         return SQLiteBackend(Path(url[len("sqlite://") :]), read_only)
     if url.startswith(("postgres://", "postgresql://")):
-        raise UserError(f"state URL '{url}': the PostgreSQL backend is not available yet")
+        from iacloud.state.postgres import PostgresBackend
+
+        return PostgresBackend(url, read_only)
     if "://" in url:
-        raise UserError(f"state URL '{url}': unknown scheme (expected sqlite:///PATH or a path)")
+        from iacloud.state.pg_url import mask_url
+
+        raise UserError(
+            f"state URL '{mask_url(url)}': unknown scheme (expected sqlite:///PATH, a path, or "
+            "postgresql://...)"
+        )
     return SQLiteBackend(Path(url), read_only)

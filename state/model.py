@@ -77,11 +77,12 @@ class LockInfo(_Model):
     pid: int
     operation: str
     since: datetime
+    id: str = ""  # what 'iacloud state unlock ID' names, so it removes this lock and no later one
 
     def describe(self) -> str:
         return (
             f"{self.holder} (pid {self.pid}) has held it for '{self.operation}' "
-            f"since {self.since.isoformat(timespec='seconds')}"
+            f"since {self.since.isoformat(timespec='seconds')} (lock id {self.id})"
         )
 
 
@@ -95,3 +96,36 @@ class Snapshot(_Model):
     resources: dict[str, ResourceState] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     pending: list[PendingOperation] = Field(default_factory=list)
+
+
+class ResourceRow(_Model):
+    """One stored resource interval: valid for serials [serial_from, serial_to)."""
+
+    address: str
+    serial_from: int
+    serial_to: int | None = None
+    resource: ResourceState
+
+
+class VersionRecord(_Model):
+    """A state version with the outputs it closed with (None: the previous ones stand)."""
+
+    version: StateVersion
+    outputs: dict[str, Any] | None = None
+
+
+class StackHistory(_Model):
+    """A stack's whole stored history, as `state push`/`pull` copy it between backends."""
+
+    stack: str
+    stack_id: str
+    lineage: str
+    created_at: datetime
+    versions: list[VersionRecord] = Field(default_factory=list)
+    resources: list[ResourceRow] = Field(default_factory=list)
+    pending: list[PendingOperation] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+
+    @property
+    def serial(self) -> int:
+        return max((v.version.serial for v in self.versions), default=0)

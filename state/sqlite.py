@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ from iacloud.state import (
     StateError,
     StateVersion,
 )
+from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
 
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
@@ -694,7 +696,14 @@ class SQLiteBackend(StateBackend):
     # -- lock -------------------------------------------------------------------------------
 
     @staticmethod
-    def _lock_row(db: sqlite3.Connection, stack: str) -> tuple[LockInfo, str] | None:
+    def _lock_id(stack: str, holder: str, host: str, pid: int, since: str) -> str:
+        # Derived from the row rather than stored, so stores made before lock ids existed
+        # need no schema change; `since` (microseconds) tells two runs of one pid apart.
+        key = "\0".join((stack, holder, host, str(pid), since)).encode()
+        return hashlib.sha256(key).hexdigest()[:16]
+
+    @classmethod
+    def _lock_row(cls, db: sqlite3.Connection, stack: str) -> tuple[LockInfo, str] | None:
         row = db.execute(
             "SELECT holder, host, pid, operation, since FROM locks WHERE stack = ?", (stack,)
         ).fetchone()
@@ -702,7 +711,11 @@ class SQLiteBackend(StateBackend):
             return None
         holder, host, pid, operation, since = row
         info = LockInfo(
-            holder=holder, pid=pid, operation=operation, since=datetime.fromisoformat(since)
+            holder=holder,
+            pid=pid,
+            operation=operation,
+            since=datetime.fromisoformat(since),
+            id=cls._lock_id(stack, holder, host, pid, since),
         )
         return info, host
 
@@ -715,18 +728,19 @@ class SQLiteBackend(StateBackend):
                 # Only a holder on this host can be proven dead; one elsewhere needs
                 # force_unlock. Our own pid counts as held: the lock is not re-entrant.
                 if held is None or (held[1] == self._host and not _pid_alive(held[0].pid)):
-                    mine = LockInfo(
-                        holder=holder,
-                        pid=os.getpid(),
-                        operation=operation,
-                        since=datetime.now(timezone.utc),
-                    )
+                    since = _utcnow()
                     db.execute(
                         "INSERT OR REPLACE INTO locks (stack, holder, host, pid, operation, since)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
-                        (stack, mine.holder, self._host, mine.pid, operation, _iso(mine.since)),
+                        (stack, holder, self._host, os.getpid(), operation, since),
                     )
-                    return mine
+                    return LockInfo(
+                        holder=holder,
+                        pid=os.getpid(),
+                        operation=operation,
+                        since=datetime.fromisoformat(since),
+                        id=self._lock_id(stack, holder, self._host, os.getpid(), since),
+                    )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 assert held is not None
@@ -753,10 +767,140 @@ class SQLiteBackend(StateBackend):
             held = self._lock_row(db, stack)
             return None if held is None else held[0]
 
-    def force_unlock(self, stack: str) -> LockInfo | None:
+    def force_unlock(self, stack: str, lock_id: str | None = None) -> LockInfo | None:
         if not self._exists():
             return None
         with self._tx() as db:
             held = self._lock_row(db, stack)
+            if held is not None and lock_id is not None and held[0].id != lock_id:
+                raise self._error(
+                    f"stack '{stack}' is locked by {held[0].describe()}, not by lock {lock_id}; "
+                    "nothing was removed"
+                )
             db.execute("DELETE FROM locks WHERE stack = ?", (stack,))
             return None if held is None else held[0]
+
+    # -- whole histories (state push/pull) ----------------------------------------------------
+
+    def export_history(self, stack: str) -> StackHistory | None:
+        with self._read() as db:
+            if db is None:
+                return None
+            row = db.execute(
+                "SELECT stack_id, lineage, created_at FROM stacks WHERE name = ?", (stack,)
+            ).fetchone()
+            if row is None:
+                return None
+            versions = [
+                VersionRecord(
+                    version=StateVersion(
+                        serial=serial,
+                        lineage=lineage,
+                        command=command,
+                        status=status,
+                        created_at=datetime.fromisoformat(created),
+                        finished_at=datetime.fromisoformat(finished) if finished else None,
+                    ),
+                    outputs=None if outputs is None else json.loads(outputs),
+                )
+                for serial, lineage, command, status, created, finished, outputs in db.execute(
+                    "SELECT serial, lineage, command, status, created_at, finished_at, outputs "
+                    "FROM versions WHERE stack = ? ORDER BY serial",
+                    (stack,),
+                )
+            ]
+            resources = [
+                ResourceRow(
+                    address=address,
+                    serial_from=serial_from,
+                    serial_to=serial_to,
+                    resource=ResourceState.model_validate_json(data),
+                )
+                for address, serial_from, serial_to, data in db.execute(
+                    "SELECT address, serial_from, serial_to, data FROM resources "
+                    "WHERE stack = ? ORDER BY serial_from, address",
+                    (stack,),
+                )
+            ]
+            pending = [
+                PendingOperation.model_validate_json(data)
+                for (data,) in db.execute(
+                    "SELECT data FROM pending WHERE stack = ? ORDER BY address", (stack,)
+                )
+            ]
+            events = [
+                Event(
+                    serial=serial,
+                    time=datetime.fromisoformat(t),
+                    address=address,
+                    type=type_,
+                    action=action,
+                    status=status,
+                    reason=reason,
+                )
+                for serial, t, address, type_, action, status, reason in db.execute(
+                    "SELECT serial, time, address, type, action, status, reason FROM events "
+                    "WHERE stack = ? ORDER BY id",
+                    (stack,),
+                )
+            ]
+            return StackHistory(
+                stack=stack,
+                stack_id=row[0],
+                lineage=row[1],
+                created_at=datetime.fromisoformat(row[2]),
+                versions=versions,
+                resources=resources,
+                pending=pending,
+                events=events,
+            )
+
+    def import_history(self, history: StackHistory) -> None:
+        stack = history.stack
+        with self._tx(fsync=True) as db:
+            for table in ("stacks", "versions", "resources", "pending", "events"):
+                column = "name" if table == "stacks" else "stack"
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (stack,))
+            db.execute(
+                "INSERT INTO stacks (name, stack_id, lineage, created_at) VALUES (?, ?, ?, ?)",
+                (stack, history.stack_id, history.lineage, _iso(history.created_at)),
+            )
+            db.executemany(
+                "INSERT INTO versions (stack, serial, lineage, command, status, created_at, "
+                "finished_at, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        stack,
+                        v.version.serial,
+                        v.version.lineage,
+                        v.version.command,
+                        v.version.status,
+                        _iso(v.version.created_at),
+                        None if v.version.finished_at is None else _iso(v.version.finished_at),
+                        None if v.outputs is None else json.dumps(v.outputs, sort_keys=True),
+                    )
+                    for v in history.versions
+                ],
+            )
+            db.executemany(
+                "INSERT INTO resources (stack, address, serial_from, serial_to, object_id, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        stack,
+                        r.address,
+                        r.serial_from,
+                        r.serial_to,
+                        r.resource.id,
+                        r.resource.model_dump_json(),
+                    )
+                    for r in history.resources
+                ],
+            )
+            db.executemany(
+                "INSERT INTO pending (stack, address, serial, data) VALUES (?, ?, ?, ?)",
+                [(stack, p.address, p.serial, p.model_dump_json()) for p in history.pending],
+            )
+            for event in history.events:
+                self._insert_event(db, stack, event)
+        self._checkpoint()

@@ -69,8 +69,8 @@ env_opt = click.option("-e", "--env", "env_files", multiple=True, metavar="ENV.t
                        type=click.Path(path_type=Path, dir_okay=False),
                        help="Environment file with a [parameters] table.")  # fmt: skip
 state_opt = click.option("--state", "state_url", envvar="IACLOUD_STATE", metavar="URL",
-                         help="State backend: sqlite:///PATH or a path (default: "
-                         ".iacloud/state.db beside the stack).")  # fmt: skip
+                         help="State backend: postgresql://..., sqlite:///PATH or a path "
+                         "(default: .iacloud/state.db beside the stack).")  # fmt: skip
 lock_opt = click.option("--lock-timeout", type=float, default=0.0, show_default=True,
                         help="Seconds to wait for another run's lock.")  # fmt: skip
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -264,8 +264,10 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
         return
     ws = engine.Workspace(target, state_url, lock_timeout)
     config = ws.load(params, env_files)
-    the_plan, _ = engine.make_plan(ws, config, options)
-    _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
+    # One lock from plan to apply: a run that waited plans against the other run's result.
+    with ws.locked(config.name, "apply"):
+        the_plan, _ = engine.make_plan(ws, config, options)
+        _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
 
 
 @cli.command()
@@ -600,14 +602,87 @@ def state_mv(source: str, destination: str, stack_file: Path, state_url: str | N
 
 
 @state.command("unlock")
+@click.argument("lock_id")
 @stack_opt
 @state_opt
 @handled
-def state_unlock(stack_file: Path, state_url: str | None) -> None:
-    """Remove a lock left by a run that died on another host."""
+def state_unlock(lock_id: str, stack_file: Path, state_url: str | None) -> None:
+    """Remove the lock LOCK_ID (printed in the 'locked' message) left by a run that died.
+
+    Only that lock is removed: a lock some other run took since is refused. In PostgreSQL a
+    dead run's lock is already gone; a live holder's database session is ended, which also
+    stops it from writing.
+    """
     ws, stack = _workspace(stack_file, state_url)
-    info = ws.backend.force_unlock(stack)
+    info = ws.backend.force_unlock(stack, lock_id)
     click.echo(f"Removed the lock of {info.describe()}." if info else "The stack was not locked.")
+
+
+def _copy_state(stack_file: Path, state_url: str | None, other_url: str, push: bool,
+                lock_timeout: float) -> None:  # fmt: skip
+    from iacloud.state import open_backend
+    from iacloud.state.migrate import copy_stack
+    from iacloud.state.pg_url import mask_url
+
+    ws, stack = _workspace(stack_file, state_url)
+    here = mask_url(state_url) if state_url else "the stack's own SQLite state"
+    there = mask_url(other_url)
+    if _store_key(state_url, stack_file) == _store_key(other_url, stack_file):
+        raise UserError(f"{there} is the stack's own state: nothing to copy")
+    other = open_backend(other_url, stack_file.resolve().parent)
+    try:
+        src, dst = (ws.backend, other) if push else (other, ws.backend)
+        names = (here, there) if push else (there, here)
+        result = copy_stack(src, dst, stack, *names, lock_timeout=lock_timeout)
+    finally:
+        other.close()
+    if result.up_to_date:
+        click.echo(f"Stack {stack}: {names[1]} already has serial {result.serial}; nothing copied.")
+    else:
+        click.echo(f"Copied stack {stack} ({result.versions} new version(s), serial "
+                   f"{result.serial}, whole history) from {names[0]} to {names[1]}.")  # fmt: skip
+
+
+def _store_key(url: str | None, stack_file: Path) -> str:
+    """What identifies a store, so that a copy onto itself is refused."""
+    if url is None or url.startswith("sqlite:///") or "://" not in url:
+        path = url[len("sqlite://") :] if url and url.startswith("sqlite:///") else url
+        return (
+            str(Path(path).resolve())
+            if path
+            else str(stack_file.resolve().parent / ".iacloud" / "state.db")
+        )
+    return url
+
+
+@state.command("push")
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="Where to copy it: postgresql://..., sqlite:///PATH, a path.")  # fmt: skip
+@stack_opt
+@state_opt
+@lock_opt
+@handled
+def state_push(to_url: str, stack_file: Path, state_url: str | None, lock_timeout: float) -> None:
+    """Copy the stack's whole state history to another backend.
+
+    Refused if the destination holds a different lineage of the stack, a newer serial, or a
+    history that went its own way. Both stores are locked while copying.
+    """
+    _copy_state(stack_file, state_url, to_url, True, lock_timeout)
+
+
+@state.command("pull")
+@click.option("--from", "from_url", required=True, metavar="URL",
+              help="Copy from: postgresql://..., sqlite:///PATH, a path.")  # fmt: skip
+@stack_opt
+@state_opt
+@lock_opt
+@handled
+def state_pull(from_url: str, stack_file: Path, state_url: str | None,
+               lock_timeout: float) -> None:  # fmt: skip
+    """Copy the stack's whole state history from another backend into this one (same checks
+    as push)."""
+    _copy_state(stack_file, state_url, from_url, False, lock_timeout)
 
 
 @cli.command("import")

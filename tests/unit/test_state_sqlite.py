@@ -1,5 +1,6 @@
-"""SQLiteBackend: file modes, versioned history, pending operations, events, outputs, the lock
-between processes, refusal of foreign files, and durability across kill -9."""
+"""The state backends' contract, each test against SQLite and a real PostgreSQL server (see
+tests/pg_server.py): versioned history, pending operations, events, outputs, the lock between
+processes, durability across kill -9; and SQLite's own: file modes, refusal of foreign files."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from iacloud.state import (
     LockHeld,
     PendingOperation,
     ResourceState,
+    StateBackend,
     StateError,
+    open_backend,
 )
 from iacloud.state.sqlite import SCHEMA_VERSION, SQLiteBackend
 
@@ -59,19 +62,76 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "dir" / ".iacloud" / "state.db"
 
 
+class Store:
+    """One empty state store of either kind, opened as many times as a test likes."""
+
+    def __init__(self, kind: str, url: str, db_path: Path) -> None:
+        self.kind, self.url, self.db_path = kind, url, db_path
+        self._opened: list[StateBackend] = []
+
+    def open(self, read_only: bool = False) -> StateBackend:
+        b = open_backend(self.url, self.db_path.parent, read_only)
+        self._opened.append(b)
+        return b
+
+    def sql(self, query: str) -> list[tuple]:
+        """A raw query on the store (tables named as in SQLite; iacloud_ prefixed in PG)."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.db_path) as raw:
+                rows = raw.execute(query).fetchall()
+            raw.close()
+            return rows
+        import psycopg
+
+        from iacloud.state.pg_url import parse_url
+
+        target = parse_url(self.url)
+        with psycopg.connect(target.conninfo, autocommit=True) as raw:
+            raw.execute(f"SET search_path TO {target.schema}")
+            for t in ("resources", "locks", "versions", "pending", "events", "stacks"):
+                query = query.replace(f" {t}", f" iacloud_{t}")
+            return list(raw.execute(query).fetchall())  # type: ignore[arg-type]
+
+    def exists(self) -> bool:
+        if self.kind == "sqlite":
+            return self.db_path.parent.parent.exists()
+        import psycopg
+
+        from iacloud.state.pg_url import parse_url
+
+        target = parse_url(self.url)
+        with psycopg.connect(target.conninfo) as raw:
+            row = raw.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (target.schema,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        for b in self._opened:
+            b.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store("sqlite", str(db_path), db_path)
+    else:
+        s = Store("postgresql", request.getfixturevalue("pg_server").fresh_url(), db_path)
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def backend(db_path: Path) -> Iterator[SQLiteBackend]:
-    b = SQLiteBackend(db_path)
-    yield b
-    b.close()
+def backend(store: Store) -> StateBackend:
+    return store.open()
 
 
-def begin(b: SQLiteBackend, command: str = "apply", stack: str = STACK) -> int:
+def begin(b: StateBackend, command: str = "apply", stack: str = STACK) -> int:
     snap = b.snapshot(stack)
     return b.begin_version(stack, command, snap.stack_id, snap.lineage)
 
 
-def put(b: SQLiteBackend, serial: int, resource: ResourceState) -> None:
+def put(b: StateBackend, serial: int, resource: ResourceState) -> None:
     """One step the way the executor does it: pending first, then the result."""
     b.record_pending(
         STACK, pend(serial, resource.address), ev(serial, resource.address, "IN_PROGRESS")
@@ -79,12 +139,12 @@ def put(b: SQLiteBackend, serial: int, resource: ResourceState) -> None:
     b.record_result(STACK, serial, resource.address, resource, ev(serial, resource.address))
 
 
-def drop(b: SQLiteBackend, serial: int, address: str) -> None:
+def drop(b: StateBackend, serial: int, address: str) -> None:
     b.record_pending(STACK, pend(serial, address, "delete"), ev(serial, address, "IN_PROGRESS"))
     b.record_result(STACK, serial, address, None, ev(serial, address, action="DELETE"))
 
 
-def summary(b: SQLiteBackend, serial: int | None = None) -> dict[str, tuple[str, dict]]:
+def summary(b: StateBackend, serial: int | None = None) -> dict[str, tuple[str, dict]]:
     snap = b.snapshot(STACK, serial)
     return {a: (r.id, r.attributes) for a, r in snap.resources.items()}
 
@@ -92,14 +152,14 @@ def summary(b: SQLiteBackend, serial: int | None = None) -> dict[str, tuple[str,
 # -- files ------------------------------------------------------------------------------------
 
 
-def test_nothing_is_created_before_the_first_write(backend: SQLiteBackend, db_path: Path) -> None:
+def test_nothing_is_created_before_the_first_write(backend: StateBackend, store: Store) -> None:
     snap = backend.snapshot(STACK)
     assert snap.serial == 0 and snap.resources == {} and snap.pending == []
     assert backend.versions(STACK) == [] and backend.events(STACK) == []
     assert backend.stacks() == [] and backend.lock_info(STACK) is None
     backend.release_lock(STACK)
     assert backend.force_unlock(STACK) is None
-    assert not db_path.parent.parent.exists()
+    assert not store.exists()
 
 
 def test_file_is_0600_and_directory_0700_even_under_a_loose_umask(db_path: Path) -> None:
@@ -125,7 +185,7 @@ def test_file_is_0600_and_directory_0700_even_under_a_loose_umask(db_path: Path)
 # -- versions and snapshots -------------------------------------------------------------------
 
 
-def test_unknown_stack_gets_fresh_ids_that_begin_version_stores(backend: SQLiteBackend) -> None:
+def test_unknown_stack_gets_fresh_ids_that_begin_version_stores(backend: StateBackend) -> None:
     a, b = backend.snapshot(STACK), backend.snapshot(STACK)
     assert (a.serial, b.serial) == (0, 0)
     assert a.stack_id != b.stack_id and a.lineage != b.lineage  # fresh, not stored
@@ -137,13 +197,13 @@ def test_unknown_stack_gets_fresh_ids_that_begin_version_stores(backend: SQLiteB
         backend.begin_version(STACK, "apply", b.stack_id, b.lineage)
 
 
-def test_begin_record_finish_then_snapshot(backend: SQLiteBackend, db_path: Path) -> None:
+def test_begin_record_finish_then_snapshot(backend: StateBackend, store: Store) -> None:
     s = begin(backend)
     put(backend, s, res("web[0]", "id-0", ip="10.0.0.2"))
     put(backend, s, res("net", "id-n", cidr="10.0.0.0/24"))
     backend.finish_version(STACK, s, "complete", {"ip": "10.0.0.2"})
 
-    reopened = SQLiteBackend(db_path)  # from the file, not from any cache
+    reopened = store.open()  # from the store, not from any cache
     snap = reopened.snapshot(STACK)
     assert snap.serial == 1 and snap.pending == []
     assert snap.outputs == {"ip": "10.0.0.2"}
@@ -158,7 +218,7 @@ def test_begin_record_finish_then_snapshot(backend: SQLiteBackend, db_path: Path
     reopened.close()
 
 
-def test_history_shows_older_versions_after_updates_and_deletes(backend: SQLiteBackend) -> None:
+def test_history_shows_older_versions_after_updates_and_deletes(backend: StateBackend) -> None:
     s1 = begin(backend)
     for n in "abc":
         put(backend, s1, res(n, f"{n}1", v=1))
@@ -186,7 +246,7 @@ def test_history_shows_older_versions_after_updates_and_deletes(backend: SQLiteB
         backend.snapshot(STACK, 4)
 
 
-def test_an_address_written_twice_in_one_version(backend: SQLiteBackend, db_path: Path) -> None:
+def test_an_address_written_twice_in_one_version(backend: StateBackend, store: Store) -> None:
     s1 = begin(backend)
     put(backend, s1, res("old", "o1"))
     put(backend, s1, res("tmp", "t1"))
@@ -205,14 +265,12 @@ def test_an_address_written_twice_in_one_version(backend: SQLiteBackend, db_path
 
     assert summary(backend) == {"old": ("o2", {}), "new": ("n1", {"v": 2}), "tmp": ("t3", {})}
     assert summary(backend, 1) == {"old": ("o1", {}), "tmp": ("t1", {})}
-    with sqlite3.connect(db_path) as raw:
-        # Intermediate rows of one version are dropped, not kept as empty intervals.
-        assert raw.execute("SELECT count(*) FROM resources").fetchone()[0] == 5
-        current = raw.execute("SELECT count(*) FROM resources WHERE serial_to IS NULL")
-        assert current.fetchone()[0] == 3
+    # Intermediate rows of one version are dropped, not kept as empty intervals.
+    assert store.sql("SELECT count(*) FROM resources") == [(5,)]
+    assert store.sql("SELECT count(*) FROM resources WHERE serial_to IS NULL") == [(3,)]
 
 
-def test_create_before_destroy_keeps_the_successor(backend: SQLiteBackend) -> None:
+def test_create_before_destroy_keeps_the_successor(backend: StateBackend) -> None:
     s1 = begin(backend)
     put(backend, s1, res("vm", "old-id"))
     backend.finish_version(STACK, s1, "complete", {})
@@ -234,7 +292,7 @@ def test_create_before_destroy_keeps_the_successor(backend: SQLiteBackend) -> No
     assert summary(backend, 1) == {"vm": ("old-id", {})}
 
 
-def test_closed_versions_are_not_written(backend: SQLiteBackend) -> None:
+def test_closed_versions_are_not_written(backend: StateBackend) -> None:
     s1 = begin(backend)
     put(backend, s1, res("a", "a1"))
     backend.finish_version(STACK, s1, "complete", {})
@@ -255,7 +313,7 @@ def test_closed_versions_are_not_written(backend: SQLiteBackend) -> None:
 # -- pending operations -----------------------------------------------------------------------
 
 
-def test_pending_until_the_result_or_a_certain_failure(backend: SQLiteBackend) -> None:
+def test_pending_until_the_result_or_a_certain_failure(backend: StateBackend) -> None:
     s = begin(backend)
     op = PendingOperation(
         address="web[0]",
@@ -288,7 +346,7 @@ def test_pending_until_the_result_or_a_certain_failure(backend: SQLiteBackend) -
 # -- events, outputs, versions ----------------------------------------------------------------
 
 
-def test_events_oldest_first_and_the_last_limit(backend: SQLiteBackend) -> None:
+def test_events_oldest_first_and_the_last_limit(backend: StateBackend) -> None:
     s = begin(backend)
     for i in range(5):
         put(backend, s, res(f"r{i}", f"i{i}"))
@@ -314,7 +372,7 @@ def test_events_oldest_first_and_the_last_limit(backend: SQLiteBackend) -> None:
     assert backend.events("other") == []
 
 
-def test_outputs_belong_to_their_version(backend: SQLiteBackend) -> None:
+def test_outputs_belong_to_their_version(backend: StateBackend) -> None:
     for n in (1, 2):
         s = begin(backend)
         put(backend, s, res("a", f"a{n}"))
@@ -330,7 +388,7 @@ def test_outputs_belong_to_their_version(backend: SQLiteBackend) -> None:
     assert backend.snapshot(STACK, 0).outputs == {}
 
 
-def test_versions_listing_and_interrupted_runs(backend: SQLiteBackend) -> None:
+def test_versions_listing_and_interrupted_runs(backend: StateBackend) -> None:
     s1 = begin(backend)
     backend.finish_version(STACK, s1, "complete", {})
     s2 = begin(backend, "destroy")  # never finished: its run died
@@ -351,7 +409,7 @@ def test_versions_listing_and_interrupted_runs(backend: SQLiteBackend) -> None:
     assert backend.versions("other") == []
 
 
-def test_one_backend_shared_by_threads(backend: SQLiteBackend) -> None:
+def test_one_backend_shared_by_threads(backend: StateBackend) -> None:
     s = begin(backend)
 
     def work(t: int) -> None:
@@ -450,10 +508,10 @@ def test_a_new_store_appears_whole(tmp_path: Path) -> None:
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from iacloud.state.sqlite import SQLiteBackend
-b = SQLiteBackend(Path(sys.argv[1]))
-b.acquire_lock("web", "apply", 0)
-print("locked", flush=True)
+from iacloud.state import open_backend
+b = open_backend(sys.argv[1], Path("."))
+info = b.acquire_lock("web", "apply", 0)
+print("locked", info.id, flush=True)
 if sys.argv[2] == "die":
     os._exit(0)  # dies holding it
 time.sleep(float(sys.argv[2]))
@@ -461,27 +519,30 @@ b.release_lock("web")
 """
 
 
-def _hold(path: Path, how: str) -> subprocess.Popen[str]:
+def _hold(url: str, how: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), how], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER, url, how], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+    word, lock_id = proc.stdout.readline().split()
+    assert word == "locked" and lock_id
+    return proc, lock_id
 
 
-def test_lock_between_processes(backend: SQLiteBackend, db_path: Path) -> None:
+def test_lock_between_processes(backend: StateBackend, store: Store) -> None:
     begin(backend)
-    proc = _hold(db_path, "1.5")
+    proc, lock_id = _hold(store.url, "1.5")
     try:
         t0 = time.monotonic()
         with pytest.raises(LockHeld) as info:
             backend.acquire_lock(STACK, "plan", timeout=0)
         assert time.monotonic() - t0 < 0.5
         message = str(info.value)
+        # The holder is named, not the run that waits (hashicorp/terraform#32075).
         assert f"{getpass.getuser()}@{socket.gethostname()}" in message
         assert f"pid {proc.pid}" in message and "'apply'" in message
-        assert info.value.info.pid == proc.pid
+        assert f"iacloud state unlock {lock_id}" in message
+        assert info.value.info.pid == proc.pid and info.value.info.id == lock_id
         assert backend.lock_info(STACK) == info.value.info
         backend.release_lock(STACK)  # not ours: stays
         assert backend.lock_info(STACK) is not None
@@ -491,6 +552,9 @@ def test_lock_between_processes(backend: SQLiteBackend, db_path: Path) -> None:
         waited = time.monotonic() - t0
         assert 0.3 < waited < 10, waited  # waited for the holder, not past it
         assert mine.pid == os.getpid() and backend.lock_info(STACK) == mine
+        assert mine.id and mine.id != lock_id
+        # Another process sees the new holder.
+        assert store.open().lock_info(STACK) == mine
     finally:
         proc.wait(timeout=20)
     assert proc.returncode == 0
@@ -498,14 +562,28 @@ def test_lock_between_processes(backend: SQLiteBackend, db_path: Path) -> None:
     assert backend.lock_info(STACK) is None
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(backend: SQLiteBackend, db_path: Path) -> None:
-    proc = _hold(db_path, "die")
+@pytest.mark.parametrize("death", ["exit", "kill -9"])
+def test_the_lock_of_a_dead_process_is_taken_over(
+    backend: StateBackend, store: Store, death: str
+) -> None:
+    proc, lock_id = _hold(store.url, "die" if death == "exit" else "600")
+    if death == "kill -9":
+        assert backend.lock_info(STACK).id == lock_id  # held while it lives
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=20)
-    assert backend.lock_info(STACK).pid == proc.pid  # left behind
-    assert backend.acquire_lock(STACK, "apply", timeout=0).pid == os.getpid()
+    if store.kind == "sqlite":
+        assert backend.lock_info(STACK).pid == proc.pid  # left behind, dead pid on this host
+    else:
+        # The holder's session ended with it, and the server dropped the lock: no guessing.
+        deadline = time.monotonic() + 10
+        while backend.lock_info(STACK) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backend.lock_info(STACK) is None
+    assert backend.acquire_lock(STACK, "apply", timeout=5).pid == os.getpid()
 
 
-def test_a_lock_from_another_host_is_not_taken_over(backend: SQLiteBackend, db_path: Path) -> None:
+def test_a_lock_from_another_host_is_not_taken_over(db_path: Path) -> None:
+    backend = SQLiteBackend(db_path)
     begin(backend)
     with sqlite3.connect(db_path) as raw:
         raw.execute(
@@ -513,15 +591,48 @@ def test_a_lock_from_another_host_is_not_taken_over(backend: SQLiteBackend, db_p
             (STACK, "2024-01-01T00:00:00+00:00"),
         )
     raw.close()
-    with pytest.raises(LockHeld, match=r"ci@build-7 \(pid 999999\)"):
+    with pytest.raises(LockHeld, match=r"ci@build-7 \(pid 999999\)") as info:
         backend.acquire_lock(STACK, "apply", timeout=0.3)
-    forced = backend.force_unlock(STACK)
+    lock_id = info.value.info.id
+    assert backend.lock_info(STACK).id == lock_id  # stable: derived from the row
+    with pytest.raises(StateError, match="not by lock 0123"):
+        backend.force_unlock(STACK, "0123")
+    forced = backend.force_unlock(STACK, lock_id)
     assert forced is not None and forced.holder == "ci@build-7"
     assert backend.force_unlock(STACK) is None
     backend.acquire_lock(STACK, "apply", timeout=0)
+    backend.close()
 
 
-def test_release_then_reacquire_and_no_reentry(backend: SQLiteBackend) -> None:
+def test_postgres_unlock_names_the_lock_and_ends_the_holders_session(
+    pg_server, tmp_path: Path
+) -> None:
+    """A live holder elsewhere: 'state unlock ID' terminates its session, which releases the
+    lock and fences the holder, whose next write fails instead of landing after another's."""
+    url = pg_server.fresh_url()
+    b = open_backend(url, tmp_path)
+    begin(b)
+    holder = open_backend(url, tmp_path)
+    held = holder.acquire_lock(STACK, "apply", 0)
+    serial = begin(holder)
+    with pytest.raises(StateError, match="not by lock nope"):
+        b.force_unlock(STACK, "nope")
+    assert b.lock_info(STACK) == held
+    assert b.force_unlock(STACK, held.id) == held
+    assert b.lock_info(STACK) is None
+    with pytest.raises(StateError, match=r"stops writing|terminat|connection"):
+        put(holder, serial, res("late", "l1"))
+    mine = b.acquire_lock(STACK, "apply", 0)
+    assert mine.pid == os.getpid() and b.lock_info(STACK) == mine
+    assert "late" not in b.snapshot(STACK).resources
+    # A row left by a session that ended describes no lock: it is not reported as held.
+    with pytest.raises(StateError):  # the fenced holder stays fenced
+        holder.acquire_lock("other", "apply", 0)
+    holder.close()
+    b.close()
+
+
+def test_release_then_reacquire_and_no_reentry(backend: StateBackend) -> None:
     with backend.locked(STACK, "apply") as info:
         assert info.operation == "apply"
         with pytest.raises(LockHeld):  # not re-entrant, even in the same process
@@ -536,9 +647,8 @@ def test_release_then_reacquire_and_no_reentry(backend: SQLiteBackend) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from iacloud.state import Event, PendingOperation, ResourceState
-from iacloud.state.sqlite import SQLiteBackend
-b = SQLiteBackend(Path(sys.argv[1]))
+from iacloud.state import Event, PendingOperation, ResourceState, open_backend
+b = open_backend(sys.argv[1], Path("."))
 run = sys.argv[2]
 serial = 0
 for i in range(100000):
@@ -558,12 +668,12 @@ for i in range(100000):
 """
 
 
-def test_state_survives_kill_9_at_any_instant(db_path: Path) -> None:
+def test_state_survives_kill_9_at_any_instant(store: Store) -> None:
     rng = random.Random(7)
     kept: dict[int, int] = {}  # run -> how many of its resources the state holds
     for run in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(db_path), f"r{run}"],
+            [sys.executable, "-c", WRITER, store.url, f"r{run}"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -577,7 +687,7 @@ def test_state_survives_kill_9_at_any_instant(db_path: Path) -> None:
         proc.wait(timeout=20)
         assert proc.returncode == -signal.SIGKILL
 
-        b = SQLiteBackend(db_path)
+        b = store.open()
         try:
             snap = b.snapshot(STACK)
             mine = sorted(
@@ -599,12 +709,11 @@ def test_state_survives_kill_9_at_any_instant(db_path: Path) -> None:
             assert [p.address for p in snap.pending] in ([], [f"r{run}-{len(mine)}"])
             for p in snap.pending:  # resolved the way the next run would
                 b.record_failure(STACK, p.address, ev(snap.serial, p.address, "FAILED"), False)
-            with sqlite3.connect(db_path) as raw:
-                assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            raw.close()
+            if store.kind == "sqlite":
+                assert store.sql("PRAGMA integrity_check") == [("ok",)]
         finally:
             b.close()
-    statuses = [v.status for v in SQLiteBackend(db_path).versions(STACK)]
+    statuses = [v.status for v in store.open().versions(STACK)]
     assert statuses[-1] == "in_progress"
     assert "interrupted" in statuses and "complete" in statuses
 
@@ -650,3 +759,90 @@ def test_step_cost(tmp_path: Path) -> None:
         cost = _step_cost(tmp_path / f"{setting[0]}-{setting[1]}.db", *setting)
         mark = "  <- SQLiteBackend" if setting == chosen else ""
         print(f"\nsynchronous={name}: {cost * 1000:.3f} ms per step over 2000 steps{mark}")
+
+
+# -- read-only use and schema versions ---------------------------------------------------------
+
+
+def test_read_only_reads_and_refuses_every_write(store: Store) -> None:
+    ro = store.open(read_only=True)
+    assert ro.snapshot(STACK).serial == 0 and ro.stacks() == []
+    assert not store.exists()  # reading an absent store creates nothing
+    rw = store.open()
+    s = begin(rw)
+    put(rw, s, res("a", "a1"))
+    rw.finish_version(STACK, s, "complete", {"x": 1})
+    held = rw.acquire_lock(STACK, "apply", 0)
+    # Reads while another run holds the lock, and sees what it committed.
+    assert summary(ro) == {"a": ("a1", {})} and ro.snapshot(STACK).outputs == {"x": 1}
+    assert ro.lock_info(STACK) == held
+    for write in (
+        lambda: begin(ro),
+        lambda: ro.record_failure(STACK, "a", ev(s, "a", "FAILED"), False),
+        lambda: ro.acquire_lock("other", "plan", 0),
+        lambda: ro.import_history(rw.export_history(STACK)),
+    ):
+        with pytest.raises(StateError, match="read-only"):
+            write()
+    rw.release_lock(STACK)
+    assert ro.versions(STACK) == rw.versions(STACK)
+
+
+def test_postgres_schema_of_a_newer_iacloud_is_refused(pg_server, tmp_path: Path) -> None:
+    from iacloud.state import pg_schema
+
+    url = pg_server.fresh_url()
+    b = open_backend(url, tmp_path)
+    begin(b)
+    b.close()
+    store = Store("postgresql", url, tmp_path / "unused")
+    assert store.sql("SELECT max(version), min(format) FROM iacloud_schema") == [
+        (pg_schema.SCHEMA_VERSION, "iacloud-state")
+    ]
+    store.sql(f"INSERT INTO iacloud_schema (version, format) VALUES "
+              f"({pg_schema.SCHEMA_VERSION + 1}, 'iacloud-state') RETURNING version")  # fmt: skip
+    for read_only in (True, False):
+        with pytest.raises(StateError, match="newer iacloud") as info:
+            open_backend(url, tmp_path, read_only).snapshot(STACK)
+        assert "schema=" in str(info.value)  # names the store
+
+
+def test_many_stacks_and_schemas_in_one_database(pg_server, tmp_path: Path) -> None:
+    one, two = pg_server.fresh_url(), pg_server.fresh_url()
+    a, b = open_backend(one, tmp_path), open_backend(two, tmp_path)
+    for stack in ("web", "db", "cache"):
+        snap = a.snapshot(stack)
+        a.begin_version(stack, "apply", snap.stack_id, snap.lineage)
+    assert a.stacks() == ["cache", "db", "web"] and b.stacks() == []
+    # The same stack name in two schemas: two states, two locks.
+    held = a.acquire_lock("web", "apply", 0)
+    assert b.acquire_lock("web", "apply", 0).id != held.id
+    a.close()
+    b.close()
+
+
+def test_state_unlock_command_needs_the_lock_id(store: Store, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from iacloud.cli.main import cli
+
+    stack_file = tmp_path / "web.toml"
+    stack_file.write_text('version = 1\nname = "web"\n')
+    begin(store.open())
+    proc, lock_id = _hold(store.url, "600")
+    try:
+        base = ["state", "unlock", "-s", str(stack_file), "--state", store.url]
+        wrong = CliRunner().invoke(cli, [*base[:2], "0000", *base[2:]])
+        assert wrong.exit_code == 1 and "not by lock 0000" in wrong.output
+        assert store.open().lock_info(STACK).id == lock_id
+        missing = CliRunner().invoke(cli, base)
+        assert missing.exit_code == 2 and "LOCK_ID" in missing.output
+        done = CliRunner().invoke(cli, [*base[:2], lock_id, *base[2:]])
+        assert done.exit_code == 0, done.output
+        assert f"Removed the lock of {getpass.getuser()}@" in done.output
+        assert f"(lock id {lock_id})" in done.output
+        assert store.open().lock_info(STACK) is None
+        assert store.open().acquire_lock(STACK, "apply", 0).pid == os.getpid()
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
