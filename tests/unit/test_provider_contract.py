@@ -74,3 +74,35 @@ def test_wrapped_once_per_class() -> None:
     assert _Sub.create is _Thing.create
     assert getattr(_Thing.create, "_changes_host", False)
     assert getattr(_Thing.delete, "_changes_host", False)
+
+
+def test_check_stack_sees_literals_and_references_never_expression_nodes() -> None:
+    from iacloud import expressions as ex
+    from iacloud.config import ResourceConfig
+    from iacloud.stack_view import Computed, Reference, ResourceView, is_known
+
+    seen: dict[str, ResourceView] = {}
+
+    class _Checking(_Provider):
+        @classmethod
+        def check_stack(cls, resources):  # type: ignore[no-untyped-def,override]
+            seen.update(resources)
+            return []
+
+    props = {
+        "network": ex.GetResource("lan"),
+        "bridge": ex.GetAttr("lan", 2, "bridge", ("x", 0)),
+        "name": ex.StrReplace("n-$id", {"$id": ex.GetResource("lan")}),
+        "ip": "198.18.0.5",
+        "tags": [{"k": ex.GetResource("b")}, 1],
+    }
+    rc = ResourceConfig("p", "p", None, "test_thing", "test", props, ("lan",))
+    assert _Checking.validate_stack({"p": rc}) == []
+    view = seen["p"]
+    assert (view.address, view.type) == ("p", "test_thing")
+    assert view.properties["network"] == Reference("lan")
+    assert view.properties["bridge"] == Reference("lan[2]", "bridge", ("x", 0))
+    assert view.properties["name"] == Computed((Reference("lan"),))
+    assert view.properties["ip"] == "198.18.0.5" and is_known(view.properties["ip"])
+    assert view.properties["tags"] == [{"k": Reference("b")}, 1]
+    assert not is_known(view.properties["tags"])
