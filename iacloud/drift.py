@@ -156,18 +156,22 @@ def build_report(
         )  # fmt: skip
     known_ids = {(rs.type, rs.id) for rs in snapshot.resources.values() if rs.id}
     known_addresses = set(snapshot.resources)
+    reported: set[str] = set()
     for op in snapshot.pending:
-        known_addresses.add(op.address)
         obs = observed.get(op.address)
-        if op.address in snapshot.resources:
+        if op.address in snapshot.resources or op.address in reported:
             continue
+        reported.add(op.address)
         if obs is not None:
             # a create cut off by a crash: the object exists and the next apply replaces it
+            known_addresses.add(op.address)
             known_ids.add((op.type, obs.id))
-            resources.append(
-                ResourceDrift(address=op.address, type=op.type, id=obs.id, status="interrupted",
-                              suppressed=hidden(op.address))
-            )  # fmt: skip
+        # Without an object the operation is still unfinished business (the next apply or
+        # destroy resolves it), and any part it left (a server's volumes) is an orphan.
+        resources.append(
+            ResourceDrift(address=op.address, type=op.type, id=obs.id if obs else None,
+                          status="interrupted", suppressed=hidden(op.address))
+        )  # fmt: skip
     for address, obs in observed.items():  # an object found by its tag, not its recorded id
         if address in snapshot.resources:
             known_ids.add((snapshot.resources[address].type, obs.id))

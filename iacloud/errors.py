@@ -72,6 +72,13 @@ class ProviderError(IacloudError):
     """A backend refused or failed an operation; the message says what and why."""
 
 
+class CleanupUnproven(ProviderError):
+    """A step failed and the provider cannot prove it left nothing behind: its clean-up failed
+    too, or the connection to the host was lost on the way. The engine keeps the step's pending
+    operation, so the next plan looks for the objects by their ownership tag and adopts or
+    removes them."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelled name, or None when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -1,8 +1,10 @@
 """The executor: runs a plan's steps in dependency order, N at once, recording each step durably.
 
 Before a step touches a host its pending operation is written; when it finishes, its result
-replaces the pending operation in one transaction. A failed step's dependents are skipped while
-independent steps go on. On Ctrl-C no new step starts; running steps finish and are recorded.
+replaces the pending operation in one transaction; a failed step's pending operation is dropped
+only when the provider proved it left nothing (`CleanupUnproven`). A failed step's dependents are
+skipped while independent steps go on. On Ctrl-C no new step starts; running steps finish and are
+recorded; a second Ctrl-C leaves them running (`iacloud.interrupts`).
 Only the scheduling thread writes state; workers only call providers.
 """
 
@@ -21,8 +23,9 @@ from pydantic import ValidationError
 
 from iacloud import expressions
 from iacloud.definitions import next_boot_fields
-from iacloud.errors import IacloudError
+from iacloud.errors import CleanupUnproven, IacloudError
 from iacloud.expressions import Resolver, Unknown
+from iacloud.interrupts import Interrupts
 from iacloud.plan import Action, Change, Plan
 from iacloud.planner import diff_inputs, normalize_inputs
 from iacloud.provider import Observed, ProviderSet, Registry, ResourceType, RunInfo
@@ -62,6 +65,8 @@ class StepOutcome:
 class ApplyResult:
     outcomes: list[StepOutcome] = field(default_factory=list)
     interrupted: bool = False
+    # steps still running when a second Ctrl-C made the run leave ("create web[0]")
+    abandoned: list[str] = field(default_factory=list)
     resources: dict[str, ResourceState] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +184,7 @@ class Executor:
         reporter: Reporter | None = None,
         groups: Mapping[str, list[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.plan = plan
         self.registry = registry
@@ -190,6 +196,7 @@ class Executor:
         self.reporter = reporter or Reporter()
         self.groups = groups if groups is not None else plan_groups(plan)
         self.clock = clock
+        self.interrupts = interrupts or Interrupts()
         self.redactor = Redactor(plan.hidden_values)
         self.resolver = StateResolver(self.groups, self.current)
         self.resolved: dict[tuple[str, str], dict[str, Any]] = {}  # step -> inputs it ran with
@@ -209,8 +216,19 @@ class Executor:
         running: dict[Future[Observed | None], tuple[Any, float]] = {}
         done: set[Any] = set()
         stopped = False
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="iacloud-step") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="iacloud-step")
+        try:
             while ready or running:
+                if self.interrupts.stop and not stopped:
+                    stopped = True
+                    result.interrupted = True
+                    self.reporter.interrupted(len(running))
+                if self.interrupts.abort and running:
+                    # a second Ctrl-C: leave the running steps; their pending operations stay
+                    result.abandoned = sorted(
+                        f"{graph.nodes[n]['step'].kind} {n[1]}" for n, _ in running.values()
+                    )
+                    break
                 while ready and len(running) < self.jobs and not stopped:
                     node = heapq.heappop(ready)[1]
                     future = self._start(pool, graph.nodes[node]["step"], result)
@@ -220,16 +238,14 @@ class Executor:
                         done.add(node)
                         for n in self._release(graph, node, remaining):
                             heapq.heappush(ready, (priority[n], n))
+                    if self.interrupts.stop:
+                        break
                 if stopped and not running:
                     break
                 try:
                     finished, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:
-                    if stopped:
-                        raise  # a second Ctrl-C: leave now; pending operations say what ran
-                    stopped = True
-                    result.interrupted = True
-                    self.reporter.interrupted(len(running))
+                except KeyboardInterrupt:  # no handler installed (see iacloud.interrupts)
+                    self.interrupts.press()
                     continue
                 for future in finished:
                     node, started = running.pop(future)
@@ -241,6 +257,9 @@ class Executor:
                             heapq.heappush(ready, (priority[n], n))
                     else:
                         self._skip_descendants(graph, node, step, result, done)
+        finally:
+            # after an abort, worker threads are left running: nothing waits for them
+            pool.shutdown(wait=not result.abandoned, cancel_futures=True)
         touched = {o.step.key for o in result.outcomes}
         for node in graph:
             if node not in touched:
@@ -341,7 +360,14 @@ class Executor:
             observed = future.result()
         except Exception as exc:  # a provider failure is reported, never a traceback
             message = str(exc) if isinstance(exc, IacloudError) else _describe(exc)
-            self._fail(step, result, message, elapsed)
+            # the pending operation goes only when the provider proved nothing is left
+            unproven = isinstance(exc, CleanupUnproven) or not isinstance(exc, IacloudError)
+            if unproven:
+                message += (
+                    "; its pending operation is kept: the next plan looks for what it left "
+                    "by its ownership tag"
+                )
+            self._fail(step, result, message, elapsed, keep_pending=unproven)
             return False
         if step.kind == "delete":
             if step.superseded:
@@ -366,11 +392,21 @@ class Executor:
         self.reporter.step_finished(outcome)
         return True
 
-    def _fail(self, step: Step, result: ApplyResult, message: str, elapsed: float) -> None:
+    def _fail(
+        self,
+        step: Step,
+        result: ApplyResult,
+        message: str,
+        elapsed: float,
+        keep_pending: bool = False,
+    ) -> None:
         message = self.redactor.text(message)
         self.resolved.pop(step.key, None)
         self.backend.record_failure(
-            self.plan.stack, step.change.address, self._event(step, "FAILED", message), False
+            self.plan.stack,
+            step.change.address,
+            self._event(step, "FAILED", message),
+            keep_pending,
         )
         outcome = StepOutcome(step, "failed", elapsed, message)
         result.outcomes.append(outcome)

@@ -112,8 +112,9 @@ class DriftItem(_Frozen):
 
 
 class StateUpdate(_Frozen):
-    """A change a refresh-only plan makes to state alone (nothing on the host changes):
-    accept an object as it really is, or forget one deleted outside iacloud."""
+    """A change a plan makes to state alone (nothing on the host changes): accept an object
+    as it really is, or forget one deleted outside iacloud (or a pending operation of an
+    interrupted run that left nothing)."""
 
     address: str
     type: str
@@ -123,6 +124,7 @@ class StateUpdate(_Frozen):
     attributes: dict[str, Any] | None = None
     fields: list[FieldChange] = Field(default_factory=list)  # the input fields that change
     sensitive: list[str] = Field(default_factory=list)  # inputs/attributes never printed
+    reason: str = ""  # why a forget: the object is gone, or an interrupted step left nothing
 
 
 class Plan(_Frozen):

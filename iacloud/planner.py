@@ -6,7 +6,7 @@ fields changed and what each change costs, reading the update policy from the ty
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,14 +14,14 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from iacloud import expressions
+from iacloud import expressions, pending
 from iacloud.config import StackConfig
 from iacloud.definitions import next_boot_changes, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
 from iacloud.graph import Hub, add_dependency_edges
 from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan, StateUpdate
-from iacloud.provider import Observed, Registry, ResourceType
+from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
 from iacloud.schema import Disruption, field_flag, field_update, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
@@ -206,9 +206,11 @@ def plan(
     registry: Registry,
     options: PlanOptions,
     resources: Callable[[str], ResourceType],
+    leftovers: Mapping[str, Sequence[TaggedObject]] | None = None,
 ) -> Plan:
     """Compute the plan. Raises UserError with every plan-time diagnostic. `resources` gives
-    the run's resource type instances, whose check() runs."""
+    the run's resource type instances, whose check() runs; `leftovers`: what interrupted
+    creates left, found by tag (`pending.find_leftovers`)."""
     priors, drift = reconcile(snapshot, observed, registry)
     if options.refresh_only:
         return _refresh_only_plan(config, snapshot, observed, priors, drift)
@@ -336,6 +338,15 @@ def plan(
             reasons=["destroy requested" if options.destroy else "not in the stack any more"],
             dependencies=prior.dependencies,
         )
+
+    if observed is not None:
+        keep = pending.keeps(config.resources, selected, options.destroy)
+        extra, forgotten = pending.resolve(
+            snapshot, observed, leftovers or {}, registry, keep, options.destroy
+        )
+        for c in extra:
+            changes.setdefault(c.address, c)
+        accepted.extend(forgotten)
 
     ordered = [changes[a] for a in config.resources if a in changes]
     ordered += [c for a, c in changes.items() if a not in config.resources]

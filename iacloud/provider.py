@@ -9,7 +9,11 @@ Contracts every resource type keeps:
 - read: one call for many objects. An object that no longer exists is absent from the result
   (never an exception). An object without a recorded id (a create that was interrupted) is found
   by its ownership tag (stack id + address) or reported absent.
-- create: either returns the new object, or raises and leaves nothing behind.
+- create: either returns the new object, or raises and leaves nothing behind. When it cannot
+  prove that (its own clean-up failed, the connection was lost), it raises
+  `iacloud.errors.CleanupUnproven`: the pending operation then stays, and the next plan finds
+  what is left by its ownership tag. Any exception that is not an `IacloudError` counts as
+  unproven too.
 - update: applies only the changed fields, in the least disruptive way the schema declares.
 - delete: deleting an object that is already gone succeeds. If delete raises, the object still
   exists.

@@ -118,8 +118,8 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
         lines.append(styled("State will take in the real objects:", bold=True))
         for u in plan.state_updates:
             if u.action == "forget":
-                lines.append(styled(f"    - {u.address} ({u.type})", "red") + "  forget: it no "
-                             "longer exists")  # fmt: skip
+                why = u.reason or "it no longer exists"
+                lines.append(styled(f"    - {u.address} ({u.type})", "red") + f"  forget: {why}")
                 continue
             what = ", ".join(f.field for f in u.fields) or "attributes"
             lines.append(styled(f"    ~ {u.address} ({u.type})", "yellow") + f"  accept {what}")

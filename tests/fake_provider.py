@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from iacloud.errors import Diagnostic, ProviderError
+from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.provider import (
     ObjectRef,
     Observed,
@@ -174,7 +175,38 @@ class Disk(_FakeType):
         return []
 
 
+class Leaky(_FakeType):
+    """A create that makes its object and then fails without proving it removed it (like a
+    server create cut off by a libvirtd restart)."""
+
+    type_name = "fake_leaky"
+    Inputs = ThingInputs
+    attributes = ("id", "name", "echo")
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        super().create(address, inputs)
+        raise CleanupUnproven("the connection was lost; what was made cannot be proven removed")
+
+
+class Interrupter(_FakeType):
+    """With FAKE_SIGINT_ON_START=1, sends SIGINT to its own process when the apply's provider
+    first asks for this type (the plan's checks asked first, with a provider of their own),
+    which the scheduler does while starting a step (after its pending operation is written,
+    before a worker has it): Ctrl-C landing at exactly that moment."""
+
+    type_name = "fake_interrupter"
+    Inputs = ThingInputs
+    attributes = ("id", "name", "echo")
+    instances = 0
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(provider)
+        Interrupter.instances += 1
+        if os.environ.get("FAKE_SIGINT_ON_START") == "1" and Interrupter.instances == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 class FakeProvider(Provider):
     name = "fake"
     Settings = FakeSettings
-    resource_types = (Thing, Disk)
+    resource_types = (Thing, Disk, Leaky, Interrupter)

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 error (bad input, failed step, lock held); 2 changes pr
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -44,8 +45,18 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.secho("Interrupted.", fg="yellow", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Abandoned:
+            # worker threads are still inside provider calls: exiting normally would wait
+            # for them, which is what the second Ctrl-C asked not to do
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
     return wrapper
+
+
+class Abandoned(Exception):
+    """A second Ctrl-C left running steps behind (said and recorded already)."""
 
 
 def echo_json(data: Any) -> None:

@@ -14,6 +14,7 @@ from iacloud.cli.app import (
     EXIT_CHANGES,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    Abandoned,
     disruption_choice,
     echo_json,
     env_opt,
@@ -140,6 +141,14 @@ def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
         for name, entry in result.outputs.items():
             value = MASK if entry["sensitive"] else redactor.value(entry["value"])
             click.echo(f"  {name} = {json.dumps(value)}")
+    if result.abandoned:
+        click.secho(
+            f"Aborted: left {len(result.abandoned)} running step(s) unfinished: "
+            f"{', '.join(result.abandoned)}. Their pending operations stay in state; the next "
+            "apply or destroy finds what they made by its ownership tag.",
+            fg="yellow", err=True,
+        )  # fmt: skip
+        raise Abandoned()
     if result.interrupted:
         click.secho("Interrupted: running steps were recorded; run apply again to finish.",
                     fg="yellow", err=True)  # fmt: skip
@@ -188,14 +197,18 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
 
 @click.command()
 @stack_arg
+@param_opt
+@env_opt
 @click.option("--auto-approve", is_flag=True)
 @click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64))
 @state_opt
 @lock_opt
 @handled
-def destroy(stack: Path, auto_approve: bool, jobs: int, state_url: str | None,
-            lock_timeout: float) -> None:  # fmt: skip
+def destroy(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
+            jobs: int, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Delete everything the stack created, in reverse dependency order."""
     ws = engine.Workspace(stack, state_url, lock_timeout)
-    the_plan, _ = engine.destroy_plan(ws, ws.name)
-    _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")
+    name, settings = engine.destroy_settings(ws, ws.name, params, env_files)
+    with ws.locked(name, "destroy"):
+        the_plan, _ = engine.destroy_plan(ws, name, provider_settings=settings)
+        _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")

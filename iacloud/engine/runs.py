@@ -9,9 +9,10 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from iacloud import expressions, lost_state, plan_check
+from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.engine.workspace import Workspace
@@ -116,8 +117,9 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
             if snapshot.serial == 0 and not options.destroy:
                 lost_state.check(config, providers, ws.registry, ws.state_name())
             observed = refresh(snapshot, providers, ws.registry)
+            leftovers = pending.find_leftovers(snapshot, observed, providers.resource, ws.registry)
             plan = compute_plan(
-                config, snapshot, observed, ws.registry, options, providers.resource
+                config, snapshot, observed, ws.registry, options, providers.resource, leftovers
             )
         finally:
             providers.close()
@@ -169,30 +171,33 @@ def apply(
             return _accept_refresh(backend, plan, snapshot, groups)
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
-        serial = backend.begin_version(plan.stack, command, stack_id, lineage)
-        providers = ws.providers(plan.stack, plan, settings)
-        lost_state.remember(providers.stack)
-        status = "failed"
-        result = ApplyResult()
-        try:
-            current = record_state_updates(backend, plan, serial, snapshot.resources)
-            executor = Executor(
-                plan, ws.registry, providers, backend, serial, current,
-                jobs=jobs, reporter=reporter, groups=groups,
-            )  # fmt: skip
+        # from the first write on, Ctrl-C asks the scheduler to stop instead of raising
+        with interrupts.deferred() as pressed:
+            serial = backend.begin_version(plan.stack, command, stack_id, lineage)
+            providers = ws.providers(plan.stack, plan, settings)
+            lost_state.remember(providers.stack)
+            status = "failed"
+            result = ApplyResult()
             try:
-                result = executor.run()
-            except KeyboardInterrupt:
-                status = "interrupted"
-                raise
-            result.outputs = evaluate_outputs(plan, result.resources, groups)
-            status = (
-                "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
-            )
-        finally:
-            providers.close()
-            backend.finish_version(plan.stack, serial, status, result.outputs or None)
-        if command == "destroy" and result.ok and not result.resources:
+                current = record_state_updates(backend, plan, serial, snapshot.resources)
+                executor = Executor(
+                    plan, ws.registry, providers, backend, serial, current,
+                    jobs=jobs, reporter=reporter, groups=groups, interrupts=pressed,
+                )  # fmt: skip
+                try:
+                    result = executor.run()
+                except KeyboardInterrupt:
+                    status = "interrupted"
+                    raise
+                result.outputs = evaluate_outputs(plan, result.resources, groups)
+                status = (
+                    "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
+                )
+            finally:
+                if not result.abandoned:  # abandoned steps may still use the connections
+                    providers.close()
+                backend.finish_version(plan.stack, serial, status, result.outputs or None)
+        if plan.destroy and result.ok and not result.resources:
             # nothing of the stack is left: neither are the providers' working files
             shutil.rmtree(providers.stack.data_dir, ignore_errors=True)
         return result
@@ -242,7 +247,9 @@ def record_state_updates(
             resources[u.address] = rs
         else:
             resources.pop(u.address, None)
-        reason = "taken in as found" if rs else "deleted outside iacloud: forgotten"
+        reason = (
+            "taken in as found" if rs else f"forgotten: {u.reason or 'deleted outside iacloud'}"
+        )
         event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
                       status="COMPLETE", reason=reason)  # fmt: skip
         backend.record_result(plan.stack, serial, u.address, rs, event)
@@ -266,13 +273,40 @@ def evaluate_outputs(
     return out
 
 
+def destroy_settings(
+    ws: Workspace, stack_name: str, params: Sequence[str] = (), env_files: Sequence[Path] = ()
+) -> tuple[str, dict[str, Any]]:
+    """The stack's name and `[provider.*]` settings for a destroy: the stack file is loaded so
+    its uri, pool and timeouts are honoured. A file that no longer loads is fine as long as it
+    configures no provider (the defaults are then the right ones); otherwise its errors stand."""
+    try:
+        config = ws.load(params, env_files)
+    except UserError:
+        if _declares_providers(ws.stack_file):
+            raise
+        return stack_name, {}
+    return config.name, dict(config.provider_settings)
+
+
+def _declares_providers(path: Path) -> bool:
+    try:
+        data = limits.parse_toml(limits.read_text(path))
+    except (OSError, ValueError, limits.InputError):
+        return False
+    return isinstance(data, dict) and bool(data.get("provider"))
+
+
 def destroy_plan(
-    ws: Workspace, stack_name: str, refresh_first: bool = True
+    ws: Workspace,
+    stack_name: str,
+    refresh_first: bool = True,
+    provider_settings: Mapping[str, Any] | None = None,
 ) -> tuple[Plan, Snapshot]:
-    """A plan deleting every recorded object; needs no stack file beyond its name."""
+    """A plan deleting every recorded object; needs no stack file beyond its name and the
+    provider settings (`destroy_settings`)."""
     config = StackConfig(
         name=stack_name, file=ws.stack_file, description="", parameters={}, hidden_values=[],
-        resources={}, groups={}, outputs={},
+        resources={}, groups={}, outputs={}, provider_settings=dict(provider_settings or {}),
     )  # fmt: skip
     return make_plan(ws, config, PlanOptions(refresh=refresh_first, destroy=True))
 

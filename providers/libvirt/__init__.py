@@ -49,7 +49,7 @@ class LibvirtProvider(Provider):
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
-        self.connection = Connection(self.settings.uri)
+        self.connection = Connection(self.settings.uri, on_reconnect=self._forget_handles)
         self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
         self.listings = Listings()  # domains, their XML and states, pools, volumes: for reads
         self._virt_lock = threading.Lock()
@@ -116,6 +116,11 @@ class LibvirtProvider(Provider):
 
         assert isinstance(settings, LibvirtSettings)
         return checks(settings)
+
+    def _forget_handles(self) -> None:
+        """The connection was reopened: pool and domain handles of the old one are dead."""
+        self.listings.clear()
+        self.pools.forget()
 
     def close(self) -> None:
         self.listings.clear()

@@ -25,7 +25,7 @@ from iacloud.errors import ProviderError
 from iacloud.provider import ObjectRef, Observed, ResourceType, TaggedObject
 
 from . import storage
-from .connection import NO_POOL, NO_VOLUME, is_error
+from .connection import NO_POOL, NO_VOLUME, is_error, unproven_on_loss
 from .pool import Pool
 from .tags import FORMATS, parse_volume_name, stack_prefix, volume_name
 
@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 
 class LibvirtResource(ResourceType):
     provider: LibvirtProvider
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every type's host-changing steps: a lost connection makes their failure unproven
+        super().__init_subclass__(**kwargs)
+        for name in ("create", "update", "delete"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_unproven_on_loss", False):
+                wrapped = unproven_on_loss(method)
+                wrapped._unproven_on_loss = True  # type: ignore[attr-defined]
+                setattr(cls, name, wrapped)
 
     @property
     def conn(self) -> libvirt.virConnect:

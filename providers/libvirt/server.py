@@ -63,7 +63,7 @@ import libvirt
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from iacloud import netfacts
-from iacloud.errors import Diagnostic, ProviderError
+from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
@@ -609,8 +609,11 @@ class Server(LibvirtResource):
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
             return self._observe(dom)
-        except BaseException:
-            self._remove(dom, made)
+        except BaseException as exc:
+            try:
+                self._remove(dom, made)
+            except Exception as cleanup:
+                raise CleanupUnproven(f"{exc}; cleaning up failed too: {cleanup}") from exc
             raise
 
     # ---------------------------------------------------------------- read

@@ -472,6 +472,8 @@ class Network(NetlinkResource):
                         self._ensure_segment(ipr, n, tag, inputs.segment, inputs.mtu)
                 self._converge_dhcp(n, files, tag)
                 publish_facts(files)
+                if inputs.dhcp:
+                    check_dhcp_running(files, bridge)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._teardown(bridge, remove_dir=not had_dir)
@@ -504,6 +506,8 @@ class Network(NetlinkResource):
             files.write_record(record)
             self._converge_dhcp(n, files, tag)
             publish_facts(files)
+            if inputs.dhcp:
+                check_dhcp_running(files, bridge)
         return self._read_one(address, bridge)
 
     @changes_host
@@ -732,21 +736,42 @@ def publish_facts(files: NetworkFiles) -> None:
         ) from exc
 
 
-def sync_reservations(resource: NetlinkResource, bridge: str) -> None:
+def sync_reservations(resource: NetlinkResource, bridge: str, serve: bool = False) -> None:
     """After a port changed: restart the network's dnsmasq with the new reservation list, if it
-    runs. A network whose DHCP is down is left alone; its own update starts the server with
-    every reservation."""
+    runs. serve: the port's step needs its reservation served, so a DHCP server that is down
+    (killed) is started again and checked after, rather than the step reporting success with
+    nothing serving it. Otherwise (a port deleted) a network whose DHCP is down is left alone;
+    its own update starts the server with every reservation."""
     files = resource.state.network(bridge)
     n = NetworkNames(bridge)
     with resource.network_lock(bridge):
         record = files.read_record()
+        if not record or not record["inputs"].get("dhcp"):
+            return
         running = dnsmasq.running(files)
-        if not record or not record["inputs"].get("dhcp") or not running:
+        if not running and not serve:
             return
         cfg = dhcp_config(
             n, files, record, resource.settings.dhcp_user, resource.settings.lease_time
         )
-        args = dnsmasq.build_args(cfg, files, running[1][0])
-        if running[1] != args:
+        args = dnsmasq.build_args(cfg, files, running[1][0] if running else dnsmasq.binary())
+        if running is None or running[1] != args:
+            if not netns.exists(n.dhcp_namespace):
+                raise ProviderError(
+                    f"the DHCP namespace {n.dhcp_namespace} of network {bridge} is gone: "
+                    "apply again to rebuild the network's DHCP side"
+                )
             dnsmasq.stop(files)
             dnsmasq.start(n.dhcp_namespace, args, files)
+        if serve:
+            check_dhcp_running(files, bridge)
+
+
+def check_dhcp_running(files: NetworkFiles, bridge: str) -> None:
+    """A step that depends on the network's dnsmasq checks it after acting: it may have been
+    killed meanwhile, and the step must not then report success."""
+    if dnsmasq.running(files) is None:
+        raise ProviderError(
+            f"the DHCP server (dnsmasq) of network {bridge} is not running after the step "
+            f"(killed meanwhile? see {files.log}); apply again to restart it"
+        )

@@ -206,7 +206,7 @@ class Port(NetlinkResource):
                 raise ProviderError("; ".join(message for _, message in problems))
             write_json(path, record)
             try:
-                sync_reservations(self, bridge)
+                sync_reservations(self, bridge, serve=True)
             except BaseException:
                 path.unlink(missing_ok=True)
                 with contextlib.suppress(Exception):

@@ -471,6 +471,25 @@ def test_dead_dnsmasq_is_observed_and_restarted(lab: Lab) -> None:
     assert lab.read_network("lan", net.id).inputs == net.inputs
 
 
+def test_port_create_after_dnsmasq_was_killed_serves_or_fails(lab: Lab) -> None:
+    """Issue 10 item 6: dnsmasq killed mid-apply (after its network's step) must not give a
+    port step that reports success while no DHCP server runs: it starts the server again,
+    with the new reservation, and checks it runs."""
+    net = lab.create_network("lan", cidr="198.18.20.0/24")
+    files = lab.provider.state.network(net.id)
+    pid = served(files.dir)[0]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while dnsmasq.cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    port = lab.port.create("p", PortInputs(network=net.id, ip="198.18.20.5"))
+    new_pid, argv = served(files.dir)
+    assert new_pid != pid
+    assert f"--dhcp-host={port.inputs['mac']},198.18.20.5" in argv
+    assert lab.read_network("lan", net.id).attributes["dhcp_running"] is True
+
+
 def test_dhcp_namespace_removed_by_hand_is_rebuilt(lab: Lab) -> None:
     net = lab.create_network("lan", cidr="198.18.19.0/24")
     n = NetworkNames(net.id)
