@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from iacloud import limits
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.paths import data_root
 from iacloud.plan import Plan
 from iacloud.provider import ProviderSet, Registry, StackInfo
