@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from iacloud.engine import data_root
+from iacloud.paths import data_root
 from iacloud.provider import Check, Registry
 
 

@@ -8,8 +8,8 @@ import time
 
 import click
 
+from iacloud.engine import Reporter, Step, StepOutcome
 from iacloud.errors import printable
-from iacloud.executor import Reporter, Step, StepOutcome
 from iacloud.redact import Redactor
 
 _VERBS = {"create": ("Creating", "Creation"), "update": ("Updating", "Update"),

@@ -121,11 +121,27 @@ name = "par"
 type = "fake_thing"
 count = 4
 name = "t%index%"
-sleep = 0.3
 """
 
 
-def test_independent_steps_run_in_parallel(write_stack):
+def creates_wait(monkeypatch: pytest.MonkeyPatch, wait) -> None:
+    """Make the fake provider's create call `wait(address)` first: a test holds steps running
+    on an event instead of guessing with sleeps how long a step takes on a busy machine."""
+    import fake_provider
+
+    create = fake_provider._FakeType.create
+
+    def waiting_create(self, address, inputs):
+        wait(address)
+        return create(self, address, inputs)
+
+    monkeypatch.setattr(fake_provider._FakeType, "create", waiting_create)
+
+
+def test_independent_steps_run_in_parallel(write_stack, monkeypatch):
+    # no create returns before all four have started; run one at a time, the barrier breaks
+    barrier = threading.Barrier(4, timeout=30)
+    creates_wait(monkeypatch, lambda address: barrier.wait())
     ws, _, result = plan_apply(write_stack(PARALLEL), jobs=4)
     assert result.ok
     events = ws.backend.events("par")
@@ -171,20 +187,28 @@ version = 1
 name = "slow"
 [resources.first]
 type = "fake_thing"
-sleep = 0.6
 [resources.second]
 type = "fake_thing"
 ref = { get_resource = "first" }
 """
 
 
-def test_interrupt_waits_for_running_steps_and_records_them(write_stack):
-    class InterruptOnStart(Reporter):
-        def step_started(self, step):
-            if step.change.address == "first":
-                threading.Timer(0.2, _thread.interrupt_main).start()
+def test_interrupt_waits_for_running_steps_and_records_them(write_stack, monkeypatch):
+    caught = threading.Event()
 
-    ws, _, result = plan_apply(write_stack(SLOW_CHAIN), reporter=InterruptOnStart())
+    class NoticeInterrupt(Reporter):
+        def interrupted(self, running):
+            caught.set()
+
+    def interrupt_while_first_runs(address: str) -> None:
+        # Ctrl-C while 'first' runs; 'first' returns only once the executor took the interrupt
+        if address != "first":
+            return
+        _thread.interrupt_main()  # SIGINT, as the apply's handler sees it
+        assert caught.wait(30)
+
+    creates_wait(monkeypatch, interrupt_while_first_runs)
+    ws, _, result = plan_apply(write_stack(SLOW_CHAIN), reporter=NoticeInterrupt())
     assert result.interrupted
     status = {o.step.change.address: o.status for o in result.outcomes}
     assert status == {"first": "complete", "second": "not started"}

@@ -1,137 +1,32 @@
-"""The workflows behind the commands: refresh, plan, apply, destroy, state surgery, outputs.
+"""The runs: refresh, plan, apply (of a fresh or a saved plan), destroy and drift.
 
 Each function takes what it needs explicitly (a Workspace, options) and knows nothing of the CLI.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
-from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
-from iacloud.executor import (
-    ApplyResult,
-    Executor,
-    Reporter,
-    StateResolver,
-    plan_groups,
-    resource_state,
-)
-from iacloud.loading import load_stack
-from iacloud.paths import data_root
-from iacloud.plan import PLAN_FORMAT, Action, Plan
-from iacloud.planner import PlanOptions, normalize_inputs
+from iacloud.engine.workspace import Workspace
+from iacloud.errors import Diagnostic, IacloudError, UserError
+from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver, plan_groups
+from iacloud.graph import build_graph, to_dot
+from iacloud.plan import Plan
+from iacloud.planner import PlanOptions
 from iacloud.planner import plan as compute_plan
-from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo, TaggedObject
-from iacloud.redact import Redactor
+from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, TaggedObject
 from iacloud.schema import Disruption
-from iacloud.state import StateBackend, open_backend
+from iacloud.state import StateBackend
 from iacloud.state.model import Event, ResourceState, Snapshot
-from iacloud.state.pg_url import mask_url
 from iacloud.suppressions import Suppression
-
-__all__ = ["Workspace", "data_root"]
-
-
-@dataclass
-class Workspace:
-    """One stack file with its state backend and providers."""
-
-    stack_file: Path
-    state_url: str | None = None
-    lock_timeout: float = 0.0
-    registry: Registry = field(default_factory=Registry.discover)
-    read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
-    _backend: StateBackend | None = None
-    _locked: str | None = None  # the stack whose lock this workspace holds (see locked)
-
-    @property
-    def backend(self) -> StateBackend:
-        if self._backend is None:
-            url = self.state_url or os.environ.get("IACLOUD_STATE")
-            self._backend = open_backend(url, self.stack_file.resolve().parent, self.read_only)
-        return self._backend
-
-    @contextmanager
-    def locked(self, stack: str, operation: str) -> Iterator[None]:
-        """Hold the stack's lock; nested uses share it. `apply STACK` holds it from its plan to
-        the end of its apply, so a run that waited for another plans against that run's
-        result instead of failing on a plan made before it."""
-        if self._locked == stack:
-            yield
-            return
-        with self.backend.locked(stack, operation, self.lock_timeout):
-            self._locked = stack
-            try:
-                yield
-            finally:
-                self._locked = None
-
-    def open_read_only(self) -> StateBackend:
-        """A separate backend that can only read: it takes no lock and cannot write, so it
-        runs beside an apply holding the lock and leaves the state file as it found it."""
-        url = self.state_url or os.environ.get("IACLOUD_STATE")
-        return open_backend(url, self.stack_file.resolve().parent, read_only=True)
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-
-    def load(self, params: Sequence[str] = (), env_files: Sequence[Path] = ()) -> StackConfig:
-        return load_stack(self.stack_file, self.registry, list(params), list(env_files))
-
-    def stack_info(self, name: str, snapshot_or_plan: Snapshot | Plan) -> StackInfo:
-        stack_id = snapshot_or_plan.stack_id
-        return StackInfo(
-            name=name,
-            id=stack_id,
-            directory=self.stack_file.resolve().parent,
-            data_dir=data_root() / "stacks" / stack_id,
-        )
-
-    def providers(
-        self, name: str, source: Snapshot | Plan, settings: Mapping[str, Any]
-    ) -> ProviderSet:
-        return ProviderSet(self.registry, self.stack_info(name, source), dict(settings))
-
-    def settings_from_plan(self, plan: Plan) -> dict[str, Any]:
-        """The plan's provider settings, validated as a stack's are: a plan file is user input
-        too (edited, or made by another version), and bad settings must fail before apply
-        begins a state version."""
-        out = {}
-        problems: list[Diagnostic] = []
-        for name, values in plan.provider_settings.items():
-            cls = self.registry.providers.get(name)
-            if cls is None:
-                raise UserError(f"the plan needs provider '{name}', which is not installed")
-            try:
-                out[name] = cls.Settings.model_validate(values)
-            except ValidationError as exc:
-                problems += [
-                    Diagnostic(
-                        str(e["msg"]).removeprefix("Value error, "),
-                        address=f"provider_settings.{name}",
-                        field=".".join(str(p) for p in e["loc"]) or None,
-                    )
-                    for e in exc.errors(include_url=False)
-                ]
-        if problems:
-            raise UserError(problems)
-        return out
 
 
 def refresh_refs(snapshot: Snapshot) -> dict[str, list[ObjectRef]]:
@@ -204,14 +99,6 @@ def drift(
     )  # fmt: skip
 
 
-def lock_holder() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{os.uname().nodename}"
-
-
 def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple[Plan, Snapshot]:
     """Plan against current state, refreshing through the providers unless told not to."""
     backend = ws.backend
@@ -228,7 +115,7 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
             if snapshot.serial == 0 and not options.destroy:
-                lost_state.check(config, providers, ws.registry, _state_name(ws))
+                lost_state.check(config, providers, ws.registry, ws.state_name())
             observed = refresh(snapshot, providers, ws.registry)
             leftovers = pending.find_leftovers(snapshot, observed, providers.resource, ws.registry)
             plan = compute_plan(
@@ -237,11 +124,6 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
         finally:
             providers.close()
         return plan, snapshot
-
-
-def _state_name(ws: Workspace) -> str:
-    url = ws.state_url or os.environ.get("IACLOUD_STATE")
-    return mask_url(url) if url else str(ws.stack_file.parent / ".iacloud" / "state.db")
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:
@@ -269,11 +151,18 @@ def apply(
     max_disruption: Disruption | None = None,
     command: str = "apply",
     groups: Mapping[str, list[str]] | None = None,
-) -> ApplyResult:
-    """Apply a plan under the lock; refuse it if state moved since it was made."""
+    approve: Callable[[Plan], bool] | None = None,
+) -> ApplyResult | None:
+    """Apply a plan under the lock; refuse it if state moved since it was made.
+
+    `approve` (a front end's confirmation) is asked once the plan passed every check and
+    before anything is locked or written, only for a plan with changes; if it says no,
+    nothing happens and the result is None."""
     check_disruption(plan, max_disruption)
     plan_check.check(plan, ws.registry)  # before the lock and the new state version
     settings = ws.settings_from_plan(plan)
+    if approve is not None and plan.has_changes and not approve(plan):
+        return None
     backend = ws.backend
     with ws.locked(plan.stack, command):
         snapshot = backend.snapshot(plan.stack)
@@ -384,61 +273,6 @@ def evaluate_outputs(
     return out
 
 
-def save_plan(plan: Plan, path: Path) -> None:
-    """Write a saved plan, readable only by its owner: it may carry hidden values."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(plan.model_dump_json(indent=2))
-
-
-def load_plan(path: Path) -> Plan:
-    try:
-        data = limits.parse_json(limits.read_text(path, limits.MAX_PLAN_BYTES))
-    except OSError as exc:
-        raise UserError(
-            Diagnostic(f"cannot read the plan: {exc.strerror}", file=str(path))
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            Diagnostic(f"not a plan file: invalid JSON at line {exc.lineno}", file=str(path))
-        ) from None
-    except limits.InputError as exc:
-        raise UserError(Diagnostic(f"not a usable plan file: {exc}", file=str(path))) from None
-    found = data.get("format_version") if isinstance(data, dict) else None
-    if found != PLAN_FORMAT:
-        raise UserError(
-            Diagnostic(
-                f"not an iacloud plan of format {PLAN_FORMAT} (format_version = {found!r})",
-                file=str(path),
-            )
-        )
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(
-            [
-                Diagnostic(e["msg"], file=str(path), field=".".join(str(p) for p in e["loc"]))
-                for e in exc.errors()
-            ]
-        ) from None
-
-
-def check_saved_plan(ws: Workspace, plan: Plan, path: Path) -> None:
-    """What this installation cannot apply in a saved plan, as diagnostics naming the file;
-    before anything is printed or locked."""
-    plan_check.check(plan, ws.registry, str(path))
-    try:
-        ws.settings_from_plan(plan)
-    except UserError as exc:
-        raise UserError(
-            Diagnostic(d.message, str(path), d.address, d.field, d.hint) for d in exc.diagnostics
-        ) from None
-
-
-def is_plan_file(path: Path) -> bool:
-    return path.suffix == ".json"
-
-
 def destroy_settings(
     ws: Workspace, stack_name: str, params: Sequence[str] = (), env_files: Sequence[Path] = ()
 ) -> tuple[str, dict[str, Any]]:
@@ -477,75 +311,6 @@ def destroy_plan(
     return make_plan(ws, config, PlanOptions(refresh=refresh_first, destroy=True))
 
 
-def state_surgery(
-    ws: Workspace, stack: str, command: str, edits: Mapping[str, ResourceState | None]
-) -> int:
-    """Write one new state version with the given resources replaced (None: forgotten)."""
-    backend = ws.backend
-    with backend.locked(stack, command, ws.lock_timeout):
-        snapshot = backend.snapshot(stack)
-        if snapshot.serial == 0:
-            raise UserError(f"stack '{stack}' has no state yet")
-        serial = backend.begin_version(stack, command, snapshot.stack_id, snapshot.lineage)
-        for address, rs in edits.items():
-            event = Event(
-                serial=serial, address=address,
-                type=rs.type if rs else snapshot.resources[address].type,
-                action=command.upper().replace(" ", "_"), status="COMPLETE",
-            )  # fmt: skip
-            backend.record_result(stack, serial, address, rs, event)
-        backend.finish_version(stack, serial, "complete", snapshot.outputs or None)
-        return serial
-
-
-def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -> ResourceState:
-    """Adopt an existing object into state at `address`, which the stack must declare."""
-    rc = config.resources.get(address)
-    if rc is None:
-        raise UserError(
-            Diagnostic(f"no resource '{address}' in the stack", file=str(config.file),
-                       hint=did_you_mean(address, config.resources))
-        )  # fmt: skip
-    backend = ws.backend
-    with backend.locked(config.name, "import", ws.lock_timeout):
-        snapshot = backend.snapshot(config.name)
-        if address in snapshot.resources:
-            raise UserError(
-                f"'{address}' is already in state (id {snapshot.resources[address].id})"
-            )
-        providers = ws.providers(config.name, snapshot, config.provider_settings)
-        try:
-            observed = providers.resource(rc.type).import_(address, id)
-        finally:
-            providers.close()
-        type_cls = ws.registry.types[rc.type]
-        try:  # defaults filled in, as a create would have recorded them
-            inputs = normalize_inputs(type_cls, observed.inputs)
-        except ValidationError:
-            inputs = dict(observed.inputs)
-        rs = resource_state(
-            type_cls, address, rc.provider, inputs, observed, rc.depends_on,
-            "IMPORT_COMPLETE", Redactor(config.hidden_values),
-        )  # fmt: skip
-        serial = backend.begin_version(config.name, "import", snapshot.stack_id, snapshot.lineage)
-        backend.record_result(
-            config.name, serial, address, rs,
-            Event(serial=serial, address=address, type=rc.type, action="IMPORT", status="COMPLETE"),
-        )  # fmt: skip
-        backend.finish_version(config.name, serial, "complete", snapshot.outputs or None)
-        return rs
-
-
-__all__ += [
-    "Action",
-    "IacloudError",
-    "apply",
-    "destroy_plan",
-    "drift",
-    "import_resource",
-    "load_plan",
-    "make_plan",
-    "refresh",
-    "save_plan",
-    "state_surgery",
-]
+def dependency_dot(config: StackConfig) -> str:
+    """The stack's dependency graph as Graphviz DOT."""
+    return to_dot(build_graph(config))

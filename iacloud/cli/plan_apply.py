@@ -1,0 +1,214 @@
+"""The commands that plan and change: plan, apply (a stack or a saved plan), destroy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from iacloud import engine
+from iacloud.cli.app import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Abandoned,
+    disruption_choice,
+    echo_json,
+    env_opt,
+    handled,
+    json_opt,
+    lock_opt,
+    param_opt,
+    stack_arg,
+    state_opt,
+)
+from iacloud.cli.progress import ConsoleReporter
+from iacloud.engine import ApplyResult, Disruption, Plan, PlanOptions, UserError
+from iacloud.errors import printable
+from iacloud.redact import MASK, Redactor
+from iacloud.render import plan_json, plan_markdown, plan_text
+
+
+def _plan_options(refresh: bool, targets: tuple[str, ...], replace: tuple[str, ...],
+                  destroy: bool = False, refresh_only: bool = False) -> PlanOptions:  # fmt: skip
+    if refresh_only:
+        clash = [flag for flag, given in (("--no-refresh", not refresh), ("--target", targets),
+                 ("--replace", replace), ("--destroy", destroy)) if given]  # fmt: skip
+        if clash:
+            raise UserError(f"--refresh-only cannot be combined with {', '.join(clash)}")
+    return PlanOptions(refresh=refresh, destroy=destroy, targets=targets, replace=replace,
+                       refresh_only=refresh_only)  # fmt: skip
+
+
+refresh_only_opt = click.option(
+    "--refresh-only", is_flag=True,
+    help="Accept changes made outside iacloud into state; change nothing on the host.",
+)  # fmt: skip
+
+
+@click.command()
+@stack_arg
+@param_opt
+@env_opt
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Save the plan for 'iacloud apply PLAN.json'.")  # fmt: skip
+@json_opt
+@click.option("--markdown", is_flag=True, help="A Markdown summary for a review comment.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0: no changes, 2: changes, 1: error.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Read the real objects before planning.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="ADDR",
+              help="Plan only this resource and what it depends on.")  # fmt: skip
+@click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement.")
+@click.option("--destroy", is_flag=True, help="Plan the deletion of everything.")
+@refresh_only_opt
+@state_opt
+@lock_opt
+@handled
+def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out: Path | None,
+         as_json: bool, markdown: bool, detailed_exitcode: bool, refresh: bool,
+         targets: tuple[str, ...], replace: tuple[str, ...], destroy: bool, refresh_only: bool,
+         state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
+    """Show what apply would change."""
+    options = _plan_options(refresh, targets, replace, destroy, refresh_only)
+    ws = engine.Workspace(stack, state_url, lock_timeout)
+    the_plan, _ = engine.make_plan(ws, ws.load(params, env_files), options)
+    if out:
+        engine.save_plan(the_plan, out)
+    if as_json:
+        echo_json(plan_json(the_plan))
+    elif markdown:
+        click.echo(plan_markdown(the_plan))
+    else:
+        click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
+        if out:
+            click.echo(f"Saved the plan to {out}; apply it with: iacloud apply {out}")
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+def _ask(auto_approve: bool, command: str) -> Callable[[Plan], bool] | None:
+    """The confirmation engine.apply asks for a plan with changes (None: approved)."""
+    if auto_approve:
+        return None
+
+    def approve(_: Plan) -> bool:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "refusing to change anything without --auto-approve: input is not a terminal"
+            )
+        if not click.confirm(f"Do you want to {command} these changes?", default=False):
+            click.echo("Nothing changed.")
+            return False
+        return True
+
+    return approve
+
+
+def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: int,
+               max_disruption: str | None, command: str) -> None:  # fmt: skip
+    click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
+    limit = Disruption(max_disruption) if max_disruption else None
+    if not the_plan.has_changes and the_plan.serial > 0:
+        return  # nothing to do and a state to keep: no new version (a new stack gets one)
+    redactor = Redactor(the_plan.hidden_values)
+    reporter = ConsoleReporter(redactor)
+    try:
+        result = engine.apply(ws, the_plan, jobs=jobs, reporter=reporter, max_disruption=limit,
+                              command=command, approve=_ask(auto_approve, command))  # fmt: skip
+    finally:
+        reporter.close()
+    if result is not None:
+        _report(result, redactor, the_plan)
+
+
+def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
+    if the_plan.refresh_only:
+        click.echo(f"\nState updated: {len(the_plan.state_updates)} resource(s).")
+    else:
+        done = [o for o in result.outcomes if o.status == "complete"]
+        click.echo(f"\n{len(done)} step(s) complete.")
+    for o in result.outcomes:
+        if o.status in ("failed", "skipped"):
+            error = printable(redactor.text(o.error or ""))
+            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: {error}",
+                        fg="red", err=True)  # fmt: skip
+    if result.outputs and result.ok:
+        click.echo("\nOutputs:")
+        for name, entry in result.outputs.items():
+            value = MASK if entry["sensitive"] else redactor.value(entry["value"])
+            click.echo(f"  {name} = {json.dumps(value)}")
+    if result.abandoned:
+        click.secho(
+            f"Aborted: left {len(result.abandoned)} running step(s) unfinished: "
+            f"{', '.join(result.abandoned)}. Their pending operations stay in state; the next "
+            "apply or destroy finds what they made by its ownership tag.",
+            fg="yellow", err=True,
+        )  # fmt: skip
+        raise Abandoned()
+    if result.interrupted:
+        click.secho("Interrupted: running steps were recorded; run apply again to finish.",
+                    fg="yellow", err=True)  # fmt: skip
+        sys.exit(EXIT_INTERRUPTED)
+    if not result.ok:
+        sys.exit(EXIT_ERROR)
+
+
+@click.command()
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
+@param_opt
+@env_opt
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Steps to run at once.")  # fmt: skip
+@click.option("--max-disruption", type=disruption_choice,
+              help="Refuse a plan with a more disruptive change.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="ADDR")
+@click.option("--replace", "replace", multiple=True, metavar="ADDR")
+@click.option("--refresh/--no-refresh", default=True, show_default=True)
+@refresh_only_opt
+@state_opt
+@lock_opt
+@handled
+def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
+          jobs: int, max_disruption: str | None, targets: tuple[str, ...],
+          replace: tuple[str, ...], refresh: bool, refresh_only: bool, state_url: str | None,
+          lock_timeout: float) -> None:  # fmt: skip
+    """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
+    options = _plan_options(refresh, targets, replace, refresh_only=refresh_only)
+    if engine.is_plan_file(target):
+        if refresh_only:
+            raise UserError("--refresh-only makes a plan; a saved plan already says what it is")
+        the_plan = engine.load_plan(target)
+        ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
+        engine.check_saved_plan(ws, the_plan, target)
+        _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
+        return
+    ws = engine.Workspace(target, state_url, lock_timeout)
+    config = ws.load(params, env_files)
+    # One lock from plan to apply: a run that waited plans against the other run's result.
+    with ws.locked(config.name, "apply"):
+        the_plan, _ = engine.make_plan(ws, config, options)
+        _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
+
+
+@click.command()
+@stack_arg
+@param_opt
+@env_opt
+@click.option("--auto-approve", is_flag=True)
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64))
+@state_opt
+@lock_opt
+@handled
+def destroy(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
+            jobs: int, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
+    """Delete everything the stack created, in reverse dependency order."""
+    ws = engine.Workspace(stack, state_url, lock_timeout)
+    name, settings = engine.destroy_settings(ws, ws.name, params, env_files)
+    with ws.locked(name, "destroy"):
+        the_plan, _ = engine.destroy_plan(ws, name, provider_settings=settings)
+        _run_apply(ws, the_plan, auto_approve, jobs, None, "destroy")

@@ -1,0 +1,88 @@
+"""Commands that read stack files only, never state or the host: validate, graph."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iacloud import engine
+from iacloud.cli.app import (
+    EXIT_ERROR,
+    echo_json,
+    env_opt,
+    fail,
+    handled,
+    json_opt,
+    param_opt,
+    stack_arg,
+)
+from iacloud.engine import IacloudError, UserError
+
+
+@click.command()
+@click.argument("stacks", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
+@param_opt
+@env_opt
+@json_opt
+@handled
+def validate(
+    stacks: tuple[Path, ...], params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """Check stacks without touching any host. Several stacks (as a pre-commit hook passes
+    them) are each checked with the same -p/-e; exit 1 if any is invalid."""
+    results: list[dict[str, Any]] = []
+    for stack in stacks:
+        try:
+            config = engine.Workspace(stack).load(params, env_files)
+        except UserError as exc:
+            if not as_json:
+                fail(exc)
+            diagnostics = [d.to_json() for d in exc.diagnostics]
+            results.append({"file": str(stack), "valid": False, "diagnostics": diagnostics})
+            continue
+        if not as_json:
+            click.echo(f"{stack}: valid ({len(config.resources)} resources).")
+        results.append({"file": str(stack), "valid": True, "stack": config.name,
+                        "resources": len(config.resources)})  # fmt: skip
+    if as_json:
+        # one stack: the object as before (without "file"); several: a list of them
+        echo_json({k: v for k, v in results[0].items() if k != "file"}
+                  if len(results) == 1 else results)  # fmt: skip
+    if not all(r["valid"] for r in results):
+        sys.exit(EXIT_ERROR)
+
+
+@click.command()
+@stack_arg
+@param_opt
+@env_opt
+@click.option(
+    "--format", "fmt", type=click.Choice(["dot", "svg"]), default="dot", show_default=True
+)
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False))
+@handled
+def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], fmt: str,
+          out: Path | None) -> None:  # fmt: skip
+    """The dependency graph, as Graphviz DOT or SVG."""
+    dot = engine.dependency_dot(engine.Workspace(stack).load(params, env_files))
+    if fmt == "svg":
+        if not shutil.which("dot"):
+            raise IacloudError("--format svg needs Graphviz's 'dot' (apt-get install graphviz)")
+        data = subprocess.run(
+            ["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True
+        ).stdout
+        if out:
+            out.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return
+    if out:
+        out.write_text(dot)
+    else:
+        click.echo(dot, nl=False)

@@ -1,0 +1,104 @@
+"""The engine's public API: what a front end (the CLI today, an HTTP API next) calls.
+
+Functions take plain values and a `Workspace`, return models, and raise `UserError` for bad
+input; none knows of click, terminals or exit codes. A front end imports `iacloud.engine` and
+the renderers (`iacloud.render`), never the loader, providers or state backends themselves.
+"""
+
+from __future__ import annotations
+
+from iacloud.doctor import run_checks
+from iacloud.drift import DriftReport
+from iacloud.engine.plan_files import check_saved_plan, is_plan_file, load_plan, save_plan
+from iacloud.engine.runs import (
+    apply,
+    check_disruption,
+    dependency_dot,
+    destroy_plan,
+    destroy_settings,
+    drift,
+    evaluate_outputs,
+    make_plan,
+    record_state_updates,
+    refresh,
+    refresh_refs,
+)
+from iacloud.engine.state_ops import (
+    StateCopy,
+    StateView,
+    copy_state,
+    events,
+    import_resource,
+    resource_view,
+    stack_output,
+    stack_outputs,
+    state_mv,
+    state_rm,
+    state_surgery,
+    state_view,
+    unlock,
+    versions,
+)
+from iacloud.engine.workspace import Workspace, stack_name
+from iacloud.errors import IacloudError, UserError
+from iacloud.executor import ApplyResult, Reporter, Step, StepOutcome
+from iacloud.paths import data_root
+from iacloud.plan import Action, Plan
+from iacloud.planner import PlanOptions
+from iacloud.provider import Check, Registry
+from iacloud.schema import Disruption
+from iacloud.suppressions import load as load_suppressions
+
+__all__ = [
+    "Action",
+    "ApplyResult",
+    "Check",
+    "Disruption",
+    "DriftReport",
+    "IacloudError",
+    "Plan",
+    "PlanOptions",
+    "Reporter",
+    "StateCopy",
+    "StateView",
+    "Step",
+    "StepOutcome",
+    "UserError",
+    "Workspace",
+    "apply",
+    "check_disruption",
+    "check_saved_plan",
+    "copy_state",
+    "data_root",
+    "dependency_dot",
+    "destroy_plan",
+    "destroy_settings",
+    "doctor",
+    "drift",
+    "evaluate_outputs",
+    "events",
+    "import_resource",
+    "is_plan_file",
+    "load_plan",
+    "load_suppressions",
+    "make_plan",
+    "record_state_updates",
+    "refresh",
+    "refresh_refs",
+    "resource_view",
+    "save_plan",
+    "stack_name",
+    "stack_output",
+    "stack_outputs",
+    "state_mv",
+    "state_rm",
+    "state_surgery",
+    "state_view",
+    "unlock",
+    "versions",
+]
+
+
+def doctor() -> list[Check]:
+    """The host checks of every installed provider (libvirtd, pool, dnsmasq, nftables, ...)."""
+    return run_checks(Registry.discover())
