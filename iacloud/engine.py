@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
 from iacloud.config import StackConfig
+from iacloud.diff import normalize_inputs
 from iacloud.drift import DriftReport, build_report
 from iacloud.errors import Diagnostic, IacloudError, UserError, did_you_mean
 from iacloud.executor import (
@@ -28,13 +29,12 @@ from iacloud.executor import (
     Executor,
     Reporter,
     StateResolver,
-    plan_groups,
     resource_state,
 )
 from iacloud.loader import load_stack
 from iacloud.paths import data_root
 from iacloud.plan import PLAN_FORMAT, Action, Plan
-from iacloud.planner import PlanOptions, normalize_inputs
+from iacloud.planner import PlanOptions
 from iacloud.planner import plan as compute_plan
 from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, StackInfo, TaggedObject
 from iacloud.redact import Redactor
@@ -268,7 +268,6 @@ def apply(
     reporter: Reporter | None = None,
     max_disruption: Disruption | None = None,
     command: str = "apply",
-    groups: Mapping[str, list[str]] | None = None,
 ) -> ApplyResult:
     """Apply a plan under the lock; refuse it if state moved since it was made."""
     check_disruption(plan, max_disruption)
@@ -279,7 +278,7 @@ def apply(
         snapshot = backend.snapshot(plan.stack)
         _refuse_stale(plan, snapshot)
         if plan.refresh_only:
-            return _accept_refresh(backend, plan, snapshot, groups)
+            return _accept_refresh(backend, plan, snapshot)
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         # from the first write on, Ctrl-C asks the scheduler to stop instead of raising
@@ -293,14 +292,14 @@ def apply(
                 current = record_state_updates(backend, plan, serial, snapshot.resources)
                 executor = Executor(
                     plan, ws.registry, providers, backend, serial, current,
-                    jobs=jobs, reporter=reporter, groups=groups, interrupts=pressed,
+                    jobs=jobs, reporter=reporter, interrupts=pressed,
                 )  # fmt: skip
                 try:
                     result = executor.run()
                 except KeyboardInterrupt:
                     status = "interrupted"
                     raise
-                result.outputs = evaluate_outputs(plan, result.resources, groups)
+                result.outputs = evaluate_outputs(plan, result.resources)
                 status = (
                     "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
                 )
@@ -327,7 +326,6 @@ def _accept_refresh(
     backend: StateBackend,
     plan: Plan,
     snapshot: Snapshot,
-    groups: Mapping[str, list[str]] | None,
 ) -> ApplyResult:
     """Apply a refresh-only plan: one new state version taking in the objects as they are.
     Nothing on the host is touched, so no provider is opened."""
@@ -335,7 +333,7 @@ def _accept_refresh(
     status, outputs = "failed", {}
     try:
         resources = record_state_updates(backend, plan, serial, snapshot.resources)
-        outputs = evaluate_outputs(plan, resources, groups)
+        outputs = evaluate_outputs(plan, resources)
         status = "complete"
     finally:
         backend.finish_version(plan.stack, serial, status, outputs or None)
@@ -367,10 +365,8 @@ def record_state_updates(
     return resources
 
 
-def evaluate_outputs(
-    plan: Plan, resources: Mapping[str, ResourceState], groups: Mapping[str, list[str]] | None
-) -> dict[str, Any]:
-    resolver = StateResolver(groups if groups is not None else plan_groups(plan), resources)
+def evaluate_outputs(plan: Plan, resources: Mapping[str, ResourceState]) -> dict[str, Any]:
+    resolver = StateResolver(plan.groups, resources)
     out: dict[str, Any] = {}
     for name, value in plan.outputs.items():
         try:

@@ -22,12 +22,11 @@ import networkx as nx
 from pydantic import ValidationError
 
 from iacloud import expressions
-from iacloud.definitions import next_boot_fields
+from iacloud.diff import diff_inputs, next_boot_fields, normalize_inputs
 from iacloud.errors import CleanupUnproven, IacloudError
 from iacloud.expressions import Resolver, Unknown
 from iacloud.interrupts import Interrupts
 from iacloud.plan import Action, Change, Plan
-from iacloud.planner import diff_inputs, normalize_inputs
 from iacloud.provider import Observed, ProviderSet, Registry, ResourceType, RunInfo
 from iacloud.redact import Redactor
 from iacloud.schema import field_flag
@@ -159,18 +158,6 @@ class StateResolver(Resolver):
         return rs.id if attribute == "id" else rs.attributes.get(attribute)
 
 
-def plan_groups(plan: Plan) -> dict[str, list[str]]:
-    """Counted resource names and their addresses, recovered from the plan's addresses."""
-    groups: dict[str, list[str]] = {}
-    for c in plan.changes:
-        name, index = expressions.parse_address(c.address)
-        if index is not None and c.action is not Action.DELETE:
-            groups.setdefault(name, []).append(c.address)
-    for addresses in groups.values():
-        addresses.sort(key=lambda a: expressions.parse_address(a)[1] or 0)
-    return groups
-
-
 class Executor:
     def __init__(
         self,
@@ -182,7 +169,6 @@ class Executor:
         current: Mapping[str, ResourceState],
         jobs: int = 4,
         reporter: Reporter | None = None,
-        groups: Mapping[str, list[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         interrupts: Interrupts | None = None,
     ) -> None:
@@ -194,7 +180,7 @@ class Executor:
         self.current: dict[str, ResourceState] = dict(current)
         self.jobs = max(1, jobs)
         self.reporter = reporter or Reporter()
-        self.groups = groups if groups is not None else plan_groups(plan)
+        self.groups = plan.groups
         self.clock = clock
         self.interrupts = interrupts or Interrupts()
         self.redactor = Redactor(plan.hidden_values)
@@ -297,9 +283,11 @@ class Executor:
         type_cls = self.registry.types[c.type]
         inputs_model = None
         resolved: dict[str, Any] = {}
+        changed: frozenset[str] = frozenset()
         if step.kind in ("create", "update"):
             try:
-                values = expressions.evaluate(expressions.from_json(c.after or {}), self.resolver)
+                planned = expressions.from_json(c.after or {})
+                values = expressions.evaluate(planned, self.resolver)
                 resolved = normalize_inputs(type_cls, values)
                 if expressions.has_unknown(resolved):
                     raise IacloudError("inputs still unknown after their dependencies were applied")
@@ -307,13 +295,11 @@ class Executor:
             except (ValidationError, expressions.ExpressionError, IacloudError) as exc:
                 self._fail(step, result, f"invalid inputs: {exc}", 0.0)
                 return None
-            if (
-                step.kind == "update"
-                and not diff_inputs(type_cls, c.before or {}, resolved)
-                and not next_boot_fields(c, resolved)
-            ):
-                result.outcomes.append(StepOutcome(step, "unchanged"))
-                return None
+            if step.kind == "update":
+                changed = _changed_fields(type_cls, c, resolved, expressions.has_unknown(planned))
+                if not changed:
+                    result.outcomes.append(StepOutcome(step, "unchanged"))
+                    return None
         self.resolved[step.key] = resolved
         prior = self.current.get(c.address)
         if step.superseded:  # the old object of create-then-delete
@@ -349,8 +335,6 @@ class Executor:
         if step.kind == "create":
             return pool.submit(resource.create, c.address, inputs_model)
         if step.kind == "update":
-            changed = frozenset(f.field for f in diff_inputs(type_cls, prior_obs.inputs, resolved))
-            changed |= next_boot_fields(c, resolved)  # restored in the persistent definition
             return pool.submit(resource.update, c.address, prior_obs, inputs_model, changed)
         return pool.submit(_delete, resource, c.address, prior_obs)
 
@@ -440,6 +424,19 @@ def run_info(graph: nx.DiGraph) -> RunInfo:
         if step.kind == "delete" and step.change.id:
             deleting.add(step.change.id)
     return RunInfo(deleting=frozenset(deleting))
+
+
+def _changed_fields(
+    type_cls: type[ResourceType], change: Change, resolved: Mapping[str, Any], had_unknown: bool
+) -> frozenset[str]:
+    """The fields an update step changes: those the plan decided, unless some of its values
+    were unknown then (they are compared again, now known); and the fields to restore in the
+    persistent definition alone, whose value there still differs."""
+    if had_unknown:
+        fields = diff_inputs(type_cls, change.before or {}, resolved)
+    else:
+        fields = [f for f in change.fields if not f.next_boot_only]
+    return frozenset(f.field for f in fields) | next_boot_fields(change, resolved)
 
 
 def _delete(resource: Any, address: str, prior: Observed) -> None:
