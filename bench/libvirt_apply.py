@@ -62,6 +62,7 @@ from host_cleanup import remove_pool  # bench/, the script's own directory
 from iacloud import engine
 from iacloud.errors import IacloudError
 from iacloud.executor import ApplyResult, step_graph
+from iacloud.graph import Hub
 from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
 from iacloud.provider import ObjectRef, Observed, StackInfo
@@ -252,7 +253,8 @@ def critical_path(
     finish: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
     for node in nx.topological_sort(graph):
         before = max((finish[p] for p in graph.predecessors(node)), default=(0.0, ()))
-        finish[node] = (before[0] + elapsed.get(node, 0.0), (*before[1], node[1]))
+        path = before[1] if isinstance(node, Hub) else (*before[1], node[1])
+        finish[node] = (before[0] + elapsed.get(node, 0.0), path)
     return max(finish.values(), default=(0.0, ()))
 
 

@@ -25,6 +25,7 @@ from iacloud import expressions
 from iacloud.diff import diff_inputs, next_boot_fields, normalize_inputs
 from iacloud.errors import CleanupUnproven, IacloudError
 from iacloud.expressions import Resolver, Unknown
+from iacloud.graph import Hub, add_dependency_edges
 from iacloud.interrupts import Interrupts
 from iacloud.plan import Action, Change, Plan
 from iacloud.provider import Observed, ProviderSet, Registry, ResourceType, RunInfo
@@ -111,27 +112,57 @@ def step_graph(plan: Plan, recorded: Mapping[str, ResourceState]) -> nx.DiGraph:
             g.add_node(("delete", c.address), step=Step("delete", c, superseded=True))
             g.add_edge(("create", c.address), ("delete", c.address))
 
-    dependents: dict[str, list[str]] = {}
-    for address, rs in recorded.items():
-        for dep in rs.dependencies:
-            dependents.setdefault(dep, []).append(address)
-
-    for c in changes.values():
-        for kind in ("create", "update"):
-            if (kind, c.address) not in g:
-                continue
-            for dep in c.dependencies:
-                for dep_kind in ("create", "update"):
-                    if (dep_kind, dep) in g:
-                        g.add_edge((dep_kind, dep), (kind, c.address))
-        if ("delete", c.address) in g:
-            for user in dependents.get(c.address, ()):
-                if ("delete", user) in g:
-                    g.add_edge(("delete", user), ("delete", c.address))
-                # a resource that stays must stop using this one before it goes
-                if c.action is Action.DELETE and ("update", user) in g:
-                    g.add_edge(("update", user), ("delete", c.address))
+    _add_order_edges(g, changes, recorded)
     return g
+
+
+def _add_order_edges(
+    g: nx.DiGraph, changes: Mapping[str, Change], recorded: Mapping[str, ResourceState]
+) -> None:
+    """Creates and updates after the creates and updates they depend on; deletes before the
+    deletes of what they use, and after the updates of what stays and used them. A dependency
+    list shared by many steps (a whole group) goes through one hub node (`graph.Hub`)."""
+
+    def doing(address: str) -> tuple[str, str] | None:  # an address has a create or an update
+        for kind in ("create", "update"):
+            if (kind, address) in g:
+                return (kind, address)
+        return None
+
+    def only(deps: Sequence[str], wanted: Callable[[str], bool]) -> list[str]:
+        key = tuple(deps)
+        found = kept.get(key)
+        if found is None:
+            found = kept[key] = [d for d in deps if wanted(d)]
+        return found
+
+    kept: dict[tuple[str, ...], list[str]] = {}
+    building = []
+    for c in changes.values():
+        node = doing(c.address)
+        if node is not None:
+            building.append((node, only(c.dependencies, lambda d: doing(d) is not None)))
+    add_dependency_edges(g, building, lambda d: doing(d) or ("", d))
+
+    def deleted(d: str) -> bool:
+        return ("delete", d) in g
+
+    def gone(d: str) -> bool:
+        return ("delete", d) in g and changes[d].action is Action.DELETE
+
+    kept = {}
+    users_deleted = []
+    for address, rs in recorded.items():
+        if ("delete", address) in g:
+            users_deleted.append((("delete", address), only(rs.dependencies, deleted)))
+    add_dependency_edges(g, users_deleted, lambda d: ("delete", d), reverse=True)
+    # a resource that stays must stop using one that goes before it goes
+    kept = {}
+    users_updated = []
+    for address, rs in recorded.items():
+        if ("update", address) in g:
+            users_updated.append((("update", address), only(rs.dependencies, gone)))
+    add_dependency_edges(g, users_updated, lambda d: ("delete", d), reverse=True)
 
 
 class StateResolver(Resolver):
@@ -196,9 +227,8 @@ class Executor:
         remaining = {n: graph.in_degree(n) for n in graph}
         priority = _priorities(graph)
         ready: list[tuple[tuple[int, str], Any]] = []
-        for n, d in remaining.items():
-            if d == 0:
-                heapq.heappush(ready, (priority[n], n))
+        for n in [n for n, d in remaining.items() if d == 0 and not isinstance(n, Hub)]:
+            heapq.heappush(ready, (priority[n], n))
         running: dict[Future[Observed | None], tuple[Any, float]] = {}
         done: set[Any] = set()
         stopped = False
@@ -248,24 +278,27 @@ class Executor:
             pool.shutdown(wait=not result.abandoned, cancel_futures=True)
         touched = {o.step.key for o in result.outcomes}
         for node in graph:
-            if node not in touched:
+            if node not in touched and not isinstance(node, Hub):
                 result.outcomes.append(StepOutcome(graph.nodes[node]["step"], "not started"))
         result.resources = self.current
         return result
 
     def _release(self, graph: nx.DiGraph, node: Any, remaining: dict[Any, int]) -> list[Any]:
+        """The steps ready once `node` is done (a hub is passed through when all before it are)."""
         out = []
-        for succ in graph.successors(node):
-            remaining[succ] -= 1
-            if remaining[succ] == 0:
-                out.append(succ)
+        done = [node]
+        while done:
+            for succ in graph.successors(done.pop()):
+                remaining[succ] -= 1
+                if remaining[succ] == 0:
+                    (done if isinstance(succ, Hub) else out).append(succ)
         return out
 
     def _skip_descendants(
         self, graph: nx.DiGraph, node: Any, step: Step, result: ApplyResult, done: set[Any]
     ) -> None:
         for desc in nx.descendants(graph, node):
-            if desc in done:
+            if desc in done or isinstance(desc, Hub):
                 continue
             done.add(desc)
             result.outcomes.append(
@@ -420,8 +453,8 @@ def run_info(graph: nx.DiGraph) -> RunInfo:
     """The ids of the objects the plan's delete steps remove."""
     deleting = set()
     for node in graph:
-        step = graph.nodes[node]["step"]
-        if step.kind == "delete" and step.change.id:
+        step = graph.nodes[node].get("step")
+        if step is not None and step.kind == "delete" and step.change.id:
             deleting.add(step.change.id)
     return RunInfo(deleting=frozenset(deleting))
 
@@ -448,8 +481,11 @@ def _priorities(graph: nx.DiGraph) -> dict[Any, tuple[int, str]]:
     """Longest remaining path first, so the critical path starts as early as possible."""
     depth: dict[Any, int] = {}
     for node in reversed(list(nx.topological_sort(graph))):
-        depth[node] = 1 + max((depth[s] for s in graph.successors(node)), default=0)
-    return {node: (-d, f"{node[1]}/{node[0]}") for node, d in depth.items()}
+        below = max((depth[s] for s in graph.successors(node)), default=0)
+        depth[node] = below if isinstance(node, Hub) else 1 + below  # a hub is no step
+    return {
+        node: (-d, f"{node[1]}/{node[0]}") for node, d in depth.items() if not isinstance(node, Hub)
+    }
 
 
 def _describe(exc: BaseException) -> str:
