@@ -4,9 +4,9 @@ and apply, failures and destroy behave as with one edge per pair."""
 from __future__ import annotations
 
 from iacloud import engine
-from iacloud.executor import step_graph
 from iacloud.graph import Hub
 from iacloud.planner import PlanOptions
+from iacloud.steps import step_graph
 
 GROUPS = """
 version = 1
