@@ -31,7 +31,7 @@ from iacloud.executor import (
     StateResolver,
     resource_state,
 )
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.paths import data_root
 from iacloud.plan import PLAN_FORMAT, Action, Plan
 from iacloud.planner import PlanOptions

@@ -1,4 +1,6 @@
-"""Redaction of hidden parameter values and sensitive fields wherever values are printed."""
+"""Redaction of hidden parameter values and sensitive fields wherever values are printed: the one
+masking implementation, used by the loader's diagnostics and by every rendered plan, state and
+output."""
 
 from __future__ import annotations
 
@@ -6,19 +8,25 @@ from collections.abc import Iterable
 from typing import Any
 
 MASK = "(sensitive)"
+# the loader's messages mask with this shorter form: `value **** violates length`
+DIAGNOSTIC_MASK = "****"
 
 
 class Redactor:
-    """Masks every occurrence of a hidden value inside strings, recursively."""
+    """Masks every occurrence of a hidden value inside strings, recursively. Values shorter
+    than `min_length` are left alone (masking every "1" would blank out numbers)."""
 
-    def __init__(self, hidden_values: Iterable[str]) -> None:
+    def __init__(self, hidden_values: Iterable[str], mask: str = MASK, min_length: int = 1) -> None:
+        self.mask = mask
         # longest first, so a value containing another is masked whole
-        self.values = sorted({v for v in hidden_values if v}, key=len, reverse=True)
+        self.values = sorted(
+            {v for v in hidden_values if v and len(v) >= min_length}, key=len, reverse=True
+        )
 
     def text(self, text: str) -> str:
         for v in self.values:
             if v in text:
-                text = text.replace(v, MASK)
+                text = text.replace(v, self.mask)
         return text
 
     def value(self, value: Any) -> Any:
@@ -31,5 +39,5 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.value(v) for v in value]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return MASK if str(value) in self.values else value
+            return self.mask if str(value) in self.values else value
         return value

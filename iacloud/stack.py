@@ -1,7 +1,7 @@
 """The raw stack file (format version 1) as pydantic models: the TOML's shape, nothing resolved.
 
 This module is a leaf. It checks only what the TOML alone decides (key names, value types,
-constraint syntax); the loader (`iacloud.loader`) resolves parameters, references and counts and
+constraint syntax); the loader (`iacloud.loading`) resolves parameters, references and counts and
 turns every validation error into a located Diagnostic. Models are strict because TOML values
 already carry their types: `version = "1"` or `hidden = "yes"` are mistakes, not conversions.
 """

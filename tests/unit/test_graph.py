@@ -11,7 +11,7 @@ import pytest
 
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.graph import build_graph, cycle_diagnostics, to_dot
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.provider import Registry
 
 

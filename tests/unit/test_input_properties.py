@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from iacloud import engine
 from iacloud.errors import IacloudError, UserError
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.planner import PlanOptions
 from iacloud.provider import Registry
 from iacloud.state.sqlite import SQLiteBackend

@@ -12,7 +12,7 @@ import pytest
 from iacloud import engine
 from iacloud.errors import UserError
 from iacloud.graph import Hub, build_graph
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.patterns import PatternError, compile_pattern, matches
 from iacloud.planner import PlanOptions
 from iacloud.provider import Registry

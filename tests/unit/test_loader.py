@@ -11,7 +11,7 @@ import pytest
 from iacloud import expressions as ex
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError
-from iacloud.loader import convert_param, load_stack, parse_param_assignment
+from iacloud.loading import convert_param, load_stack, parse_param_assignment
 from iacloud.provider import Registry
 
 

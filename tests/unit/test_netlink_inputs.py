@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from iacloud.config import StackConfig
 from iacloud.errors import UserError
-from iacloud.loader import load_stack
+from iacloud.loading import load_stack
 from iacloud.provider import Registry
 from iacloud.providers.netlink import dnsmasq, names
 from iacloud.providers.netlink.network import NetworkInputs, identity, resolve

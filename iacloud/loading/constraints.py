@@ -1,0 +1,78 @@
+"""Heat's parameter constraints (allowed_values, range, length, allowed_pattern): which types
+each applies to, whether a value satisfies one, and Heat's wording when it does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iacloud import patterns
+from iacloud.loading.values import render
+from iacloud.redact import DIAGNOSTIC_MASK
+from iacloud.stack import Constraint
+
+APPLIES_TO = {
+    "allowed_values": ("string", "number", "boolean", "list"),
+    "range": ("number",),
+    "length": ("string", "list", "map"),
+    "allowed_pattern": ("string", "list"),
+}
+
+
+def _bounds_text(what: str, lo: float | None, hi: float | None) -> str:
+    """Heat's wording for range and length constraints."""
+
+    def fmt(x: float) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    if lo is None and hi is not None:
+        return f"{what} must be no greater than {fmt(hi)}"
+    if hi is None and lo is not None:
+        return f"{what} must be at least {fmt(lo)}"
+    return f"{what} must be in the range {fmt(lo)} to {fmt(hi)}"  # type: ignore[arg-type]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # True == 1 in Python, but not in a stack file
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def constraint_problem(value: Any, c: Constraint, hide: bool) -> str | None:
+    """Heat's semantics: None when the value satisfies the constraint, else Heat's message."""
+    if c.allowed_values is not None:
+        items = value if isinstance(value, list) else [value]
+        bad = [v for v in items if not any(_same_value(v, a) for a in c.allowed_values)]
+        if bad:
+            allowed = DIAGNOSTIC_MASK if hide else render(c.allowed_values)
+            one = DIAGNOSTIC_MASK if hide else render(bad[0])
+            return f"{one} is not an allowed value {allowed}"
+        return None
+    if c.range is not None:
+        lo, hi = c.range.min, c.range.max
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return _bounds_text("the value", lo, hi)
+        return None
+    if c.length is not None:
+        lo, hi = c.length.min, c.length.max
+        n = len(value)
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            return f"length {n}: " + _bounds_text("the length", lo, hi)
+        return None
+    pattern = c.allowed_pattern or ""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, str) or not patterns.matches(pattern, item):
+            one = DIAGNOSTIC_MASK if hide else render(item)
+            return f'{one} does not match pattern "{pattern}"'
+    return None
+
+
+def constraint_text(c: Constraint) -> str:
+    if c.kind == "range":
+        assert c.range is not None
+        return "range " + render(c.range.model_dump(exclude_none=True))
+    if c.kind == "length":
+        assert c.length is not None
+        return "length " + render(c.length.model_dump(exclude_none=True))
+    if c.kind == "allowed_pattern":
+        return f'allowed_pattern "{c.allowed_pattern}"'
+    return "allowed_values"
