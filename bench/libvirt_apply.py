@@ -61,12 +61,14 @@ from host_cleanup import remove_pool  # bench/, the script's own directory
 
 from iacloud import engine
 from iacloud.errors import IacloudError
-from iacloud.executor import ApplyResult, step_graph
+from iacloud.executor import ApplyResult
+from iacloud.graph import Hub
 from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
 from iacloud.provider import ObjectRef, Observed, StackInfo
 from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings, virt_type
 from iacloud.providers.libvirt.tags import NS, stack_prefix
+from iacloud.steps import step_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -252,7 +254,8 @@ def critical_path(
     finish: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
     for node in nx.topological_sort(graph):
         before = max((finish[p] for p in graph.predecessors(node)), default=(0.0, ()))
-        finish[node] = (before[0] + elapsed.get(node, 0.0), (*before[1], node[1]))
+        path = before[1] if isinstance(node, Hub) else (*before[1], node[1])
+        finish[node] = (before[0] + elapsed.get(node, 0.0), path)
     return max(finish.values(), default=(0.0, ()))
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iacloud.definitions import observed_drift
+from iacloud.diff import observed_drift
 from iacloud.plan import Effective
 from iacloud.provider import Observed, Registry, TaggedObject
 from iacloud.redact import MASK

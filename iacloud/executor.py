@@ -22,35 +22,18 @@ import networkx as nx
 from pydantic import ValidationError
 
 from iacloud import expressions
-from iacloud.definitions import next_boot_fields
+from iacloud.diff import diff_inputs, next_boot_fields, normalize_inputs
 from iacloud.errors import CleanupUnproven, IacloudError
 from iacloud.expressions import Resolver, Unknown
+from iacloud.graph import Hub
 from iacloud.interrupts import Interrupts
-from iacloud.plan import Action, Change, Plan
-from iacloud.planner import diff_inputs, normalize_inputs
-from iacloud.provider import Observed, ProviderSet, Registry, ResourceType, RunInfo
+from iacloud.plan import Change, Plan
+from iacloud.provider import Observed, ProviderSet, Registry, ResourceType
 from iacloud.redact import Redactor
 from iacloud.schema import field_flag
 from iacloud.state import StateBackend
 from iacloud.state.model import Event, PendingOperation, ResourceState
-
-StepKind = Literal["create", "update", "delete"]
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: StepKind
-    change: Change
-    # the delete half of create-then-delete: the address already holds the new object
-    superseded: bool = False
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.kind, self.change.address)
-
-    @property
-    def event_action(self) -> str:
-        return self.kind.upper()
+from iacloud.steps import Step, priorities, run_info, step_graph
 
 
 @dataclass
@@ -91,50 +74,6 @@ class Reporter:
     def interrupted(self, running: int) -> None: ...
 
 
-def step_graph(plan: Plan, recorded: Mapping[str, ResourceState]) -> nx.DiGraph:
-    """Steps as nodes, 'must finish before' as edges: creates and updates after what they
-    depend on; deletes in reverse dependency order; a replacement's halves in sequence."""
-    g = nx.DiGraph()
-    changes = {c.address: c for c in plan.actionable()}
-    for c in changes.values():
-        if c.action is Action.CREATE:
-            g.add_node(("create", c.address), step=Step("create", c))
-        elif c.action is Action.UPDATE:
-            g.add_node(("update", c.address), step=Step("update", c))
-        elif c.action is Action.DELETE:
-            g.add_node(("delete", c.address), step=Step("delete", c))
-        elif c.action is Action.DELETE_CREATE:
-            g.add_node(("delete", c.address), step=Step("delete", c))
-            g.add_node(("create", c.address), step=Step("create", c))
-            g.add_edge(("delete", c.address), ("create", c.address))
-        elif c.action is Action.CREATE_DELETE:
-            g.add_node(("create", c.address), step=Step("create", c))
-            g.add_node(("delete", c.address), step=Step("delete", c, superseded=True))
-            g.add_edge(("create", c.address), ("delete", c.address))
-
-    dependents: dict[str, list[str]] = {}
-    for address, rs in recorded.items():
-        for dep in rs.dependencies:
-            dependents.setdefault(dep, []).append(address)
-
-    for c in changes.values():
-        for kind in ("create", "update"):
-            if (kind, c.address) not in g:
-                continue
-            for dep in c.dependencies:
-                for dep_kind in ("create", "update"):
-                    if (dep_kind, dep) in g:
-                        g.add_edge((dep_kind, dep), (kind, c.address))
-        if ("delete", c.address) in g:
-            for user in dependents.get(c.address, ()):
-                if ("delete", user) in g:
-                    g.add_edge(("delete", user), ("delete", c.address))
-                # a resource that stays must stop using this one before it goes
-                if c.action is Action.DELETE and ("update", user) in g:
-                    g.add_edge(("update", user), ("delete", c.address))
-    return g
-
-
 class StateResolver(Resolver):
     """Evaluates references against the resources recorded so far in this run."""
 
@@ -159,18 +98,6 @@ class StateResolver(Resolver):
         return rs.id if attribute == "id" else rs.attributes.get(attribute)
 
 
-def plan_groups(plan: Plan) -> dict[str, list[str]]:
-    """Counted resource names and their addresses, recovered from the plan's addresses."""
-    groups: dict[str, list[str]] = {}
-    for c in plan.changes:
-        name, index = expressions.parse_address(c.address)
-        if index is not None and c.action is not Action.DELETE:
-            groups.setdefault(name, []).append(c.address)
-    for addresses in groups.values():
-        addresses.sort(key=lambda a: expressions.parse_address(a)[1] or 0)
-    return groups
-
-
 class Executor:
     def __init__(
         self,
@@ -182,7 +109,6 @@ class Executor:
         current: Mapping[str, ResourceState],
         jobs: int = 4,
         reporter: Reporter | None = None,
-        groups: Mapping[str, list[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         interrupts: Interrupts | None = None,
     ) -> None:
@@ -194,7 +120,7 @@ class Executor:
         self.current: dict[str, ResourceState] = dict(current)
         self.jobs = max(1, jobs)
         self.reporter = reporter or Reporter()
-        self.groups = groups if groups is not None else plan_groups(plan)
+        self.groups = plan.groups
         self.clock = clock
         self.interrupts = interrupts or Interrupts()
         self.redactor = Redactor(plan.hidden_values)
@@ -208,11 +134,10 @@ class Executor:
         self.providers.begin_run(run_info(graph))
         result = ApplyResult()
         remaining = {n: graph.in_degree(n) for n in graph}
-        priority = _priorities(graph)
+        priority = priorities(graph)
         ready: list[tuple[tuple[int, str], Any]] = []
-        for n, d in remaining.items():
-            if d == 0:
-                heapq.heappush(ready, (priority[n], n))
+        for n in [n for n, d in remaining.items() if d == 0 and not isinstance(n, Hub)]:
+            heapq.heappush(ready, (priority[n], n))
         running: dict[Future[Observed | None], tuple[Any, float]] = {}
         done: set[Any] = set()
         stopped = False
@@ -262,24 +187,27 @@ class Executor:
             pool.shutdown(wait=not result.abandoned, cancel_futures=True)
         touched = {o.step.key for o in result.outcomes}
         for node in graph:
-            if node not in touched:
+            if node not in touched and not isinstance(node, Hub):
                 result.outcomes.append(StepOutcome(graph.nodes[node]["step"], "not started"))
         result.resources = self.current
         return result
 
     def _release(self, graph: nx.DiGraph, node: Any, remaining: dict[Any, int]) -> list[Any]:
+        """The steps ready once `node` is done (a hub is passed through when all before it are)."""
         out = []
-        for succ in graph.successors(node):
-            remaining[succ] -= 1
-            if remaining[succ] == 0:
-                out.append(succ)
+        done = [node]
+        while done:
+            for succ in graph.successors(done.pop()):
+                remaining[succ] -= 1
+                if remaining[succ] == 0:
+                    (done if isinstance(succ, Hub) else out).append(succ)
         return out
 
     def _skip_descendants(
         self, graph: nx.DiGraph, node: Any, step: Step, result: ApplyResult, done: set[Any]
     ) -> None:
         for desc in nx.descendants(graph, node):
-            if desc in done:
+            if desc in done or isinstance(desc, Hub):
                 continue
             done.add(desc)
             result.outcomes.append(
@@ -297,9 +225,11 @@ class Executor:
         type_cls = self.registry.types[c.type]
         inputs_model = None
         resolved: dict[str, Any] = {}
+        changed: frozenset[str] = frozenset()
         if step.kind in ("create", "update"):
             try:
-                values = expressions.evaluate(expressions.from_json(c.after or {}), self.resolver)
+                planned = expressions.from_json(c.after or {})
+                values = expressions.evaluate(planned, self.resolver)
                 resolved = normalize_inputs(type_cls, values)
                 if expressions.has_unknown(resolved):
                     raise IacloudError("inputs still unknown after their dependencies were applied")
@@ -307,13 +237,11 @@ class Executor:
             except (ValidationError, expressions.ExpressionError, IacloudError) as exc:
                 self._fail(step, result, f"invalid inputs: {exc}", 0.0)
                 return None
-            if (
-                step.kind == "update"
-                and not diff_inputs(type_cls, c.before or {}, resolved)
-                and not next_boot_fields(c, resolved)
-            ):
-                result.outcomes.append(StepOutcome(step, "unchanged"))
-                return None
+            if step.kind == "update":
+                changed = _changed_fields(type_cls, c, resolved, expressions.has_unknown(planned))
+                if not changed:
+                    result.outcomes.append(StepOutcome(step, "unchanged"))
+                    return None
         self.resolved[step.key] = resolved
         prior = self.current.get(c.address)
         if step.superseded:  # the old object of create-then-delete
@@ -349,8 +277,6 @@ class Executor:
         if step.kind == "create":
             return pool.submit(resource.create, c.address, inputs_model)
         if step.kind == "update":
-            changed = frozenset(f.field for f in diff_inputs(type_cls, prior_obs.inputs, resolved))
-            changed |= next_boot_fields(c, resolved)  # restored in the persistent definition
             return pool.submit(resource.update, c.address, prior_obs, inputs_model, changed)
         return pool.submit(_delete, resource, c.address, prior_obs)
 
@@ -432,27 +358,22 @@ class Executor:
         )
 
 
-def run_info(graph: nx.DiGraph) -> RunInfo:
-    """The ids of the objects the plan's delete steps remove."""
-    deleting = set()
-    for node in graph:
-        step = graph.nodes[node]["step"]
-        if step.kind == "delete" and step.change.id:
-            deleting.add(step.change.id)
-    return RunInfo(deleting=frozenset(deleting))
+def _changed_fields(
+    type_cls: type[ResourceType], change: Change, resolved: Mapping[str, Any], had_unknown: bool
+) -> frozenset[str]:
+    """The fields an update step changes: those the plan decided, unless some of its values
+    were unknown then (they are compared again, now known); and the fields to restore in the
+    persistent definition alone, whose value there still differs."""
+    if had_unknown:
+        fields = diff_inputs(type_cls, change.before or {}, resolved)
+    else:
+        fields = [f for f in change.fields if not f.next_boot_only]
+    return frozenset(f.field for f in fields) | next_boot_fields(change, resolved)
 
 
 def _delete(resource: Any, address: str, prior: Observed) -> None:
     resource.delete(address, prior)
     return None
-
-
-def _priorities(graph: nx.DiGraph) -> dict[Any, tuple[int, str]]:
-    """Longest remaining path first, so the critical path starts as early as possible."""
-    depth: dict[Any, int] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
-        depth[node] = 1 + max((depth[s] for s in graph.successors(node)), default=0)
-    return {node: (-d, f"{node[1]}/{node[0]}") for node, d in depth.items()}
 
 
 def _describe(exc: BaseException) -> str:

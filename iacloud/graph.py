@@ -35,21 +35,26 @@ def add_dependency_edges(
     graph: nx.DiGraph,
     dependents: Iterable[tuple[Hashable, Sequence[str]]],
     node: Callable[[str], Hashable] = lambda address: address,
+    *,
+    reverse: bool = False,
 ) -> None:
-    """Add edges dependency -> dependent for (dependent node, dependency addresses) pairs."""
+    """Add edges dependency -> dependent for (dependent node, dependency addresses) pairs;
+    `reverse`: dependent -> dependency instead (deletes: a user goes before what it uses)."""
     hubs: dict[tuple[str, ...], Hub] = {}
-    direct: list[tuple[Hashable, Hashable]] = []
+    first = graph.graph.get("hubs", 0)  # hub keys stay unique across calls on one graph
+    edges: list[tuple[Hashable, Hashable]] = []
     for dependent, deps in dependents:
         if len(deps) < HUB_MIN_DEPENDENCIES:
-            direct.extend((node(d), dependent) for d in deps)
+            edges.extend((node(d), dependent) for d in deps)
             continue
         key = tuple(deps)
         hub = hubs.get(key)
         if hub is None:
-            hub = hubs[key] = Hub(len(hubs))
-            graph.add_edges_from((node(d), hub) for d in key)
-        direct.append((hub, dependent))
-    graph.add_edges_from(direct)
+            hub = hubs[key] = Hub(first + len(hubs))
+            edges.extend((node(d), hub) for d in key)
+        edges.append((hub, dependent))
+    graph.graph["hubs"] = first + len(hubs)
+    graph.add_edges_from([(b, a) for a, b in edges] if reverse else edges)
 
 
 def build_graph(config: StackConfig) -> nx.DiGraph:

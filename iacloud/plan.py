@@ -102,12 +102,23 @@ class Change(_Frozen):
     dependencies: list[str] = Field(default_factory=list)  # addresses, for ordering
 
 
+class DriftKind(str, Enum):
+    """How an object differs from what state recorded."""
+
+    MODIFIED = "modified"  # it exists, with other values
+    MISSING = "missing"  # it is gone
+    INTERRUPTED = "interrupted"  # a create was cut off and left it
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class DriftItem(_Frozen):
     """A difference between what state recorded and what really exists."""
 
     address: str
     type: str
-    kind: str  # "modified" | "missing" | "interrupted"
+    kind: DriftKind
     fields: list[FieldChange] = Field(default_factory=list)
 
 
@@ -147,6 +158,9 @@ class Plan(_Frozen):
     # refresh-only: `changes` are all no-ops and `state_updates` say what state takes in
     refresh_only: bool = False
     state_updates: list[StateUpdate] = Field(default_factory=list)
+    # counted resource names and their instance addresses, as the loader expanded them: what a
+    # reference to a whole group names when apply resolves the values left unknown at plan time
+    groups: dict[str, list[str]] = Field(default_factory=dict)
 
     def actionable(self) -> list[Change]:
         return [c for c in self.changes if c.action is not Action.NOOP]

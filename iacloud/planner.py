@@ -1,7 +1,9 @@
 """The planner: from configuration, prior state and refreshed reality to a Plan (pure data).
 
-One pure function, `choose_action`, decides each resource's action; `diff_inputs` says which
+One pure function, `choose_action`, decides each resource's action; `iacloud.diff` says which
 fields changed and what each change costs, reading the update policy from the type's schema.
+The plan carries everything apply needs: per change the fields it decided, and the counted
+groups whole-group references name.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import networkx as nx
 from pydantic import ValidationError
 
 from iacloud import expressions, pending
-from iacloud.config import StackConfig
-from iacloud.definitions import next_boot_changes, observed_drift
+from iacloud.config import ResourceConfig, StackConfig
+from iacloud.diff import diff_inputs, next_boot_changes, normalize_inputs, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
-from iacloud.graph import Hub, add_dependency_edges
-from iacloud.plan import Action, Change, DriftItem, FieldChange, Plan, StateUpdate
+from iacloud.graph import Hub, build_graph
+from iacloud.plan import Action, Change, DriftItem, DriftKind, FieldChange, Plan, StateUpdate
 from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
-from iacloud.schema import Disruption, field_flag, field_update, max_disruption
+from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
 
@@ -46,61 +48,6 @@ def choose_action(
     if forces_replacement or replace_requested or tainted:
         return Action.CREATE_DELETE if create_before_destroy else Action.DELETE_CREATE
     return Action.UPDATE if changed else Action.NOOP
-
-
-def normalize_inputs(type_cls: type[ResourceType], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Inputs with the schema's defaults filled in, in JSON form; fields holding values
-    unknown until apply are kept as they are. Raises ValidationError."""
-    unknown = {k: v for k, v in values.items() if has_unknown(v)}
-    known = {k: v for k, v in values.items() if k not in unknown}
-    if not unknown:
-        return type_cls.Inputs.model_validate(known).model_dump(mode="json")
-    try:
-        model = type_cls.Inputs.model_validate(known)
-        out = model.model_dump(mode="json")
-    except ValidationError as exc:
-        errors = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in unknown)]
-        if errors:
-            raise
-        out = {}
-        for name, info in type_cls.Inputs.model_fields.items():
-            if name in known:
-                out[name] = known[name]
-            elif not info.is_required():
-                out[name] = info.get_default(call_default_factory=True)
-    out.update(unknown)
-    return out
-
-
-def diff_inputs(
-    type_cls: type[ResourceType], before: Mapping[str, Any], after: Mapping[str, Any]
-) -> list[FieldChange]:
-    """The fields whose planned value differs from the prior one, with their cost."""
-    changes = []
-    for name, info in type_cls.Inputs.model_fields.items():
-        old, new = before.get(name), after.get(name)
-        if not isinstance(new, Unknown) and old == new:
-            continue
-        if (
-            isinstance(new, Unknown) is False
-            and new is None
-            and field_flag(info, "computed_default")
-        ):
-            continue  # the provider chose the value; leaving it out is not a change
-        if name not in after and name not in before:
-            continue
-        update = field_update(info)
-        changes.append(
-            FieldChange(
-                field=name,
-                before=old,
-                after=expressions.to_json(new),
-                disruption=update,
-                forces_replacement=update is Disruption.REPLACE,
-                sensitive=field_flag(info, "sensitive"),
-            )
-        )
-    return changes
 
 
 @dataclass
@@ -137,14 +84,14 @@ def reconcile(
             continue
         obs = observed.get(address)
         if obs is None:
-            drift.append(DriftItem(address=address, type=rs.type, kind="missing"))
+            drift.append(DriftItem(address=address, type=rs.type, kind=DriftKind.MISSING))
             priors[address] = Prior(rs, None, False, type=rs.type, provider=rs.provider)
             continue
         if type_cls is not None:
             fields = observed_drift(type_cls, rs.inputs, obs)
             if fields:
                 drift.append(
-                    DriftItem(address=address, type=rs.type, kind="modified", fields=fields)
+                    DriftItem(address=address, type=rs.type, kind=DriftKind.MODIFIED, fields=fields)
                 )
         priors[address] = Prior(
             rs, obs, True, {**rs.inputs, **obs.inputs}, dict(obs.attributes), obs.id,
@@ -157,7 +104,7 @@ def reconcile(
         if op.action == "create" and obs is not None:
             # a create that was cut off left a real object: keep it as tainted, so it is
             # replaced (or deleted) rather than leaked
-            drift.append(DriftItem(address=op.address, type=op.type, kind="interrupted"))
+            drift.append(DriftItem(address=op.address, type=op.type, kind=DriftKind.INTERRUPTED))
             priors[op.address] = Prior(
                 None, obs, True, {**op.inputs, **obs.inputs}, dict(obs.attributes), obs.id,
                 tainted=True, type=op.type, provider=op.provider,
@@ -214,6 +161,40 @@ def plan(
     priors, drift = reconcile(snapshot, observed, registry)
     if options.refresh_only:
         return _refresh_only_plan(config, snapshot, observed, priors, drift)
+    selected = _check_options(config, priors, options)
+    planning = _Planning(config, registry, options, resources, priors, drift, selected)
+    if not options.destroy:
+        planning.plan_declared()
+    planning.plan_orphans()
+    if observed is not None:
+        keep = pending.keeps(config.resources, selected, options.destroy)
+        extra, forgotten = pending.resolve(
+            snapshot, observed, leftovers or {}, registry, keep, options.destroy
+        )
+        for c in extra:
+            planning.changes.setdefault(c.address, c)
+        planning.accepted.extend(forgotten)
+
+    changes = planning.changes
+    ordered = [changes[a] for a in config.resources if a in changes]
+    ordered += [c for a, c in changes.items() if a not in config.resources]
+    return Plan(
+        **_plan_header(config, snapshot),
+        destroy=options.destroy,
+        refreshed=observed is not None,
+        changes=ordered,
+        drift=drift,
+        state_updates=planning.accepted,
+        max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
+        # a destroy leaves no instance for a whole-group reference to name
+        groups={} if options.destroy else {n: list(a) for n, a in config.groups.items()},
+    )
+
+
+def _check_options(
+    config: StackConfig, priors: Mapping[str, Prior], options: PlanOptions
+) -> set[str] | None:
+    """Check --replace and --target (every unknown name, at once); the selected addresses."""
     diagnostics: list[Diagnostic] = []
     for address in options.replace:
         if address not in priors and address not in config.resources:
@@ -221,38 +202,66 @@ def plan(
     selected = _select_targets(config, options.targets, diagnostics)
     if diagnostics:
         raise UserError(diagnostics)
+    return selected
 
-    graph = nx.DiGraph()
-    graph.add_nodes_from(config.resources)
-    add_dependency_edges(graph, ((a, rc.depends_on) for a, rc in config.resources.items()))
 
-    actions: dict[str, Action] = {}
-    changes: dict[str, Change] = {}
-    accepted: list[StateUpdate] = []
-    drift_of = {d.address: d for d in drift}
-    resolver = _PlanResolver(config, priors, actions)
-    for address in [] if options.destroy else nx.topological_sort(graph):
-        if isinstance(address, Hub):
-            continue
-        rc = config.resources[address]
-        prior = priors.get(address)
-        if selected is not None and address not in selected:
-            if prior is not None and prior.exists:
-                actions[address] = Action.NOOP  # untouched: its recorded values stand
-            continue
-        type_cls = registry.types[rc.type]
+class _Planning:
+    """One plan being computed: the changes and state updates so far, and the actions the
+    resolver reads to know which values of a dependency are known at plan time."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        registry: Registry,
+        options: PlanOptions,
+        resources: Callable[[str], ResourceType],
+        priors: Mapping[str, Prior],
+        drift: Sequence[DriftItem],
+        selected: set[str] | None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.options = options
+        self.resources = resources
+        self.priors = priors
+        self.drift_of = {d.address: d for d in drift}
+        self.selected = selected
+        self.actions: dict[str, Action] = {}
+        self.changes: dict[str, Change] = {}
+        self.accepted: list[StateUpdate] = []
+        self.diagnostics: list[Diagnostic] = []
+        self.resolver = _PlanResolver(config, priors, self.actions)
+
+    def plan_declared(self) -> None:
+        """A change for every resource the stack declares, dependencies first (their actions
+        decide what is known of them). Raises UserError with every diagnostic."""
+        for address in nx.topological_sort(build_graph(self.config)):
+            if isinstance(address, Hub):
+                continue
+            prior = self.priors.get(address)
+            if self.selected is not None and address not in self.selected:
+                if prior is not None and prior.exists:
+                    self.actions[address] = Action.NOOP  # untouched: its recorded values stand
+                continue
+            self._plan_resource(address, self.config.resources[address], prior)
+        if self.diagnostics:
+            raise UserError(self.diagnostics)
+
+    def _plan_resource(self, address: str, rc: ResourceConfig, prior: Prior | None) -> None:
+        type_cls = self.registry.types[rc.type]
         where = f"resources.{address}"
         try:
-            after = normalize_inputs(type_cls, expressions.evaluate(rc.properties, resolver))
+            values = expressions.evaluate(rc.properties, self.resolver)
+            after = normalize_inputs(type_cls, values)
         except (ValidationError, expressions.ExpressionError) as exc:
-            diagnostics.extend(_diagnostics(exc, config, where))
-            continue
+            self.diagnostics.extend(_diagnostics(exc, self.config, where))
+            return
         exists = prior is not None and prior.exists
         fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
         boot_fields = next_boot_changes(type_cls, prior.observed, after, fields) if exists else []
         fields += boot_fields
         forces = [f.field for f in fields if f.forces_replacement]
-        requested = address in options.replace
+        requested = address in self.options.replace
         action = choose_action(
             exists=exists,
             desired=True,
@@ -263,12 +272,8 @@ def plan(
             create_before_destroy=type_cls.create_before_destroy,
         )
         if not has_unknown(after) and action is not Action.DELETE:
-            known_prior = prior.observed if exists and prior.observed else None
-            if exists and known_prior is None:
-                known_prior = Observed(prior.id or "", prior.inputs, prior.attributes)
-            found = resources(rc.type).check(address, type_cls.Inputs(**after), known_prior)
-            diagnostics.extend(_locate(d, config, where) for d in found)
-        actions[address] = action
+            self._check(address, rc, type_cls, after, prior if exists else None)
+        self.actions[address] = action
         if (
             action is Action.NOOP
             and prior is not None
@@ -278,33 +283,9 @@ def plan(
         ):
             # changed outside iacloud, and the stack agrees (or leaves the field to the
             # provider): nothing to do on the host, but state takes in the new values
-            accepted.append(_accept(prior.state, prior, drift_of.get(address)))
-        reasons = []
-        if prior is None or not prior.exists:
-            if prior is not None and prior.state is not None:
-                reasons.append("deleted outside iacloud")
-        elif action.is_replace:
-            if forces:
-                reasons.append("changing " + ", ".join(forces) + " forces replacement")
-            if requested:
-                reasons.append("replacement requested with --replace")
-            if prior.tainted:
-                reasons.append("its create was interrupted; the object cannot be trusted")
-        if action is Action.UPDATE:
-            disruption = max_disruption([f.disruption for f in fields])
-            if boot_fields:
-                reasons.append(
-                    ", ".join(f.field for f in boot_fields) + ": only the persistent definition "
-                    "(from next boot) differs; restored there, the running object is not touched"
-                )
-        elif action.is_replace:
-            disruption = type_cls.replace_disruption
-        elif action is Action.DELETE:
-            disruption = type_cls.replace_disruption
-            reasons.append("destroy requested")
-        else:
-            disruption = Disruption.NONE
-        changes[address] = Change(
+            self.accepted.append(_accept(prior.state, prior, self.drift_of.get(address)))
+        reasons = _reasons(action, prior, forces, requested, boot_fields)
+        self.changes[address] = Change(
             address=address,
             type=rc.type,
             provider=rc.provider,
@@ -313,52 +294,88 @@ def plan(
             before=prior.inputs if exists else None,
             after=None if action is Action.DELETE else expressions.to_json(after),
             fields=fields,
-            disruption=disruption,
+            disruption=_disruption(action, type_cls, fields),
             reasons=reasons,
             dependencies=list(rc.depends_on),
         )
-    if diagnostics:
-        raise UserError(diagnostics)
 
-    # objects recorded (or left by an interrupted create) that the stack no longer declares
-    for address, prior in priors.items():
-        if (address in config.resources and not options.destroy) or not prior.exists:
-            continue
-        if selected is not None and address not in selected:
-            continue
-        type_cls = registry.types.get(prior.type)
-        changes[address] = Change(
-            address=address,
-            type=prior.type,
-            provider=prior.provider,
-            action=Action.DELETE,
-            id=prior.id,
-            before=prior.inputs,
-            disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
-            reasons=["destroy requested" if options.destroy else "not in the stack any more"],
-            dependencies=prior.dependencies,
+    def _check(
+        self,
+        address: str,
+        rc: ResourceConfig,
+        type_cls: type[ResourceType],
+        after: dict[str, Any],
+        prior: Prior | None,
+    ) -> None:
+        """The provider's plan-time check of fully known inputs against what exists."""
+        known_prior = prior.observed if prior is not None and prior.observed else None
+        if prior is not None and known_prior is None:
+            known_prior = Observed(prior.id or "", prior.inputs, prior.attributes)
+        found = self.resources(rc.type).check(address, type_cls.Inputs(**after), known_prior)
+        where = f"resources.{address}"
+        self.diagnostics.extend(_locate(d, self.config, where) for d in found)
+
+    def plan_orphans(self) -> None:
+        """A delete for every object recorded (or left by an interrupted create) that the stack
+        no longer declares, or every object on destroy."""
+        destroy = self.options.destroy
+        for address, prior in self.priors.items():
+            if (address in self.config.resources and not destroy) or not prior.exists:
+                continue
+            if self.selected is not None and address not in self.selected:
+                continue
+            type_cls = self.registry.types.get(prior.type)
+            self.changes[address] = Change(
+                address=address,
+                type=prior.type,
+                provider=prior.provider,
+                action=Action.DELETE,
+                id=prior.id,
+                before=prior.inputs,
+                disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
+                reasons=["destroy requested" if destroy else "not in the stack any more"],
+                dependencies=prior.dependencies,
+            )
+
+
+def _reasons(
+    action: Action,
+    prior: Prior | None,
+    forces: Sequence[str],
+    requested: bool,
+    boot_fields: Sequence[FieldChange],
+) -> list[str]:
+    """Why a declared resource gets its action (for display)."""
+    reasons = []
+    if prior is None or not prior.exists:
+        if prior is not None and prior.state is not None:
+            reasons.append("deleted outside iacloud")
+    elif action.is_replace:
+        if forces:
+            reasons.append("changing " + ", ".join(forces) + " forces replacement")
+        if requested:
+            reasons.append("replacement requested with --replace")
+        if prior.tainted:
+            reasons.append("its create was interrupted; the object cannot be trusted")
+    if action is Action.UPDATE and boot_fields:
+        reasons.append(
+            ", ".join(f.field for f in boot_fields) + ": only the persistent definition "
+            "(from next boot) differs; restored there, the running object is not touched"
         )
+    elif action is Action.DELETE:
+        reasons.append("destroy requested")
+    return reasons
 
-    if observed is not None:
-        keep = pending.keeps(config.resources, selected, options.destroy)
-        extra, forgotten = pending.resolve(
-            snapshot, observed, leftovers or {}, registry, keep, options.destroy
-        )
-        for c in extra:
-            changes.setdefault(c.address, c)
-        accepted.extend(forgotten)
 
-    ordered = [changes[a] for a in config.resources if a in changes]
-    ordered += [c for a, c in changes.items() if a not in config.resources]
-    return Plan(
-        **_plan_header(config, snapshot),
-        destroy=options.destroy,
-        refreshed=observed is not None,
-        changes=ordered,
-        drift=drift,
-        state_updates=accepted,
-        max_disruption=max_disruption([c.disruption for c in ordered if c.action != Action.NOOP]),
-    )
+def _disruption(
+    action: Action, type_cls: type[ResourceType], fields: Sequence[FieldChange]
+) -> Disruption:
+    """What a change costs the running object."""
+    if action is Action.UPDATE:
+        return max_disruption([f.disruption for f in fields])
+    if action.is_replace or action is Action.DELETE:
+        return type_cls.replace_disruption
+    return Disruption.NONE
 
 
 def _plan_header(config: StackConfig, snapshot: Snapshot) -> dict[str, Any]:

@@ -14,10 +14,11 @@ from typing import Any
 
 from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
 from iacloud.config import StackConfig
+from iacloud.diff import normalize_inputs
 from iacloud.drift import DriftReport, build_report
 from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, IacloudError, UserError
-from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver, plan_groups
+from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver
 from iacloud.graph import build_graph, to_dot
 from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
@@ -150,7 +151,6 @@ def apply(
     reporter: Reporter | None = None,
     max_disruption: Disruption | None = None,
     command: str = "apply",
-    groups: Mapping[str, list[str]] | None = None,
     approve: Callable[[Plan], bool] | None = None,
 ) -> ApplyResult | None:
     """Apply a plan under the lock; refuse it if state moved since it was made.
@@ -168,7 +168,7 @@ def apply(
         snapshot = backend.snapshot(plan.stack)
         _refuse_stale(plan, snapshot)
         if plan.refresh_only:
-            return _accept_refresh(backend, plan, snapshot, groups)
+            return _accept_refresh(backend, plan, snapshot)
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         # from the first write on, Ctrl-C asks the scheduler to stop instead of raising
@@ -182,14 +182,14 @@ def apply(
                 current = record_state_updates(backend, plan, serial, snapshot.resources)
                 executor = Executor(
                     plan, ws.registry, providers, backend, serial, current,
-                    jobs=jobs, reporter=reporter, groups=groups, interrupts=pressed,
+                    jobs=jobs, reporter=reporter, interrupts=pressed,
                 )  # fmt: skip
                 try:
                     result = executor.run()
                 except KeyboardInterrupt:
                     status = "interrupted"
                     raise
-                result.outputs = evaluate_outputs(plan, result.resources, groups)
+                result.outputs = evaluate_outputs(plan, result.resources)
                 status = (
                     "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
                 )
@@ -216,7 +216,6 @@ def _accept_refresh(
     backend: StateBackend,
     plan: Plan,
     snapshot: Snapshot,
-    groups: Mapping[str, list[str]] | None,
 ) -> ApplyResult:
     """Apply a refresh-only plan: one new state version taking in the objects as they are.
     Nothing on the host is touched, so no provider is opened."""
@@ -224,7 +223,7 @@ def _accept_refresh(
     status, outputs = "failed", {}
     try:
         resources = record_state_updates(backend, plan, serial, snapshot.resources)
-        outputs = evaluate_outputs(plan, resources, groups)
+        outputs = evaluate_outputs(plan, resources)
         status = "complete"
     finally:
         backend.finish_version(plan.stack, serial, status, outputs or None)
@@ -256,10 +255,8 @@ def record_state_updates(
     return resources
 
 
-def evaluate_outputs(
-    plan: Plan, resources: Mapping[str, ResourceState], groups: Mapping[str, list[str]] | None
-) -> dict[str, Any]:
-    resolver = StateResolver(groups if groups is not None else plan_groups(plan), resources)
+def evaluate_outputs(plan: Plan, resources: Mapping[str, ResourceState]) -> dict[str, Any]:
+    resolver = StateResolver(plan.groups, resources)
     out: dict[str, Any] = {}
     for name, value in plan.outputs.items():
         try:

@@ -17,7 +17,7 @@ from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, UserError, did_you_mean, printable
 from iacloud.executor import resource_state
 from iacloud.expressions import ExpressionError, parse_address
-from iacloud.planner import normalize_inputs
+from iacloud.diff import normalize_inputs
 from iacloud.redact import MASK, Redactor
 from iacloud.state import open_backend
 from iacloud.state.migrate import CopyResult, copy_stack

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fake_provider import Thing
 
 from iacloud.cli.main import cli
-from iacloud.definitions import next_boot_changes, next_boot_fields, observed_drift
+from iacloud.diff import next_boot_changes, next_boot_fields, observed_drift
 from iacloud.expressions import GetAttr, Unknown
 from iacloud.plan import NEXT_BOOT, RUNNING_NOW, Action, Change, FieldChange
 from iacloud.provider import Observed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from fake_provider import Disk, Thing
 
+from iacloud.diff import diff_inputs, normalize_inputs
 from iacloud.expressions import GetAttr, Unknown
 from iacloud.plan import Action
-from iacloud.planner import choose_action, diff_inputs, normalize_inputs
+from iacloud.planner import choose_action
 from iacloud.schema import Disruption
 
 CASES = [

@@ -1,12 +1,13 @@
-"""Drift and changes across an object's two definitions: the one it runs with, and the
-persistent one it boots with next (pure logic).
+"""Comparing inputs (pure logic): normalizing planned inputs, diffing them against the prior
+ones, and drift between recorded and observed values; used by the planner, drift and apply.
 
-A provider reports the fields a running server's persistent definition holds beside the live
-ones (`Observed.next_boot`). Drift in either is drift, labelled with where it holds ("running
-now", "from next boot", or both); a field no definition holds (a server's power state) is not
-labelled. A field whose live value already is the planned one but whose
-persistent value is not is restored in the persistent definition alone: the running object is
-not touched, so the change costs at most `live`, whatever its field's own update class.
+An object with two definitions (a running server: the one it runs with, and the persistent one
+it boots with next) reports the persistent fields beside the live ones (`Observed.next_boot`).
+Drift in either is drift, labelled with where it holds ("running now", "from next boot", or
+both); a field no definition holds (a server's power state) is not labelled. A field whose live
+value already is the planned one but whose persistent value is not is restored in the
+persistent definition alone: the running object is not touched, so the change costs at most
+`live`, whatever its field's own update class.
 """
 
 from __future__ import annotations
@@ -14,12 +15,70 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from iacloud.expressions import Unknown
+from iacloud import expressions
+from iacloud.expressions import Unknown, has_unknown
 from iacloud.plan import NEXT_BOOT, RUNNING_NOW, Change, Effective, FieldChange
 from iacloud.provider import Observed, ResourceType
 from iacloud.schema import Disruption, field_flag, field_update
+
+
+def normalize_inputs(type_cls: type[ResourceType], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs with the schema's defaults filled in, in JSON form; fields holding values
+    unknown until apply are kept as they are. Raises ValidationError."""
+    unknown = {k: v for k, v in values.items() if has_unknown(v)}
+    known = {k: v for k, v in values.items() if k not in unknown}
+    if not unknown:
+        return type_cls.Inputs.model_validate(known).model_dump(mode="json")
+    try:
+        model = type_cls.Inputs.model_validate(known)
+        out = model.model_dump(mode="json")
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in unknown)]
+        if errors:
+            raise
+        out = {}
+        for name, info in type_cls.Inputs.model_fields.items():
+            if name in known:
+                out[name] = known[name]
+            elif not info.is_required():
+                out[name] = info.get_default(call_default_factory=True)
+    out.update(unknown)
+    return out
+
+
+def diff_inputs(
+    type_cls: type[ResourceType], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> list[FieldChange]:
+    """The fields whose planned value differs from the prior one, with their cost."""
+    changes = []
+    for name, info in type_cls.Inputs.model_fields.items():
+        old, new = before.get(name), after.get(name)
+        if not isinstance(new, Unknown) and old == new:
+            continue
+        if (
+            isinstance(new, Unknown) is False
+            and new is None
+            and field_flag(info, "computed_default")
+        ):
+            continue  # the provider chose the value; leaving it out is not a change
+        if name not in after and name not in before:
+            continue
+        update = field_update(info)
+        changes.append(
+            FieldChange(
+                field=name,
+                before=old,
+                after=expressions.to_json(new),
+                disruption=update,
+                forces_replacement=update is Disruption.REPLACE,
+                sensitive=field_flag(info, "sensitive"),
+            )
+        )
+    return changes
+
 
 _MISSING = object()
 
