@@ -14,7 +14,6 @@ from typing import Any
 
 from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
 from iacloud.config import StackConfig
-from iacloud.diff import normalize_inputs
 from iacloud.drift import DriftReport, build_report
 from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, IacloudError, UserError

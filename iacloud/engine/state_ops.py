@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from iacloud.config import StackConfig
+from iacloud.diff import normalize_inputs
 from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, UserError, did_you_mean, printable
 from iacloud.executor import resource_state
 from iacloud.expressions import ExpressionError, parse_address
-from iacloud.diff import normalize_inputs
 from iacloud.redact import MASK, Redactor
 from iacloud.state import open_backend
 from iacloud.state.migrate import CopyResult, copy_stack
