@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from iacloud.plan import Action, Change, StateUpdate
+from iacloud.plan import Action, Change, Reason, ReasonCode, StateUpdate
 from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
 from iacloud.schema import Disruption
 from iacloud.state.model import PendingOperation, Snapshot
@@ -66,7 +66,7 @@ def resolve(
     objects that no longer exist."""
     changes: list[Change] = []
     updates: list[StateUpdate] = []
-    reason = "destroy requested" if destroy else "not in the stack any more"
+    reason = Reason(code=ReasonCode.DESTROY_REQUESTED if destroy else ReasonCode.NOT_IN_STACK)
     for address, rs in snapshot.resources.items():
         if address in observed or keep(address):
             continue
@@ -122,7 +122,7 @@ def _delete_leftovers(
     dependencies: Sequence[str],
     found: Sequence[TaggedObject],
     registry: Registry,
-    reason: str,
+    reason: Reason,
     action: str,
 ) -> Change:
     whole = [t for t in found if t.part is None]
@@ -136,11 +136,9 @@ def _delete_leftovers(
         id=whole[0].id if whole else recorded_id,
         before=dict(inputs),
         disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
-        reasons=[
+        why=[
             reason,
-            f"left by an interrupted {action}: "
-            + ", ".join(t.id for t in found)
-            + " (found by its ownership tag)",
+            Reason(code=ReasonCode.LEFT_BY_INTERRUPTED, ids=[t.id for t in found], step=action),
         ],
         dependencies=list(dependencies),
     )

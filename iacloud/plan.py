@@ -19,7 +19,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from iacloud.schema import Disruption
 
@@ -88,6 +88,55 @@ class FieldChange(_Frozen):
         return self.effective == [NEXT_BOOT]
 
 
+class ReasonCode(str, Enum):
+    """Why a change has its action (Terraform's action reasons): for code and the plan JSON;
+    people read the text derived from it (`Reason.text`)."""
+
+    DELETED_OUTSIDE = "deleted_outside"  # recorded, gone from the host: created again
+    FORCES_REPLACEMENT = "forces_replacement"  # `fields` cannot change in place
+    REPLACE_REQUESTED = "replace_requested"  # --replace
+    CREATE_INTERRUPTED = "create_interrupted"  # the object's create was cut off
+    NEXT_BOOT_ONLY = "next_boot_only"  # only the persistent definition differs in `fields`
+    DESTROY_REQUESTED = "destroy_requested"
+    NOT_IN_STACK = "not_in_stack"  # in state, no longer in the stack file
+    LEFT_BY_INTERRUPTED = "left_by_interrupted"  # `ids` found by tag after a cut-off `step`
+    OTHER = "other"  # a reason only known as text (`detail`): a plan saved by an older iacloud
+
+
+class Reason(_Frozen):
+    code: ReasonCode
+    fields: list[str] = Field(default_factory=list)
+    ids: list[str] = Field(default_factory=list)
+    step: str = ""
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        fields = ", ".join(self.fields)
+        match self.code:
+            case ReasonCode.DELETED_OUTSIDE:
+                return "deleted outside iacloud"
+            case ReasonCode.FORCES_REPLACEMENT:
+                return f"changing {fields} forces replacement"
+            case ReasonCode.REPLACE_REQUESTED:
+                return "replacement requested with --replace"
+            case ReasonCode.CREATE_INTERRUPTED:
+                return "its create was interrupted; the object cannot be trusted"
+            case ReasonCode.NEXT_BOOT_ONLY:
+                return (
+                    f"{fields}: only the persistent definition (from next boot) differs; "
+                    "restored there, the running object is not touched"
+                )
+            case ReasonCode.DESTROY_REQUESTED:
+                return "destroy requested"
+            case ReasonCode.NOT_IN_STACK:
+                return "not in the stack any more"
+            case ReasonCode.LEFT_BY_INTERRUPTED:
+                ids = ", ".join(self.ids)
+                return f"left by an interrupted {self.step}: {ids} (found by its ownership tag)"
+        return self.detail
+
+
 class Change(_Frozen):
     address: str
     type: str
@@ -98,8 +147,26 @@ class Change(_Frozen):
     after: dict[str, Any] | None = None
     fields: list[FieldChange] = Field(default_factory=list)
     disruption: Disruption = Disruption.NONE
-    reasons: list[str] = Field(default_factory=list)  # why: replacement causes, drift, orphan
+    why: list[Reason] = Field(default_factory=list)  # replacement causes, drift, orphans
     dependencies: list[str] = Field(default_factory=list)  # addresses, for ordering
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reasons(self) -> list[str]:
+        """`why` as people read it (also in the plan JSON, for readers of format 1)."""
+        return [r.text for r in self.why]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_reasons(cls, data: Any) -> Any:
+        # A saved plan holds the derived `reasons` too; one saved before `why` existed holds
+        # only them, kept as text.
+        if isinstance(data, dict) and "reasons" in data:
+            data = dict(data)
+            texts = data.pop("reasons")
+            if "why" not in data and isinstance(texts, list):
+                data["why"] = [{"code": ReasonCode.OTHER, "detail": str(t)} for t in texts]
+        return data
 
 
 class DriftKind(str, Enum):

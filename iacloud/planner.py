@@ -22,7 +22,17 @@ from iacloud.diff import diff_inputs, next_boot_changes, normalize_inputs, obser
 from iacloud.errors import Diagnostic, UserError, did_you_mean
 from iacloud.expressions import Resolver, Unknown, has_unknown
 from iacloud.graph import Hub, build_graph
-from iacloud.plan import Action, Change, DriftItem, DriftKind, FieldChange, Plan, StateUpdate
+from iacloud.plan import (
+    Action,
+    Change,
+    DriftItem,
+    DriftKind,
+    FieldChange,
+    Plan,
+    Reason,
+    ReasonCode,
+    StateUpdate,
+)
 from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
 from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
@@ -295,7 +305,7 @@ class _Planning:
             after=None if action is Action.DELETE else expressions.to_json(after),
             fields=fields,
             disruption=_disruption(action, type_cls, fields),
-            reasons=reasons,
+            why=reasons,
             dependencies=list(rc.depends_on),
         )
 
@@ -319,6 +329,7 @@ class _Planning:
         """A delete for every object recorded (or left by an interrupted create) that the stack
         no longer declares, or every object on destroy."""
         destroy = self.options.destroy
+        gone = ReasonCode.DESTROY_REQUESTED if destroy else ReasonCode.NOT_IN_STACK
         for address, prior in self.priors.items():
             if (address in self.config.resources and not destroy) or not prior.exists:
                 continue
@@ -333,7 +344,7 @@ class _Planning:
                 id=prior.id,
                 before=prior.inputs,
                 disruption=type_cls.replace_disruption if type_cls else Disruption.REPLACE,
-                reasons=["destroy requested" if destroy else "not in the stack any more"],
+                why=[Reason(code=gone)],
                 dependencies=prior.dependencies,
             )
 
@@ -344,26 +355,24 @@ def _reasons(
     forces: Sequence[str],
     requested: bool,
     boot_fields: Sequence[FieldChange],
-) -> list[str]:
-    """Why a declared resource gets its action (for display)."""
+) -> list[Reason]:
+    """Why a declared resource gets its action."""
     reasons = []
     if prior is None or not prior.exists:
         if prior is not None and prior.state is not None:
-            reasons.append("deleted outside iacloud")
+            reasons.append(Reason(code=ReasonCode.DELETED_OUTSIDE))
     elif action.is_replace:
         if forces:
-            reasons.append("changing " + ", ".join(forces) + " forces replacement")
+            reasons.append(Reason(code=ReasonCode.FORCES_REPLACEMENT, fields=list(forces)))
         if requested:
-            reasons.append("replacement requested with --replace")
+            reasons.append(Reason(code=ReasonCode.REPLACE_REQUESTED))
         if prior.tainted:
-            reasons.append("its create was interrupted; the object cannot be trusted")
+            reasons.append(Reason(code=ReasonCode.CREATE_INTERRUPTED))
     if action is Action.UPDATE and boot_fields:
-        reasons.append(
-            ", ".join(f.field for f in boot_fields) + ": only the persistent definition "
-            "(from next boot) differs; restored there, the running object is not touched"
-        )
+        fields = [f.field for f in boot_fields]
+        reasons.append(Reason(code=ReasonCode.NEXT_BOOT_ONLY, fields=fields))
     elif action is Action.DELETE:
-        reasons.append("destroy requested")
+        reasons.append(Reason(code=ReasonCode.DESTROY_REQUESTED))
     return reasons
 
 
