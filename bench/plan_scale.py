@@ -8,6 +8,7 @@ growth ratio; targets: 10k planned < 2 s, 100k < 20 s, linear growth, < 2 ms per
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def stack_text(n: int) -> str:
 
 
 def measure(n: int, workdir: Path) -> dict[str, float]:
+    # the run's host-level working files (stack notes) go with the temp dir, not the host's
+    os.environ["IACLOUD_DATA_DIR"] = str(workdir / "data")
     stack = workdir / "bench.toml"
     stack.write_text(stack_text(n))
     registry = Registry([NullProvider])

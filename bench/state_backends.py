@@ -9,6 +9,7 @@ divided by the steps (plan excluded). Target: under 3 ms per step with PostgreSQ
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -82,6 +83,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="iacloud-bench-") as d:
             work = Path(d)
+            os.environ["IACLOUD_DATA_DIR"] = str(work / "data")  # the runs' notes go with it
             stores = {
                 "sqlite": (lambda name: str(work / f"{name}.db")),
                 "postgresql": (lambda name: server.url(name) if server else f"{args.pg_url}"),
