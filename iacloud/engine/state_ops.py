@@ -5,6 +5,7 @@ Every function takes a Workspace; the stack is the workspace's (`Workspace.name`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,9 +143,9 @@ def copy_state(ws: Workspace, other_url: str, push: bool, lock_timeout: float = 
     stack = ws.name
     here = mask_url(ws.state_url) if ws.state_url else "the stack's own SQLite state"
     there = mask_url(other_url)
-    if _store_key(ws.state_url, ws.stack_file) == _store_key(other_url, ws.stack_file):
+    if _store_key(ws.state_url, ws.stack_dir) == _store_key(other_url, ws.stack_dir):
         raise UserError(f"{there} is the stack's own state: nothing to copy")
-    other = open_backend(other_url, ws.stack_file.resolve().parent)
+    other = open_backend(other_url, ws.stack_dir)
     try:
         src, dst = (ws.backend, other) if push else (other, ws.backend)
         names = (here, there) if push else (there, here)
@@ -154,14 +155,14 @@ def copy_state(ws: Workspace, other_url: str, push: bool, lock_timeout: float = 
     return StateCopy(result, *names)
 
 
-def _store_key(url: str | None, stack_file: Path) -> str:
+def _store_key(url: str | None, stack_dir: Path) -> str:
     """What identifies a store, so that a copy onto itself is refused."""
     if url is None or url.startswith("sqlite:///") or "://" not in url:
         path = url[len("sqlite://") :] if url and url.startswith("sqlite:///") else url
         return (
-            str(Path(path).resolve())
+            os.path.realpath(path)  # never raises, also on a symlink loop
             if path
-            else str(stack_file.resolve().parent / ".iacloud" / "state.db")
+            else str(stack_dir / ".iacloud" / "state.db")
         )
     return url
 

@@ -64,10 +64,18 @@ class Workspace:
     _name: str | None = None
 
     @property
+    def stack_dir(self) -> Path:
+        """The stack file's directory, symlinks resolved (where its default state lives)."""
+        try:
+            return self.stack_file.resolve().parent
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise UserError(f"{self.stack_file}: cannot resolve the path: {exc}") from None
+
+    @property
     def backend(self) -> StateBackend:
         if self._backend is None:
             url = self.state_url or os.environ.get("IACLOUD_STATE")
-            self._backend = open_backend(url, self.stack_file.resolve().parent, self.read_only)
+            self._backend = open_backend(url, self.stack_dir, self.read_only)
         return self._backend
 
     @contextmanager
@@ -89,7 +97,7 @@ class Workspace:
         """A separate backend that can only read: it takes no lock and cannot write, so it
         runs beside an apply holding the lock and leaves the state file as it found it."""
         url = self.state_url or os.environ.get("IACLOUD_STATE")
-        return open_backend(url, self.stack_file.resolve().parent, read_only=True)
+        return open_backend(url, self.stack_dir, read_only=True)
 
     @property
     def name(self) -> str:
@@ -115,7 +123,7 @@ class Workspace:
         return StackInfo(
             name=name,
             id=stack_id,
-            directory=self.stack_file.resolve().parent,
+            directory=self.stack_dir,
             data_dir=data_root() / "stacks" / stack_id,
         )
 

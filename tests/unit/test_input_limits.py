@@ -107,6 +107,17 @@ def test_fifo_as_stack_file_does_not_block(tmp_path: Path) -> None:
     assert "it is a FIFO" in done[0].output
 
 
+@pytest.mark.parametrize(
+    "command", [["show", "--stack"], ["state", "list", "--stack"], ["validate"]]
+)
+def test_symlink_loop_as_stack_file(tmp_path: Path, command: list[str]) -> None:
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    result = run(*command, str(loop))
+    assert result.exit_code == 1
+    assert "loop.toml" in result.output
+
+
 def test_oversized_stack_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "MAX_TOML_BYTES", 1000)
     monkeypatch.setattr(limits.read_text, "__defaults__", (1000,))
