@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import random
 import re
@@ -38,7 +37,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 LIMIT_S = 2.0
+
+from toml_text import toml_string, toml_value  # noqa: E402
 
 BASE_STACK = """
 version = 1
@@ -147,27 +149,6 @@ FIELDS = ["type", "count", "depends_on", "source", "format", "sha256", "pool", "
 
 
 # -- generation ------------------------------------------------------------------------------
-
-
-def toml_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    items = (f"{toml_string(str(k))} = {toml_value(v)}" for k, v in value.items())
-    return "{" + ", ".join(items) + "}"
 
 
 DEEP = "@@deep:"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from toml_text import toml_string, toml_value
 
 from iacloud import engine
 from iacloud.errors import IacloudError, UserError
@@ -124,32 +124,6 @@ stacks = st.fixed_dictionaries(
         "provider": provider,
     },
 )
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: JSON's escapes, non-ASCII kept as it is (JSON would write surrogate
-    pairs, which TOML refuses), DEL escaped (TOML refuses it raw)."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def toml_value(value: Any) -> str:
-    """TOML for a value, all inline: strings as JSON-style basic strings."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    items = (f"{toml_string(str(k))} = {toml_value(v)}" for k, v in value.items())
-    return "{" + ", ".join(items) + "}"
 
 
 def toml_document(doc: dict[str, Any]) -> str:
