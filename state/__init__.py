@@ -8,6 +8,8 @@ small transactions (one pending operation, one result), never the whole state.
 from __future__ import annotations
 
 import abc
+import getpass
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,8 +37,17 @@ __all__ = [
     "StateBackend",
     "StateError",
     "StateVersion",
+    "current_user",
     "open_backend",
 ]
+
+
+def current_user() -> str:
+    """Who a lock names as its holder."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (containers)
+        return str(os.getuid())
 
 
 class StateError(IacloudError):

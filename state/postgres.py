@@ -3,7 +3,6 @@ many stacks per database, and a lock that the server itself releases when its ho
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import socket
@@ -29,6 +28,7 @@ from iacloud.state import (
     StateBackend,
     StateError,
     StateVersion,
+    current_user,
     pg_schema,
 )
 from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
@@ -38,13 +38,6 @@ _LOCK_POLL = 0.1  # seconds between attempts while another run holds a stack's l
 _CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 _TERMINATE_WAIT = 10.0  # seconds force_unlock waits for a terminated holder's session to end
 _VERSION_STATUSES = frozenset({"in_progress", "complete", "failed", "interrupted"})
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _lock_key(schema: str, stack: str) -> int:
@@ -554,7 +547,7 @@ class PostgresBackend(StateBackend):
             (
                 stack,
                 uuid.uuid4().hex[:16],
-                f"{_user()}@{self._host}",
+                f"{current_user()}@{self._host}",
                 self._host,
                 os.getpid(),
                 operation,

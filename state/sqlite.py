@@ -4,7 +4,6 @@ resources, pending operations, events, outputs and lock, written in small transa
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from iacloud.state import (
     StateBackend,
     StateError,
     StateVersion,
+    current_user,
 )
 from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
 
@@ -120,13 +120,6 @@ def _iso(t: datetime) -> str:
 
 def _utcnow() -> str:
     return _iso(datetime.now(timezone.utc))
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (containers)
-        return str(os.getuid())
 
 
 def _brief(exc: Exception) -> str:
@@ -721,7 +714,7 @@ class SQLiteBackend(StateBackend):
 
     def acquire_lock(self, stack: str, operation: str, timeout: float) -> LockInfo:
         deadline = time.monotonic() + max(timeout, 0.0)
-        holder = f"{_user()}@{self._host}"
+        holder = f"{current_user()}@{self._host}"
         while True:
             with self._tx() as db:
                 held = self._lock_row(db, stack)
