@@ -22,7 +22,7 @@
 # The boot partition is not mounted in the guest: a kernel upgrade inside the guest installs
 # into /boot but keeps booting the image's kernel.
 #
-# Cached like scripts/build-image.sh: OUTPUT.stamp holds a hash of the inputs (this script, the
+# Cached like scripts/build-image.sh (scripts/lib/image-cache.sh): OUTPUT.stamp holds a hash of the inputs (this script, the
 # files in scripts/cloud-image, the syslinux and mtools versions); the image is rebuilt only when
 # it changes. A newer Debian point release does not trigger a rebuild: `rm OUTPUT.stamp` does.
 #
@@ -59,25 +59,11 @@ PACKAGES=(
     openssh-server qemu-guest-agent sudo iproute2 e2fsprogs
 )
 
-pkgver() { dpkg-query -W -f='${Package}=${Version}\n' "$@" 2>/dev/null || true; }
-
-mkdir -p "$(dirname "$out")"
-out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
-stamp=$out.stamp
-
-exec 9<"$(dirname "$out")"   # serialise concurrent builds into the same directory
-flock 9
-
-want=$( {
-    pkgver mmdebstrap syslinux syslinux-common mtools e2fsprogs
-    sha256sum "${BASH_SOURCE[0]}"
-    (cd "$src" && sha256sum $(ls -A | sort))
-} | sed "s|  .*/|  |" | sha256sum | cut -d' ' -f1)
-
-if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "build-cloud-image: $out up to date"
-    exit 0
-fi
+. "$here/lib/image-cache.sh"
+cache_open "$out"
+cache_skip_if_fresh build-cloud-image <<INPUTS
+$(pkgver mmdebstrap syslinux syslinux-common mtools e2fsprogs)
+INPUTS
 
 start=$(date +%s%N)
 work=$(mktemp -d "$(dirname "$out")/.cloud-build.XXXXXX")
@@ -213,7 +199,7 @@ dd if="$mbr_bin" of="$raw" bs=440 count=1 conv=notrunc status=none
 
 qemu-img convert -c -f raw -O qcow2 "$raw" "$work/out.qcow2"
 mv -f "$work/out.qcow2" "$out"
-echo "$want" > "$stamp"
+cache_seal
 
 printf 'build-cloud-image: built %s (%s bytes, %s MiB virtual, kernel %s) in %s\n' \
     "$out" "$(stat -c %s "$out")" "$DISK_MIB" "$kver" "$(elapsed)"

@@ -31,26 +31,12 @@ kernel=/boot/vmlinuz-$kver
 moddir=/lib/modules/$kver
 [ -f "$moddir/modules.dep" ] || die "missing $moddir/modules.dep"
 
-pkgver() { dpkg-query -W -f='${Package}=${Version}\n' "$@" 2>/dev/null || true; }
-
-mkdir -p "$(dirname "$out")"
-out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
-stamp=$out.stamp
-
-exec 9<"$(dirname "$out")"   # serialise concurrent builds into the same directory
-flock 9
-
-want=$( {
-    echo "kernel=$kver"
-    pkgver "linux-image-$kver" busybox-static syslinux syslinux-common mtools
-    sha256sum "${BASH_SOURCE[0]}"
-    (cd "$src" && sha256sum $(ls -A | sort))
-} | sed "s|  .*/|  |" | sha256sum | cut -d' ' -f1)
-
-if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "build-image: $out up to date"
-    exit 0
-fi
+. "$here/lib/image-cache.sh"
+cache_open "$out"
+cache_skip_if_fresh build-image <<INPUTS
+kernel=$kver
+$(pkgver "linux-image-$kver" busybox-static syslinux syslinux-common mtools)
+INPUTS
 
 start=$(date +%s%N)
 work=$(mktemp -d "$(dirname "$out")/.tiny-build.XXXXXX")
@@ -145,7 +131,7 @@ syslinux --install "$raw"
 
 qemu-img convert -f raw -O qcow2 "$raw" "$work/out.qcow2"
 mv -f "$work/out.qcow2" "$out"
-echo "$want" > "$stamp"
+cache_seal
 
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 printf 'build-image: built %s (%s bytes, kernel %s, %d modules) in %d.%03ds\n' \
