@@ -22,9 +22,9 @@
 # The boot partition is not mounted in the guest: a kernel upgrade inside the guest installs
 # into /boot but keeps booting the image's kernel.
 #
-# Cached like scripts/build-image.sh (scripts/lib/image-cache.sh): OUTPUT.stamp holds a hash of the inputs (this script, the
-# files in scripts/cloud-image, the syslinux and mtools versions); the image is rebuilt only when
-# it changes. A newer Debian point release does not trigger a rebuild: `rm OUTPUT.stamp` does.
+# Cached like scripts/build-image.sh (scripts/lib/image-cache.sh): OUTPUT.stamp holds a hash of
+# the inputs (this script, the files in scripts/cloud-image, the syslinux and mtools versions);
+# the image is rebuilt only when it changes. A newer Debian point release does not trigger a rebuild: `rm OUTPUT.stamp` does.
 #
 # Measured on the 2-core development host: ~65 s build (50 s of it mmdebstrap: download and dpkg),
 # image 181 MB compressed qcow2, 2 GiB virtual, 425 MiB used in the root file system. First boot
