@@ -47,6 +47,25 @@ def image_roots(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def run():
+    """The CLI in-process: run("plan", path, code=2) returns the output, asserting the exit
+    code and that no traceback was printed."""
+    from click.testing import CliRunner
+
+    from iacloud.cli.main import cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output
+        return result.output
+
+    return invoke
+
+
+@pytest.fixture
 def write_stack(tmp_path: Path):
     """Write a stack file from TOML text and return its path."""
 

@@ -10,9 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from iacloud.cli.main import cli
 from iacloud.errors import UserError
 from iacloud.suppressions import parse
 
@@ -44,19 +42,6 @@ size_gib = 10
 [outputs.sizes]
 value = { get_attr = ["vm", "echo"] }
 """
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        return result.output
-
-    return invoke
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from fake_provider import Thing
 
-from iacloud.cli.main import cli
 from iacloud.diff import next_boot_changes, next_boot_fields, observed_drift
 from iacloud.expressions import GetAttr, Unknown
 from iacloud.plan import NEXT_BOOT, RUNNING_NOW, Action, Change, FieldChange
@@ -32,19 +30,6 @@ tags = ["a"]
 
 BOTH = [RUNNING_NOW, NEXT_BOOT]
 DEFINED = ("size", "flavor", "tags")  # what the fake's persistent definition holds here
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        return result.output
-
-    return invoke
 
 
 @pytest.fixture
