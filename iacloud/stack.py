@@ -57,7 +57,18 @@ class LengthBounds(_Model):
         return self
 
 
-CONSTRAINT_KINDS = ("allowed_values", "range", "length", "allowed_pattern")
+CONSTRAINT_KINDS = ("allowed_values", "range", "length", "allowed_pattern", "custom_constraint")
+# Heat's custom constraints iacloud checks: the site catalog's names (iacloud.site), and
+# address syntax
+CUSTOM_CONSTRAINTS = (
+    "nova.flavor",
+    "glance.image",
+    "nova.keypair",
+    "neutron.network",
+    "ip_addr",
+    "net_cidr",
+    "mac_addr",
+)
 
 
 class Constraint(_Model):
@@ -67,7 +78,18 @@ class Constraint(_Model):
     range: RangeBounds | None = None
     length: LengthBounds | None = None
     allowed_pattern: str | None = None
+    custom_constraint: str | None = None
     description: str | None = None
+
+    @field_validator("custom_constraint")
+    @classmethod
+    def _known_custom(cls, name: str | None) -> str | None:
+        if name is not None and name not in CUSTOM_CONSTRAINTS:
+            raise ValueError(
+                f"unsupported custom_constraint {name!r}: iacloud checks "
+                + ", ".join(CUSTOM_CONSTRAINTS)
+            )
+        return name
 
     @field_validator("allowed_pattern")
     @classmethod

@@ -69,6 +69,11 @@ param_opt = click.option("-p", "--param", "params", multiple=True, metavar="NAME
 env_opt = click.option("-e", "--env", "env_files", multiple=True, metavar="ENV.toml",
                        type=click.Path(path_type=Path, dir_okay=False),
                        help="Environment file with a [parameters] table.")  # fmt: skip
+site_opt = click.option("--site", "site_file", metavar="SITE.toml",
+                        type=click.Path(path_type=Path, dir_okay=False),
+                        help="The site catalog (flavors, images, key pairs, networks); "
+                        "default: IACLOUD_SITE, /etc/iacloud/site.toml, "
+                        "~/.config/iacloud/site.toml.")  # fmt: skip
 state_opt = click.option("--state", "state_url", envvar="IACLOUD_STATE", metavar="URL",
                          help="State backend: postgresql://..., sqlite:///PATH or a path "
                          "(default: .iacloud/state.db beside the stack).")  # fmt: skip

@@ -18,6 +18,7 @@ from iacloud.cli.app import (
     fail,
     json_opt,
     param_opt,
+    site_opt,
     stack_arg,
     state_opt,
 )
@@ -41,17 +42,19 @@ from iacloud.render import drift_markdown, drift_text
               help="Also list objects that carry no iacloud tag at all.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing when in sync (cron mails any output).")  # fmt: skip
+@site_opt
 @state_opt
 def drift(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool,
           markdown: bool, metrics_file: Path | None, ignore_file: Path | None,
-          include_unmanaged: bool, quiet: bool, state_url: str | None) -> None:  # fmt: skip
+          include_unmanaged: bool, quiet: bool, site_file: Path | None,
+          state_url: str | None) -> None:  # fmt: skip
     """Compare what exists with what was applied. Read-only: writes no state, takes no lock.
 
     Exit 0: in sync; 2: drift (changed, missing or orphaned objects); 1: error.
     """
     started, wall = time.monotonic(), time.time()
     try:
-        ws = engine.Workspace(stack, state_url)
+        ws = engine.Workspace(stack, state_url, site_file=site_file)
         config = ws.load(params, env_files)
         ignores = engine.load_suppressions(stack, ignore_file)
         report = engine.drift(ws, config, ignores, include_unmanaged)

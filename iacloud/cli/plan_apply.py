@@ -22,6 +22,7 @@ from iacloud.cli.app import (
     json_opt,
     lock_opt,
     param_opt,
+    site_opt,
     stack_arg,
     state_opt,
 )
@@ -65,16 +66,17 @@ refresh_only_opt = click.option(
 @click.option("--replace", "replace", multiple=True, metavar="ADDR", help="Force replacement.")
 @click.option("--destroy", is_flag=True, help="Plan the deletion of everything.")
 @refresh_only_opt
+@site_opt
 @state_opt
 @lock_opt
 @handled
 def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out: Path | None,
          as_json: bool, markdown: bool, detailed_exitcode: bool, refresh: bool,
          targets: tuple[str, ...], replace: tuple[str, ...], destroy: bool, refresh_only: bool,
-         state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
+         site_file: Path | None, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Show what apply would change."""
     options = _plan_options(refresh, targets, replace, destroy, refresh_only)
-    ws = engine.Workspace(stack, state_url, lock_timeout)
+    ws = engine.Workspace(stack, state_url, lock_timeout, site_file=site_file)
     the_plan, _ = engine.make_plan(ws, ws.load(params, env_files), options)
     if out:
         engine.save_plan(the_plan, out)
@@ -170,13 +172,14 @@ def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
 @click.option("--replace", "replace", multiple=True, metavar="ADDR")
 @click.option("--refresh/--no-refresh", default=True, show_default=True)
 @refresh_only_opt
+@site_opt
 @state_opt
 @lock_opt
 @handled
 def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
           jobs: int, max_disruption: str | None, targets: tuple[str, ...],
-          replace: tuple[str, ...], refresh: bool, refresh_only: bool, state_url: str | None,
-          lock_timeout: float) -> None:  # fmt: skip
+          replace: tuple[str, ...], refresh: bool, refresh_only: bool, site_file: Path | None,
+          state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
     options = _plan_options(refresh, targets, replace, refresh_only=refresh_only)
     if engine.is_plan_file(target):
@@ -187,7 +190,7 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
         engine.check_saved_plan(ws, the_plan, target)
         _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
         return
-    ws = engine.Workspace(target, state_url, lock_timeout)
+    ws = engine.Workspace(target, state_url, lock_timeout, site_file=site_file)
     config = ws.load(params, env_files)
     # One lock from plan to apply: a run that waited plans against the other run's result.
     with ws.locked(config.name, "apply"):
@@ -201,13 +204,15 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
 @env_opt
 @click.option("--auto-approve", is_flag=True)
 @click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64))
+@site_opt
 @state_opt
 @lock_opt
 @handled
 def destroy(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
-            jobs: int, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
-    """Delete everything the stack created, in reverse dependency order."""
-    ws = engine.Workspace(stack, state_url, lock_timeout)
+            jobs: int, site_file: Path | None, state_url: str | None,
+            lock_timeout: float) -> None:  # fmt: skip
+    """Delete everything the stack created, in reverse dependency order (site images stay)."""
+    ws = engine.Workspace(stack, state_url, lock_timeout, site_file=site_file)
     name, settings = engine.destroy_settings(ws, ws.name, params, env_files)
     with ws.locked(name, "destroy"):
         the_plan, _ = engine.destroy_plan(ws, name, provider_settings=settings)

@@ -19,6 +19,7 @@ from iacloud.cli.app import (
     handled,
     json_opt,
     param_opt,
+    site_opt,
     stack_arg,
 )
 from iacloud.engine import IacloudError, UserError
@@ -29,17 +30,22 @@ from iacloud.engine import IacloudError, UserError
                 type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
 @param_opt
 @env_opt
+@site_opt
 @json_opt
 @handled
 def validate(
-    stacks: tuple[Path, ...], params: tuple[str, ...], env_files: tuple[Path, ...], as_json: bool
+    stacks: tuple[Path, ...],
+    params: tuple[str, ...],
+    env_files: tuple[Path, ...],
+    site_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Check stacks without touching any host. Several stacks (as a pre-commit hook passes
     them) are each checked with the same -p/-e; exit 1 if any is invalid."""
     results: list[dict[str, Any]] = []
     for stack in stacks:
         try:
-            config = engine.Workspace(stack).load(params, env_files)
+            config = engine.Workspace(stack, site_file=site_file).load(params, env_files)
         except UserError as exc:
             if not as_json:
                 fail(exc)
@@ -62,15 +68,17 @@ def validate(
 @stack_arg
 @param_opt
 @env_opt
+@site_opt
 @click.option(
     "--format", "fmt", type=click.Choice(["dot", "svg"]), default="dot", show_default=True
 )
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False))
 @handled
-def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], fmt: str,
-          out: Path | None) -> None:  # fmt: skip
+def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...],
+          site_file: Path | None, fmt: str, out: Path | None) -> None:  # fmt: skip
     """The dependency graph, as Graphviz DOT or SVG."""
-    dot = engine.dependency_dot(engine.Workspace(stack).load(params, env_files))
+    ws = engine.Workspace(stack, site_file=site_file)
+    dot = engine.dependency_dot(ws.load(params, env_files))
     if fmt == "svg":
         if not shutil.which("dot"):
             raise IacloudError("--format svg needs Graphviz's 'dot' (apt-get install graphviz)")

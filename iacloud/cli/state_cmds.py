@@ -15,6 +15,7 @@ from iacloud.cli.app import (
     json_opt,
     lock_opt,
     param_opt,
+    site_opt,
     stack_opt,
     state_opt,
 )
@@ -165,13 +166,14 @@ def state_pull(from_url: str, stack_file: Path, state_url: str | None,
 @stack_opt
 @param_opt
 @env_opt
+@site_opt
 @state_opt
 @lock_opt
 @handled
 def import_cmd(address: str, id: str, stack_file: Path, params: tuple[str, ...],
-               env_files: tuple[Path, ...], state_url: str | None,
+               env_files: tuple[Path, ...], site_file: Path | None, state_url: str | None,
                lock_timeout: float) -> None:  # fmt: skip
     """Adopt an existing object as ADDRESS of the stack."""
-    ws = engine.Workspace(stack_file, state_url, lock_timeout)
+    ws = engine.Workspace(stack_file, state_url, lock_timeout, site_file=site_file)
     rs = engine.import_resource(ws, ws.load(params, env_files), address, id)
     click.echo(f"Imported {rs.type} {rs.id} as {address}.")

@@ -23,6 +23,7 @@ from iacloud.engine.runs import (
     refresh,
     refresh_refs,
 )
+from iacloud.engine.site_ops import site_view
 from iacloud.engine.state_ops import (
     StateCopy,
     StateView,
@@ -87,6 +88,7 @@ __all__ = [
     "refresh_refs",
     "resource_view",
     "save_plan",
+    "site_view",
     "stack_name",
     "stack_output",
     "stack_outputs",

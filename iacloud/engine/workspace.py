@@ -17,6 +17,7 @@ from iacloud import limits
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError
 from iacloud.loading import load_stack
+from iacloud.loading.site_file import load_site
 from iacloud.paths import data_root
 from iacloud.plan import Plan
 from iacloud.provider import ProviderSet, Registry, StackInfo
@@ -59,6 +60,7 @@ class Workspace:
     lock_timeout: float = 0.0
     registry: Registry = field(default_factory=Registry.discover)
     read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
+    site_file: Path | None = None  # --site; else IACLOUD_SITE or a default (iacloud.site)
     _backend: StateBackend | None = None
     _locked: str | None = None  # the stack whose lock this workspace holds (see locked)
     _name: str | None = None
@@ -116,7 +118,8 @@ class Workspace:
             self._backend.close()
 
     def load(self, params: Sequence[str] = (), env_files: Sequence[Path] = ()) -> StackConfig:
-        return load_stack(self.stack_file, self.registry, list(params), list(env_files))
+        site = load_site(self.site_file)
+        return load_stack(self.stack_file, self.registry, list(params), list(env_files), site)
 
     def stack_info(self, name: str, snapshot_or_plan: Snapshot | Plan) -> StackInfo:
         stack_id = snapshot_or_plan.stack_id

@@ -7,7 +7,8 @@ mistake becomes a Diagnostic; they are all collected and raised together in one 
 no Python exception escapes for bad input.
 
 The steps, one module each: a format's front (`toml_front`) reads the file into the neutral
-`document.StackDocument`; `parameters` resolves the values; `declare` builds the symbol table of
+`document.StackDocument`; `parameters` resolves the values; `catalog_refs` replaces names of
+the site catalog (`iacloud.site`, read by `site_file`); `declare` builds the symbol table of
 resources; `expand` prepares each resource's fields (`prepare`), checks its references
 (`references`) and expands `count`; `outputs` and `providers` follow; `diagnostics` reports.
 What remains in the properties are plain values and get_resource / get_attr expression nodes,
@@ -26,6 +27,7 @@ import networkx as nx
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.graph import cycle_diagnostics
 from iacloud.loading import toml_front
+from iacloud.loading.catalog_refs import resolve_names
 from iacloud.loading.declare import declare_resources
 from iacloud.loading.diagnostics import Sink, fail
 from iacloud.loading.document import StackDocument
@@ -35,6 +37,7 @@ from iacloud.loading.param_values import convert_param, parse_param_assignment
 from iacloud.loading.parameters import EnvReader, load_parameters
 from iacloud.loading.providers import cross_check, load_provider_settings
 from iacloud.provider import Registry
+from iacloud.site import SiteCatalog
 
 
 def load_stack(
@@ -42,22 +45,28 @@ def load_stack(
     registry: Registry,
     params: Sequence[str] = (),
     env_files: Sequence[Path] = (),
+    site: SiteCatalog | None = None,
 ) -> StackConfig:
-    """Load and validate a stack file with its parameters (defaults < env files < -p).
-    Raises UserError listing every problem found; nothing else escapes for bad input."""
+    """Load and validate a stack file with its parameters (defaults < env files < -p), names
+    of the site catalog `site` resolved. Raises UserError listing every problem found; nothing
+    else escapes for bad input."""
     with _gc_paused():
-        return _load_toml(Path(path), registry, params, env_files)
+        return _load_toml(Path(path), registry, params, env_files, site)
 
 
 def _load_toml(
-    path: Path, registry: Registry, params: Sequence[str], env_files: Sequence[Path]
+    path: Path,
+    registry: Registry,
+    params: Sequence[str],
+    env_files: Sequence[Path],
+    site: SiteCatalog | None,
 ) -> StackConfig:
     # a function of its own so that the raw document is freed before the collector resumes
     sink = Sink(str(path))
     document = toml_front.read_stack(path, sink)
     if document is None:
         fail(sink, (), {})
-    return resolve(document, registry, params, env_files, sink)
+    return resolve(document, registry, params, env_files, sink, site=site)
 
 
 def resolve(
@@ -67,11 +76,14 @@ def resolve(
     env_files: Sequence[Path],
     sink: Sink,
     read_env: EnvReader = toml_front.read_env_file,
+    site: SiteCatalog | None = None,
 ) -> StackConfig:
     """A neutral document, whatever its format, checked and resolved into a StackConfig;
     raises UserError with what `sink` already holds and every problem found here. `read_env`
-    is the front's reader of environment files."""
-    params = load_parameters(document.parameters, assignments, env_files, read_env, sink)
+    is the front's reader of environment files; `site` the catalog that names in the document
+    (flavor, image, key pairs, networks) and custom constraints are resolved against."""
+    params = load_parameters(document.parameters, assignments, env_files, read_env, sink, site)
+    document = resolve_names(document, site, params, sink)
     symbols, declared = declare_resources(document.resources, registry, params, sink)
     budget = DependencyBudget()
     resources: dict[str, ResourceConfig] = {}

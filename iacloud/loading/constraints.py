@@ -1,20 +1,28 @@
-"""Heat's parameter constraints (allowed_values, range, length, allowed_pattern): which types
-each applies to, whether a value satisfies one, and Heat's wording when it does not."""
+"""Heat's parameter constraints (allowed_values, range, length, allowed_pattern,
+custom_constraint): which types each applies to, whether a value satisfies one, and Heat's
+wording when it does not. The catalog's custom constraints (nova.flavor, glance.image,
+nova.keypair, neutron.network) are checked against the site catalog (`iacloud.site`), with
+"did you mean" suggestions; ip_addr, net_cidr and mac_addr check syntax."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from iacloud import patterns
+from iacloud.errors import did_you_mean
 from iacloud.loading.values import render
 from iacloud.redact import DIAGNOSTIC_MASK
+from iacloud.site import CATALOG_CONSTRAINTS, SiteCatalog, no_catalog_hint
 from iacloud.stack import Constraint
+from iacloud.validators import is_mac
 
 APPLIES_TO = {
     "allowed_values": ("string", "number", "boolean", "list"),
     "range": ("number",),
     "length": ("string", "list", "map"),
     "allowed_pattern": ("string", "list"),
+    "custom_constraint": ("string", "list"),
 }
 
 
@@ -36,8 +44,18 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-def constraint_problem(value: Any, c: Constraint, hide: bool) -> str | None:
+def constraint_problem(
+    value: Any, c: Constraint, hide: bool, site: SiteCatalog | None = None
+) -> str | None:
     """Heat's semantics: None when the value satisfies the constraint, else Heat's message."""
+    if c.custom_constraint is not None:
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            problem = custom_problem(c.custom_constraint, item, site)
+            if problem:
+                shown = DIAGNOSTIC_MASK if hide else render(item)
+                return f"{shown} {problem}" if isinstance(value, list) else problem
+        return None
     if c.allowed_values is not None:
         items = value if isinstance(value, list) else [value]
         bad = [v for v in items if not any(_same_value(v, a) for a in c.allowed_values)]
@@ -75,4 +93,34 @@ def constraint_text(c: Constraint) -> str:
         return "length " + render(c.length.model_dump(exclude_none=True))
     if c.kind == "allowed_pattern":
         return f'allowed_pattern "{c.allowed_pattern}"'
+    if c.kind == "custom_constraint":
+        return f"custom_constraint {c.custom_constraint}"
     return "allowed_values"
+
+
+def custom_problem(name: str, value: Any, site: SiteCatalog | None) -> str | None:
+    """Why `value` fails the custom constraint `name` (without the value), or None."""
+    if not isinstance(value, str):
+        return "is not a string"
+    if name in CATALOG_CONSTRAINTS:
+        section, noun = CATALOG_CONSTRAINTS[name]
+        if site is None:
+            return f"cannot be checked without a site catalog ({no_catalog_hint()})"
+        known = site.section(section)
+        if value in known:
+            return None
+        hint = did_you_mean(value, known)
+        listed = ", ".join(sorted(known)) if len(known) <= 10 else f"{len(known)} {section}"
+        suggestion = f"; {hint}" if hint else (f"; known: {listed}" if known else "")
+        return f"is not a {noun} of the site catalog {site.path}{suggestion}"
+    try:
+        if name == "ip_addr":
+            ipaddress.ip_address(value)
+        elif name == "net_cidr":
+            ipaddress.ip_network(value, strict=False)
+        elif name == "mac_addr" and not is_mac(value.lower()):
+            return "is not a MAC address like 52:54:00:12:34:56"
+    except ValueError:
+        what = "an IP address" if name == "ip_addr" else "a network in CIDR notation"
+        return f"is not {what}"
+    return None

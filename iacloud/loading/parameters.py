@@ -17,6 +17,7 @@ from iacloud.loading.param_values import convert_param, parse_param_assignment, 
 from iacloud.loading.shape import check_name, check_table
 from iacloud.loading.values import render, string_forms
 from iacloud.redact import DIAGNOSTIC_MASK
+from iacloud.site import SiteCatalog
 from iacloud.stack import EnvFile, ParameterDef
 
 # reads one environment file into its plain data, or None with the problem reported
@@ -56,7 +57,9 @@ def load_parameters(
     env_files: Sequence[Path],
     read_env: EnvReader,
     sink: Sink,
+    site: SiteCatalog | None = None,
 ) -> ParameterSet:
+    """`site`: the catalog custom constraints (nova.flavor, ...) are checked against."""
     params = ParameterSet()
     for name, definition in raw.items():
         _define(params, name, definition, sink)
@@ -67,7 +70,7 @@ def load_parameters(
     for text in assignments:
         _assign(params, text, sink)
     for name, pdef in params.definitions.items():
-        _check_value(params, name, pdef, sink)
+        _check_value(params, name, pdef, sink, site)
     return params
 
 
@@ -105,7 +108,9 @@ def _define(params: ParameterSet, name: str, definition: Any, sink: Sink) -> Non
             params.values[name] = pdef.default
 
 
-def _check_value(params: ParameterSet, name: str, pdef: ParameterDef, sink: Sink) -> None:
+def _check_value(
+    params: ParameterSet, name: str, pdef: ParameterDef, sink: Sink, site: SiteCatalog | None
+) -> None:
     address = f"parameters.{name}"
     if name in params.failed:
         return
@@ -118,7 +123,7 @@ def _check_value(params: ParameterSet, name: str, pdef: ParameterDef, sink: Sink
         return
     value = params.values[name]
     for i, c in enumerate(pdef.constraints):
-        problem = constraint_problem(value, c, pdef.hidden)
+        problem = constraint_problem(value, c, pdef.hidden, site)
         if problem:
             detail = c.description or problem
             shown = DIAGNOSTIC_MASK if pdef.hidden else render(value)

@@ -9,6 +9,7 @@ Modules, one per concept:
   storage     volume ids ("pool/name"), volume XML, streamed upload
   tags        ownership tags: domain metadata, and volume names that carry the tag
   image, volume, server    the resource types
+  site_image  a site catalog image: shared by stacks, uploaded on first use, kept by destroy
   domain_xml  domain XML built and parsed with ElementTree
   seed        the NoCloud seed ISO (pycdlib): meta-data, user-data, network-config
   console     the serial console log and the test image's IACLOUD-READY line
@@ -39,6 +40,7 @@ from .listings import Listings as LibvirtListings
 from .pool import Pools
 from .server import Server
 from .settings import LibvirtSettings
+from .site_image import SiteImage
 from .tags import format_of
 from .volume import Volume
 
@@ -46,7 +48,7 @@ from .volume import Volume
 class LibvirtProvider(Provider):
     name = "libvirt"
     Settings = LibvirtSettings
-    resource_types = (Image, Volume, Server)
+    resource_types = (Image, Volume, Server, SiteImage)
     settings: LibvirtSettings
     # domains, their XML and states, pools, volumes: for reads
     Listings = LibvirtListings

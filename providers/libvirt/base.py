@@ -27,7 +27,7 @@ from iacloud.provider import ObjectRef, Observed, ResourceType, TaggedObject
 from . import storage
 from .connection import NO_POOL, NO_VOLUME, is_error
 from .pool import Pool
-from .tags import FORMATS, parse_volume_name, stack_prefix, volume_name
+from .tags import FORMATS, SITE_VOLUME_PREFIX, parse_volume_name, stack_prefix, volume_name
 
 if TYPE_CHECKING:
     from . import LibvirtProvider
@@ -64,6 +64,8 @@ class LibvirtResource(ResourceType):
     def tagged_volumes(self, roles: tuple[str | None, ...]) -> list[TaggedObject]:
         out = []
         for pool, name in self.pool_volumes():
+            if name.startswith(SITE_VOLUME_PREFIX):
+                continue  # the site's (a catalog image), not a stack's nor unmanaged
             tag = parse_volume_name(name)
             if tag is None:
                 out.append(TaggedObject(self.type_name, f"{pool.name}/{name}", None, None))
@@ -117,6 +119,8 @@ class StorageResource(LibvirtResource):
 
     def wrong_role(self, name: str) -> str | None:
         """Why a volume named by iacloud for another use cannot be imported as this type."""
+        if name.startswith(SITE_VOLUME_PREFIX):
+            return f"{name} is an image of the site catalog, shared by stacks"
         tag = parse_volume_name(name)
         if tag is None or tag.role == self.role:
             return None

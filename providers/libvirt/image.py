@@ -151,7 +151,7 @@ class Image(StorageResource):
             raise ProviderError(problem)
         conn = self.conn
         pool = self.provider.pools.get(conn, inputs.pool)
-        name = volume_name(self.provider.stack.id, address, inputs.format, self.role)
+        name = self.new_volume_name(address, inputs)
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
         with self._local_source(inputs) as path:
@@ -183,6 +183,9 @@ class Image(StorageResource):
                 self._sha_file(name).unlink(missing_ok=True)
                 self.drop_inputs(name)
                 raise
+
+    def new_volume_name(self, address: str, inputs: ImageInputs) -> str:
+        return volume_name(self.provider.stack.id, address, inputs.format, self.role)
 
     @contextlib.contextmanager
     def _local_source(self, inputs: ImageInputs) -> Iterator[Path]:

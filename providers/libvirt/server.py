@@ -72,6 +72,7 @@ from . import addresses, console, domain_xml, guest_agent, readiness, seed, stor
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
+from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
@@ -194,6 +195,21 @@ class ServerInputs(Inputs):
     boot_volume: str | None = prop(None, update=Disruption.REPLACE, description="a volume id")
     vcpus: int = prop(1, update=Disruption.RESTART, ge=1, le=64)
     memory_mib: int = prop(256, update=Disruption.RESTART, ge=32, le=1 << 20)
+    root_gib: int | None = prop(
+        None,
+        update=Disruption.LIVE,
+        ge=1,
+        le=65536,
+        description="size of the root disk made from `image` (at least the image's virtual "
+        "size); grows in place; default: the image's size",
+    )
+    flavor: str | None = prop(
+        None,
+        update=Disruption.NONE,
+        max_length=63,
+        description="the site catalog flavor that set vcpus, memory_mib and root_gib (set by "
+        "the loader from `flavor = NAME`; a record, changes nothing by itself)",
+    )
     networks: list[NetworkEntry] = prop([], update=Disruption.LIVE, max_length=16)
     volumes: list[str] = prop([], update=Disruption.LIVE, max_length=20)
     user_data: str | None = prop(None, update=Disruption.REPLACE, max_length=1 << 20)
@@ -374,6 +390,14 @@ class Server(LibvirtResource):
             return [
                 Diagnostic(
                     "give exactly one of 'image' and 'boot_volume'", address=address, field="image"
+                )
+            ]
+        if inputs.boot_volume is not None and inputs.root_gib is not None:
+            return [
+                Diagnostic(
+                    "root_gib sizes a root disk made from 'image'; a boot volume has its own size",
+                    address=address,
+                    field="root_gib",
                 )
             ]
         if inputs.boot_volume is not None and inputs.boot_volume in inputs.volumes:
@@ -557,6 +581,13 @@ class Server(LibvirtResource):
             self._remove(None, [f"{pool.name}/{root_name}", f"{pool.name}/{seed_name}"])
             if inputs.image is not None:
                 path, fmt, size = self.provider.image_file(inputs.image)
+                if inputs.root_gib is not None:
+                    if inputs.root_gib * GiB < size:
+                        raise ProviderError(
+                            f"root_gib {inputs.root_gib} is smaller than image {inputs.image} "
+                            f"({size / GiB:.1f} GiB virtual size)"
+                        )
+                    size = inputs.root_gib * GiB
                 xml = storage.volume_xml(root_name, size, "qcow2", backing=(path, fmt))
                 storage.create(pool, xml, f"root disk {root_name}")
                 made.append(f"{pool.name}/{root_name}")
@@ -823,6 +854,9 @@ class Server(LibvirtResource):
             record = self._update_networks(dom, address, parsed, record, inputs.networks)
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
+        if "root_gib" in changed and inputs.root_gib is not None:
+            # before a restart below, so the guest's next boot sees the larger disk
+            self._grow_root(dom, record, inputs.root_gib)
         if changed & {"vcpus", "memory_mib"}:
             live = domain_xml.parse(dom.XMLDesc(0)) if dom.isActive() else None
             # a restart only when the running domain has other values; a persistent definition
@@ -839,6 +873,33 @@ class Server(LibvirtResource):
         if want_running and not dom.isActive():
             self._start(dom, address, parsed.console_path, inputs.ready)
         return self._observe(dom)
+
+    def _grow_root(self, dom: libvirt.virDomain, record: ServerRecord, root_gib: int) -> None:
+        """The root disk made larger: through the running guest (blockResize, which QEMU
+        announces to it) or the volume of a stopped one. A root disk never shrinks."""
+        if record.image is None:
+            raise ProviderError("root_gib sizes a root disk made from an image; this server boots "
+                                "from a volume")  # fmt: skip
+        pool_name, name = storage.split_id(record.root)
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool is not None else None
+        if pool is None or vol is None:
+            raise ProviderError(f"root disk {record.root} does not exist")
+        capacity = storage.info(pool, vol).capacity
+        wanted = root_gib * GiB
+        if wanted < capacity:
+            raise ProviderError(
+                f"a root disk cannot shrink (from {capacity / GiB:g} to {root_gib} GiB): "
+                "keep root_gib (or the flavor's), or replace the server"
+            )
+        if wanted == capacity:
+            return
+        if dom.isActive():
+            with failing(f"growing the root disk of {dom.name()}"):
+                dom.blockResize("vda", wanted, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        else:
+            with failing(f"growing root disk {record.root}"):
+                vol.resize(wanted, 0)
 
     def _flags(self, dom: libvirt.virDomain) -> int:
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG

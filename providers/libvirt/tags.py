@@ -30,6 +30,8 @@ NS_PREFIX = "iacloud"
 ET.register_namespace(NS_PREFIX, NS)
 
 FORMATS = ("qcow2", "raw")
+# images of the site catalog (site_image): named by content, owned by no stack
+SITE_VOLUME_PREFIX = "iacsite-"
 ROLES = ("image", "root", "seed")
 
 # an address as the engine writes it: a resource name, optionally with an index
