@@ -34,6 +34,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "data"
     monkeypatch.setenv("IACLOUD_DATA_DIR", str(d))
     monkeypatch.delenv("IACLOUD_STATE", raising=False)
+    # no site catalog unless a test gives one: a /etc/iacloud/site.toml of the machine running
+    # the tests must not change what they load
+    monkeypatch.setenv("IACLOUD_SITE", "")
     return d
 
 

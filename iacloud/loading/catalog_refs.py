@@ -223,6 +223,7 @@ class _Resolver:
                 "image",
                 "rename one of them in the site file",
             )
+            del props["image"]
             return
         if implicit in self.document.resources:
             self.sink.add(
@@ -230,6 +231,7 @@ class _Resolver:
                 f"resources.{implicit}",
                 hint="rename this resource",
             )
+            del props["image"]
             return
         if mine is None:
             self.implicit[implicit] = {
@@ -254,12 +256,13 @@ class _Resolver:
                     f"resources.{name}",
                     "key_name",
                 )
+                del props["key_name"]
                 return
             pair = self._lookup("keypairs", key, name, "key_name")
+            del props["key_name"]  # resolved, or reported: not an unknown field as well
             if pair is None:
                 return
             keys.append(pair.public_key)
-            del props["key_name"]
         raw = props.get("ssh_keys")
         entries = raw
         if isinstance(raw, dict):  # a list parameter, say

@@ -501,7 +501,8 @@ CONSTRAINTS: list[tuple[str, str, list[str], Expect]] = [
         "constraints = [{ range = { min = 1 }, length = { min = 1 } }]",
         [],
         Expect(
-            "exactly one of allowed_values, range, length, allowed_pattern; found range, length",
+            "exactly one of allowed_values, range, length, allowed_pattern, custom_constraint; "
+            "found range, length",
             "parameters.p",
             "constraints[0]",
         ),
