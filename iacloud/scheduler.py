@@ -42,7 +42,7 @@ class Host:
     name: str
     vcpus: int
     memory_mib: int
-    disk_gib: int
+    disk_gib: int | None  # None: not known yet (its pool is made on first use), not filtered
     up: bool = True
     down_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -62,6 +62,8 @@ class Host:
 
     @property
     def free_disk_gib(self) -> float:
+        if self.disk_gib is None:
+            return math.inf
         usable = (self.disk_gib - self.ratios.reserved_disk_gib) * self.ratios.disk
         return usable - self.used_disk_gib
 

@@ -101,6 +101,33 @@ def test_network_side_by_ssh_and_hosts_reach_each_other(hosts) -> None:
     assert not Path("/run/iaclab-marker").exists()
 
 
+def test_host_facts_and_placement_from_real_hosts(hosts) -> None:
+    from iacloud.providers.libvirt.host_facts import read_host_facts
+    from iacloud.scheduler import Request, place_one
+
+    before = {name: read_host_facts(conn, None) for name, conn in hosts.items()}
+    assert before["h1"].hostname == "iaclab-h1" and before["h1"].memory_mib > 0
+    assert before["h1"].vcpus == os.cpu_count() and before["h1"].disk_gib is None
+    # a defined (not running) domain counts against its host, as a stopped instance does
+    xml = (
+        f"<domain type='qemu'><name>{PROBE}</name><memory unit='MiB'>3072</memory>"
+        "<vcpu>3</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>"
+    )
+    dom = hosts["h1"].defineXML(xml)
+    try:
+        after = read_host_facts(hosts["h1"], None)
+        assert after.domains == before["h1"].domains + 1
+        assert after.used_vcpus == before["h1"].used_vcpus + 3
+        assert after.used_memory_mib == before["h1"].used_memory_mib + 3072
+        placed = place_one(
+            [read_host_facts(c, None).as_host(n) for n, c in hosts.items()],
+            Request("web", vcpus=1, memory_mib=256),
+        )
+        assert placed.host == "h2" and placed.why.startswith("h2: most free RAM")
+    finally:
+        dom.undefine()
+
+
 def test_down_removes_every_lab_object(hosts) -> None:
     hosts["h1"].close()
     hosts["h2"].close()

@@ -160,3 +160,8 @@ def test_invariants(hosts: list[Host], reqs: list[Request]) -> None:
         assert sum(r.disk_gib for r in mine) <= host.free_disk_gib
     anti_hosts = [p.host for r, p in zip(reqs, placed, strict=True) if r.group == "anti"]
     assert len(anti_hosts) == len(set(anti_hosts))
+
+
+def test_unknown_disk_is_not_filtered() -> None:
+    fresh = Host("new", 2, 4 * GIB, disk_gib=None)
+    assert exclusion(fresh, Request("x", 1, GIB, disk_gib=500)) is None
