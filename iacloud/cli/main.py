@@ -22,6 +22,7 @@ from iacloud.cli.app import cli
 for command in (
     stack_cmds.validate,
     stack_cmds.graph,
+    stack_cmds.convert,
     plan_apply.plan,
     plan_apply.apply,
     plan_apply.destroy,

@@ -1,4 +1,4 @@
-"""Commands that read stack files only, never state or the host: validate, graph."""
+"""Commands that read stack files only, never state or the host: validate, graph, convert."""
 
 from __future__ import annotations
 
@@ -94,3 +94,28 @@ def graph(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...],
         out.write_text(dot)
     else:
         click.echo(dot, nl=False)
+
+
+@click.command()
+@click.argument("template", type=click.Path(path_type=Path, dir_okay=False))
+@param_opt
+@env_opt
+@site_opt
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the TOML stack here (default: print it).")  # fmt: skip
+@handled
+def convert(template: Path, params: tuple[str, ...], env_files: tuple[Path, ...],
+            site_file: Path | None, out: Path | None) -> None:  # fmt: skip
+    """Write a HOT template as the equivalent TOML stack, with comments where the mapping is
+    lossy. The template must load (give -p/-e as for plan); the result is checked to load into
+    the same stack before it is written."""
+    if out is not None and out.resolve() == template.resolve():
+        raise UserError(f"{out}: the output would overwrite the template")
+    ws = engine.Workspace(template, site_file=site_file)
+    result = engine.convert(ws, params, env_files, out)
+    if out is None:
+        click.echo(result.text, nl=False)
+        return
+    click.echo(f"Wrote {out}.")
+    for note in result.notes:
+        click.echo(f"Note: {note}")

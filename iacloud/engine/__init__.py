@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from iacloud.doctor import run_checks
 from iacloud.drift import DriftReport
+from iacloud.engine.convert_ops import Conversion, convert
 from iacloud.engine.plan_files import check_saved_plan, is_plan_file, load_plan, save_plan
 from iacloud.engine.runs import (
     apply,
@@ -54,6 +55,7 @@ __all__ = [
     "Action",
     "ApplyResult",
     "Check",
+    "Conversion",
     "Disruption",
     "DriftReport",
     "IacloudError",
@@ -69,6 +71,7 @@ __all__ = [
     "apply",
     "check_disruption",
     "check_saved_plan",
+    "convert",
     "copy_state",
     "data_root",
     "dependency_dot",

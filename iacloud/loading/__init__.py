@@ -63,10 +63,16 @@ def _load_toml(
 ) -> StackConfig:
     # a function of its own so that the raw document is freed before the collector resumes
     sink = Sink(str(path))
-    document = toml_front.read_stack(path, sink)
+    document = read_document(path, registry, sink)
     if document is None:
         fail(sink, (), {})
     return resolve(document, registry, params, env_files, sink, site=site)
+
+
+def read_document(path: Path, registry: Registry, sink: Sink) -> StackDocument | None:
+    """The file as the neutral document, by its format's front; None when it cannot be read
+    (reported to `sink`)."""
+    return toml_front.read_stack(path, sink)
 
 
 def resolve(
@@ -128,4 +134,4 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["convert_param", "load_stack", "parse_param_assignment", "resolve"]
+__all__ = ["convert_param", "load_stack", "parse_param_assignment", "read_document", "resolve"]
