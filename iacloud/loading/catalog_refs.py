@@ -3,11 +3,11 @@ resource types take. One step of `loading.resolve`, after parameters and before 
 so it works on the neutral StackDocument whatever front (TOML, HOT) made it.
 
 What a stack may name, and what it becomes:
-- server `flavor = "m1.small"`: the flavor's `vcpus`, `memory_mib` and `root_gib` are set on
-  the server, and `flavor` stays as an input of its own (a record of where they came from,
-  shown in the plan with disruption `none`: a flavor change is planned as the changes of its
-  sizes, restart for vcpus/memory, live for a larger root disk). Giving `flavor` beside one
-  of those fields is an error.
+- server `flavor = "m1.small"`: the flavor's `vcpus`, `memory_mib` and `root_gib` (not for a
+  server booted from a `boot_volume`) are set on the server, and `flavor` stays as an input of
+  its own (a record of where they came from, shown in the plan with disruption `none`: a
+  flavor change is planned as the changes of its sizes, restart for vcpus/memory, live for a
+  larger root disk). Giving `flavor` beside one of those fields is an error.
 - server or volume `image = "debian-12"` (a string without "/": with one it is an image id):
   one implicit resource per catalog image used, `site-image-debian-12` of type `site_image`,
   and the field becomes `{ get_resource = "site-image-debian-12" }`. A site image is uploaded
@@ -200,7 +200,8 @@ class _Resolver:
         props["flavor"] = key
         props["vcpus"] = flavor.vcpus
         props["memory_mib"] = flavor.memory_mib
-        if flavor.root_gib is not None:
+        if flavor.root_gib is not None and "boot_volume" not in props:
+            # as Nova: a server booted from a volume has that volume's size, not the flavor's
             props["root_gib"] = flavor.root_gib
 
     def _image(self, name: str, props: dict[str, Any]) -> None:

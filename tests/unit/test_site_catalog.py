@@ -329,6 +329,14 @@ def test_flavor_sets_the_server_sizes(tmp_path: Path, registry: Registry, site_f
     assert props["flavor"] == "m1.small"
 
 
+def test_flavor_of_a_server_booted_from_a_volume(
+    tmp_path: Path, registry: Registry, site_file: Path
+) -> None:
+    text = '[resources.web]\ntype = "server"\nboot_volume = "p/v.qcow2"\nflavor = "m1.small"\n'
+    props = _load(tmp_path, registry, text, site_file).resources["web"].properties
+    assert (props["vcpus"], props["memory_mib"]) == (1, 2048) and "root_gib" not in props
+
+
 def test_flavor_from_a_parameter(tmp_path: Path, registry: Registry, site_file: Path) -> None:
     text = '[parameters.size]\ntype = "string"\ndefault = "m1.tiny"\n' + SERVER
     text += 'flavor = { get_param = "size" }\n'
