@@ -189,3 +189,20 @@ def test_shared_validators_match_whole_values() -> None:
     assert not is_mac("52:54:00:AB:CD:EF")  # canonical form only: callers lower-case first
     assert is_unicast_mac("52:54:00:ab:cd:ef")
     assert not is_unicast_mac("01:00:5e:00:00:01") and not is_unicast_mac("00:00:00:00:00:00")
+
+
+# ------------------------------------------------------------------ site images
+def test_site_image_volumes_are_named_by_content_and_owned_by_no_stack() -> None:
+    from iacloud.providers.libvirt.site_image import SiteImageInputs, site_volume_name
+
+    sha = "AB" * 32
+    name = site_volume_name("ubuntu-22.04:lts", sha, "qcow2")
+    assert name == "iacsite-ubuntu-22.04_lts-abababababab.qcow2"
+    tags.check_object_name(name, "volume name")  # safe for libvirt and paths
+    assert tags.parse_volume_name(name) is None  # no stack's tag
+    assert tags.format_of(name) == "qcow2"
+    ok = {"name": "tiny", "source": "/srv/t.qcow2", "format": "qcow2", "sha256": sha}
+    SiteImageInputs(**ok)
+    for bad in ({"sha256": None}, {"name": "../x"}, {"format": "vmdk"}):
+        with pytest.raises(ValueError):
+            SiteImageInputs(**{**ok, **bad})
