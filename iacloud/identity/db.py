@@ -126,6 +126,10 @@ class Tx:
         every write transaction."""
         return " FOR UPDATE" if self._pg else ""
 
+    @property
+    def skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED" if self._pg else ""
+
 
 def as_time(value: Any) -> datetime:
     if isinstance(value, datetime):

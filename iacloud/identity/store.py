@@ -367,10 +367,9 @@ class IdentityStore:
         valid_project = _valid(lambda p: check_name("project", p), project)
         keys = [(f"client:{client}", self.policy.client_limit)]
         if valid_user:
-            keys.append((f"user:{username}", self.policy.user_limit))
+            keys.append((throttle.user_key(username), self.policy.user_limit))
         with self._db.transaction(write=True) as tx:
-            wait = throttle.locked_for(tx, [k for k, _ in keys], now)
-            charges = []
+            wait, charges = throttle.attempt(tx, keys, now, self.policy)
             stored: str | None = None
             project_exists = (
                 valid_project
@@ -388,8 +387,6 @@ class IdentityStore:
                 audit.write(
                     tx, now, None, None, "login", target, audit_project, client, "rate-limited"
                 )
-            else:
-                charges = [throttle.charge(tx, k, limit, now, self.policy) for k, limit in keys]
         if wait is not None:
             raise RateLimited(wait)
         # The slow check runs outside any transaction: it must not hold the database.
@@ -399,13 +396,14 @@ class IdentityStore:
             and self._passwords.verify(stored, password)
         )
         with self._db.transaction(write=True) as tx:
+            throttle.forget_old(tx, now, self.policy)
             role = self._role_of(tx, username, project) if ok and project_exists else None
             if role is None:
                 audit.write(tx, now, None, None, "login", target, audit_project, client, "refused")
             else:
                 for charged in charges:
                     throttle.refund(tx, charged)
-                throttle.clear(tx, f"user:{username}")
+                throttle.clear(tx, throttle.user_key(username))
                 tx.run(
                     "DELETE FROM iacloud_identity_tokens WHERE kind = 'session' AND expires_at < ?",
                     now,
