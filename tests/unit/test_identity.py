@@ -14,6 +14,8 @@ from pathlib import Path
 import argon2
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iacloud.errors import IacloudError, UserError
 from iacloud.identity import (
@@ -26,6 +28,7 @@ from iacloud.identity import (
     Role,
     UnknownName,
 )
+from iacloud.identity.model import check_name, check_user_name
 from iacloud.state.pg_url import parse_url
 
 CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
@@ -562,3 +565,41 @@ def test_parallel_attempts_cannot_exceed_the_limit(pg_server) -> None:  # type: 
         for s in stores:
             s.close()
     assert sorted(outcomes) == ["limited"] * 5 + ["refused"] * 5
+
+
+# -- names (property tests) -------------------------------------------------------------------
+
+_LOWER, _DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
+_nearly = st.one_of(
+    st.text(max_size=80),
+    st.from_regex(r"[a-z][a-z0-9_.@-]{0,70}", fullmatch=True),
+    st.builds(
+        lambda a, b: a + b,
+        st.from_regex(r"[a-z][a-z0-9_-]{0,62}", fullmatch=True),
+        st.sampled_from(["\n", "\x00", " ", "/", "..", "A", "é", "\u202e"]),
+    ),
+)
+
+
+def _expected(value: str, rest: str, limit: int) -> bool:
+    return 1 <= len(value) <= limit and value[0] in _LOWER and all(c in rest for c in value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_nearly)
+def test_name_rules(value: str) -> None:
+    """Accepted exactly when the rule says so; a refusal's message is one printable line."""
+    cases = [
+        (lambda v: check_name("project", v), _LOWER + _DIGITS + "_-", 63),
+        (check_user_name, _LOWER + _DIGITS + "._@-", 64),
+    ]
+    for check, rest, limit in cases:
+        try:
+            assert check(value) == value
+            accepted = True
+        except UserError as exc:
+            accepted = False
+            text = str(exc)
+            assert "\n" not in text and "\u202e" not in text and "\x00" not in text
+            assert len(text) < 300
+        assert accepted == _expected(value, rest, limit), value
