@@ -603,3 +603,23 @@ def test_name_rules(value: str) -> None:
             assert "\n" not in text and "\u202e" not in text and "\x00" not in text
             assert len(text) < 300
         assert accepted == _expected(value, rest, limit), value
+
+
+def test_old_password_hashes_are_upgraded_at_login(url: str) -> None:
+    with IdentityStore.open(url, hasher=CHEAP) as store:
+        store.create_project("alpha")
+        store.create_user("alice", PASSWORD)
+        store.grant("alice", "alpha", "reader")
+    stronger = argon2.PasswordHasher(time_cost=2, memory_cost=128, parallelism=1)
+    with IdentityStore.open(url, hasher=stronger) as store:
+        store.login("alice", PASSWORD, "alpha", "c")
+    sql = "SELECT password_hash FROM iacloud_identity_users"
+    if "://" in url:
+        target = parse_url(url)
+        with psycopg.connect(target.conninfo) as conn:
+            (stored,) = conn.execute(
+                sql.replace("iacloud", f'"{target.schema}".iacloud')
+            ).fetchone()
+    else:
+        (stored,) = sqlite3.connect(url).execute(sql).fetchone()
+    assert stored.startswith("$argon2id$v=19$m=128,t=2,p=1$")
