@@ -623,3 +623,19 @@ def test_old_password_hashes_are_upgraded_at_login(url: str) -> None:
     else:
         (stored,) = sqlite3.connect(url).execute(sql).fetchone()
     assert stored.startswith("$argon2id$v=19$m=128,t=2,p=1$")
+
+
+def test_a_lost_postgresql_connection_is_replaced(pg_server) -> None:  # type: ignore[no-untyped-def]
+    """A long-running server survives a database restart or a killed session: the request that
+    meets the dead connection fails with a message, the next one connects again."""
+    url = pg_server.fresh_url()
+    with IdentityStore.open(url, hasher=CHEAP) as store:
+        store.create_project("alpha")
+        with psycopg.connect(parse_url(url).conninfo, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'iacloud-identity'"
+            )
+        with pytest.raises(IdentityError, match="identity store in 'postgresql://"):
+            store.list_projects()
+        assert [p.name for p in store.list_projects()] == ["alpha"]
