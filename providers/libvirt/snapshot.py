@@ -111,13 +111,14 @@ def created_at(mtime: float | None) -> str | None:
 
 
 def dependents_message(address: str, snapshot_id: str, volumes: Sequence[str]) -> str:
-    listed = ", ".join(volumes)
+    """Why a snapshot cannot be deleted, naming it and the volumes made from it."""
+    one = len(volumes) == 1
     return (
         f"cannot delete volume snapshot {address} ({snapshot_id}): "
-        f"{'volume' if len(volumes) == 1 else 'volumes'} {listed} "
-        f"{'is a copy-on-write overlay' if len(volumes) == 1 else 'are copy-on-write overlays'} "
-        "on it and would lose their data; delete "
-        f"{'that volume' if len(volumes) == 1 else 'those volumes'} first"
+        f"{'volume' if one else 'volumes'} {', '.join(volumes)} "
+        f"{'is a copy-on-write overlay' if one else 'are copy-on-write overlays'} on it "
+        f"and would lose {'its' if one else 'their'} data; "
+        f"delete {'that volume' if one else 'those volumes'} first"
     )
 
 
@@ -266,16 +267,16 @@ class VolumeSnapshot(StorageResource):
         if pool is not None and vol is not None:
             path = storage.info(pool, vol).path
             going = self.provider.run.deleting
-            users = [v for v in self._overlays_on(path) if v not in going]
+            users = [label for id, label in self._overlays_on(path) if id not in going]
             if users:
                 raise ProviderError(dependents_message(address, prior.id, users))
             storage.delete(vol)
         self.drop_inputs(name)
 
-    def _overlays_on(self, path: str) -> Iterator[str]:
-        """Every volume of every active pool whose backing file is `path`, named with its
-        resource address when this stack made it. Pools are refreshed first: a delete must
-        not miss a volume created since libvirt last looked."""
+    def _overlays_on(self, path: str) -> Iterator[tuple[str, str]]:
+        """(id, label) of every volume of every active pool whose backing file is `path`; the
+        label adds its resource address when this stack made it. Pools are refreshed first: a
+        delete must not miss a volume created since libvirt last looked."""
         listings = self.provider.listings
         wanted = os.path.normpath(path)
         own = stack_prefix(self.provider.stack.id)
@@ -291,11 +292,8 @@ class VolumeSnapshot(StorageResource):
                     ) from exc
                 if info.backing_path and os.path.normpath(info.backing_path) == wanted:
                     tag = parse_volume_name(vol_name)
-                    yield (
-                        f"{info.id} ({tag.address})"
-                        if tag is not None and tag.prefix == own
-                        else info.id
-                    )
+                    ours = tag is not None and tag.prefix == own
+                    yield info.id, f"{info.id} ({tag.address})" if ours and tag else info.id
 
     def list_tagged(self) -> list[TaggedObject]:
         return [t for t in self.tagged_volumes((ROLE,)) if t.stack_id is not None]
