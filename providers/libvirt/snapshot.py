@@ -13,8 +13,13 @@ nor the volume's image afterwards). The copy is made by libvirt, in one of two w
   into it, guest writes included; once the mirror is ready (`<mirror ready='yes'>`),
   `virDomainBlockJobAbort` *without* PIVOT ends it. QEMU documents that cancelling a ready
   mirror leaves the target a point-in-time copy of the source at that instant, and the guest
-  goes on with its own disk, which was never switched away. The copy is crash-consistent
-  (what the guest has not flushed is not in it), as a Cinder snapshot of an in-use volume is.
+  goes on with its own disk, which was never switched away. When the guest agent answers,
+  the guest's filesystems are frozen (`virDomainFSFreeze`: flushed and held still) for the
+  instant the copy ends, and thawed right after: the copy is then filesystem-consistent.
+  Without an agent (or one that refuses to freeze) it is crash-consistent (what the guest has
+  not written out is not in it), as a Cinder snapshot of an in-use volume is. The attribute
+  `consistency` says which: "offline" (no running guest used the volume), "quiesced" or
+  "crash-consistent".
 
 Why a block copy rather than an external disk-only snapshot followed by a block commit: the
 snapshot would move the disk onto a new overlay file in both of the domain's definitions
@@ -30,9 +35,10 @@ from is refused: at plan time when the volume stays in the plan (`check_delete`)
 delete time for any volume of any active pool whose backing file is the snapshot (volumes of
 other stacks, or ones left out of state), unless this run deletes that volume too.
 
-What libvirt cannot show, the volume a snapshot was taken from, is recorded beside the stack's
-data (data_dir/snapshots/<name>.inputs.json, see `base`); `created_at` is the time the copy was
-completed (the file's modification time: nothing writes a snapshot afterwards).
+What libvirt cannot show, the volume a snapshot was taken from and its consistency, is
+recorded beside the stack's data (data_dir/snapshots/<name>.inputs.json, see `base`);
+`created_at` is the time the copy was completed (the file's modification time: nothing writes
+a snapshot afterwards).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
-from . import storage
+from . import domain_xml, storage
 from .base import StorageResource
 from .connection import NO_POOL, NO_VOLUME, failing, is_error
 from .pool import Pool
@@ -61,6 +67,15 @@ ROLE = "snap"
 FORMAT = "qcow2"
 COPY_TIMEOUT = 3600.0  # a block copy that is not ready by then is given up
 COPY_FLAGS = libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+# what a guest agent that cannot freeze answers: the copy is then crash-consistent
+NO_FREEZE = (
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_OPERATION_FAILED,
+    libvirt.VIR_ERR_OPERATION_INVALID,
+)
+THAW_ATTEMPTS = 5
 
 
 def _volume_id(value: str) -> str:
@@ -125,7 +140,15 @@ def dependents_message(address: str, snapshot_id: str, volumes: Sequence[str]) -
 class VolumeSnapshot(StorageResource):
     type_name = "volume_snapshot"
     Inputs = SnapshotInputs
-    attributes = ("id", "path", "capacity_bytes", "size_bytes", "volume", "created_at")
+    attributes = (
+        "id",
+        "path",
+        "capacity_bytes",
+        "size_bytes",
+        "volume",
+        "created_at",
+        "consistency",
+    )
     # a new snapshot holds the volume as it is then: the old point in time is lost
     replace_disruption = Disruption.DATA_LOSS
     role = ROLE
@@ -176,11 +199,13 @@ class VolumeSnapshot(StorageResource):
             raise ProviderError(f"volume {pool.name}/{name} already exists")
         xml = storage.volume_xml(name, source.capacity, FORMAT)
         users = self.provider.running_users(source.id, source.path)
+        consistency = "offline"
         if users:
             dom, target = users[0]
             vol = storage.create(pool, xml, f"snapshot volume {name}")
             try:
-                block_copy(dom, target, vol.path(), inputs.volume)
+                quiesced = block_copy(dom, target, vol.path(), inputs.volume)
+                consistency = "quiesced" if quiesced else "crash-consistent"
             except CleanupUnproven:
                 raise  # QEMU may still write into it: left for the next plan to find
             except BaseException:
@@ -195,16 +220,21 @@ class VolumeSnapshot(StorageResource):
             with failing(f"copying volume {inputs.volume} into {pool.name}/{name}"):
                 vol = pool.handle.createXMLFrom(xml, src, 0)
         try:
-            self.save_inputs(name, {"volume": inputs.volume})
-            return self._observe(pool, vol, inputs.volume)
+            record = {"volume": inputs.volume, "consistency": consistency}
+            self.save_inputs(name, record)
+            return self._observe(pool, vol, record)
         except BaseException:
             storage.delete(vol)
             self.drop_inputs(name)
             raise
 
     # ---------------------------------------------------------------- read
-    def _observe(self, pool: Pool, vol: libvirt.virStorageVol, volume: object) -> Observed:
+    def _observe(
+        self, pool: Pool, vol: libvirt.virStorageVol, record: Mapping[str, object]
+    ) -> Observed:
+        """`record`: what create recorded (the source volume, the consistency)."""
         info = storage.info(pool, vol)
+        volume, consistency = record.get("volume"), record.get("consistency")
         source = volume if isinstance(volume, str) else None
         return Observed(
             id=info.id,
@@ -216,18 +246,19 @@ class VolumeSnapshot(StorageResource):
                 "size_bytes": info.physical if info.physical is not None else info.allocation,
                 "volume": source,
                 "created_at": created_at(info.mtime),
+                "consistency": consistency if isinstance(consistency, str) else None,
             },
         )
 
-    def _source(self, name: str) -> str | None:
-        """The volume a snapshot was taken from, as its create recorded it."""
-        record = self.load_inputs(name)
-        volume = record.get("volume") if record else None
-        return volume if isinstance(volume, str) else None
+    def _record(self, name: str) -> dict[str, object]:
+        """What create recorded of a snapshot; empty when nothing was."""
+        record = self.load_inputs(name) or {}
+        return record if isinstance(record.get("volume"), str) else {}
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         def observe(pool: Pool, vol: libvirt.virStorageVol, ref: ObjectRef) -> Observed:
-            return self._observe(pool, vol, self._source(vol.name()) or ref.inputs.get("volume"))
+            record = self._record(vol.name()) or {"volume": ref.inputs.get("volume")}
+            return self._observe(pool, vol, record)
 
         return self.observe_located(refs, observe)
 
@@ -243,14 +274,14 @@ class VolumeSnapshot(StorageResource):
                 f"cannot import {id} as a volume snapshot: "
                 + (self.wrong_role(name) or "its name does not end in .snap.qcow2")
             )
-        source = self._source(name)
-        if source is None:
+        record = self._record(name)
+        if not record:
             raise ProviderError(
                 f"cannot import {id} as a volume snapshot: nothing records which volume it was "
                 f"taken from (its record {self.record_path(name)} is missing: it was made for "
                 "another stack, or that stack's data was removed)"
             )
-        return self._observe(pool, vol, source)
+        return self._observe(pool, vol, record)
 
     # ---------------------------------------------------------------- update, delete
     def update(
@@ -299,10 +330,12 @@ class VolumeSnapshot(StorageResource):
         return [t for t in self.tagged_volumes((ROLE,)) if t.stack_id is not None]
 
 
-def block_copy(dom: libvirt.virDomain, target: str, dest: str, what: str) -> None:
+def block_copy(dom: libvirt.virDomain, target: str, dest: str, what: str) -> bool:
     """Copy disk `target` of running domain `dom` into the file `dest` (an empty qcow2 volume
     of the same size) as it is at one instant: a full block copy, ended without pivot once
-    the mirror is ready. Raises CleanupUnproven when the job cannot be shown to be gone."""
+    the mirror is ready, with the guest's filesystems frozen for that instant when its agent
+    can. Whether they were (quiesced). Raises CleanupUnproven when the job cannot be shown
+    to be gone."""
     with failing(f"starting a block copy of volume {what} (disk {target} of {dom.name()})"):
         dom.blockCopy(target, copy_destination_xml(dest), {}, COPY_FLAGS)
     try:
@@ -310,7 +343,53 @@ def block_copy(dom: libvirt.virDomain, target: str, dest: str, what: str) -> Non
     except BaseException:
         _end_copy(dom, target, what)
         raise
-    _end_copy(dom, target, what)
+    frozen = _freeze(dom)
+    try:
+        _end_copy(dom, target, what)
+    finally:
+        if frozen:
+            _thaw(dom)
+    return frozen
+
+
+def _agent_connected(dom: libvirt.virDomain) -> bool:
+    try:
+        return domain_xml.parse(dom.XMLDesc(0)).agent == "connected"
+    except libvirt.libvirtError:
+        return False
+
+
+def _freeze(dom: libvirt.virDomain) -> bool:
+    """Freeze the guest's filesystems through its agent; False when there is no agent or it
+    cannot (then nothing is frozen)."""
+    if not _agent_connected(dom):
+        return False
+    try:
+        return dom.fsFreeze(None, 0) > 0
+    except libvirt.libvirtError as exc:
+        if not is_error(exc, NO_FREEZE):
+            raise ProviderError(
+                f"freezing the filesystems of {dom.name()}: {exc.get_error_message()}"
+            ) from exc
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.fsThaw(None, 0)  # a freeze that failed half-way thaws what it froze
+        return False
+
+
+def _thaw(dom: libvirt.virDomain) -> None:
+    """Thaw what `_freeze` froze; a guest left frozen is an error that says how to thaw it."""
+    for attempt in range(THAW_ATTEMPTS):
+        try:
+            dom.fsThaw(None, 0)
+            return
+        except libvirt.libvirtError as exc:
+            if attempt == THAW_ATTEMPTS - 1:
+                raise ProviderError(
+                    f"thawing the filesystems of {dom.name()} after the snapshot: "
+                    f"{exc.get_error_message()}; they may still be frozen "
+                    f"(`virsh domfsthaw {dom.name()}`)"
+                ) from exc
+            time.sleep(1)
 
 
 def _wait_ready(dom: libvirt.virDomain, target: str, what: str) -> None:

@@ -151,6 +151,7 @@ def test_snapshot_of_a_detached_volume(lab: Lab) -> None:
     assert snap.inputs == {"volume": data.id}
     attrs = snap.attributes
     assert attrs["volume"] == data.id and attrs["capacity_bytes"] == GiB
+    assert attrs["consistency"] == "offline"  # no running guest used it
     assert datetime.fromisoformat(attrs["created_at"]).tzinfo is not None
     assert backing_of(attrs["path"]) is None  # flattened: needs neither volume nor image
     assert has_marker(attrs["path"], "qcow2", OLD)
@@ -243,6 +244,7 @@ def test_snapshot_of_a_volume_attached_to_a_running_server(lab: Lab) -> None:
     assert ET.tostring(_disk(dom, data_name, libvirt.VIR_DOMAIN_XML_INACTIVE)) == persistent
     assert backing_of(snap.attributes["path"]) is None
     assert has_marker(snap.attributes["path"], "qcow2", OLD)
+    assert snap.attributes["consistency"] == "crash-consistent"  # the tiny guest has no agent
 
     # the running guest overwrites the marker: its disk changes, the snapshot does not
     # (qemu-io prints to QEMU's own output; the monitor answers only errors)
