@@ -104,10 +104,10 @@ def copy_destination_xml(path: str) -> str:
     return ET.tostring(disk, encoding="unicode")
 
 
-def mirror_state(domain_xml: str, target: str) -> str | None:
+def mirror_state(xml: str, target: str) -> str | None:
     """The state of the block copy of disk `target` in a domain's live XML: "ready" once the
     mirror caught up, "copying" before, None when the disk has no mirror (no job, or it ended)."""
-    root = ET.fromstring(domain_xml)
+    root = ET.fromstring(xml)
     for disk in root.findall("devices/disk"):
         el = disk.find("target")
         if el is None or el.get("dev") != target:
@@ -340,10 +340,10 @@ def block_copy(dom: libvirt.virDomain, target: str, dest: str, what: str) -> boo
         dom.blockCopy(target, copy_destination_xml(dest), {}, COPY_FLAGS)
     try:
         _wait_ready(dom, target, what)
+        frozen = _freeze(dom)
     except BaseException:
         _end_copy(dom, target, what)
         raise
-    frozen = _freeze(dom)
     try:
         _end_copy(dom, target, what)
     finally:
