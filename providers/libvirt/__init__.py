@@ -9,6 +9,7 @@ Modules, one per concept:
   storage     volume ids ("pool/name"), volume XML, streamed upload
   tags        ownership tags: domain metadata, and volume names that carry the tag
   image, volume, snapshot, server    the resource types (snapshot: `volume_snapshot`)
+  blockcopy   a point-in-time copy of a disk a running domain uses (block copy, no pivot)
   references  load-time checks that volumes and snapshots name resources of the right type
   domain_xml  domain XML built and parsed with ElementTree
   seed        the NoCloud seed ISO (pycdlib): meta-data, user-data, network-config

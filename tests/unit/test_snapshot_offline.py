@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from iacloud.provider import Observed, Remaining, StackInfo
-from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings, snapshot, tags
+from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings, blockcopy, snapshot, tags
 from iacloud.providers.libvirt.storage import parse_volume_xml
 from iacloud.providers.libvirt.volume import VolumeInputs
 from iacloud.stack_view import Computed, Reference, ResourceView
@@ -36,7 +36,7 @@ def test_snapshot_names_round_trip() -> None:
 
 def test_copy_destination_states_the_format_and_escapes_the_path() -> None:
     path = "/var/lib/iacloud/pool/a'<b>&.qcow2"
-    disk = ET.fromstring(snapshot.copy_destination_xml(path))
+    disk = ET.fromstring(blockcopy.copy_destination_xml(path))
     assert (disk.tag, disk.get("type")) == ("disk", "file")
     assert disk.find("source").get("file") == path
     assert disk.find("driver").get("type") == "qcow2"  # REUSE_EXT must not probe it
@@ -54,11 +54,11 @@ def _domain(mirror: str | None) -> str:
 def test_mirror_state_follows_the_copy_of_one_disk() -> None:
     copying = "<mirror type='file' file='/x' job='copy'><format type='qcow2'/></mirror>"
     ready = "<mirror type='file' file='/x' job='copy' ready='yes'/>"
-    assert snapshot.mirror_state(_domain(None), "vdb") is None
-    assert snapshot.mirror_state(_domain(copying), "vdb") == "copying"
-    assert snapshot.mirror_state(_domain(ready), "vdb") == "ready"
-    assert snapshot.mirror_state(_domain(ready), "vda") is None  # another disk's copy
-    assert snapshot.mirror_state(_domain(ready), "vdz") is None
+    assert blockcopy.mirror_state(_domain(None), "vdb") is None
+    assert blockcopy.mirror_state(_domain(copying), "vdb") == "copying"
+    assert blockcopy.mirror_state(_domain(ready), "vdb") == "ready"
+    assert blockcopy.mirror_state(_domain(ready), "vda") is None  # another disk's copy
+    assert blockcopy.mirror_state(_domain(ready), "vdz") is None
 
 
 def test_volume_xml_gives_format_and_modification_time() -> None:
