@@ -1,10 +1,12 @@
 """Load-time checks (`validate`, `plan`) that storage references name the right kind of resource.
 
 A volume's `snapshot` must name a `volume_snapshot` and its `image` must not; a snapshot's
-`volume` must name a `volume`. Without these checks the mistake would show only at apply (a
-snapshot of an image, a volume whose read reports its snapshot as an image and so never stops
-drifting). Only references to another resource of the stack (`get_resource`, or `get_attr` of
-its id) are checked; literal ids are checked by the types' own validation.
+`volume` must name a `volume`; a server's `boot_volume` and `volumes` must not name a snapshot
+(it is read-only: a volume is made from it). Without these checks the mistake would show only
+at apply (a snapshot of an image, a server refused its disk) or never (a volume whose read
+reports its snapshot as an image, and so never stops drifting). Only references to another
+resource of the stack (`get_resource`, or `get_attr` of its id) are checked; literal ids are
+checked by the types' own validation.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ RULES: dict[tuple[str, str], tuple[str, bool]] = {
     ("volume", "snapshot"): ("volume_snapshot", True),
     ("volume", "image"): ("volume_snapshot", False),
     ("volume_snapshot", "volume"): ("volume", True),
+    ("server", "boot_volume"): ("volume_snapshot", False),
+    ("server", "volumes"): ("volume_snapshot", False),
 }
+_MAKE_VOLUME = "make a volume from the snapshot (`snapshot = ...` on a volume) and use that"
 HINTS = {
     ("volume", "image"): "to make a volume from a snapshot, write `snapshot = ...` instead",
+    ("server", "boot_volume"): _MAKE_VOLUME,
+    ("server", "volumes"): _MAKE_VOLUME,
 }
 
 
@@ -46,19 +53,20 @@ def check_references(resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
     for address, view in resources.items():
         for (type_name, field), (wanted, must) in RULES.items():
             value = view.properties.get(field) if view.type == type_name else None
-            if not isinstance(value, Reference):
-                continue
-            named = _named_type(value, resources)
-            if named is None or (named == wanted) == must:
-                continue
-            kind = _a(named) if named else "a resource of another provider"
-            expected = _a(wanted) if must else f"anything but {_a(wanted)}"
-            out.append(
-                Diagnostic(
-                    f"'{field}' names {value.address}, {kind}; expected {expected}",
-                    address=address,
-                    field=field,
-                    hint=HINTS.get((type_name, field)),
+            for ref in value if isinstance(value, list) else [value]:
+                if not isinstance(ref, Reference):
+                    continue
+                named = _named_type(ref, resources)
+                if named is None or (named == wanted) == must:
+                    continue
+                kind = _a(named) if named else "a resource of another provider"
+                expected = _a(wanted) if must else f"anything but {_a(wanted)}"
+                out.append(
+                    Diagnostic(
+                        f"'{field}' names {ref.address}, {kind}; expected {expected}",
+                        address=address,
+                        field=field,
+                        hint=HINTS.get((type_name, field)),
+                    )
                 )
-            )
     return out

@@ -140,6 +140,9 @@ def test_references_name_the_right_kind_of_resource() -> None:
         _view("part[0]", "volume_snapshot", volume=Reference("data")),
         _view("group", "volume", size_gib=1, snapshot=Reference("part")),
         _view("attr", "volume", size_gib=1, snapshot=Reference("data", "path")),
+        _view("vm", "server", volumes=[Reference("data"), Reference("snap")]),
+        _view("vm2", "server", boot_volume=Reference("snap")),
+        _view("vm3", "server", boot_volume=Reference("copy"), volumes=[Reference("data")]),
     ]
     diags = LibvirtProvider.check_stack({v.address: v for v in views})
     got = {(d.address, d.field): d.message for d in diags}
@@ -148,7 +151,10 @@ def test_references_name_the_right_kind_of_resource() -> None:
         ("snap_of_net", "volume"),
         ("wrong", "snapshot"),
         ("as_image", "image"),
+        ("vm", "volumes"),
+        ("vm2", "boot_volume"),
     }
     assert got[("bad_snap", "volume")] == "'volume' names img, an image; expected a volume"
     assert "a resource of another provider" in got[("snap_of_net", "volume")]
     assert got[("as_image", "image")].endswith("expected anything but a volume_snapshot")
+    assert got[("vm", "volumes")].startswith("'volumes' names snap, a volume_snapshot")
