@@ -12,9 +12,9 @@ refused by `check()` at plan time. Changing image, snapshot, format or pool repl
 and loses its data (the replacement disruption is data-loss).
 
 Every input reads back from libvirt (the image or snapshot from the overlay's backing file, told
-apart by the backing volume's name) except how
-the pool was written: none (the provider's default) or a name. Create records that beside
-the stack's data (see `base`), so import gives the inputs create was given.
+apart by the backing volume's name) except how the pool was written: none (the provider's
+default) or a name. Create records that beside the stack's data (see `base`), so import gives
+the inputs create was given.
 """
 
 from __future__ import annotations
