@@ -36,6 +36,14 @@ recorded values) and only import opens the seed ISO to recover them (with the ho
 domain that has no iacloud record). The metadata says whether user_data was given at all,
 since an empty user-data file may stand for "" or for none.
 
+Security groups: a NIC's `security_groups` (group ids) make it a member of those groups
+(`iacloud.secgroups`): the server writes one member record per such NIC (its bridge, MAC,
+tap device, the port's address for a port NIC, else none: the ruleset then allows the DHCP
+lease's) and the host's ruleset is rebuilt, before the domain first starts, so the guest is
+filtered from its first packet. Every NIC iacloud makes gets its own tap name
+(`<target dev='iact...'>`, from the domain's uuid and the MAC) so rules bound to it stay
+valid across restarts. Changing a NIC's groups is a live update (the NIC stays plugged).
+
 `addresses` maps each NIC's network to the IPs it really has, matched by MAC (see
 `addresses`: guest agent, ready line, dnsmasq lease, port): the key is the network's address
 in its stack when the bridge carries a netlink tag (`/sys/class/net/<bridge>/ifalias` =
@@ -66,6 +74,8 @@ from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.secgroups import enforce, facts
+from iacloud.secgroups.rules import check_group_id
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
 from . import addresses, console, domain_xml, guest_agent, readiness, seed, storage
@@ -121,6 +131,18 @@ class NetworkEntry(BaseModel):
     bridge: str | None = None
     port: str | None = None
     mac: str | None = None
+    security_groups: list[str] = []
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for g in value:
+            check_group_id(g)
+        if len(set(value)) != len(value):
+            raise ValueError("a security group may be listed only once per NIC")
+        if len(value) > 16:
+            raise ValueError("at most 16 security groups per NIC")
+        return value
 
     @field_validator("network", "bridge")
     @classmethod
@@ -274,7 +296,15 @@ def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str
 
 
 def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
-    return NicRecord(mac, entry.key, entry.fixed_mac is not None, entry.port)
+    return NicRecord(
+        mac, entry.key, entry.fixed_mac is not None, entry.port, tuple(entry.security_groups)
+    )
+
+
+def tap_name(domain_uuid: str, mac: str) -> str:
+    """The tap device of a NIC iacloud makes: stable for the domain's life (libvirt reserves
+    'vnet' for the names it picks itself)."""
+    return "iact" + hashlib.sha256(f"{domain_uuid.lower()}\0{mac}".encode()).hexdigest()[:10]
 
 
 def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:
@@ -345,6 +375,7 @@ def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
+        entry["security_groups"] = list(rec.groups)
         networks.append(NetworkEntry(**entry).model_dump(mode="json"))
     for nic in parsed.nics:
         if nic.mac not in seen:
@@ -598,17 +629,23 @@ class Server(LibvirtResource):
                     Disk(cdrom_dev, "raw", pool.name, seed_name, device="cdrom", bus=cdrom_bus),
                     *data_disks,
                 ],
-                nics=[Nic(e.ifname, m) for e, m in nics],
+                nics=[Nic(e.ifname, m, tap_name(dom_uuid, m)) for e, m in nics],
                 console_path=str(console_path),
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
+            # filtered before the guest sends its first frame
+            members = self._sync_members(address, dom, record.nics)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
+                if any(not m.ips for m in members):
+                    with enforce.change():  # a DHCP NIC's address is its lease by now
+                        pass
             return self._observe(dom)
         except BaseException as exc:
             try:
                 self._remove(dom, made)
+                self._drop_members(address)
             except Exception as cleanup:
                 raise CleanupUnproven(f"{exc}; cleaning up failed too: {cleanup}") from exc
             raise
@@ -823,6 +860,8 @@ class Server(LibvirtResource):
             record = self._update_networks(dom, address, parsed, record, inputs.networks)
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
+        if "networks" in changed:
+            self._sync_members(address, dom, record.nics)
         if changed & {"vcpus", "memory_mib"}:
             live = domain_xml.parse(dom.XMLDesc(0)) if dom.isActive() else None
             # a restart only when the running domain has other values; a persistent definition
@@ -932,7 +971,10 @@ class Server(LibvirtResource):
                     continue
                 with failing(f"detaching NIC {nic.mac} from {parsed.name}"):
                     dom.detachDeviceFlags(
-                        domain_xml.to_string(domain_xml.interface_element(nic)), flag
+                        domain_xml.to_string(
+                            domain_xml.interface_element(Nic(nic.bridge, nic.mac))
+                        ),
+                        flag,
                     )
                 if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
                     self._wait_gone(
@@ -944,7 +986,7 @@ class Server(LibvirtResource):
         for entry, mac in resolved:
             lacking = [flag for flag, macs in have if mac not in macs]
             if lacking:
-                nic = Nic(entry.ifname, mac)
+                nic = Nic(entry.ifname, mac, tap_name(parsed.uuid, mac))
                 with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
                     dom.attachDeviceFlags(
                         domain_xml.to_string(domain_xml.interface_element(nic)),
@@ -952,6 +994,62 @@ class Server(LibvirtResource):
                     )
         nics = tuple(_nic_record(e, m) for e, m in resolved)
         return ServerRecord(**{**record.__dict__, "nics": nics})
+
+    def _sync_members(
+        self, address: str, dom: libvirt.virDomain, nics: Sequence[NicRecord]
+    ) -> list[facts.MemberRecord]:
+        """Write the member records of the server's NICs that have security groups (and remove
+        the others), then rebuild the host's ruleset. A server that has and had none leaves
+        the ruleset (and nft) alone."""
+        stack_id = self.provider.stack.id
+        if not any(n.groups for n in nics) and not self._has_members(address):
+            return []
+        # the tap of each NIC: the running definition's, else the persistent one's
+        taps: dict[str, str] = {}
+        for xml_flags in (libvirt.VIR_DOMAIN_XML_INACTIVE, 0):
+            if xml_flags == 0 and not dom.isActive():
+                continue
+            for nic in domain_xml.parse(dom.XMLDesc(xml_flags)).nics:
+                if nic.tap:
+                    taps[nic.mac] = nic.tap
+        bridges = {n.mac: n.bridge for n in domain_xml.parse(dom.XMLDesc(0)).nics}
+        members = []
+        for rec in nics:
+            if not rec.groups or rec.mac not in bridges:
+                continue
+            ips: tuple[str, ...] = ()
+            if rec.key == "port" and rec.port:
+                with contextlib.suppress(ValueError):
+                    ips = (PortId.parse(rec.port).ip,)
+            members.append(
+                facts.MemberRecord(
+                    "server",
+                    stack_id,
+                    address,
+                    bridges[rec.mac],
+                    rec.mac,
+                    taps.get(rec.mac),
+                    ips,
+                    rec.groups,
+                )
+            )
+        with enforce.change():
+            facts.remove_members("server", stack_id, address)
+            for m in members:
+                facts.write_member(m)
+        return members
+
+    def _has_members(self, address: str) -> bool:
+        stack_id = self.provider.stack.id
+        return any(
+            (m.source, m.stack_id, m.address) == ("server", stack_id, address)
+            for m in facts.members()
+        )
+
+    def _drop_members(self, address: str) -> None:
+        if self._has_members(address):
+            with enforce.change():
+                facts.remove_members("server", self.provider.stack.id, address)
 
     def _set_metadata(self, dom: libvirt.virDomain, owner: OwnerTag, record: ServerRecord) -> None:
         el = domain_xml.metadata_element(owner, record, bare=True)
@@ -1013,6 +1111,7 @@ class Server(LibvirtResource):
             # else nothing worth a clean shutdown survives: powered off at once (as Nova's
             # delete does), by _remove
         self._remove(dom, own)
+        self._drop_members(address)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
 
