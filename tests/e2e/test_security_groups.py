@@ -3,8 +3,9 @@ tiny image on one network (two on fixed ports, one on DHCP), and namespaces of t
 same bridge.
 
 - group `sg` (guest web0 on a port, web2 on DHCP) allows icmp and tcp/22 from 198.18.42.0/28
-  only: the namespace at .10 gets answers, the one at .20 none; adding a rule (a live update through apply) makes
-  .20 answer, with the same running domain; removing it again drops the tracked connection;
+  only: the namespace at .10 gets answers, the one at .20 none; adding a rule (a live update
+  through apply) makes .20 answer, with the same running domain; removing it again drops the
+  tracked connection; a rule deleted by hand is drift, and apply puts it back;
 - group `peers` (guest web1, and a namespace bound to a port with `device`) allows icmp from
   its own members (`remote_group = "self"`): the member namespace reaches web1, the other
   namespace does not;
