@@ -1,5 +1,6 @@
 """Host checks for the netlink provider (`iacloud doctor`): privileges, dnsmasq, nft, the bridge
-firewall hook and 802.1Q support. Every check only reads (/proc, /sys, /lib/modules, `--version`
+firewall hook (both ways: a host firewall that sees bridged traffic, and security groups that
+need it to) and 802.1Q support. Every check only reads (/proc, /sys, /lib/modules, `--version`
 of the two programs): the doctor changes nothing on the host."""
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def nft() -> Check:
         return Check(
             "nftables",
             "warn",
-            "nft not found: routers with external.snat = true cannot be created",
+            "nft not found: routers with external.snat = true and security groups cannot be "
+            "created",
             "apt-get install nftables",
         )
     return Check("nftables", "ok", f"{path}: {version(path)}")
@@ -107,8 +109,37 @@ def bridge_netfilter() -> Check:
         "between guests and namespaces on iacloud networks pass the host's iptables/nftables "
         "forward rules, so a host firewall that drops forwarded traffic (Docker's DROP policy, "
         "for one) also drops traffic inside iacloud networks",
-        "sysctl -w net.bridge.bridge-nf-call-iptables=0 (and set it in /etc/sysctl.d/ to keep "
-        "it), or accept forwarded traffic on the iacb* bridges in the host firewall",
+        "accept forwarded traffic on the iacb* bridges in the host firewall; "
+        "sysctl -w net.bridge.bridge-nf-call-iptables=0 stops it too, but then security "
+        "groups cannot be enforced",
+    )
+
+
+def security_groups() -> Check:
+    """Stateful filtering of bridged traffic needs conntrack to see it: this kernel's bridge
+    family has none of its own unless nf_conntrack_bridge is built, and iacloud uses the path
+    every kernel has, br_netfilter passing bridged IPv4 through the inet hooks."""
+    try:
+        value = BRIDGE_NF.read_text().strip()
+    except OSError:
+        value = None
+    if value == "1":
+        return Check(
+            "security groups",
+            "ok",
+            "bridged IPv4 reaches conntrack through br_netfilter (bridge-nf-call-iptables = 1): "
+            "security groups are enforced statefully in nftables tables 'bridge iacloud' and "
+            "'inet iacloud'",
+        )
+    why = "br_netfilter is not loaded" if value is None else "bridge-nf-call-iptables = 0"
+    return Check(
+        "security groups",
+        "warn",
+        f"{why}, so conntrack never sees bridged traffic: a stack whose NICs or ports list "
+        "security_groups fails to apply (NICs without groups are not affected)",
+        "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 (keep both in "
+        "/etc/modules-load.d/ and /etc/sysctl.d/); the host firewall then sees bridged traffic "
+        "too (see 'bridge netfilter')",
     )
 
 
@@ -147,4 +178,4 @@ def vlan() -> Check:
 
 
 def checks() -> list[Check]:
-    return [privileges(), dnsmasq(), nft(), bridge_netfilter(), vlan()]
+    return [privileges(), dnsmasq(), nft(), bridge_netfilter(), security_groups(), vlan()]

@@ -942,6 +942,7 @@ def test_doctor_on_this_host(lab: Lab) -> None:
         "dnsmasq",
         "nftables",
         "bridge netfilter",
+        "security groups",
         "802.1Q VLAN",
     ]
     assert checks["netlink privileges"].status == "ok"  # these tests run as root
@@ -953,6 +954,7 @@ def test_doctor_on_this_host(lab: Lab) -> None:
     bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
     calls_iptables = bridge_nf.exists() and bridge_nf.read_text().strip() == "1"
     assert checks["bridge netfilter"].status == ("warn" if calls_iptables else "ok")
+    assert checks["security groups"].status == ("ok" if calls_iptables else "warn")
     # the doctor only reads; the probe really creates a VLAN link: they must agree
     assert (checks["802.1Q VLAN"].status == "ok") == _kernel_has_vlan(lab)
     for check in checks.values():
@@ -985,6 +987,7 @@ def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> Non
         "dnsmasq": ("fail", "apt-get install dnsmasq-base"),
         "nftables": ("warn", "apt-get install nftables"),
         "bridge netfilter": ("warn", checks["bridge netfilter"].fix),
+        "security groups": ("ok", ""),
         "802.1Q VLAN": ("warn", checks["802.1Q VLAN"].fix),
     }
     assert "missing CAP_SYS_ADMIN" in checks["netlink privileges"].message
@@ -997,6 +1000,9 @@ def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> Non
     # and what makes each one pass
     (tmp_path / "nf").write_text("0\n")
     assert doctor.bridge_netfilter().status == "ok"
+    groups = doctor.security_groups()
+    assert groups.status == "warn" and "bridge-nf-call-iptables = 0" in groups.message
+    assert "sysctl -w net.bridge.bridge-nf-call-iptables=1" in groups.fix
     (tmp_path / "nf").unlink()
     assert doctor.bridge_netfilter().status == "ok"
     modules = tmp_path / "modules" / "6.1.0-test"
