@@ -355,9 +355,14 @@ def _next_target(used: set[str]) -> str:
     raise ProviderError("no free disk target name")
 
 
-def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
+def _definition_inputs(
+    parsed: ParsedDomain, filtered: frozenset[str] | None = None
+) -> dict[str, Any]:
     """The inputs one definition of a domain (live or persistent) holds: vcpus, memory_mib,
-    networks and volumes, in the shape the inputs were written (the definition's own record)."""
+    networks and volumes, in the shape the inputs were written (the definition's own record).
+    filtered: the MACs whose member records exist (`iacloud.secgroups.facts`); a NIC whose
+    groups have none (the host was rebooted, the file removed) reads as having no groups, so
+    the next plan writes them again. None: not checked."""
     record = parsed.record
     by_mac = {n.mac: n for n in parsed.nics}
     networks: list[dict[str, Any]] = []
@@ -375,7 +380,8 @@ def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
-        entry["security_groups"] = list(rec.groups)
+        groups = list(rec.groups)
+        entry["security_groups"] = groups if filtered is None or nic.mac in filtered else []
         networks.append(NetworkEntry(**entry).model_dump(mode="json"))
     for nic in parsed.nics:
         if nic.mac not in seen:
@@ -658,6 +664,7 @@ class Server(LibvirtResource):
         state: int | None = None,
         persistent: ParsedDomain | None = None,
         leases: addresses.Leases | None = None,
+        members: list[facts.MemberRecord] | None = None,
     ) -> Observed:
         """The server as it runs (`parsed`: its live XML) and, for a running domain, the inputs
         its persistent definition holds (`persistent`, read here when `parsed` is not given).
@@ -669,7 +676,15 @@ class Server(LibvirtResource):
         if state is None:
             state = dom.state(0)[0]
         record = parsed.record
-        definition = _definition_inputs(parsed)
+        owner = parsed.owner
+        stack_id = self.provider.stack.id
+        filtered = frozenset(
+            m.mac
+            for m in (facts.members() if members is None else members)
+            if owner is not None
+            and (m.source, m.stack_id, m.address) == ("server", stack_id, owner.address)
+        )
+        definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
         local = is_local(self.settings.uri)
         running = power == "running"
@@ -701,7 +716,7 @@ class Server(LibvirtResource):
             )
         next_boot = None
         if persistent is not None and state in _ACTIVE:
-            next_boot = _definition_inputs(persistent)
+            next_boot = _definition_inputs(persistent, filtered)
         return Observed(
             id=parsed.uuid,
             inputs=inputs,
@@ -726,6 +741,7 @@ class Server(LibvirtResource):
         states = listings.domain_states(self.conn)
         by_uuid = {d.UUIDString().lower(): d for d in domains}
         leases = addresses.Leases()
+        members = facts.members()  # once for all servers
         by_name = {d.name(): d for d in domains}
         out = {}
         for ref in refs:
@@ -754,7 +770,7 @@ class Server(LibvirtResource):
             # only a running domain has a persistent definition apart from the live one
             persistent = listings.persistent_domain(dom) if state in _ACTIVE else None
             try:
-                out[ref.address] = self._observe(dom, parsed, state, persistent, leases)
+                out[ref.address] = self._observe(dom, parsed, state, persistent, leases, members)
             except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
                 if is_error(exc, NO_DOMAIN):
                     continue
