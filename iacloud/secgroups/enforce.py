@@ -54,11 +54,16 @@ def rebuild() -> compiler.Ruleset:
 
 
 @contextlib.contextmanager
-def change() -> Iterator[None]:
-    """Change facts inside the block; the ruleset is rebuilt when it ends without error."""
+def change(force: bool = False) -> Iterator[None]:
+    """Change facts inside the block; when it ends without error, the ruleset is rebuilt if
+    what it is made of changed (a server NIC on a port without groups records its tap, which
+    filters nothing until the port has groups), or always with `force` (a group's update
+    also repairs a ruleset changed by hand; a lease may have appeared)."""
     with facts.locked():
+        before = None if force else current()
         yield
-        rebuild()
+        if force or current() != before:
+            rebuild()
 
 
 def expected() -> compiler.Ruleset:

@@ -644,8 +644,8 @@ class Server(LibvirtResource):
             members = self._sync_members(address, dom, record.nics)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
-                if any(not m.ips for m in members):
-                    with enforce.change():  # a DHCP NIC's address is its lease by now
+                if any(m.groups and not m.ips for m in members):
+                    with enforce.change(force=True):  # a DHCP NIC's address is its lease by now
                         pass
             return self._observe(dom)
         except BaseException as exc:
@@ -1014,11 +1014,13 @@ class Server(LibvirtResource):
     def _sync_members(
         self, address: str, dom: libvirt.virDomain, nics: Sequence[NicRecord]
     ) -> list[facts.MemberRecord]:
-        """Write the member records of the server's NICs that have security groups (and remove
-        the others), then rebuild the host's ruleset. A server that has and had none leaves
-        the ruleset (and nft) alone."""
+        """Write the member records of the server's NICs that have security groups or take a
+        port (whose own groups then filter this NIC: the record binds the port to the tap), and
+        remove the others; the host's ruleset is rebuilt when that changes what it is made of.
+        A server with neither leaves the ruleset (and nft) alone."""
         stack_id = self.provider.stack.id
-        if not any(n.groups for n in nics) and not self._has_members(address):
+        bound = [n for n in nics if n.groups or n.key == "port"]
+        if not bound and not self._has_members(address):
             return []
         # the tap of each NIC: the running definition's, else the persistent one's
         taps: dict[str, str] = {}
@@ -1030,8 +1032,8 @@ class Server(LibvirtResource):
                     taps[nic.mac] = nic.tap
         bridges = {n.mac: n.bridge for n in domain_xml.parse(dom.XMLDesc(0)).nics}
         members = []
-        for rec in nics:
-            if not rec.groups or rec.mac not in bridges:
+        for rec in bound:
+            if rec.mac not in bridges:
                 continue
             ips: tuple[str, ...] = ()
             if rec.key == "port" and rec.port:

@@ -93,7 +93,7 @@ class SecurityGroup(NetlinkResource):
         gid = facts.group_id(self.stack.id, address)
         record = facts.GroupRecord(gid, self.stack.id, address, tuple(inputs.rules))
         try:
-            with enforce.change():
+            with enforce.change(force=True):
                 facts.write_group(record)
         except BaseException:
             try:
@@ -111,7 +111,7 @@ class SecurityGroup(NetlinkResource):
         old = facts.read_group(prior.id)
         if old is None:
             raise ProviderError(f"security group {address} ({prior.id}) no longer exists")
-        with enforce.change():
+        with enforce.change(force=True):
             facts.write_group(
                 facts.GroupRecord(old.id, old.stack_id, old.address, tuple(inputs.rules))
             )

@@ -6,9 +6,9 @@ same bridge.
   only: the namespace at .10 gets answers, the one at .20 none; adding a rule (a live update
   through apply) makes .20 answer, with the same running domain; removing it again drops the
   tracked connection; a rule deleted by hand is drift, and apply puts it back;
-- group `peers` (guest web1, and a namespace bound to a port with `device`) allows icmp from
-  its own members (`remote_group = "self"`): the member namespace reaches web1, the other
-  namespace does not;
+- group `peers` (guest web1 through its port's groups, and a namespace bound to a port with
+  `device`) allows icmp from its own members (`remote_group = "self"`): the member namespace
+  reaches web1, the other namespace does not;
 - the member namespace, filtered as a port, cannot send from a second address it gives
   itself (anti-spoofing), while its own address works;
 - destroy leaves no nft table of iacloud and no security group record of the stack.
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 from e2e_cli import IACLOUD, TINY, iacloud
+
+from iacloud.secgroups.compiler import Member
 
 libvirt = pytest.importorskip("libvirt")
 pytest.importorskip("pyroute2")
@@ -76,6 +78,7 @@ ip = "{net}.100"
 type = "port"
 network = {{ get_resource = "lan" }}
 ip = "{net}.101"
+security_groups = [{{ get_resource = "peers" }}]  # the NIC that takes it (web1) is filtered
 
 [resources.member]
 type = "port"
@@ -95,9 +98,7 @@ networks = [{{ port = {{ get_resource = "p0" }}, security_groups = [{{ get_resou
 type = "server"
 image = {{ get_resource = "img" }}
 memory_mib = 128
-networks = [
-  {{ port = {{ get_resource = "p1" }}, security_groups = [{{ get_resource = "peers" }}] }},
-]
+networks = [{{ port = {{ get_resource = "p1" }} }}]
 
 [resources.web2]
 type = "server"
@@ -273,8 +274,14 @@ def test_security_groups_filter_real_traffic(lab) -> None:
         check=True,
     )
     handles = json.loads(listing.stdout)["nftables"]
+    (mac,) = by_addr["web0"]["attributes"]["macs"]
+    web0_chain = f"in_{Member(bridge, mac, 'unused').key}"
     victim = next(
-        i["rule"] for i in handles if "rule" in i and i["rule"].get("comment") == f"{group}:0"
+        i["rule"]
+        for i in handles
+        if "rule" in i
+        and i["rule"].get("comment") == f"{group}:0"
+        and i["rule"]["chain"] == web0_chain
     )
     subprocess.run(["nft", "delete", "rule", "inet", "iacloud", victim["chain"], "handle",
                     str(victim["handle"])], check=True, timeout=10)  # fmt: skip
