@@ -41,7 +41,7 @@ Security groups: a NIC's `security_groups` (group ids) make it a member of those
 tap device, the port's address for a port NIC, else none: the ruleset then allows the DHCP
 lease's) and the host's ruleset is rebuilt, before the domain first starts, so the guest is
 filtered from its first packet. Every NIC iacloud makes gets its own tap name
-(`<target dev='iact...'>`, from the domain's uuid and the MAC) so rules bound to it stay
+(`<target dev='iacn...'>`, from the domain's uuid and the MAC) so rules bound to it stay
 valid across restarts. Changing a NIC's groups is a live update (the NIC stays plugged).
 
 `addresses` maps each NIC's network to the IPs it really has, matched by MAC (see
@@ -67,7 +67,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import libvirt
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
@@ -132,6 +139,15 @@ class NetworkEntry(BaseModel):
     port: str | None = None
     mac: str | None = None
     security_groups: list[str] = []
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without groups, an entry has the shape it had before groups existed (recorded
+        states and plans compare equal)."""
+        out = handler(self)
+        if not out.get("security_groups"):
+            out.pop("security_groups", None)
+        return out
 
     @field_validator("security_groups")
     @classmethod
@@ -304,7 +320,7 @@ def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
 def tap_name(domain_uuid: str, mac: str) -> str:
     """The tap device of a NIC iacloud makes: stable for the domain's life (libvirt reserves
     'vnet' for the names it picks itself)."""
-    return "iact" + hashlib.sha256(f"{domain_uuid.lower()}\0{mac}".encode()).hexdigest()[:10]
+    return "iacn" + hashlib.sha256(f"{domain_uuid.lower()}\0{mac}".encode()).hexdigest()[:10]
 
 
 def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:

@@ -353,7 +353,13 @@ def test_dhcp_lease_and_port_reservation(lab: Lab) -> None:
 
     port = lab.port.create("p", PortInputs(network=net.id, ip="198.18.11.5", mac=mac))
     assert port.id == f"{net.id}/{mac}/198.18.11.5"
-    assert port.inputs == {"network": net.id, "ip": "198.18.11.5", "mac": mac}
+    assert port.inputs == {
+        "network": net.id,
+        "ip": "198.18.11.5",
+        "mac": mac,
+        "security_groups": [],
+        "device": None,
+    }
     assert f"--dhcp-host={mac},198.18.11.5" in served(lab.provider.state.network(net.id).dir)[1]
     assert dhcp_address(client) == "198.18.11.5"
 

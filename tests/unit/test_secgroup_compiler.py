@@ -10,8 +10,8 @@ from iacloud.secgroups.compiler import Group, Member, compile_ruleset, removal
 from iacloud.secgroups.rules import Rule
 
 G1, G2 = "sg-0123456789", "sg-abcdefabcd"
-WEB = Member("iacb0000000001", "52:54:00:00:00:01", "iact0000000001", ("198.18.0.5",), (G1,))
-DB = Member("iacb0000000001", "52:54:00:00:00:02", "iact0000000002", (), (G1, G2))
+WEB = Member("iacb0000000001", "52:54:00:00:00:01", "iacn0000000001", ("198.18.0.5",), (G1,))
+DB = Member("iacb0000000001", "52:54:00:00:00:02", "iacn0000000002", (), (G1, G2))
 GROUPS = {
     G1: Group(
         G1,
@@ -53,7 +53,7 @@ def test_anti_spoofing_binds_mac_and_addresses_to_the_port() -> None:
     assert "ether type ip ip saddr { 198.18.0.5 } accept" in spoof
     assert "ether type ip udp sport 67 udp dport 68 drop" in spoof  # no DHCP server
     assert spoof[-1] == "drop"
-    assert f'iifname vmap {{ "iact0000000001" : jump spoof_{WEB.key} }}' in text
+    assert f'iifname vmap {{ "iacn0000000001" : jump spoof_{WEB.key} }}' in text
     # a NIC without a known address may only do DHCP
     no_ip = chain(compile_ruleset(GROUPS, [DB]).text, f"spoof_{DB.key}")
     assert not any("ip saddr {" in line for line in no_ip)
@@ -98,9 +98,9 @@ def test_expected_chains_per_rule() -> None:
     "member",
     [
         Member("iacb0000000001", "52:54:00:00:00:01", 'x" drop', (), (G1,)),
-        Member("iacb0000000001", "01:00:5e:00:00:01", "iact1", (), (G1,)),
-        Member("iacb0000000001", "52:54:00:00:00:01", "iact1", ("1.2.3.4; drop",), (G1,)),
-        Member("iacb0000000001", "52:54:00:00:00:01", "iact1", (), ("sg-x }",)),
+        Member("iacb0000000001", "01:00:5e:00:00:01", "iacn1", (), (G1,)),
+        Member("iacb0000000001", "52:54:00:00:00:01", "iacn1", ("1.2.3.4; drop",), (G1,)),
+        Member("iacb0000000001", "52:54:00:00:00:01", "iacn1", (), ("sg-x }",)),
     ],
 )
 def test_nothing_unvalidated_reaches_nft(member: Member) -> None:
@@ -132,7 +132,7 @@ def test_member_records_merge_per_nic(tmp_path, monkeypatch) -> None:
         "port", "s1", "p", "iacb0000000001", "52:54:00:00:00:01", None, ("198.18.0.5",), (G2,)
     )
     nic = facts.MemberRecord(
-        "server", "s1", "web", "iacb0000000001", "52:54:00:00:00:01", "iact1", (), (G1,)
+        "server", "s1", "web", "iacb0000000001", "52:54:00:00:00:01", "iacn1", (), (G1,)
     )
     lonely = facts.MemberRecord(
         "port", "s1", "q", "iacb0000000001", "52:54:00:00:00:09", None, ("198.18.0.9",), (G1,)
@@ -143,7 +143,7 @@ def test_member_records_merge_per_nic(tmp_path, monkeypatch) -> None:
     # the port brings the address and a group, the server NIC the device; a port with groups
     # that no NIC takes has nothing to filter
     assert merged == [
-        Member("iacb0000000001", "52:54:00:00:00:01", "iact1", ("198.18.0.5",), (G1, G2))
+        Member("iacb0000000001", "52:54:00:00:00:01", "iacn1", ("198.18.0.5",), (G1, G2))
     ]
     facts.remove_members("server", "s1", "web")
     assert facts.merged(facts.members()) == []

@@ -18,7 +18,7 @@ from iacloud.secgroups.compiler import Group, Member, compile_ruleset
 from iacloud.secgroups.rules import Rule
 
 G = "sg-0123456789"
-MEMBER = Member("iacb0000000001", "52:54:00:00:00:01", "iact0000000001", ("198.18.0.5",), (G,))
+MEMBER = Member("iacb0000000001", "52:54:00:00:00:01", "iacn0000000001", ("198.18.0.5",), (G,))
 SAFE = re.compile(r'[A-Za-z0-9_ .,:;/@{}"!=\-\n]*')
 
 ports = st.one_of(st.none(), st.integers(-5, 70000))
