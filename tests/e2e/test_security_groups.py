@@ -9,6 +9,7 @@ same bridge.
 - group `peers` (guest web1 through its port's groups, and a namespace bound to a port with
   `device`) allows icmp from its own members (`remote_group = "self"`): the member namespace
   reaches web1, the other namespace does not;
+- a NIC's groups change live (web2 moves from sg to peers);
 - the member namespace, filtered as a port, cannot send from a second address it gives
   itself (anti-spoofing), while its own address works;
 - destroy leaves no nft table of iacloud and no security group record of the stack.
@@ -105,7 +106,8 @@ type = "server"
 image = {{ get_resource = "img" }}
 memory_mib = 128
 networks = [
-  {{ network = {{ get_resource = "lan" }}, security_groups = [{{ get_resource = "sg" }}] }},
+  {{ network = {{ get_resource = "lan" }},
+     security_groups = [{{ get_resource = "{web2_group}" }}] }},
 ]
 """
 
@@ -185,7 +187,7 @@ def lab(tmp_path: Path, e2e_pool: str) -> Iterator[tuple]:
     path = tmp_path / "sg.toml"
     member_dev = f"sg{tag}2"
 
-    def write(extra: str = "") -> Path:
+    def write(extra: str = "", web2_group: str = "sg") -> Path:
         text = STACK.format(
             name=f"e2esg-{tag}",
             image=TINY,
@@ -193,6 +195,7 @@ def lab(tmp_path: Path, e2e_pool: str) -> Iterator[tuple]:
             extra=extra,
             member_mac=MEMBER_MAC,
             member_dev=member_dev,
+            web2_group=web2_group,
         )
         path.write_text(text + e2e_pool)
         return path
@@ -300,6 +303,19 @@ def test_security_groups_filter_real_traffic(lab) -> None:
     iacloud("apply", "--auto-approve", str(path))
     assert web0_record.exists()
     iacloud("plan", "--detailed-exitcode", str(path), code=0)
+
+    # a NIC's groups changed live: web2 moves from sg to peers, the domain keeps running
+    conn = libvirt.open("qemu:///system")
+    try:
+        web2_id = conn.lookupByUUIDString(by_addr["web2"]["id"]).ID()
+        write(web2_group="peers")
+        iacloud("apply", "--auto-approve", str(path))
+        assert ping(member, leased[0]), "web2 in peers does not answer a member"
+        assert not ping(allowed, leased[0]), "web2 still answers by its old group's rules"
+        assert conn.lookupByUUIDString(by_addr["web2"]["id"]).ID() == web2_id
+        iacloud("plan", "--detailed-exitcode", str(path), code=0)
+    finally:
+        conn.close()
 
     # import: a group forgotten by state is adopted again by its id, and the plan is empty
     iacloud("state", "rm", "peers", "--stack", str(path))
