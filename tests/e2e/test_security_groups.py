@@ -106,8 +106,7 @@ type = "server"
 image = {{ get_resource = "img" }}
 memory_mib = 128
 networks = [
-  {{ network = {{ get_resource = "lan" }},
-     security_groups = [{{ get_resource = "{web2_group}" }}] }},
+  {{ network = {{ get_resource = "lan" }}, security_groups = [{{ get_resource = "{g2}" }}] }},
 ]
 """
 
@@ -195,7 +194,7 @@ def lab(tmp_path: Path, e2e_pool: str) -> Iterator[tuple]:
             extra=extra,
             member_mac=MEMBER_MAC,
             member_dev=member_dev,
-            web2_group=web2_group,
+            g2=web2_group,
         )
         path.write_text(text + e2e_pool)
         return path
