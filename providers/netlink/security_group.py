@@ -118,9 +118,24 @@ class SecurityGroup(NetlinkResource):
         return self._read_one(old.id)
 
     def delete(self, address: str, prior: Observed) -> None:
+        """Refused while a NIC or port of another stack lists the group (Neutron's "in use"):
+        its NICs would lose every rule the group gave them. This stack's own members are gone
+        or updated first (they depend on the group)."""
         if not GROUP_ID.fullmatch(prior.id or ""):
             return
         with enforce.change():
+            users = sorted(
+                f"{m.address} of stack {m.stack_id}"
+                for m in facts.members()
+                if prior.id in m.groups and m.stack_id != self.stack.id
+            )
+            if users:
+                raise ProviderError(
+                    f"security group {address} ({prior.id}) is still in use by "
+                    + ", ".join(users[:5])
+                    + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+                    + ": remove it from their security_groups first"
+                )
             facts.remove_group(prior.id)
 
     def import_(self, address: str, id: str) -> Observed:
