@@ -1,5 +1,9 @@
 """Dropping tracked connections that the new rules no longer allow (through ctnetlink).
 
+Entries are matched to NICs by zone and address: each bridge with filtered NICs has its own
+conntrack zone (`compiler.zone`), so a NIC's address on one network is not confused with the
+same address on another.
+
 A stateful filter lets every packet of an established connection pass, so a rule removed
 would not stop a connection it once allowed. After a ruleset change, each IPv4 entry of the
 conntrack table whose original direction starts or ends at a filtered NIC's address is checked
@@ -16,7 +20,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
 
-from iacloud.secgroups.compiler import Group, Member
+from iacloud.secgroups.compiler import Group, Member, zone
 from iacloud.secgroups.rules import Rule
 
 PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
@@ -71,10 +75,10 @@ def member_sets(members: Sequence[Member]) -> dict[str, set[str]]:
 
 def prune(groups: Mapping[str, Group], members: Sequence[Member]) -> int:
     """Delete the entries the rules no longer allow; the number deleted."""
-    by_ip: dict[str, list[Member]] = {}
+    by_ip: dict[tuple[int, str], list[Member]] = {}
     for m in members:
         for ip in m.ips:
-            by_ip.setdefault(ip, []).append(m)
+            by_ip.setdefault((zone(m.bridge), ip), []).append(m)
     if not by_ip:
         return 0
     sets = member_sets(members)
@@ -86,13 +90,14 @@ def prune(groups: Mapping[str, Group], members: Sequence[Member]) -> int:
             t = entry.tuple_orig
             proto = PROTOCOLS.get(t.proto, "other")
             dport = t.dport if proto in ("tcp", "udp") else None
+            z = entry.zone or 0
             verdicts = []
-            for m in by_ip.get(t.saddr, []):
+            for m in by_ip.get((z, t.saddr), []):
                 verdicts.append(allows(m, groups, "egress", t.daddr, proto, dport, sets))
-            for m in by_ip.get(t.daddr, []):
+            for m in by_ip.get((z, t.daddr), []):
                 verdicts.append(allows(m, groups, "ingress", t.saddr, proto, dport, sets))
             if verdicts and not all(verdicts):
                 with contextlib.suppress(Exception):  # gone meanwhile
-                    ct.delete(entry)
+                    ct.entry("del", tuple_orig=t, zone=z or None)
                     deleted += 1
     return deleted

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from e2e_cli import IACLOUD, TINY, iacloud
 
-from iacloud.secgroups.compiler import Member
+from iacloud.secgroups.compiler import Member, zone
 
 libvirt = pytest.importorskip("libvirt")
 pytest.importorskip("pyroute2")
@@ -137,16 +137,18 @@ def nft_tables() -> list[str]:
     return [f"{t['table']['family']} {t['table']['name']}" for t in items if "table" in t]
 
 
-def tracked(src: str, dst: str) -> bool:
+def tracked(src: str, dst: str) -> list[int]:
+    """The conntrack zones holding an ICMP entry src -> dst."""
     from pyroute2 import Conntrack
 
     with Conntrack() as ct:
-        return any(
-            e.tuple_orig.saddr == src
+        return [
+            e.zone or 0
+            for e in ct.dump_entries()
+            if e.tuple_orig.saddr == src
             and e.tuple_orig.daddr == dst
             and e.tuple_orig.proto == socket.IPPROTO_ICMP
-            for e in ct.dump_entries()
-        )
+        ]
 
 
 class Namespaces:
@@ -246,11 +248,12 @@ def test_security_groups_filter_real_traffic(lab) -> None:
         iacloud("apply", "--auto-approve", str(path))
         assert ping(other, web0), "the added rule did not let .20 in"
         assert conn.lookupByUUIDString(by_addr["web0"]["id"]).ID() == dom_id, "web0 restarted"
-        assert tracked(f"{NET}.20", web0)
+        # tracked in the network's own conntrack zone
+        assert tracked(f"{NET}.20", web0) == [zone(bridge)]
         # and removed again: the tracked connection it allowed goes with it
         write()
         iacloud("apply", "--auto-approve", str(path))
-        assert not tracked(f"{NET}.20", web0), "a connection the rules no longer allow is kept"
+        assert tracked(f"{NET}.20", web0) == [], "a connection the rules no longer allow is kept"
         assert not ping(other, web0)
         assert dom.ID() == dom_id
     finally:

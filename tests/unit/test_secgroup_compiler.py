@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iacloud.secgroups import conntrack, facts
-from iacloud.secgroups.compiler import Group, Member, compile_ruleset, removal
+from iacloud.secgroups.compiler import Group, Member, compile_ruleset, removal, zone
 from iacloud.secgroups.rules import Rule
 
 G1, G2 = "sg-0123456789", "sg-abcdefabcd"
@@ -24,9 +24,10 @@ GROUPS = {
 }
 
 
-def chain(text: str, name: str) -> list[str]:
+def chain(text: str, name: str, family: str | None = None) -> list[str]:
     lines = text.splitlines()
-    start = lines.index(f"  chain {name} {{")
+    first = lines.index(f"table {family} iacloud {{") if family else 0
+    start = lines.index(f"  chain {name} {{", first)
     end = lines.index("  }", start)
     return [line.strip() for line in lines[start + 1 : end]]
 
@@ -83,6 +84,17 @@ def test_stateful_chains_and_rules() -> None:
     assert f'meta nfproto ipv4 return comment "{G1}:egress-default"' in out_db
     assert f'meta nfproto ipv4 meta l4proto udp udp dport 53-54 return comment "{G2}:0"' in out_db
     assert out_db[0] == "ct state established,related return"
+
+
+def test_each_bridge_tracks_in_a_zone_of_its_own() -> None:
+    other = Member("iacb0000000002", "52:54:00:00:00:03", "iacn0000000003", (), (G1,))
+    text = compile_ruleset(GROUPS, [WEB, DB, other]).text
+    (line,) = chain(text, "prerouting", "inet")[1:]
+    assert line == (
+        f'ct zone set iifname map {{ "iacb0000000001" : {zone(WEB.bridge)}, '
+        f'"iacb0000000002" : {zone(other.bridge)} }}'
+    )
+    assert zone(WEB.bridge) != zone(other.bridge) and 1 <= zone(WEB.bridge) <= 65534
 
 
 def test_expected_chains_per_rule() -> None:
