@@ -124,12 +124,22 @@ def security_groups() -> Check:
     except OSError:
         value = None
     if value == "1":
+        refused = ruleset_refused()
+        if refused:
+            return Check(
+                "security groups",
+                "fail",
+                f"this kernel or nft refuses iacloud's security group ruleset: {refused}",
+                "a kernel with nf_tables for the bridge and inet families, conntrack zones and "
+                "the ct expression (CONFIG_NF_TABLES_BRIDGE, CONFIG_NF_CONNTRACK_ZONES, "
+                "CONFIG_NFT_CT), and nftables >= 0.9",
+            )
         return Check(
             "security groups",
             "ok",
-            "bridged IPv4 reaches conntrack through br_netfilter (bridge-nf-call-iptables = 1): "
-            "security groups are enforced statefully in nftables tables 'bridge iacloud' and "
-            "'inet iacloud'",
+            "bridged IPv4 reaches conntrack through br_netfilter (bridge-nf-call-iptables = 1) "
+            "and the kernel accepts iacloud's ruleset (nft -c): security groups are enforced "
+            "statefully in the nftables tables 'bridge iacloud' and 'inet iacloud'",
         )
     why = "br_netfilter is not loaded" if value is None else "bridge-nf-call-iptables = 0"
     return Check(
@@ -141,6 +151,35 @@ def security_groups() -> Check:
         "/etc/modules-load.d/ and /etc/sysctl.d/); the host firewall then sees bridged traffic "
         "too (see 'bridge netfilter')",
     )
+
+
+def ruleset_refused() -> str | None:
+    """nft's complaint about a sample of iacloud's ruleset, checked by the kernel without
+    being applied (`nft -c`, which changes nothing), or None when it is accepted (or nft is
+    missing: the nftables check says so)."""
+    path = find("nft")
+    if path is None:
+        return None
+    from iacloud.secgroups.compiler import Group, Member, compile_ruleset
+    from iacloud.secgroups.rules import Rule
+
+    group = "sg-0000000000"
+    rules = (
+        Rule(direction="ingress", protocol="tcp", port_min=22, remote_cidr="198.18.0.0/15"),
+        Rule(direction="ingress", protocol="icmp", remote_group="self"),
+    )
+    member = Member("iacbdoctor", "52:54:00:00:00:01", "iacndoctor", ("198.18.0.2",), (group,))
+    text = compile_ruleset({group: Group(group, rules)}, [member]).text
+    try:
+        out = subprocess.run(
+            [path, "-c", "-f", "-"], input=text, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if out.returncode == 0:
+        return None
+    lines = [line for line in out.stderr.splitlines() if "Error" in line]
+    return (lines[0] if lines else out.stderr.strip())[:300] or f"exit status {out.returncode}"
 
 
 def vlan_available(release: str) -> str | None:

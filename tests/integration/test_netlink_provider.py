@@ -1009,6 +1009,15 @@ def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> Non
     groups = doctor.security_groups()
     assert groups.status == "warn" and "bridge-nf-call-iptables = 0" in groups.message
     assert "sysctl -w net.bridge.bridge-nf-call-iptables=1" in groups.fix
+    # an nft (or kernel) that refuses the ruleset in check mode
+    (tmp_path / "nf").write_text("1\n")
+    fake = tmp_path / "nft"
+    fake.write_text("#!/bin/sh\necho 'Error: Could not process rule: Protocol error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(doctor, "find", lambda program: str(fake))
+    refused = doctor.security_groups()
+    assert refused.status == "fail" and "Protocol error" in refused.message
+    assert "CONFIG_NF_CONNTRACK_ZONES" in refused.fix
     (tmp_path / "nf").unlink()
     assert doctor.bridge_netfilter().status == "ok"
     modules = tmp_path / "modules" / "6.1.0-test"
