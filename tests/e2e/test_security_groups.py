@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,10 +251,13 @@ def test_security_groups_filter_real_traffic(lab) -> None:
         assert conn.lookupByUUIDString(by_addr["web0"]["id"]).ID() == dom_id, "web0 restarted"
         # tracked in the network's own conntrack zone
         assert tracked(f"{NET}.20", web0) == [zone(bridge)]
-        # and removed again: the tracked connection it allowed goes with it
+        seen = time.monotonic()
+        # and removed again: the tracked connection it allowed goes with it (well before
+        # conntrack's 30 s ICMP timeout would have removed it)
         write()
         iacloud("apply", "--auto-approve", str(path))
         assert tracked(f"{NET}.20", web0) == [], "a connection the rules no longer allow is kept"
+        assert time.monotonic() - seen < 20
         assert not ping(other, web0)
         assert dom.ID() == dom_id
     finally:
