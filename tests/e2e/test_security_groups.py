@@ -94,6 +94,8 @@ security_groups = [{{ get_resource = "peers" }}]
 type = "server"
 image = {{ get_resource = "img" }}
 memory_mib = 128
+# a TCP service on port 22 (busybox nc answers each connection with one line)
+user_data = "#!/bin/sh\\nnc -ll -p 22 -e echo ssh-ok &\\n"
 networks = [{{ port = {{ get_resource = "p0" }}, security_groups = [{{ get_resource = "sg" }}] }}]
 
 [resources.web1]
@@ -128,6 +130,18 @@ def ping(ns: str, address: str, source: str | None = None) -> bool:
         timeout=20,
     )
     return proc.returncode == 0
+
+
+def banner(ns: str, address: str, port: int) -> str:
+    """The line a TCP service sends on connect, or "" (no connection within 2 s)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "busybox", "nc", "-w", "2", address, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.stdout.strip()
 
 
 def nft_tables() -> list[str]:
@@ -231,6 +245,8 @@ def test_security_groups_filter_real_traffic(lab) -> None:
     # CIDR rules: .10 is in 198.18.42.0/28, .20 is not
     assert ping(allowed, web0), "a namespace the group allows gets no answer"
     assert not ping(other, web0), "a namespace outside the group's CIDR got an answer"
+    assert banner(allowed, web0, 22) == "ssh-ok", "tcp/22 from the allowed CIDR failed"
+    assert banner(other, web0, 22) == "", "tcp/22 from outside the CIDR got through"
 
     # a NIC on DHCP (no port): allowed the address of its lease
     leased = by_addr["web2"]["attributes"]["addresses"]["lan"]
