@@ -18,10 +18,10 @@ without members has nothing in nft to compare and reads as recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from iacloud.errors import ProviderError
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.errors import Diagnostic, ProviderError
+from iacloud.provider import ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.secgroups import enforce, facts, nft
@@ -117,25 +117,37 @@ class SecurityGroup(NetlinkResource):
             )
         return self._read_one(old.id)
 
+    def _in_use(self, address: str, gid: str) -> str | None:
+        """Why the group cannot go: NICs or ports of another stack list it (Neutron's "in
+        use"); they would lose every rule it gave them. This stack's own members are deleted
+        or updated before the group is (they depend on it)."""
+        users = sorted(
+            f"{m.address} of stack {m.stack_id}"
+            for m in facts.members()
+            if gid in m.groups and m.stack_id != self.stack.id
+        )
+        if not users:
+            return None
+        return (
+            f"security group {address} ({gid}) is still in use by "
+            + ", ".join(users[:5])
+            + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            + ": remove it from their security_groups first"
+        )
+
+    def check_delete(
+        self, address: str, prior: Observed, remaining: Mapping[str, Remaining]
+    ) -> list[Diagnostic]:
+        problem = self._in_use(address, prior.id) if GROUP_ID.fullmatch(prior.id or "") else None
+        return [Diagnostic(problem, address=address)] if problem else []
+
     def delete(self, address: str, prior: Observed) -> None:
-        """Refused while a NIC or port of another stack lists the group (Neutron's "in use"):
-        its NICs would lose every rule the group gave them. This stack's own members are gone
-        or updated first (they depend on the group)."""
         if not GROUP_ID.fullmatch(prior.id or ""):
             return
         with enforce.change():
-            users = sorted(
-                f"{m.address} of stack {m.stack_id}"
-                for m in facts.members()
-                if prior.id in m.groups and m.stack_id != self.stack.id
-            )
-            if users:
-                raise ProviderError(
-                    f"security group {address} ({prior.id}) is still in use by "
-                    + ", ".join(users[:5])
-                    + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-                    + ": remove it from their security_groups first"
-                )
+            problem = self._in_use(address, prior.id)
+            if problem:
+                raise ProviderError(problem)
             facts.remove_group(prior.id)
 
     def import_(self, address: str, id: str) -> Observed:

@@ -161,3 +161,20 @@ def test_member_records_merge_per_nic(tmp_path, monkeypatch) -> None:
     assert facts.merged(facts.members()) == []
     (tmp_path / "members" / "port-x.json").write_text('{"source": "port", "mac": "zz"}')
     assert len(facts.members()) == 2  # a damaged record is skipped
+
+
+def test_a_group_another_stack_uses_cannot_be_deleted(tmp_path, monkeypatch) -> None:
+    from iacloud.provider import Observed, StackInfo
+    from iacloud.providers.netlink import NetlinkProvider, NetlinkSettings
+
+    monkeypatch.setenv("IACLOUD_SECGROUPS_DIR", str(tmp_path))
+    stack = StackInfo("lab", "s1", tmp_path, tmp_path)
+    groups = NetlinkProvider(stack, NetlinkSettings()).resource("security_group")
+    prior = Observed(G1, {"rules": []}, {"id": G1})
+    mine = facts.MemberRecord("server", "s1", "web", "iacb1", "52:54:00:00:00:01", "t1", (), (G1,))
+    facts.write_member(mine)
+    assert groups.check_delete("sg", prior, {}) == []  # this stack's users go first
+    theirs = facts.MemberRecord("port", "s2", "db", "iacb1", "52:54:00:00:00:02", None, (), (G1,))
+    facts.write_member(theirs)
+    (problem,) = groups.check_delete("sg", prior, {})
+    assert "still in use by db of stack s2" in problem.message
