@@ -81,11 +81,11 @@ from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
-from iacloud.secgroups import enforce, facts
+from iacloud.secgroups import facts
 from iacloud.secgroups.rules import check_group_id
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
-from . import addresses, console, domain_xml, guest_agent, readiness, seed, storage
+from . import addresses, console, domain_xml, guest_agent, nic_filter, readiness, seed, storage
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
@@ -315,12 +315,6 @@ def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
     return NicRecord(
         mac, entry.key, entry.fixed_mac is not None, entry.port, tuple(entry.security_groups)
     )
-
-
-def tap_name(domain_uuid: str, mac: str) -> str:
-    """The tap device of a NIC iacloud makes: stable for the domain's life (libvirt reserves
-    'vnet' for the names it picks itself)."""
-    return "iacn" + hashlib.sha256(f"{domain_uuid.lower()}\0{mac}".encode()).hexdigest()[:10]
 
 
 def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:
@@ -651,23 +645,21 @@ class Server(LibvirtResource):
                     Disk(cdrom_dev, "raw", pool.name, seed_name, device="cdrom", bus=cdrom_bus),
                     *data_disks,
                 ],
-                nics=[Nic(e.ifname, m, tap_name(dom_uuid, m)) for e, m in nics],
+                nics=[Nic(e.ifname, m, nic_filter.tap_name(dom_uuid, m)) for e, m in nics],
                 console_path=str(console_path),
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
             # filtered before the guest sends its first frame
-            members = self._sync_members(address, dom, record.nics)
+            members = nic_filter.sync(stack.id, address, dom, record.nics)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
-                if any(m.groups and not m.ips for m in members):
-                    with enforce.change(force=True):  # a DHCP NIC's address is its lease by now
-                        pass
+                nic_filter.learn_leases(members)
             return self._observe(dom)
         except BaseException as exc:
             try:
                 self._remove(dom, made)
-                self._drop_members(address)
+                nic_filter.drop(stack.id, address)
             except Exception as cleanup:
                 raise CleanupUnproven(f"{exc}; cleaning up failed too: {cleanup}") from exc
             raise
@@ -693,12 +685,10 @@ class Server(LibvirtResource):
             state = dom.state(0)[0]
         record = parsed.record
         owner = parsed.owner
-        stack_id = self.provider.stack.id
-        filtered = frozenset(
-            m.mac
-            for m in (facts.members() if members is None else members)
+        filtered = (
+            nic_filter.filtered_macs(self.provider.stack.id, owner.address, members)
             if owner is not None
-            and (m.source, m.stack_id, m.address) == ("server", stack_id, owner.address)
+            else frozenset()
         )
         definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
@@ -893,7 +883,7 @@ class Server(LibvirtResource):
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
         if "networks" in changed:
-            self._sync_members(address, dom, record.nics)
+            nic_filter.sync(self.provider.stack.id, address, dom, record.nics)
         if changed & {"vcpus", "memory_mib"}:
             live = domain_xml.parse(dom.XMLDesc(0)) if dom.isActive() else None
             # a restart only when the running domain has other values; a persistent definition
@@ -1018,7 +1008,7 @@ class Server(LibvirtResource):
         for entry, mac in resolved:
             lacking = [flag for flag, macs in have if mac not in macs]
             if lacking:
-                nic = Nic(entry.ifname, mac, tap_name(parsed.uuid, mac))
+                nic = Nic(entry.ifname, mac, nic_filter.tap_name(parsed.uuid, mac))
                 with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
                     dom.attachDeviceFlags(
                         domain_xml.to_string(domain_xml.interface_element(nic)),
@@ -1026,64 +1016,6 @@ class Server(LibvirtResource):
                     )
         nics = tuple(_nic_record(e, m) for e, m in resolved)
         return ServerRecord(**{**record.__dict__, "nics": nics})
-
-    def _sync_members(
-        self, address: str, dom: libvirt.virDomain, nics: Sequence[NicRecord]
-    ) -> list[facts.MemberRecord]:
-        """Write the member records of the server's NICs that have security groups or take a
-        port (whose own groups then filter this NIC: the record binds the port to the tap), and
-        remove the others; the host's ruleset is rebuilt when that changes what it is made of.
-        A server with neither leaves the ruleset (and nft) alone."""
-        stack_id = self.provider.stack.id
-        bound = [n for n in nics if n.groups or n.key == "port"]
-        if not bound and not self._has_members(address):
-            return []
-        # the tap of each NIC: the running definition's, else the persistent one's
-        taps: dict[str, str] = {}
-        for xml_flags in (libvirt.VIR_DOMAIN_XML_INACTIVE, 0):
-            if xml_flags == 0 and not dom.isActive():
-                continue
-            for nic in domain_xml.parse(dom.XMLDesc(xml_flags)).nics:
-                if nic.tap:
-                    taps[nic.mac] = nic.tap
-        bridges = {n.mac: n.bridge for n in domain_xml.parse(dom.XMLDesc(0)).nics}
-        members = []
-        for rec in bound:
-            if rec.mac not in bridges:
-                continue
-            ips: tuple[str, ...] = ()
-            if rec.key == "port" and rec.port:
-                with contextlib.suppress(ValueError):
-                    ips = (PortId.parse(rec.port).ip,)
-            members.append(
-                facts.MemberRecord(
-                    "server",
-                    stack_id,
-                    address,
-                    bridges[rec.mac],
-                    rec.mac,
-                    taps.get(rec.mac),
-                    ips,
-                    rec.groups,
-                )
-            )
-        with enforce.change():
-            facts.remove_members("server", stack_id, address)
-            for m in members:
-                facts.write_member(m)
-        return members
-
-    def _has_members(self, address: str) -> bool:
-        stack_id = self.provider.stack.id
-        return any(
-            (m.source, m.stack_id, m.address) == ("server", stack_id, address)
-            for m in facts.members()
-        )
-
-    def _drop_members(self, address: str) -> None:
-        if self._has_members(address):
-            with enforce.change():
-                facts.remove_members("server", self.provider.stack.id, address)
 
     def _set_metadata(self, dom: libvirt.virDomain, owner: OwnerTag, record: ServerRecord) -> None:
         el = domain_xml.metadata_element(owner, record, bare=True)
@@ -1145,7 +1077,7 @@ class Server(LibvirtResource):
             # else nothing worth a clean shutdown survives: powered off at once (as Nova's
             # delete does), by _remove
         self._remove(dom, own)
-        self._drop_members(address)
+        nic_filter.drop(stack.id, address)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
 

@@ -113,7 +113,8 @@ def test_domain_xml_round_trips_what_the_provider_records() -> None:
 def test_server_nic_security_groups_and_tap_names() -> None:
     from pydantic import ValidationError
 
-    from iacloud.providers.libvirt.server import NetworkEntry, ServerInputs, tap_name
+    from iacloud.providers.libvirt.nic_filter import tap_name
+    from iacloud.providers.libvirt.server import NetworkEntry, ServerInputs
 
     entry = NetworkEntry(network="br1", security_groups=["sg-0123456789"])
     assert entry.model_dump()["security_groups"] == ["sg-0123456789"]
