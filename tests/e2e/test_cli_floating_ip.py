@@ -25,9 +25,7 @@ from pathlib import Path
 import pytest
 from e2e_cli import IACLOUD, iacloud
 
-pytest.importorskip("pyroute2")
-
-from iacloud.ids import PortId  # noqa: E402
+from iacloud.ids import PortId
 
 pytestmark = [
     pytest.mark.netlink,
