@@ -6,8 +6,11 @@ Choices, and why:
   after start-up and re-reads files on SIGHUP as that user, who cannot traverse a 0700 data
   dir; files given only on the command line are never re-read. And /proc/PID/cmdline then
   shows exactly what the running server does, so a read observes the real configuration.
-- Any change (range, DNS, MTU, a port's reservation) therefore restarts dnsmasq instead of a
-  SIGHUP: about 15 ms here; the lease file survives, so clients keep their addresses.
+- Any change (range, DNS, MTU, a port's reservation, dns_domain) therefore restarts dnsmasq
+  instead of a SIGHUP: about 15 ms here; the lease file survives, so clients keep their
+  addresses. Server names are the exception: with a `dns_domain`, dnsmasq also answers DNS for
+  that domain from `--hostsdir`, a world-readable directory it watches with inotify, so names
+  come and go live without a restart (`iacloud.netnames`).
 - dnsmasq daemonizes itself (no --keep-in-foreground): the parent exits once the server is
   set up, reporting configuration errors on stderr with a non-zero status, and the daemon
   outlives the iacloud process. It writes its pid file before dropping root.
@@ -49,6 +52,8 @@ class DhcpConfig:
     hosts: tuple[tuple[str, str], ...]  # (mac, ip) reservations, sorted
     lease_time: int
     user: str
+    domain: str | None = None  # DNS for this domain from hosts_dir; None: DHCP only
+    hosts_dir: str | None = None
 
 
 def binary() -> str:
@@ -59,10 +64,18 @@ def binary() -> str:
 
 
 def build_args(cfg: DhcpConfig, files: NetworkFiles, program: str) -> list[str]:
-    args = [
-        program,
-        "--conf-file=/dev/null",
-        "--port=0",  # no DNS server: DHCP only
+    args = [program, "--conf-file=/dev/null"]
+    if cfg.domain and cfg.hosts_dir:
+        args += [
+            f"--domain={cfg.domain}",  # also handed out as the DHCP domain name
+            f"--local=/{cfg.domain}/",  # answered here only, never forwarded
+            "--expand-hosts",
+            f"--hostsdir={cfg.hosts_dir}",
+            "--dhcp-ignore-names",  # a guest cannot name itself (or claim another's name)
+        ]
+    else:
+        args.append("--port=0")  # no DNS server: DHCP only
+    args += [
         "--no-resolv",
         "--no-hosts",
         f"--interface={cfg.interface}",
@@ -89,7 +102,14 @@ def build_args(cfg: DhcpConfig, files: NetworkFiles, program: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """What a running dnsmasq serves, read back from its command line (our own format)."""
-    out: dict[str, Any] = {"dns": [], "hosts": [], "mtu": None, "range": None, "gateway": None}
+    out: dict[str, Any] = {
+        "dns": [],
+        "hosts": [],
+        "mtu": None,
+        "range": None,
+        "gateway": None,
+        "domain": None,
+    }
     for arg in argv[1:]:
         key, _, value = arg.partition("=")
         if key == "--dhcp-range":
@@ -104,6 +124,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
                 out["dns"] = [x for x in rest.split(",") if x]
             elif option == "option:mtu" and rest.isdigit():
                 out["mtu"] = int(rest)
+        elif key == "--domain":
+            out["domain"] = value
         elif key == "--dhcp-host":
             mac, _, ip = value.partition(",")
             out["hosts"].append((mac, ip))
