@@ -37,7 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
-from iacloud.providers.netlink import dnsmasq, links, names, netns
+from iacloud.providers.netlink import dns, dnsmasq, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
 from iacloud.providers.netlink.names import NetworkNames
@@ -155,7 +155,7 @@ class NetworkInputs(Inputs):
     # route and SNAT), never as an internal leg that would take the gateway address.
     external: bool = prop(False, update=Disruption.LIVE)
     # Servers on the network are resolvable as HOSTNAME.<dns_domain> through its dnsmasq
-    # (`iacloud.netnames`). Changing it restarts dnsmasq (live: leases are kept).
+    # (`iacloud.netnames`, `dns`). Changing it restarts its dnsmasq processes (live).
     dns_domain: str | None = prop(
         None, update=Disruption.LIVE, description="e.g. lab.internal: servers get DNS names"
     )
@@ -241,7 +241,7 @@ def dhcp_config(
         }
     )
     domain = inputs.get("dns_domain")
-    hosts_dir = str(netnames.ensure_dir(names_.bridge)) if domain else None
+    own_dns = str(plan.server) if domain and not inputs.get("dns") else None
     return dnsmasq.DhcpConfig(
         interface=names_.dhcp_inner,
         range_start=str(plan.range_start),
@@ -254,7 +254,7 @@ def dhcp_config(
         lease_time=lease_time,
         user=user,
         domain=domain,
-        hosts_dir=hosts_dir,
+        own_dns=own_dns,
     )
 
 
@@ -396,7 +396,7 @@ class Network(NetlinkResource):
                 {"start": start_end[0], "end": start_end[1]} if start_end else None
             )
             inputs["dns"] = served["dns"]
-            inputs["dns_domain"] = served["domain"]
+            inputs["dns_domain"] = dns.served_domain(files, n.dhcp_namespace)
         else:
             for key in ("dhcp_range", "dns", "dns_domain"):
                 if key in recorded:
@@ -691,20 +691,22 @@ class Network(NetlinkResource):
         cfg = dhcp_config(n, files, record, self.settings.dhcp_user, self.settings.lease_time)
         args = dnsmasq.build_args(cfg, files, dnsmasq.binary())
         running = dnsmasq.running(files)
-        if (
+        if not (
             running
             and not rebuilt
             and running[1] == args
             and netns.process_in(running[0], n.dhcp_namespace)
         ):
-            return
-        dnsmasq.stop(files)
-        dnsmasq.start(n.dhcp_namespace, args, files)
+            dnsmasq.stop(files)
+            dnsmasq.start(n.dhcp_namespace, args, files)
+        domain = record["inputs"].get("dns_domain")
+        dns.converge(n, files, domain, self.settings.dhcp_user, rebuilt)
 
     def _teardown_dhcp(self, n: NetworkNames, files: NetworkFiles, thorough: bool = False) -> None:
         """thorough: also look for a dnsmasq of this network that its pid file does not name
         (a scan of /proc: done on delete, not on every update of a network without DHCP)."""
         dnsmasq.stop(files, search=thorough)
+        dns.stop(files, search=thorough)
         # The veth before the namespace: deleting one end removes the pair at once, while a
         # removed namespace is dismantled by the kernel later.
         with IPRoute() as ipr:

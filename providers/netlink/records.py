@@ -117,9 +117,23 @@ class NetworkFiles:
                 out.append(data)
         return out
 
+    def dns(self) -> DnsFiles:
+        return DnsFiles(self.dir)
+
     def remove_dhcp_files(self) -> None:
-        for f in (self.pid, self.leases, self.log):
+        for f in (self.pid, self.leases, self.log, self.dns().pid, self.dns().log):
             f.unlink(missing_ok=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DnsFiles:
+    """The pid and log file of a network's DNS server (a second dnsmasq, see `dns`), in the
+    network's directory; the same attributes `dnsmasq` uses for the DHCP server's."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.pid = directory / "dns.pid"
+        self.log = directory / "dns.log"
+        self.leases = directory / "dns.leases"  # never written: the DNS server has no DHCP

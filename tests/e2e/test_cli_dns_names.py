@@ -105,16 +105,17 @@ def lookup(ns: str, name: str, server: str) -> str | None:
     return found
 
 
-def dnsmasq_pid(bridge: str) -> int:
-    """The pid of the network's dnsmasq, found by the interface it serves."""
+def servers(bridge: str) -> dict[str, int]:
+    """{"dhcp": pid, "dns": pid} of the network's two dnsmasq processes."""
     wanted = f"--interface={NetworkNames(bridge).dhcp_inner}"
-    pids = [
-        int(e)
-        for e in os.listdir("/proc")
-        if e.isdigit() and wanted in (dnsmasq.cmdline(int(e)) or [])
-    ]
-    assert len(pids) == 1, pids
-    return pids[0]
+    out = {}
+    for e in os.listdir("/proc"):
+        argv = dnsmasq.cmdline(int(e)) if e.isdigit() else None
+        if argv and wanted in argv:
+            kind = "dns" if "--expand-hosts" in argv else "dhcp"
+            assert kind not in out, f"two {kind} servers"
+            out[kind] = int(e)
+    return out
 
 
 @pytest.fixture
@@ -162,11 +163,12 @@ def test_servers_are_resolvable_by_name(lab, tmp_path: Path) -> None:
     assert "No changes" in iacloud("plan", "--detailed-exitcode", str(path))
 
     # a server goes: its name goes with it, dnsmasq keeps running (no restart)
-    pid = dnsmasq_pid(bridge)
+    pids = servers(bridge)
+    assert set(pids) == {"dhcp", "dns"}, pids
     iacloud("apply", "--auto-approve", "-p", "count=1", str(path))
     assert lookup(ns, "web-1.fd.internal", server) is None
     assert lookup(ns, "web-0.fd.internal", server) == web[0][0]
-    assert dnsmasq_pid(bridge) == pid
+    assert servers(bridge) == pids
 
     # another domain: a live update (dnsmasq restarts, the names follow)
     plan = iacloud("plan", "-p", "count=1", "-p", "domain=lab2.fd.internal", str(path))
@@ -176,6 +178,7 @@ def test_servers_are_resolvable_by_name(lab, tmp_path: Path) -> None:
     assert lookup(ns, "web-0.lab2.fd.internal", server) == web[0][0]
     assert lookup(ns, "db.lab2.fd.internal", server) == f"{LAN}.50"
     assert lookup(ns, "web-0.fd.internal", server) is None
+    assert servers(bridge)["dns"] != pids["dns"]  # restarted (and DHCP, for the domain name)
 
     iacloud("destroy", "--auto-approve", str(path))
     assert netnames.hosts_dir(bridge) is not None and not netnames.hosts_dir(bridge).exists()
