@@ -355,3 +355,19 @@ def test_hosts_files(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ValueError):
         netnames.register(BRIDGE, mac, "198.18.10.23", "web_0", who)
     assert netnames.hosts_dir("../etc") is None
+
+
+def test_doctor_warns_of_a_dnsmasq_without_inotify(tmp_path: Path, monkeypatch) -> None:
+    from iacloud.providers.netlink import doctor
+
+    fake = tmp_path / "dnsmasq"
+    monkeypatch.setattr(doctor, "find", lambda program: str(fake))
+    for options, status in (("IPv6 DHCP inotify dumpfile", "ok"), ("IPv6 no-inotify", "warn")):
+        fake.write_text(
+            "#!/bin/sh\necho 'Dnsmasq version 2.90  Copyright (c) 2000-2024 Simon Kelley'\n"
+            f"echo 'Compile time options: {options}'\n"
+        )
+        fake.chmod(0o755)
+        check = doctor.dnsmasq()
+        assert check.status == status, check
+    assert "dns_domain" in check.message and "inotify" in check.fix
