@@ -251,6 +251,12 @@ def test_floating_ip_reaches_a_port_and_moves_live(lab, tmp_path: Path) -> None:
         ok, seen = sources_seen(guests, outside, floating)
         assert ok and seen == {"a": set(), "b": {f"{EXT}.1"}}, seen
 
+    # forgotten and imported again by its id: the same state, nothing to do
+    fip_id = json.loads(iacloud("show", "--json", "--stack", str(path)))["resources"]["fip"]["id"]
+    iacloud("state", "rm", "fip", "--stack", str(path))
+    iacloud("import", "fip", fip_id, "--stack", str(path))
+    assert "No changes" in iacloud("plan", "--detailed-exitcode", str(path))
+
     # destroy leaves no table, no address and no record
     iacloud("destroy", "--auto-approve", str(path))
     assert not os.path.exists(f"/run/netns/{router}")
