@@ -21,9 +21,11 @@ On the host: the record `<state_dir>/<external bridge>/floating/fip-<hash>.json`
 address, ip, port, router), and, while it has a port, in the router's namespace the NAT table
 and the /32 on the loopback of `floating_nat`. Changing `port` (or `router`) re-points the
 address live: the table is replaced in one nft transaction (or dropped in the old router and
-made in the new one). Reading checks the table and the address of each associated floating IP
-(one `nft` run and one address dump per router): a table or address removed by hand reads as
-`port` unset, which the next plan shows as drift and the next apply puts back.
+made in the new one), and the connections tracked for the address are dropped, so an open
+connection does not stay with the old port. Reading checks the table and the address of each
+associated floating IP (one `nft` run and one address dump per router): a table or address
+removed by hand reads as `port` unset, which the next plan shows as drift and the next apply
+puts back.
 
 Id: `<external bridge>/<ip>`, e.g. `iacb0123456789/198.19.0.5`.
 """
@@ -260,6 +262,7 @@ class FloatingIp(NetlinkResource):
         if ns and netns.exists(ns):
             floating_nat.remove(ns, ip)
             floating_nat.remove_address(ns, ip)
+            floating_nat.forget_connections(ns, ip)
 
     def _set(self, ns: str, bridge: str, ip: str, port: str) -> None:
         floating_nat.add_address(ns, ip)
@@ -397,13 +400,16 @@ class FloatingIp(NetlinkResource):
             raise ProviderError(f"floating IP {ip} has no record (removed outside iacloud?)")
         port = PortId.parse(inputs.port) if inputs.port else None
         router = self._router_for(bridge, port, inputs.router) if port else inputs.router
-        old = record.get("router")
+        old, record_port = record.get("router"), record.get("port")
         if old and (old != router or not inputs.port):
             self._unset(old, ip)
         record.update(port=inputs.port, router=router)
         write_json(files.floating_ip(record["stack_id"], record["address"]), record)
         if router and inputs.port:
             self._set(router, bridge, ip, inputs.port)  # one nft transaction: live re-point
+            if old == router and record_port != inputs.port:
+                # connections opened before keep their NAT binding: drop them
+                floating_nat.forget_connections(router, ip)
         return self._read_one(address, bridge, ip)
 
     def delete(self, address: str, prior: Observed) -> None:

@@ -13,6 +13,12 @@ a connection wins, so a port with a floating IP leaves with that address and not
 router's own (`snat`, priority `srcnat`). Every value in the ruleset is a validated IPv4
 address or an interface name iacloud derived from a hash, so no user text reaches nft.
 
+Re-pointing (or removing) a floating IP also drops the connection-tracking entries that carry
+its address (`forget_connections`, pyroute2's conntrack over netlink, in the router's namespace):
+NAT is decided once per connection, so without that a connection opened before the move would
+still reach the old port (and the old port's own connections would still leave as the floating
+address) until they idle out. Neutron's l3 agent does the same with `conntrack -D`.
+
 The floating address itself is a /32 on the router namespace's loopback (`LOOPBACK`): with the
 kernel's default `arp_ignore = 0` the router answers ARP for it on the external leg, and an
 address there is not touched when the router's gateway leg is re-addressed (which keeps
@@ -21,11 +27,16 @@ exactly one address on the leg).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iacloud.errors import ProviderError
@@ -33,6 +44,7 @@ from iacloud.providers.netlink import links, netns, snat
 
 TABLE_PREFIX = "iacloud_fip_"
 LOOPBACK = "lo"
+CONNTRACK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -218,3 +230,43 @@ def remove_address(namespace: str, floating: str) -> None:
                     raise links.netlink_error(
                         f"cannot remove {floating} in {namespace}", exc
                     ) from exc
+
+
+def forget_connections(namespace: str, floating: str) -> int:
+    """Drop the conntrack entries in the namespace whose original destination or reply
+    destination is `floating` (connections to it, and its port's connections out); returns how
+    many. The netlink socket must be opened inside the namespace: a thread of its own enters
+    it and ends, so the caller's thread never moves (as `netns.write_sysctls`)."""
+    if not netns.exists(namespace):
+        return 0
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pyroute2_netns.setns(namespace, flags=0)
+            ct = Conntrack()
+            try:
+                found = []
+                for key in ("tuple_orig", "tuple_reply"):
+                    match = NFCTAttrTuple(family=socket.AF_INET, daddr=floating)
+                    found += list(ct.dump_entries(**{key: match}))
+                for entry in found:
+                    with contextlib.suppress(NetlinkError):  # gone meanwhile
+                        ct.delete(entry)
+                done.append(len(found))
+            finally:
+                ct.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run, name=f"conntrack-{namespace}", daemon=True)
+    t.start()
+    t.join(CONNTRACK_TIMEOUT)
+    if t.is_alive():
+        raise ProviderError(f"dropping the connections of {floating} in {namespace} timed out")
+    if errors:
+        raise ProviderError(
+            f"cannot drop the connections of {floating} in {namespace}: {errors[0]}"
+        )
+    return done[0] if done else 0

@@ -7,7 +7,8 @@ ICMP socket in each records the source address of every echo request that reache
 the tiny image cannot report. So the test sees who answers a floating IP and with which
 source address a packet arrived: the outside's own (DNAT only, no SNAT on the way in), and on
 the way out the floating address (not the router's). Moving the floating IP to another port
-is planned `live` and after apply only the new port's namespace is reached. Removing the NAT
+is planned `live` and after apply only the new port's namespace is reached (and the connections
+tracked for the old one are gone). Removing the NAT
 table or the address by hand is drift. Everything is in 198.18.0.0/15, bounded, and removed
 afterwards whatever happened (destroy, then the test's own namespaces and veths).
 """
@@ -168,6 +169,12 @@ def sources_seen(listeners: dict[str, str], sender: str, target: str) -> tuple[b
     return ok, seen
 
 
+def tracked(ns: str, floating: str) -> str:
+    """The namespace's conntrack lines that mention `floating` (/proc/net/nf_conntrack)."""
+    out = in_ns(ns, "cat", "/proc/net/nf_conntrack").stdout
+    return "\n".join(line for line in out.splitlines() if f"={floating} " in line)
+
+
 def nft_tables(ns: str) -> list[str]:
     out = in_ns(ns, "nft", "-j", "list", "tables").stdout
     items = json.loads(out or '{"nftables": []}')["nftables"]
@@ -224,12 +231,15 @@ def test_floating_ip_reaches_a_port_and_moves_live(lab, tmp_path: Path) -> None:
     ok, seen = sources_seen({"outside": outside}, guest_b, f"{EXT}.1")
     assert ok and seen == {"outside": {f"{EXT}.2"}}, seen
 
-    # moving it to b is a live update; afterwards b answers and a is not reached
+    # moving it to b is a live update; afterwards b answers and a is not reached, and the
+    # connections tracked for a (the pings above) are dropped rather than left to time out
+    assert f"{LAN}.20" in tracked(router, floating)
     write("b")
     plan = iacloud("plan", str(path))
     assert "fip (floating_ip)  update, live" in plan, plan
     assert "Most disruptive change: live" in plan, plan
     iacloud("apply", "--auto-approve", "--max-disruption", "live", str(path))
+    assert f"{LAN}.20" not in tracked(router, floating)
     ok, seen = sources_seen(guests, outside, floating)
     assert ok and seen == {"a": set(), "b": {f"{EXT}.1"}}, seen
     fixed = json.loads(iacloud("output", "fixed", "--json", "--stack", str(path)))
