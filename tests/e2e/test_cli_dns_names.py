@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def lookup(ns: str, name: str, server: str) -> str | None:
     return found
 
 
+def answer(ns: str, name: str, server: str, expected: str | None, wait: float = 5.0) -> str | None:
+    """`lookup`, repeated (bounded by `wait` seconds) until it gives `expected`: dnsmasq picks
+    up a changed hosts file a moment after the file changed."""
+    deadline = time.monotonic() + wait
+    found = lookup(ns, name, server)
+    while found != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = lookup(ns, name, server)
+    return found
+
+
 def servers(bridge: str) -> dict[str, int]:
     """{"dhcp": pid, "dns": pid} of the network's two dnsmasq processes."""
     wanted = f"--interface={NetworkNames(bridge).dhcp_inner}"
@@ -156,18 +168,18 @@ def test_servers_are_resolvable_by_name(lab, tmp_path: Path) -> None:
     ip("-n", ns, "addr", "add", f"{LAN}.200/24", "dev", "eth0")
     ip("-n", ns, "link", "set", "eth0", "up")
 
-    assert lookup(ns, "web-0.fd.internal", server) == web[0][0]
-    assert lookup(ns, "web-1.fd.internal", server) == web[1][0]
-    assert lookup(ns, "db.fd.internal", server) == f"{LAN}.50"
-    assert lookup(ns, "nobody.fd.internal", server) is None
+    assert answer(ns, "web-0.fd.internal", server, web[0][0]) == web[0][0]
+    assert answer(ns, "web-1.fd.internal", server, web[1][0]) == web[1][0]
+    assert answer(ns, "db.fd.internal", server, f"{LAN}.50") == f"{LAN}.50"
+    assert answer(ns, "nobody.fd.internal", server, None) is None
     assert "No changes" in iacloud("plan", "--detailed-exitcode", str(path))
 
     # a server goes: its name goes with it, dnsmasq keeps running (no restart)
     pids = servers(bridge)
     assert set(pids) == {"dhcp", "dns"}, pids
     iacloud("apply", "--auto-approve", "-p", "count=1", str(path))
-    assert lookup(ns, "web-1.fd.internal", server) is None
-    assert lookup(ns, "web-0.fd.internal", server) == web[0][0]
+    assert answer(ns, "web-1.fd.internal", server, None) is None
+    assert answer(ns, "web-0.fd.internal", server, web[0][0]) == web[0][0]
     assert servers(bridge) == pids
 
     # another domain: a live update (dnsmasq restarts, the names follow)
@@ -175,9 +187,9 @@ def test_servers_are_resolvable_by_name(lab, tmp_path: Path) -> None:
     assert "lan (network)  update, live" in plan, plan
     iacloud("apply", "--auto-approve", "-p", "count=1", "-p", "domain=lab2.fd.internal",
             "--max-disruption", "live", str(path))  # fmt: skip
-    assert lookup(ns, "web-0.lab2.fd.internal", server) == web[0][0]
-    assert lookup(ns, "db.lab2.fd.internal", server) == f"{LAN}.50"
-    assert lookup(ns, "web-0.fd.internal", server) is None
+    assert answer(ns, "web-0.lab2.fd.internal", server, web[0][0]) == web[0][0]
+    assert answer(ns, "db.lab2.fd.internal", server, f"{LAN}.50") == f"{LAN}.50"
+    assert answer(ns, "web-0.fd.internal", server, None) is None
     assert servers(bridge)["dns"] != pids["dns"]  # restarted (and DHCP, for the domain name)
 
     iacloud("destroy", "--auto-approve", str(path))
