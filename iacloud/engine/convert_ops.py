@@ -1,15 +1,17 @@
 """`iacloud convert`: a stack file of another format (a HOT template) written as the equivalent
 TOML stack, for a team that moves it over for good.
 
-The template is loaded in full first (with the parameters and site catalog given, as `plan`
+The source is loaded in full first (with the parameters and site catalog given, as `plan`
 would), so only a valid one is converted. What is written is the neutral document the front
-made (`loading.document.StackDocument`): resources already mapped onto iacloud's types, names
-of the site catalog kept as names, HOT-only syntax in its TOML form. Where the mapping is lossy
-a comment says so: above an entry, each note the front made (a property accepted and ignored);
-in the header, each HOT condition, decided here by the parameters given (TOML stacks have no
-conditions: an entry whose condition was false is left out, one whose condition was true is
-kept unconditionally). The result is then loaded again, with the same parameters, and must give
-the same resources, inputs and dependencies as the template, else nothing is written.
+made (`loading.read_document`): resources already mapped onto iacloud's types, names of the
+site catalog kept as names. Where the mapping is lossy a comment says so: above an entry, each
+note the front made (`StackDocument.notes`, where a front keeps them). The result is then
+loaded again, with the same parameters, and must give the same resources, inputs and
+dependencies as the source, else nothing is written.
+
+Until the HOT front is in main, `read_document` knows TOML only (convert then normalizes a TOML
+stack). Still to do with it: pick the HOT front by extension, and decide HOT `conditions` with
+the parameters given (TOML stacks have none), saying so in the header.
 """
 
 from __future__ import annotations
