@@ -42,6 +42,7 @@ from iacloud.engine.state_ops import (
 from iacloud.engine.workspace import Workspace, stack_name
 from iacloud.errors import IacloudError, UserError
 from iacloud.executor import ApplyResult, Reporter, Step, StepOutcome
+from iacloud.interrupts import Interrupts
 from iacloud.paths import data_root
 from iacloud.plan import Action, Plan
 from iacloud.planner import PlanOptions
@@ -56,6 +57,7 @@ __all__ = [
     "Disruption",
     "DriftReport",
     "IacloudError",
+    "Interrupts",
     "Plan",
     "PlanOptions",
     "Reporter",

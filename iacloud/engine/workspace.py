@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Workspace:
     lock_timeout: float = 0.0
     registry: Registry = field(default_factory=Registry.discover)
     read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
+    # The stack's name in state instead of the file's: the HTTP API keeps each project's
+    # stacks apart under names of its own; the CLI leaves it None.
+    state_key: str | None = None
     _backend: StateBackend | None = None
     _locked: str | None = None  # the stack whose lock this workspace holds (see locked)
     _name: str | None = None
@@ -103,7 +106,7 @@ class Workspace:
     def name(self) -> str:
         """The stack's name from its file (see stack_name)."""
         if self._name is None:
-            self._name = stack_name(self.stack_file)
+            self._name = self.state_key or stack_name(self.stack_file)
         return self._name
 
     def state_name(self) -> str:
@@ -116,7 +119,8 @@ class Workspace:
             self._backend.close()
 
     def load(self, params: Sequence[str] = (), env_files: Sequence[Path] = ()) -> StackConfig:
-        return load_stack(self.stack_file, self.registry, list(params), list(env_files))
+        config = load_stack(self.stack_file, self.registry, list(params), list(env_files))
+        return replace(config, name=self.state_key) if self.state_key else config
 
     def stack_info(self, name: str, snapshot_or_plan: Snapshot | Plan) -> StackInfo:
         stack_id = snapshot_or_plan.stack_id
