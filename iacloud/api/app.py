@@ -1,0 +1,249 @@
+"""The FastAPI application: settings, life cycle (store, jobs), error bodies, body limit,
+request metrics, and the waiters that long polls and event streams sleep on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iacloud import engine
+from iacloud.api import auth
+from iacloud.api.jobs import Jobs, JobSettings
+from iacloud.api.store import Conflict, StackExists, Store
+from iacloud.api.telemetry import Metrics
+from iacloud.engine import IacloudError, UserError
+from iacloud.errors import printable
+from iacloud.state import LockHeld, StateError, open_backend
+
+log = logging.getLogger("iacloud.serve")
+
+
+@dataclass
+class ServeSettings:
+    state_url: str
+    data_dir: Path  # the server's files: submitted templates written for runs
+    workers: int = 4
+    step_jobs: int = 4
+    lock_timeout: float = 60.0
+    max_body: int = 4 << 20
+    max_wait: float = 60.0  # longest long poll
+    stale_after: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "templates"
+
+
+class Waiters:
+    """Wakes long polls and event streams when this server changed an operation; they also
+    look at the database every second, for changes other servers made."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.events: dict[str, set[asyncio.Event]] = {}
+
+    def notify(self, op_id: str) -> None:  # any thread
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake, op_id)
+
+    def _wake(self, op_id: str) -> None:
+        for ev in self.events.get(op_id, ()):
+            ev.set()
+
+    async def wait(self, op_id: str, timeout: float) -> None:
+        ev = asyncio.Event()
+        self.events.setdefault(op_id, set()).add(ev)
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            group = self.events.get(op_id)
+            if group is not None:
+                group.discard(ev)
+                if not group:
+                    del self.events[op_id]
+
+
+def open_store(state_url: str) -> Store:
+    """The service tables in the state's database, which is made first if new (its backend
+    refuses a file that holds tables but not its own)."""
+    backend = open_backend(state_url, Path("."))
+    try:
+        backend.ensure_store()
+    finally:
+        backend.close()
+    sqlite_path = None
+    if not state_url.startswith(("postgres://", "postgresql://")):
+        sqlite_path = Path(state_url.removeprefix("sqlite://"))
+    return Store(state_url, sqlite_path)
+
+
+def _error(status: int, message: str, **more: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, **more}}, status_code=status)
+
+
+def create_app(settings: ServeSettings, identity: auth.Identity,
+               registry: engine.Registry | None = None) -> FastAPI:  # fmt: skip
+    from iacloud.api import routes
+
+    metrics = Metrics()
+    waiters = Waiters()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        waiters.loop = asyncio.get_running_loop()
+        store = open_store(settings.state_url)
+        app.state.store = store
+        jobs = Jobs(store, JobSettings(
+            state_url=settings.state_url, work_dir=settings.work_dir, workers=settings.workers,
+            step_jobs=settings.step_jobs, lock_timeout=settings.lock_timeout,
+            stale_after=settings.stale_after, **settings.extra,
+        ), app.state.registry, metrics, waiters.notify)  # fmt: skip
+        app.state.jobs = jobs
+        await asyncio.to_thread(jobs.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(jobs.stop)
+            store.close()
+
+    app = FastAPI(
+        title="iacloud",
+        version="1",
+        description="Stacks, operations and events of iacloud, Heat-style: changes answer "
+        "202 with an operation to poll, wait on, stream or cancel.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.identity = identity
+    app.state.registry = registry or engine.Registry.discover()
+    app.state.metrics = metrics
+    app.state.waiters = waiters
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        return _error(400, "; ".join(str(d) for d in exc.diagnostics),
+                      diagnostics=[d.to_json() for d in exc.diagnostics])  # fmt: skip
+
+    @app.exception_handler(LockHeld)
+    async def lock_held(request: Request, exc: LockHeld) -> JSONResponse:
+        return _error(409, printable(str(exc)))
+
+    @app.exception_handler(StackExists)
+    async def exists(request: Request, exc: StackExists) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return _error(412, str(exc))
+
+    @app.exception_handler(StateError)
+    async def state_error(request: Request, exc: StateError) -> JSONResponse:
+        return _error(503, printable(str(exc)))
+
+    @app.exception_handler(IacloudError)
+    async def iacloud_error(request: Request, exc: IacloudError) -> JSONResponse:
+        return _error(400, printable(str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+        return JSONResponse({"error": detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.requests.labels(request.method, path, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_page(request: Request) -> Response:
+        principal = auth.authenticate(request)
+        if auth.rank(principal) < 2:
+            raise StarletteHTTPException(403, {"message": "metrics need the admin role"})
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.include_router(routes.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body)
+    return app
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes (413) before the application reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _too_large(send, self.limit)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = JSONResponse(
+        {"error": {"message": f"request body over the limit of {limit} bytes"}}, status_code=413
+    )
+    await body({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
