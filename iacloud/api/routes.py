@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -190,10 +191,13 @@ def create_stack(project: str, body: StackCreate, request: Request, response: Re
 def list_stacks(
     project: str, request: Request,
     limit: int = Query(1000, ge=1, le=10000), marker: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> JSONResponse:  # fmt: skip
     """The project's stacks by name; `marker` (a name) and `limit` page through them."""
     auth.in_project(request, project)
-    return {"stacks": [_summary(s) for s in _store(request).list_stacks(project, limit, marker)]}
+    rows = _store(request).list_stacks(project, limit, marker)
+    for row in rows:  # already JSON: answered as is, without a model round trip per stack
+        row["links"] = {"self": _stack_url(project, row["name"])}
+    return JSONResponse({"stacks": rows})
 
 
 @router.post("/stacks/preview")

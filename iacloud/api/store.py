@@ -296,9 +296,12 @@ class Store:
         )
         return _stack(rows[0]) if rows else None
 
-    def list_stacks(self, project: str, limit: int, marker: str | None) -> list[StackRow]:
+    def list_stacks(self, project: str, limit: int, marker: str | None) -> list[dict[str, Any]]:
+        """The project's live stacks by name, as the summaries the list shows (the templates
+        and parameters stay in the database: a list of 1,000 stacks reads only these)."""
         sql = (
-            f"SELECT {_STACK_COLS} FROM iacloud_api_stacks WHERE project = ? AND deleted_at IS NULL"
+            "SELECT id, name, description, status, status_reason, revision, created_at, "
+            "updated_at FROM iacloud_api_stacks WHERE project = ? AND deleted_at IS NULL"
         )
         params: list[Any] = [project]
         if marker:
@@ -306,7 +309,9 @@ class Store:
             params.append(marker)
         sql += " ORDER BY name LIMIT ?"
         params.append(limit)
-        return [_stack(r) for r in self._read(sql, params)]
+        keys = ("id", "name", "description", "status", "status_reason", "revision",
+                "created_at", "updated_at")  # fmt: skip
+        return [dict(zip(keys, r, strict=True)) for r in self._read(sql, params)]
 
     def submit(
         self,
