@@ -312,7 +312,8 @@ class Jobs:
         if result.ok:
             return "COMPLETE", None, data
         if result.interrupted:
-            return "CANCELLED", {"message": "cancelled: no new step was started; the running "
+            why = "the server is stopping" if self._stop.is_set() else "cancelled"
+            return "CANCELLED", {"message": f"{why}: no new step was started; the running "
                                  "ones finished and were recorded"}, data  # fmt: skip
         failed = "; ".join(
             f"{p['step']}: {p['error']}" for p in problems if p["status"] == "failed"
