@@ -22,9 +22,8 @@ from iacloud.api import auth
 from iacloud.api.jobs import Jobs, JobSettings
 from iacloud.api.store import Conflict, StackExists, Store
 from iacloud.api.telemetry import Metrics
-from iacloud.engine import IacloudError, UserError
+from iacloud.engine import IacloudError, LockHeld, StateError, UserError
 from iacloud.errors import printable
-from iacloud.state import LockHeld, StateError, open_backend
 
 log = logging.getLogger("iacloud.serve")
 
@@ -80,11 +79,7 @@ class Waiters:
 def open_store(state_url: str) -> Store:
     """The service tables in the state's database, which is made first if new (its backend
     refuses a file that holds tables but not its own)."""
-    backend = open_backend(state_url, Path("."))
-    try:
-        backend.ensure_store()
-    finally:
-        backend.close()
+    engine.prepare_state(state_url)
     sqlite_path = None
     if not state_url.startswith(("postgres://", "postgresql://")):
         sqlite_path = Path(state_url.removeprefix("sqlite://"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from iacloud.cli.app import handled
-from iacloud.engine import UserError, data_root
+from iacloud.engine import UserError, data_root, prepare_state
 
 _LISTEN = re.compile(r"(?P<host>[A-Za-z0-9.:\[\]-]+):(?P<port>[0-9]{1,5})")
 
@@ -62,5 +62,6 @@ def serve(listen: str, state_url: str | None, workers: int, jobs: int, lock_time
         raise UserError(
             "iacloud.identity is missing: this installation cannot check tokens"
         ) from None
+    prepare_state(url)  # before the identity store adds its tables to a new SQLite file
     app = create_app(settings, IdentityStore.open(url))
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -50,6 +50,16 @@ def stack_name(path: Path) -> str:
     return name
 
 
+def prepare_state(url: str) -> None:
+    """Make the state database `url` names if it does not exist yet: a server keeps tables of
+    its own in it, and the SQLite backend refuses a file that has tables but not its own."""
+    backend = open_backend(url, Path("."))
+    try:
+        backend.ensure_store()
+    finally:
+        backend.close()
+
+
 @dataclass
 class Workspace:
     """One stack file with its state backend and providers."""
