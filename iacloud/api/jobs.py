@@ -37,6 +37,7 @@ from iacloud.render import plan_json
 
 log = logging.getLogger("iacloud.serve")
 _ACTIONS = {"create": "CREATE", "update": "UPDATE", "delete": "DELETE"}
+PROGRESS_EVERY = 0.5  # seconds between writes of an operation's progress table
 
 
 @dataclass
@@ -61,10 +62,17 @@ class OpReporter(engine.Reporter):
         self.store, self.op, self.redactor = store, op, redactor
         self.metrics, self.notify = metrics, notify
         self.progress: dict[str, dict[str, Any]] = {}
+        self._written = 0.0
 
     def _record(self, address: str, entry: dict[str, Any]) -> None:
         self.progress[address] = entry
-        self.store.record_step(self.op.id, {"address": address, **entry}, self.progress)
+        # The whole table at most twice a second (and at the end, see Jobs._run): written at
+        # every step, an apply of N resources would write O(N^2) bytes.
+        t = time.monotonic()
+        table = self.progress if t - self._written >= PROGRESS_EVERY else None
+        if table is not None:
+            self._written = t
+        self.store.record_step(self.op.id, {"address": address, **entry}, table)
         self.notify(self.op.id)
 
     def step_started(self, step: engine.Step) -> None:
@@ -102,6 +110,7 @@ class Jobs:
         self._wake: queue.Queue[None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._reporters: dict[str, OpReporter | None] = {}  # by operation, while it runs
 
     # -- life cycle --
 
@@ -228,7 +237,10 @@ class Jobs:
             self.flags[op.id] = flag
         self.metrics.running.inc()
         started = time.monotonic()
+        self._reporters[op.id] = None
         try:
+            if op.action != "DELETE" and self.store.stack_deleted(op.stack_id):
+                raise UserError(f"stack '{op.stack}' was deleted before this operation started")
             status, error, result = self._execute(op, flag)
         except UserError as exc:
             status, result = "FAILED", None
@@ -244,11 +256,13 @@ class Jobs:
             with self._flags_lock:
                 self.flags.pop(op.id, None)
             self.metrics.running.dec()
+            reporter = self._reporters.pop(op.id, None)
         elapsed = time.monotonic() - started
         self.metrics.apply_seconds.labels(op.action).observe(elapsed)
         self.metrics.operations.labels(op.action, status.lower()).inc()
         reason = (error or {}).get("message", "")
-        self.store.finish(op, status, error, result, reason, only_if_worker=self.worker)
+        self.store.finish(op, status, error, result, reason, only_if_worker=self.worker,
+                          progress=reporter.progress if reporter else None)  # fmt: skip
         self.notify(op.id)
 
     def _execute(
@@ -293,6 +307,7 @@ class Jobs:
             return "COMPLETE", None, {"plan": summary, "steps": {}}
         redactor = Redactor(plan.hidden_values)
         reporter = OpReporter(self.store, op, redactor, self.metrics, self.notify)
+        self._reporters[op.id] = reporter
         result = engine.apply(ws, plan, jobs=self.settings.step_jobs, reporter=reporter,
                               command=command, cancel=flag)  # fmt: skip
         assert result is not None  # no approve callback: never declined

@@ -252,6 +252,8 @@ def _change(
 ) -> Accepted:  # fmt: skip
     principal = auth.in_project(request, project, change=True)
     stack = _stack(request, project, name)
+    if stack.status == "DELETE_IN_PROGRESS":
+        raise HTTPException(409, {"message": f"stack '{name}' is being deleted"})
     if if_match is not None:
         _check_if_match(if_match, stack, _serial(request, stack))
     new_template = template if template is not None else stack.template

@@ -422,14 +422,22 @@ class Store:
         )
         return seq
 
-    def record_step(self, op_id: str, data: dict[str, Any], progress: dict[str, Any]) -> None:
-        """A resource event of a running operation, and its progress table as it now stands."""
+    def record_step(
+        self, op_id: str, data: dict[str, Any], progress: dict[str, Any] | None
+    ) -> None:
+        """A resource event of a running operation, and its progress table as it now stands
+        (None: not written this time)."""
         with self._tx() as cur:
             self._append(cur, op_id, "resource", data)
-            cur.run(
-                "UPDATE iacloud_api_operations SET progress = ?, heartbeat_at = ? WHERE id = ?",
-                (json.dumps(progress), now(), op_id),
-            )
+            if progress is not None:
+                cur.run(
+                    "UPDATE iacloud_api_operations SET progress = ?, heartbeat_at = ? WHERE id = ?",
+                    (json.dumps(progress), now(), op_id),
+                )
+
+    def stack_deleted(self, stack_id: str) -> bool:
+        rows = self._read("SELECT deleted_at FROM iacloud_api_stacks WHERE id = ?", (stack_id,))
+        return not rows or rows[0][0] is not None
 
     def finish(
         self,
@@ -440,19 +448,23 @@ class Store:
         reason: str = "",
         only_if_worker: str | None = None,
         only_status: str | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> bool:
         """Close an operation (and its stack's status); False if it was closed already or
         belongs to another worker."""
         with self._tx() as cur:
             sql = (
                 "UPDATE iacloud_api_operations SET status = ?, error = ?, result = ?, "
-                "finished_at = ? WHERE id = ? AND status IN ('QUEUED', 'IN_PROGRESS')"
+                "finished_at = ?"
+                + (", progress = ?" if progress is not None else "")
+                + " WHERE id = ? AND status IN ('QUEUED', 'IN_PROGRESS')"
             )
             params: list[Any] = [
                 status,
                 json.dumps(error) if error else None,
                 json.dumps(result, default=str) if result is not None else None,
                 now(),
+                *([json.dumps(progress)] if progress is not None else []),
                 op.id,
             ]
             if only_if_worker is not None:

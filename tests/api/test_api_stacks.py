@@ -300,6 +300,7 @@ def test_preview_drift_delete_metrics_and_openapi(serve, data_dir: Path) -> None
 
     gone = c.delete("/v1/pa/stacks/web")
     assert gone.status_code == 202
+    assert c.patch("/v1/pa/stacks/web", json={}).status_code in (409, 404)  # being deleted
     assert wait_op(c, gone.headers["Location"])["status"] == "COMPLETE"
     assert c.get("/v1/pa/stacks/web").status_code == 404
     assert list(data_dir.glob("stacks/*/fake/fake_thing/*.json")) == []
