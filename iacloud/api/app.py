@@ -171,7 +171,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
     @app.get("/metrics", include_in_schema=False)
     def metrics_page(request: Request) -> Response:
         principal = auth.authenticate(request)
-        if auth.rank(principal) < 2:
+        if not principal.is_admin():
             raise StarletteHTTPException(403, {"message": "metrics need the admin role"})
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 from fastapi import HTTPException, Request
 
 COOKIE = "iacloud_token"
-_RANKS = {"reader": 0, "member": 1, "admin": 2}
 
 
 class Identity(Protocol):
@@ -17,7 +16,9 @@ class Identity(Protocol):
 
     def authenticate(self, token: str) -> Any: ...
 
-    def audit(self, principal: Any, action: str, target: str, client: str) -> None: ...
+    def audit(
+        self, principal: Any, action: str, target: str, client: str, outcome: str
+    ) -> None: ...
 
 
 def token_of(request: Request) -> str | None:
@@ -29,12 +30,6 @@ def token_of(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.cookies.get(COOKIE) or None
-
-
-def rank(principal: Any) -> int:
-    role = principal.role
-    name = str(getattr(role, "value", getattr(role, "name", role))).lower()
-    return _RANKS.get(name, -1)
 
 
 def client_of(request: Request) -> str:
@@ -58,10 +53,11 @@ def in_project(request: Request, project: str, change: bool = False) -> Any:
     principal = authenticate(request)
     if principal.project != project:
         raise HTTPException(404, {"message": f"no project '{project}'"})
-    if change and rank(principal) < _RANKS["member"]:
+    if change and not principal.may_change():
+        audit(request, principal, request.method, request.url.path, "denied")
         raise HTTPException(403, {"message": "this needs the member or admin role"})
     return principal
 
 
-def audit(request: Request, principal: Any, action: str, target: str) -> None:
-    request.app.state.identity.audit(principal, action, target, client_of(request))
+def audit(request: Request, principal: Any, action: str, target: str, outcome: str) -> None:
+    request.app.state.identity.audit(principal, action, target, client_of(request), outcome)

@@ -183,7 +183,7 @@ def create_stack(project: str, body: StackCreate, request: Request, response: Re
     )  # fmt: skip
     op = _new_op(stack, "CREATE", principal, body.template, fmt, body.parameters)
     _store(request).create_stack(stack, op)
-    auth.audit(request, principal, "stack.create", f"{project}/{body.stack_name}")
+    auth.audit(request, principal, "stack.create", f"{project}/{body.stack_name}", "success")
     return _accepted(request, op, response)
 
 
@@ -273,7 +273,7 @@ def _change(
     op = _new_op(stack, action, principal, new_template, new_fmt, new_params)
     _store(request).submit(stack, op, stack.revision if if_match else None, changes,
                            bump=action != "DRIFT")  # fmt: skip
-    auth.audit(request, principal, f"stack.{action.lower()}", f"{project}/{name}")
+    auth.audit(request, principal, f"stack.{action.lower()}", f"{project}/{name}", "success")
     return _accepted(request, op, response)
 
 
@@ -462,7 +462,8 @@ def cancel_operation(project: str, op_id: str, request: Request) -> Operation:
     op = _operation(request, project, op_id)
     if not op.done:
         request.app.state.jobs.cancel(op)
-        auth.audit(request, principal, "operation.cancel", f"{project}/{op.stack}/{op_id}")
+        target = f"{project}/{op.stack}/{op_id}"
+        auth.audit(request, principal, "operation.cancel", target, "success")
     return _op_out(_operation(request, project, op_id))
 
 

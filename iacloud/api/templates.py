@@ -22,7 +22,7 @@ from iacloud.engine import UserError
 from iacloud.errors import Diagnostic
 from iacloud.stack import STACK_NAME
 
-PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,29}")
+PROJECT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # iacloud.identity's rule
 FORMATS = {"toml": ".toml", "hot": ".yaml"}
 _HOT = re.compile(r"^\s*heat_template_version\s*:", re.MULTILINE)
 SHOWN_FILE = "template"
@@ -42,18 +42,10 @@ def check_names(project: str, name: str | None = None) -> None:
 
 
 def state_key(project: str, name: str) -> str:
-    """The stack's name in the state database: the project's stacks kept apart from others'."""
+    """The stack's name in the state database: the project's stacks kept apart from others'.
+    '.' is in neither name's alphabet, so no two (project, stack) pairs share a key."""
     check_names(project, name)
-    key = f"{project}--{name}"
-    if len(key) > 63:
-        raise UserError(
-            Diagnostic(
-                f"the stack name is too long for project '{project}': project and stack names "
-                "together may have at most 61 characters",
-                field="stack_name",
-            )
-        )
-    return key
+    return f"{project}.{name}"
 
 
 def detect_format(template: str, given: str | None) -> str:

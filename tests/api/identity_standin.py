@@ -23,6 +23,12 @@ class Principal:
     project: str
     role: Role
 
+    def may_change(self) -> bool:
+        return self.role in (Role.member, Role.admin)
+
+    def is_admin(self) -> bool:
+        return self.role is Role.admin
+
 
 class StandInIdentity:
     def __init__(self, path: Path) -> None:
@@ -38,9 +44,11 @@ class StandInIdentity:
             return None
         return Principal(entry["user"], entry["project"], Role(entry["role"]))
 
-    def audit(self, principal: Principal, action: str, target: str, client: str) -> None:
+    def audit(
+        self, principal: Principal, action: str, target: str, client: str, outcome: str
+    ) -> None:
         with open(self.audit_log, "a") as f:
-            f.write(json.dumps([principal.user, action, target, client]) + "\n")
+            f.write(json.dumps([principal.user, action, target, client, outcome]) + "\n")
 
 
 def from_env() -> StandInIdentity:

@@ -224,7 +224,8 @@ def test_tokens_roles_and_projects(serve, tokens_file: Path) -> None:
     tokens_file.write_text(json.dumps(tokens))
     assert alice.get("/v1/pa/stacks").status_code == 401
     audit = tokens_file.with_suffix(".audit").read_text().splitlines()
-    assert json.loads(audit[0]) == ["alice", "stack.create", "pa/web", "127.0.0.1"]
+    assert json.loads(audit[0]) == ["alice", "stack.create", "pa/web", "127.0.0.1", "success"]
+    assert ["rita", "DELETE", "/v1/pa/stacks/web", "127.0.0.1", "denied"] in map(json.loads, audit)
 
 
 def test_bad_input_gets_400_with_diagnostics_and_changes_nothing(serve) -> None:
