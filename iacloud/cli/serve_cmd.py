@@ -36,12 +36,15 @@ def default_state() -> str:
               help="Steps at once within one operation.")  # fmt: skip
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds an operation waits for a stack's lock held elsewhere.")  # fmt: skip
+@click.option("--stale-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="PostgreSQL: seconds without a heartbeat after which another server marks "
+              "a running operation as its dead server's.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
               help="The server's files (templates written for runs). "
               "Default: <data dir>/serve.")  # fmt: skip
 @handled
 def serve(listen: str, state_url: str | None, workers: int, jobs: int, lock_timeout: float,
-          data_dir: Path | None) -> None:  # fmt: skip
+          stale_after: float, data_dir: Path | None) -> None:  # fmt: skip
     """Serve the HTTP API: stacks, operations (202 + poll, wait, events, cancel), /metrics."""
     import uvicorn
 
@@ -55,6 +58,7 @@ def serve(listen: str, state_url: str | None, workers: int, jobs: int, lock_time
         workers=workers,
         step_jobs=jobs,
         lock_timeout=lock_timeout,
+        stale_after=stale_after,
     )
     try:
         from iacloud.identity import IdentityStore

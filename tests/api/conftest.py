@@ -3,6 +3,8 @@ small HTTP client; the fake provider is registered in the server through its ent
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -36,19 +38,87 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+REAL_IDENTITY = importlib.util.find_spec("iacloud.identity") is not None
+
+
+class Tokens:
+    """The tests' users by token name (TOKENS) with real tokens: from iacloud.identity's
+    store once it is installed, else from the stand-in's file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.real: dict[str, str] = {}
+        self.urls: set[str] = set()
+
+    def setup(self, state_url: str) -> None:
+        if not REAL_IDENTITY or state_url in self.urls:
+            return
+        from datetime import timedelta
+
+        from iacloud import engine
+        from iacloud.identity import AlreadyExists, IdentityStore
+
+        engine.prepare_state(state_url)
+        with IdentityStore.open(state_url) as store:
+            for project in ("pa", "pb"):
+                with contextlib.suppress(AlreadyExists):
+                    store.create_project(project)
+            for name, entry in TOKENS.items():
+                with contextlib.suppress(AlreadyExists):
+                    store.create_user(entry["user"], "a long password")
+                store.grant(entry["user"], entry["project"], entry["role"])
+                if name not in self.real:
+                    ttl = timedelta(seconds=1) if "expires" in entry else None
+                    self.real[name] = store.issue_token(entry["user"], entry["project"], ttl).token
+        self.urls.add(state_url)
+
+    def __getitem__(self, name: str) -> str:
+        return self.real.get(name, name) if REAL_IDENTITY else name
+
+    def revoke(self, name: str) -> None:
+        if REAL_IDENTITY:
+            from iacloud.identity import IdentityStore
+
+            for url in self.urls:
+                with IdentityStore.open(url) as store:
+                    store.revoke(self.real[name])
+            return
+        tokens = json.loads(self.path.read_text())
+        del tokens[name]
+        self.path.write_text(json.dumps(tokens))
+
+    def audit(self) -> list[list[str | None]]:
+        """(user, action, target, client, outcome), oldest first."""
+        if REAL_IDENTITY:
+            from iacloud.identity import IdentityStore
+
+            (url,) = self.urls
+            with IdentityStore.open(url) as store:
+                events = store.audit_events(None, 1000)
+            return [[e.actor, e.action, e.target, e.client, e.outcome] for e in reversed(events)]
+        audit = self.path.with_suffix(".audit").read_text().splitlines()
+        return [json.loads(line) for line in audit]
+
+
 class Server:
     def __init__(self, state_url: str, data_dir: Path, env: dict[str, str], log: Path,
-                 workers: int = 4) -> None:  # fmt: skip
+                 tokens: Tokens, workers: int = 4) -> None:  # fmt: skip
         self.state_url = state_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.tokens = tokens
+        tokens.setup(state_url)
+        if REAL_IDENTITY:
+            command = [sys.executable, "-m", "iacloud.cli.main", "serve", "--listen",
+                       f"127.0.0.1:{self.port}", "--state", state_url, "--data-dir",
+                       str(data_dir), "--workers", str(workers), "--lock-timeout", "30",
+                       "--stale-after", "6"]  # fmt: skip
+        else:
+            command = [sys.executable, str(HERE / "run_server.py"), state_url, str(self.port),
+                       str(data_dir), str(workers)]  # fmt: skip
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "run_server.py"), state_url, str(self.port),
-                 str(data_dir), str(workers)],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -63,6 +133,7 @@ class Server:
     def client(self, token: str | None = "tok-alice", bearer: bool = False) -> httpx.Client:
         headers = {}
         if token:
+            token = self.tokens[token]
             headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Auth-Token": token}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
@@ -77,25 +148,23 @@ class Server:
 
 
 @pytest.fixture
-def tokens_file(tmp_path: Path) -> Path:
+def tokens(tmp_path: Path) -> Tokens:
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps(TOKENS))
-    return path
+    return Tokens(path)
 
 
 @pytest.fixture
-def serve(
-    tmp_path: Path, fake_entry_point: Path, data_dir: Path, tokens_file: Path
-) -> Iterator[Any]:
+def serve(tmp_path: Path, fake_entry_point: Path, data_dir: Path, tokens: Tokens) -> Iterator[Any]:
     """serve(state_url=None) starts a server (default: a SQLite state in tmp_path)."""
     servers: list[Server] = []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(fake_entry_point), str(TESTS)])
-    env["IACLOUD_TEST_TOKENS"] = str(tokens_file)
+    env["IACLOUD_TEST_TOKENS"] = str(tokens.path)
 
     def start(state_url: str | None = None, workers: int = 4) -> Server:
         url = state_url or f"sqlite:///{tmp_path / 'state.db'}"
-        server = Server(url, tmp_path / "serve", env, tmp_path / "server.log", workers)
+        server = Server(url, tmp_path / "serve", env, tmp_path / "server.log", tokens, workers)
         servers.append(server)
         return server
 
