@@ -54,7 +54,7 @@ def in_project(request: Request, project: str, change: bool = False) -> Any:
     if principal.project != project:
         raise HTTPException(404, {"message": f"no project '{project}'"})
     if change and not principal.may_change():
-        audit(request, principal, request.method, request.url.path, "denied")
+        audit(request, principal, f"api.{request.method.lower()}", request.url.path, "denied")
         raise HTTPException(403, {"message": "this needs the member or admin role"})
     return principal
 

@@ -223,7 +223,7 @@ def test_tokens_roles_and_projects(serve, tokens) -> None:
     assert alice.get("/v1/pa/stacks").status_code == 401
     audit = tokens.audit()
     assert ["alice", "stack.create", "pa/web", "127.0.0.1", "success"] in audit
-    assert ["rita", "DELETE", "/v1/pa/stacks/web", "127.0.0.1", "denied"] in audit
+    assert ["rita", "api.delete", "/v1/pa/stacks/web", "127.0.0.1", "denied"] in audit
 
 
 def test_bad_input_gets_400_with_diagnostics_and_changes_nothing(serve) -> None:
