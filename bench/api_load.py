@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -52,26 +53,48 @@ def _fake_dist(root: Path) -> Path:
     return root
 
 
-def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    tokens = tmp / "tokens.json"
-    tokens.write_text(json.dumps({TOKEN: {"user": "bench", "project": "bench", "role": "admin"}}))
+def _token(state_url: str, tmp: Path) -> tuple[str, list[str]]:
+    """An admin token of project `bench`, and how to start the server: `iacloud serve` with
+    iacloud.identity, else the tests' server with their stand-in identity store."""
+    if importlib.util.find_spec("iacloud.identity") is None:
+        tokens = tmp / "tokens.json"
+        tokens.write_text(json.dumps({TOKEN: {"user": "bench", "project": "bench",
+                                              "role": "admin"}}))  # fmt: skip
+        os.environ["IACLOUD_TEST_TOKENS"] = str(tokens)
+        return TOKEN, [str(TESTS / "api" / "run_server.py"), state_url]
+    from iacloud import engine
+    from iacloud.identity import IdentityStore
+
+    engine.prepare_state(state_url)
+    with IdentityStore.open(state_url) as store:
+        store.create_project("bench")
+        store.create_user("bench", "bench password")
+        store.grant("bench", "bench", "admin")
+        token = store.issue_token("bench", "bench").token
+    return token, ["-m", "iacloud.cli.main", "serve", "--state", state_url]
+
+
+def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    state_url = f"sqlite:///{tmp / 'state.db'}"
+    token, command = _token(state_url, tmp)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_fake_dist(tmp / "dist")), str(TESTS)])
-    env["IACLOUD_TEST_TOKENS"] = str(tokens)
     env["IACLOUD_DATA_DIR"] = str(tmp / "data")
     port = _free_port()
+    if "serve" in command:
+        command += ["--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "serve"),
+                    "--workers", str(workers)]  # fmt: skip
+    else:
+        command += [str(port), str(tmp / "serve"), str(workers)]
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen(
-        [sys.executable, str(TESTS / "api" / "run_server.py"), f"sqlite:///{tmp / 'state.db'}",
-         str(port), str(tmp / "serve"), str(workers)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, *command], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+                return proc, url, token
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -170,11 +193,11 @@ async def timed_apply(client: httpx.AsyncClient, name: str, text: str, pollers: 
     return took, polls
 
 
-async def main_async(args: argparse.Namespace, url: str) -> None:
+async def main_async(args: argparse.Namespace, url: str, token: str) -> None:
     limits = httpx.Limits(
         max_connections=args.pollers + 10, max_keepalive_connections=args.pollers + 10
     )
-    headers = {"X-Auth-Token": TOKEN}
+    headers = {"X-Auth-Token": token}
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as c:
         created = await create_many(c, args.stacks, args.clients)
         print(f"create -> 202, {args.stacks} stacks from {args.clients} clients: "
@@ -208,9 +231,9 @@ def main() -> None:
         raise SystemExit("keep the load bounded: pollers 1-200, clients 1-50, stacks <= 5000")
     with tempfile.TemporaryDirectory(prefix="ap-api-load-") as d:
         tmp = Path(d)
-        proc, url = start_server(tmp, workers=4)
+        proc, url, token = start_server(tmp, workers=4)
         try:
-            asyncio.run(main_async(args, url))
+            asyncio.run(main_async(args, url, token))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
