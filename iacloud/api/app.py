@@ -127,6 +127,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
     app.state.registry = registry or engine.Registry.discover()
     app.state.metrics = metrics
     app.state.waiters = waiters
+    app.state.list_cache = {}  # (project, limit, marker) -> (etag, body): routes.list_stacks
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:

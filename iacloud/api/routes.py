@@ -6,6 +6,7 @@ operation for the jobs (jobs.py) or read state through the engine's read functio
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -187,17 +188,31 @@ def create_stack(project: str, body: StackCreate, request: Request, response: Re
     return _accepted(request, op, response)
 
 
-@router.get("/stacks", response_model=StackList)
+@router.get("/stacks", response_model=StackList, responses={304: {"description": "Unchanged"}})
 def list_stacks(
     project: str, request: Request,
     limit: int = Query(1000, ge=1, le=10000), marker: str | None = None,
-) -> JSONResponse:  # fmt: skip
-    """The project's stacks by name; `marker` (a name) and `limit` page through them."""
+) -> Response:  # fmt: skip
+    """The project's stacks by name; `marker` (a name) and `limit` page through them. The
+    answer has an ETag: `If-None-Match` gets 304 while nothing in the project changed."""
     auth.in_project(request, project)
-    rows = _store(request).list_stacks(project, limit, marker)
-    for row in rows:  # already JSON: answered as is, without a model round trip per stack
-        row["links"] = {"self": _stack_url(project, row["name"])}
-    return JSONResponse({"stacks": rows})
+    store = _store(request)
+    version = store.list_version(project)
+    key = (project, limit, marker)
+    etag = f'"{hashlib.sha256(repr((key, version)).encode()).hexdigest()[:20]}"'
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"ETag": etag})
+    cache: dict[Any, tuple[str, bytes]] = request.app.state.list_cache
+    hit = cache.get(key)
+    if hit is None or hit[0] != etag:
+        rows = store.list_stacks(project, limit, marker)
+        for row in rows:
+            row["links"] = {"self": _stack_url(project, row["name"])}
+        body = JSONResponse({"stacks": rows}).body  # built once per change, not per request
+        if len(cache) >= 64:
+            cache.pop(next(iter(cache)))
+        cache[key] = hit = (etag, bytes(body))
+    return Response(hit[1], media_type="application/json", headers={"ETag": etag})
 
 
 @router.post("/stacks/preview")

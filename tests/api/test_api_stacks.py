@@ -337,3 +337,27 @@ def test_a_killed_server_s_operations_are_failed_with_their_pending_steps(serve)
     assert done["status"] == "COMPLETE", done
     resources = c.get("/v1/pa/stacks/k/resources").json()
     assert [r["address"] for r in resources["resources"]] == ["r0"] and resources["pending"] == []
+
+
+def test_the_list_has_an_etag_that_moves_with_every_change(serve) -> None:
+    server = serve()
+    c = server.client()
+    empty = c.get("/v1/pa/stacks")
+    assert empty.json() == {"stacks": []}
+    assert (
+        c.get("/v1/pa/stacks", headers={"If-None-Match": empty.headers["ETag"]}).status_code == 304
+    )
+    location = _create(c).headers["Location"]
+    listed = c.get("/v1/pa/stacks")
+    assert listed.headers["ETag"] != empty.headers["ETag"]
+    wait_op(c, location)
+    done = c.get("/v1/pa/stacks", headers={"If-None-Match": listed.headers["ETag"]})
+    assert done.status_code == 200 and done.json()["stacks"][0]["status"] == "CREATE_COMPLETE"
+    again = c.get("/v1/pa/stacks", headers={"If-None-Match": done.headers["ETag"]})
+    assert again.status_code == 304
+    drift = c.post("/v1/pa/stacks/web/drift").headers["Location"]
+    wait_op(c, drift)
+    assert c.get("/v1/pa/stacks").json() == done.json()  # a drift check changes no stack
+    assert c.get("/v1/pb/stacks", headers={"X-Auth-Token": server.tokens["tok-bob"]}).json() == {
+        "stacks": []
+    }
