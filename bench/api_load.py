@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
-import json
 import os
 import signal
 import socket
@@ -31,9 +29,11 @@ from pathlib import Path
 
 import httpx
 
+from iacloud import engine
+from iacloud.identity import IdentityStore
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-TOKEN = "bench-token"
 
 
 def _free_port() -> int:
@@ -53,39 +53,26 @@ def _fake_dist(root: Path) -> Path:
     return root
 
 
-def _token(state_url: str, tmp: Path) -> tuple[str, list[str]]:
-    """An admin token of project `bench`, and how to start the server: `iacloud serve` with
-    iacloud.identity, else the tests' server with their stand-in identity store."""
-    if importlib.util.find_spec("iacloud.identity") is None:
-        tokens = tmp / "tokens.json"
-        tokens.write_text(json.dumps({TOKEN: {"user": "bench", "project": "bench",
-                                              "role": "admin"}}))  # fmt: skip
-        os.environ["IACLOUD_TEST_TOKENS"] = str(tokens)
-        return TOKEN, [str(TESTS / "api" / "run_server.py"), state_url]
-    from iacloud import engine
-    from iacloud.identity import IdentityStore
-
+def _token(state_url: str) -> str:
+    """An admin token of project `bench`, made in the state database before the server starts."""
     engine.prepare_state(state_url)
     with IdentityStore.open(state_url) as store:
         store.create_project("bench")
         store.create_user("bench", "bench password")
         store.grant("bench", "bench", "admin")
-        token = store.issue_token("bench", "bench").token
-    return token, ["-m", "iacloud.cli.main", "serve", "--state", state_url]
+        return store.issue_token("bench", "bench").token
 
 
 def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
     state_url = f"sqlite:///{tmp / 'state.db'}"
-    token, command = _token(state_url, tmp)
+    token = _token(state_url)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_fake_dist(tmp / "dist")), str(TESTS)])
     env["IACLOUD_DATA_DIR"] = str(tmp / "data")
     port = _free_port()
-    if "serve" in command:
-        command += ["--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "serve"),
-                    "--workers", str(workers)]  # fmt: skip
-    else:
-        command += [str(port), str(tmp / "serve"), str(workers)]
+    command = ["-m", "iacloud.cli.main", "serve", "--state", state_url, "--listen",
+               f"127.0.0.1:{port}", "--data-dir", str(tmp / "serve"),
+               "--workers", str(workers)]  # fmt: skip
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server's lifetime
     proc = subprocess.Popen([sys.executable, *command], env=env, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip

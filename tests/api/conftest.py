@@ -1,11 +1,10 @@
-"""A real `iacloud serve` process per test (uvicorn on 127.0.0.1, a free port), tokens, and a
-small HTTP client; the fake provider is registered in the server through its entry point."""
+"""A real `iacloud serve` process per test (uvicorn on 127.0.0.1, a free port), users and tokens
+in iacloud.identity's store, and a small HTTP client; the fake provider is registered in the
+server through its entry point."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
 import signal
 import socket
@@ -13,11 +12,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from iacloud import engine
+from iacloud.identity import AlreadyExists, IdentityStore
 
 HERE = Path(__file__).parent
 TESTS = HERE.parent
@@ -27,8 +30,7 @@ TOKENS = {
     "tok-rita": {"user": "rita", "project": "pa", "role": "reader"},
     "tok-adam": {"user": "adam", "project": "pa", "role": "admin"},
     "tok-bob": {"user": "bob", "project": "pb", "role": "member"},
-    "tok-old": {"user": "alice", "project": "pa", "role": "member",
-                "expires": "2001-01-01T00:00:00+00:00"},
+    "tok-old": {"user": "alice", "project": "pa", "role": "member", "expires": "in 1 s"},
 }  # fmt: skip
 
 
@@ -38,26 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-REAL_IDENTITY = importlib.util.find_spec("iacloud.identity") is not None
-
-
 class Tokens:
-    """The tests' users by token name (TOKENS) with real tokens: from iacloud.identity's
-    store once it is installed, else from the stand-in's file."""
+    """The tests' users (TOKENS) in iacloud.identity's store, each with a real token."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.real: dict[str, str] = {}
         self.urls: set[str] = set()
 
     def setup(self, state_url: str) -> None:
-        if not REAL_IDENTITY or state_url in self.urls:
+        if state_url in self.urls:
             return
-        from datetime import timedelta
-
-        from iacloud import engine
-        from iacloud.identity import AlreadyExists, IdentityStore
-
         engine.prepare_state(state_url)
         with IdentityStore.open(state_url) as store:
             for project in ("pa", "pb"):
@@ -73,31 +65,19 @@ class Tokens:
         self.urls.add(state_url)
 
     def __getitem__(self, name: str) -> str:
-        return self.real.get(name, name) if REAL_IDENTITY else name
+        return self.real.get(name, name)
 
     def revoke(self, name: str) -> None:
-        if REAL_IDENTITY:
-            from iacloud.identity import IdentityStore
-
-            for url in self.urls:
-                with IdentityStore.open(url) as store:
-                    store.revoke(self.real[name])
-            return
-        tokens = json.loads(self.path.read_text())
-        del tokens[name]
-        self.path.write_text(json.dumps(tokens))
+        for url in self.urls:
+            with IdentityStore.open(url) as store:
+                store.revoke(self.real[name])
 
     def audit(self) -> list[list[str | None]]:
         """(user, action, target, client, outcome), oldest first."""
-        if REAL_IDENTITY:
-            from iacloud.identity import IdentityStore
-
-            (url,) = self.urls
-            with IdentityStore.open(url) as store:
-                events = store.audit_events(None, 1000)
-            return [[e.actor, e.action, e.target, e.client, e.outcome] for e in reversed(events)]
-        audit = self.path.with_suffix(".audit").read_text().splitlines()
-        return [json.loads(line) for line in audit]
+        (url,) = self.urls
+        with IdentityStore.open(url) as store:
+            events = store.audit_events(None, 1000)
+        return [[e.actor, e.action, e.target, e.client, e.outcome] for e in reversed(events)]
 
 
 class Server:
@@ -109,14 +89,10 @@ class Server:
         self.log = log
         self.tokens = tokens
         tokens.setup(state_url)
-        if REAL_IDENTITY:
-            command = [sys.executable, "-m", "iacloud.cli.main", "serve", "--listen",
-                       f"127.0.0.1:{self.port}", "--state", state_url, "--data-dir",
-                       str(data_dir), "--workers", str(workers), "--lock-timeout", "30",
-                       "--stale-after", "6"]  # fmt: skip
-        else:
-            command = [sys.executable, str(HERE / "run_server.py"), state_url, str(self.port),
-                       str(data_dir), str(workers)]  # fmt: skip
+        command = [sys.executable, "-m", "iacloud.cli.main", "serve", "--listen",
+                   f"127.0.0.1:{self.port}", "--state", state_url, "--data-dir", str(data_dir),
+                   "--workers", str(workers), "--lock-timeout", "30",
+                   "--stale-after", "6"]  # fmt: skip
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -148,10 +124,8 @@ class Server:
 
 
 @pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    path = tmp_path / "tokens.json"
-    path.write_text(json.dumps(TOKENS))
-    return Tokens(path)
+def tokens() -> Tokens:
+    return Tokens()
 
 
 @pytest.fixture
@@ -160,7 +134,6 @@ def serve(tmp_path: Path, fake_entry_point: Path, data_dir: Path, tokens: Tokens
     servers: list[Server] = []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(fake_entry_point), str(TESTS)])
-    env["IACLOUD_TEST_TOKENS"] = str(tokens.path)
 
     def start(state_url: str | None = None, workers: int = 4) -> Server:
         url = state_url or f"sqlite:///{tmp_path / 'state.db'}"
