@@ -92,7 +92,7 @@ def _error(status: int, message: str, **more: Any) -> JSONResponse:
 
 def create_app(settings: ServeSettings, identity: auth.Identity,
                registry: engine.Registry | None = None) -> FastAPI:  # fmt: skip
-    from iacloud.api import routes
+    from iacloud.api import login, routes
 
     metrics = Metrics()
     waiters = Waiters()
@@ -176,6 +176,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
             raise StarletteHTTPException(403, {"message": "metrics need the admin role"})
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    app.include_router(login.router)
     app.include_router(routes.router)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(Timing, metrics=metrics)

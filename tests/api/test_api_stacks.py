@@ -361,3 +361,24 @@ def test_the_list_has_an_etag_that_moves_with_every_change(serve) -> None:
     assert c.get("/v1/pb/stacks", headers={"X-Auth-Token": server.tokens["tok-bob"]}).json() == {
         "stacks": []
     }
+
+
+def test_login_whoami_logout_and_the_rate_limit(serve) -> None:
+    server = serve()
+    anon = server.client(None)
+    r = anon.post("/v1/auth/tokens", json={"username": "alice", "password": "a long password",
+                                           "project": "pa"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    assert r.headers["X-Subject-Token"] == token and r.json()["role"] == "member"
+    me = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+    assert me.get("/v1/auth/tokens").json()["user"] == "alice"
+    assert me.get("/v1/pa/stacks").status_code == 200
+    assert me.delete("/v1/auth/tokens").status_code == 204
+    assert me.get("/v1/pa/stacks").status_code == 401  # logged out
+    wrong = {"username": "alice", "password": "not the password", "project": "pa"}
+    codes = [anon.post("/v1/auth/tokens", json=wrong).status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429
+    limited = anon.post("/v1/auth/tokens", json=wrong)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert "not the password" not in limited.text
