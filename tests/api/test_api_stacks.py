@@ -382,3 +382,20 @@ def test_login_whoami_logout_and_the_rate_limit(serve) -> None:
     limited = anon.post("/v1/auth/tokens", json=wrong)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert "not the password" not in limited.text
+
+
+def test_a_failed_step_fails_the_operation_and_names_the_step(serve) -> None:
+    server = serve()
+    c = server.client()
+    text = stack_text(chain=True).replace("size = 1\n", "size = 1\nfail = true\n")
+    op = wait_op(c, c.post("/v1/pa/stacks", json={"stack_name": "f", "template": text})
+                 .headers["Location"])  # fmt: skip
+    assert op["status"] == "FAILED"
+    assert "create r0: the fake backend was told to fail" in op["error"]["message"]
+    assert op["progress"]["r0"]["status"] == "FAILED"
+    assert {"step": "create r1", "status": "skipped"}.items() <= op["error"]["problems"][1].items()
+    stack = c.get("/v1/pa/stacks/f").json()
+    assert stack["status"] == "CREATE_FAILED" and "told to fail" in stack["status_reason"]
+    fixed = c.put("/v1/pa/stacks/f", json={"template": stack_text(chain=True)})
+    assert wait_op(c, fixed.headers["Location"])["status"] == "COMPLETE"
+    assert c.get("/v1/pa/stacks/f").json()["status"] == "UPDATE_COMPLETE"
