@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import stack_text, wait_op
+from api_server import stack_text, wait_op
 
 
 def _create(c: httpx.Client, name: str = "web", **body: object) -> httpx.Response:
