@@ -63,8 +63,10 @@ def _token(state_url: str) -> str:
         return store.issue_token("bench", "bench").token
 
 
-def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
-    state_url = f"sqlite:///{tmp / 'state.db'}"
+Started = tuple[subprocess.Popen[bytes], str, str]
+
+
+def start_server(tmp: Path, workers: int, state_url: str) -> Started:
     token = _token(state_url)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_fake_dist(tmp / "dist")), str(TESTS)])
@@ -213,12 +215,22 @@ def main() -> None:
     p.add_argument("--sleep", type=float, default=0.2, help="seconds each fake step takes")
     p.add_argument("--pollers", type=int, default=100)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls")
+    p.add_argument("--postgres", action="store_true",
+                   help="state in a PostgreSQL server started here")  # fmt: skip
     args = p.parse_args()
     if not 1 <= args.pollers <= 200 or not 1 <= args.clients <= 50 or args.stacks > 5000:
         raise SystemExit("keep the load bounded: pollers 1-200, clients 1-50, stacks <= 5000")
     with tempfile.TemporaryDirectory(prefix="ap-api-load-") as d:
         tmp = Path(d)
-        proc, url, token = start_server(tmp, workers=4)
+        pg = None
+        if args.postgres:
+            sys.path.insert(0, str(TESTS))
+            from pg_server import PgServer
+
+            pg = PgServer().start()
+        state_url = pg.fresh_url() if pg else f"sqlite:///{tmp / 'state.db'}"
+        print(f"state: {'PostgreSQL' if pg else 'SQLite'}")
+        proc, url, token = start_server(tmp, 4, state_url)
         try:
             asyncio.run(main_async(args, url, token))
         finally:
@@ -227,6 +239,8 @@ def main() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            if pg is not None:
+                pg.stop()
 
 
 if __name__ == "__main__":
