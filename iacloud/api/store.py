@@ -448,6 +448,13 @@ class Store:
                     (json.dumps(progress), now(), op_id),
                 )
 
+    def set_progress(self, op_id: str, progress: dict[str, Any]) -> None:
+        with self._tx() as cur:
+            cur.run(
+                "UPDATE iacloud_api_operations SET progress = ?, heartbeat_at = ? WHERE id = ?",
+                (json.dumps(progress), now(), op_id),
+            )
+
     def stack_deleted(self, stack_id: str) -> bool:
         rows = self._read("SELECT deleted_at FROM iacloud_api_stacks WHERE id = ?", (stack_id,))
         return not rows or rows[0][0] is not None

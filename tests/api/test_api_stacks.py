@@ -406,3 +406,18 @@ def test_a_failed_step_fails_the_operation_and_names_the_step(serve) -> None:
     fixed = c.put("/v1/pa/stacks/f", json={"template": stack_text(chain=True)})
     assert wait_op(c, fixed.headers["Location"])["status"] == "COMPLETE"
     assert c.get("/v1/pa/stacks/f").json()["status"] == "UPDATE_COMPLETE"
+
+
+def test_progress_shows_steps_running_side_by_side(serve) -> None:
+    server = serve()
+    c = server.client()
+    body = {"stack_name": "par", "template": stack_text(sleep=3.0, count=3)}
+    location = c.post("/v1/pa/stacks", json=body).headers["Location"]
+    deadline = time.monotonic() + 15
+    while True:  # started within the same instant: the table catches up within a second
+        progress = c.get(location).json()["progress"]
+        if [p["status"] for p in progress.values()] == ["IN_PROGRESS"] * 3:
+            break
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.1)
+    assert wait_op(c, location)["status"] == "COMPLETE"
