@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/fuzz_inputs.py
+	$(BIN)/python bench/api_load.py
 
 # the benchmarks against a real libvirtd, netlink and dnsmasq (root; a few minutes)
 bench-host: image

@@ -38,10 +38,11 @@ class Interrupts:
 
 
 @contextmanager
-def deferred() -> Iterator[Interrupts]:
+def deferred(interrupts: Interrupts | None = None) -> Iterator[Interrupts]:
     """Count SIGINT instead of raising KeyboardInterrupt, for the duration of the block. Only
-    the main thread can handle signals; elsewhere the flags simply never change."""
-    interrupts = Interrupts()
+    the main thread can handle signals; elsewhere only the caller's `interrupts` (a cancel
+    request of the HTTP API) changes the flags."""
+    interrupts = interrupts if interrupts is not None else Interrupts()
     if threading.current_thread() is not threading.main_thread():
         yield interrupts
         return

@@ -144,6 +144,11 @@ class StateBackend(abc.ABC):
     def import_history(self, history: StackHistory) -> None:
         """Replace the stack's stored history with `history`, in one transaction."""
 
+    @abc.abstractmethod
+    def ensure_store(self) -> None:
+        """Make the store now if it does not exist yet (reads never make it): `iacloud serve`
+        keeps tables of its own beside the state's, in the same database."""
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""
 

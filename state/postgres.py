@@ -191,6 +191,10 @@ class PostgresBackend(StateBackend):
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 yield cur
 
+    def ensure_store(self) -> None:
+        with self._mutex, self._guard():
+            self._prepare(write=True)
+
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None:

@@ -746,6 +746,9 @@ class SQLiteBackend(StateBackend):
                 raise LockHeld(stack, held[0])
             time.sleep(min(_LOCK_POLL, remaining))
 
+    def ensure_store(self) -> None:
+        self.create()
+
     def _exists(self) -> bool:
         with self._mutex, self._guard():
             return self._db(write=False) is not None

@@ -14,6 +14,7 @@ from iacloud.cli import (
     drift_cmd,
     plan_apply,
     read_cmds,
+    serve_cmd,
     site_cmd,
     stack_cmds,
     state_cmds,
@@ -34,6 +35,7 @@ for command in (
     state_cmds.state,
     state_cmds.import_cmd,
     doctor_cmd.doctor,
+    serve_cmd.serve,
     site_cmd.site,
     admin_cmds.admin,
 ):

@@ -41,14 +41,16 @@ from iacloud.engine.state_ops import (
     unlock,
     versions,
 )
-from iacloud.engine.workspace import Workspace, stack_name
+from iacloud.engine.workspace import Workspace, prepare_state, stack_name
 from iacloud.errors import IacloudError, UserError
 from iacloud.executor import ApplyResult, Reporter, Step, StepOutcome
+from iacloud.interrupts import Interrupts
 from iacloud.paths import data_root
 from iacloud.plan import Action, Plan
 from iacloud.planner import PlanOptions
 from iacloud.provider import Check, Registry
 from iacloud.schema import Disruption
+from iacloud.state import LockHeld, StateError
 from iacloud.suppressions import load as load_suppressions
 
 __all__ = [
@@ -59,10 +61,13 @@ __all__ = [
     "Disruption",
     "DriftReport",
     "IacloudError",
+    "Interrupts",
+    "LockHeld",
     "Plan",
     "PlanOptions",
     "Reporter",
     "StateCopy",
+    "StateError",
     "StateView",
     "Step",
     "StepOutcome",
@@ -86,6 +91,7 @@ __all__ = [
     "load_plan",
     "load_suppressions",
     "make_plan",
+    "prepare_state",
     "record_state_updates",
     "refresh",
     "refresh_refs",

@@ -151,12 +151,14 @@ def apply(
     max_disruption: Disruption | None = None,
     command: str = "apply",
     approve: Callable[[Plan], bool] | None = None,
+    cancel: interrupts.Interrupts | None = None,
 ) -> ApplyResult | None:
     """Apply a plan under the lock; refuse it if state moved since it was made.
 
     `approve` (a front end's confirmation) is asked once the plan passed every check and
     before anything is locked or written, only for a plan with changes; if it says no,
-    nothing happens and the result is None."""
+    nothing happens and the result is None. `cancel` lets a front end without a terminal (the
+    HTTP API) press Ctrl-C: the run reads its flags as it reads the keyboard's."""
     check_disruption(plan, max_disruption)
     plan_check.check(plan, ws.registry)  # before the lock and the new state version
     settings = ws.settings_from_plan(plan)
@@ -171,7 +173,7 @@ def apply(
         stack_id = plan.stack_id
         lineage = plan.lineage if snapshot.serial == 0 else snapshot.lineage
         # from the first write on, Ctrl-C asks the scheduler to stop instead of raising
-        with interrupts.deferred() as pressed:
+        with interrupts.deferred(cancel) as pressed:
             serial = backend.begin_version(plan.stack, command, stack_id, lineage)
             providers = ws.providers(plan.stack, plan, settings)
             lost_state.remember(providers.stack)

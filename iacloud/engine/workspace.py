@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,16 @@ def stack_name(path: Path) -> str:
     return name
 
 
+def prepare_state(url: str) -> None:
+    """Make the state database `url` names if it does not exist yet: a server keeps tables of
+    its own in it, and the SQLite backend refuses a file that has tables but not its own."""
+    backend = open_backend(url, Path("."))
+    try:
+        backend.ensure_store()
+    finally:
+        backend.close()
+
+
 @dataclass
 class Workspace:
     """One stack file with its state backend and providers."""
@@ -61,6 +71,9 @@ class Workspace:
     registry: Registry = field(default_factory=Registry.discover)
     read_only: bool = False  # read commands: the state file is opened mode=ro, never changed
     site_file: Path | None = None  # --site; else IACLOUD_SITE or a default (iacloud.site)
+    # The stack's name in state instead of the file's: the HTTP API keeps each project's
+    # stacks apart under names of its own; the CLI leaves it None.
+    state_key: str | None = None
     _backend: StateBackend | None = None
     _locked: str | None = None  # the stack whose lock this workspace holds (see locked)
     _name: str | None = None
@@ -105,7 +118,7 @@ class Workspace:
     def name(self) -> str:
         """The stack's name from its file (see stack_name)."""
         if self._name is None:
-            self._name = stack_name(self.stack_file)
+            self._name = self.state_key or stack_name(self.stack_file)
         return self._name
 
     def state_name(self) -> str:
@@ -119,7 +132,8 @@ class Workspace:
 
     def load(self, params: Sequence[str] = (), env_files: Sequence[Path] = ()) -> StackConfig:
         site = load_site(self.site_file)
-        return load_stack(self.stack_file, self.registry, list(params), list(env_files), site)
+        config = load_stack(self.stack_file, self.registry, list(params), list(env_files), site)
+        return replace(config, name=self.state_key) if self.state_key else config
 
     def stack_info(self, name: str, snapshot_or_plan: Snapshot | Plan) -> StackInfo:
         stack_id = snapshot_or_plan.stack_id
