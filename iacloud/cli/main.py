@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from iacloud.cli import (
+    admin_cmds,
     doctor_cmd,
     drift_cmd,
     plan_apply,
@@ -33,6 +34,7 @@ for command in (
     state_cmds.import_cmd,
     doctor_cmd.doctor,
     serve_cmd.serve,
+    admin_cmds.admin,
 ):
     cli.add_command(command)
 
