@@ -92,6 +92,7 @@ def _error(status: int, message: str, **more: Any) -> JSONResponse:
 
 def create_app(settings: ServeSettings, identity: auth.Identity,
                registry: engine.Registry | None = None) -> FastAPI:  # fmt: skip
+    from iacloud import dashboard
     from iacloud.api import routes
 
     metrics = Metrics()
@@ -176,6 +177,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     app.include_router(routes.router)
+    dashboard.mount(app)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(Timing, metrics=metrics)
     return app
