@@ -46,6 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, fake_entry_point: Path) -> 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(fake_entry_point), str(TESTS)])
     env["IACLOUD_DATA_DIR"] = str(root / "data")
+    env["IACLOUD_IMAGE_ROOTS"] = str(TESTS.parent / "build" / "images")
     env.pop("IACLOUD_STATE", None)
     log = root / "server.log"
     command = [sys.executable, "-m", "iacloud.cli.main", "serve", "--listen",

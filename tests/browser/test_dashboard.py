@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from dashboard_helpers import PASSWORD, Served, login, shot
 
+from iacloud import engine
+
 TEMPLATE = """version = 1
 description = "a <b>fake</b> lab"
 
@@ -124,6 +126,9 @@ def test_plan_approve_topology_server_drift_destroy(served: Served, context: Any
     assert page.locator("main b").count() == 0  # the description's markup stays text
     assert page.locator("#outputs").inner_text().count("198.18.0.") == 1
     shot(page, "stack")
+    page.set_viewport_size({"width": 1000, "height": 640})
+    shot(page, "stack-top", full_page=False)  # the README's picture (docs/img/dashboard.png)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # the server page: addresses, power state, the console log tail as text
     page.click("#resources a:text-is('web')")
@@ -177,7 +182,23 @@ def test_plan_approve_topology_server_drift_destroy(served: Served, context: Any
     with page.expect_response(re.compile(r".*/approve$")) as refused:
         page.click("#approve")
     assert refused.value.status == 409
-    assert "make a new plan" in page.locator("main").inner_text()
+    assert "changed since this plan was made" in page.locator("main").inner_text()
+
+    # a plan whose stack's state moved behind the dashboard's back (state surgery, as with
+    # `iacloud state mv`) is refused too
+    page.goto(stack_url)
+    page.click("#plan-update")
+    page.wait_for_url(re.compile(r".*/plans/[0-9a-f]+$"))
+    assert "0 to create" in page.locator("#plan-summary").inner_text()
+    ws = engine.Workspace(served.data_dir / "nofile.toml", served.state_url, state_key="demo.lab")
+    try:
+        engine.state_mv(ws, "extra", "moved")
+    finally:
+        ws.close()
+    with page.expect_response(re.compile(r".*/approve$")) as refused:
+        page.click("#approve")
+    assert refused.value.status == 409
+    assert "the plan was made from serial" in page.locator("main").inner_text()
 
     # destroy: a plan deleting everything, approved, and the stack is gone
     page.goto(stack_url)
