@@ -11,13 +11,20 @@ import httpx
 from dashboard_helpers import PASSWORD, Served, login, shot
 
 from iacloud import engine
+from iacloud.redact import MASK
 
 TEMPLATE = """version = 1
 description = "a <b>fake</b> lab"
 
+[parameters.token]
+type = "string"
+hidden = true
+default = "not-the-secret"
+
 [resources.lan]
 type = "fake_thing"
 name = "lan"
+secret = { get_param = "token" }
 
 [resources.disk]
 type = "fake_disk"
@@ -33,7 +40,12 @@ console = "<script>document.title='owned'</script> & <b>done</b>"
 
 [outputs.web_ip]
 value = { get_attr = ["web", "addresses", "lan"] }
+
+[outputs.token]
+value = { get_param = "token" }
+sensitive = true
 """
+SECRET = "s3cr3t-Param-9431"  # the hidden parameter's value: on no page, ever
 
 GREEN = "rgb(218, 251, 225)"  # --ok-bg: the fill of a complete node
 
@@ -87,7 +99,11 @@ def test_plan_approve_topology_server_drift_destroy(served: Served, context: Any
     page.click("#new-stack")
     page.fill("input[name=stack_name]", "lab")
     page.fill("textarea[name=template]", TEMPLATE)
+    page.fill("textarea[name=parameters]", f"token={SECRET}")
     page.click("#new-form button[type=submit]")
+    seen: list[str] = []
+    page.on("response", lambda r: seen.append(r.text()) if "text/html" in
+            r.headers.get("content-type", "") else None)  # fmt: skip
 
     # the plan: three creates, each with its disruption class; nothing exists yet
     page.wait_for_url(re.compile(r".*/plans/[0-9a-f]+$"))
@@ -125,6 +141,9 @@ def test_plan_approve_topology_server_drift_destroy(served: Served, context: Any
     assert "<b>fake</b>" in page.content().replace("&lt;", "<").replace("&gt;", ">")
     assert page.locator("main b").count() == 0  # the description's markup stays text
     assert page.locator("#outputs").inner_text().count("198.18.0.") == 1
+    assert MASK in page.locator("#outputs").inner_text()  # the sensitive output
+    # the hidden value did reach the provider (so its absence from the pages means something)
+    assert [f for f in served.data_dir.rglob("*.json") if SECRET in f.read_text()]
     shot(page, "stack")
     page.set_viewport_size({"width": 1000, "height": 640})
     shot(page, "stack-top", full_page=False)  # the README's picture (docs/img/dashboard.png)
@@ -211,6 +230,7 @@ def test_plan_approve_topology_server_drift_destroy(served: Served, context: Any
     assert "operation DELETE COMPLETE" in page.locator("#log").inner_text()
     page.goto(f"{served.url}/dashboard/demo/stacks")
     assert page.locator("tr[data-stack=lab]").count() == 0
+    assert len(seen) > 15 and not [text for text in seen if SECRET in text]
 
 
 def test_another_project_sees_nothing(served: Served, context: Any) -> None:
