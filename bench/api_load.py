@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
-import json
 import os
 import signal
 import socket
@@ -31,9 +29,11 @@ from pathlib import Path
 
 import httpx
 
+from iacloud import engine
+from iacloud.identity import IdentityStore
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-TOKEN = "bench-token"
 
 
 def _free_port() -> int:
@@ -53,39 +53,28 @@ def _fake_dist(root: Path) -> Path:
     return root
 
 
-def _token(state_url: str, tmp: Path) -> tuple[str, list[str]]:
-    """An admin token of project `bench`, and how to start the server: `iacloud serve` with
-    iacloud.identity, else the tests' server with their stand-in identity store."""
-    if importlib.util.find_spec("iacloud.identity") is None:
-        tokens = tmp / "tokens.json"
-        tokens.write_text(json.dumps({TOKEN: {"user": "bench", "project": "bench",
-                                              "role": "admin"}}))  # fmt: skip
-        os.environ["IACLOUD_TEST_TOKENS"] = str(tokens)
-        return TOKEN, [str(TESTS / "api" / "run_server.py"), state_url]
-    from iacloud import engine
-    from iacloud.identity import IdentityStore
-
+def _token(state_url: str) -> str:
+    """An admin token of project `bench`, made in the state database before the server starts."""
     engine.prepare_state(state_url)
     with IdentityStore.open(state_url) as store:
         store.create_project("bench")
         store.create_user("bench", "bench password")
         store.grant("bench", "bench", "admin")
-        token = store.issue_token("bench", "bench").token
-    return token, ["-m", "iacloud.cli.main", "serve", "--state", state_url]
+        return store.issue_token("bench", "bench").token
 
 
-def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
-    state_url = f"sqlite:///{tmp / 'state.db'}"
-    token, command = _token(state_url, tmp)
+Started = tuple[subprocess.Popen[bytes], str, str]
+
+
+def start_server(tmp: Path, workers: int, state_url: str) -> Started:
+    token = _token(state_url)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_fake_dist(tmp / "dist")), str(TESTS)])
     env["IACLOUD_DATA_DIR"] = str(tmp / "data")
     port = _free_port()
-    if "serve" in command:
-        command += ["--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "serve"),
-                    "--workers", str(workers)]  # fmt: skip
-    else:
-        command += [str(port), str(tmp / "serve"), str(workers)]
+    command = ["-m", "iacloud.cli.main", "serve", "--state", state_url, "--listen",
+               f"127.0.0.1:{port}", "--data-dir", str(tmp / "serve"),
+               "--workers", str(workers)]  # fmt: skip
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server's lifetime
     proc = subprocess.Popen([sys.executable, *command], env=env, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
@@ -226,12 +215,22 @@ def main() -> None:
     p.add_argument("--sleep", type=float, default=0.2, help="seconds each fake step takes")
     p.add_argument("--pollers", type=int, default=100)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls")
+    p.add_argument("--postgres", action="store_true",
+                   help="state in a PostgreSQL server started here")  # fmt: skip
     args = p.parse_args()
     if not 1 <= args.pollers <= 200 or not 1 <= args.clients <= 50 or args.stacks > 5000:
         raise SystemExit("keep the load bounded: pollers 1-200, clients 1-50, stacks <= 5000")
     with tempfile.TemporaryDirectory(prefix="ap-api-load-") as d:
         tmp = Path(d)
-        proc, url, token = start_server(tmp, workers=4)
+        pg = None
+        if args.postgres:
+            sys.path.insert(0, str(TESTS))
+            from pg_server import PgServer
+
+            pg = PgServer().start()
+        state_url = pg.fresh_url() if pg else f"sqlite:///{tmp / 'state.db'}"
+        print(f"state: {'PostgreSQL' if pg else 'SQLite'}")
+        proc, url, token = start_server(tmp, 4, state_url)
         try:
             asyncio.run(main_async(args, url, token))
         finally:
@@ -240,6 +239,8 @@ def main() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            if pg is not None:
+                pg.stop()
 
 
 if __name__ == "__main__":

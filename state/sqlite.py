@@ -747,8 +747,7 @@ class SQLiteBackend(StateBackend):
             time.sleep(min(_LOCK_POLL, remaining))
 
     def ensure_store(self) -> None:
-        with self._mutex, self._guard():
-            self._db(write=True)
+        self.create()
 
     def _exists(self) -> bool:
         with self._mutex, self._guard():

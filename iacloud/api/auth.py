@@ -20,6 +20,10 @@ class Identity(Protocol):
         self, principal: Any, action: str, target: str, client: str, outcome: str
     ) -> None: ...
 
+    def login(self, username: str, password: str, project: str, client: str) -> Any: ...
+
+    def revoke(self, token: str, *, by: Any = None, client: str = "local") -> bool: ...
+
 
 def token_of(request: Request) -> str | None:
     token = request.headers.get("x-auth-token")

@@ -63,16 +63,36 @@ class OpReporter(engine.Reporter):
         self.metrics, self.notify = metrics, notify
         self.progress: dict[str, dict[str, Any]] = {}
         self._written = 0.0
+        self._dirty = False
+        self._lock = threading.Lock()  # the scheduling thread records, housekeeping flushes
 
     def _record(self, address: str, entry: dict[str, Any]) -> None:
-        self.progress[address] = entry
-        # The whole table at most twice a second (and at the end, see Jobs._run): written at
-        # every step, an apply of N resources would write O(N^2) bytes.
-        t = time.monotonic()
-        table = self.progress if t - self._written >= PROGRESS_EVERY else None
-        if table is not None:
-            self._written = t
-        self.store.record_step(self.op.id, {"address": address, **entry}, table)
+        """Never raises: the state is the record of the run; a hiccup of the service tables
+        loses an event of the operation, not the apply."""
+        try:
+            self._write(address, entry)
+        except Exception:
+            log.exception("recording a step of operation %s", self.op.id)
+
+    def _write(self, address: str, entry: dict[str, Any]) -> None:
+        # The whole table at most twice a second (flush: the rest, and Jobs._run: at the end):
+        # written at every step, an apply of N resources would write O(N^2) bytes.
+        with self._lock:
+            self.progress[address] = entry
+            t = time.monotonic()
+            table = dict(self.progress) if t - self._written >= PROGRESS_EVERY else None
+            self._written = t if table is not None else self._written
+            self._dirty = table is None
+            self.store.record_step(self.op.id, {"address": address, **entry}, table)
+        self.notify(self.op.id)
+
+    def flush(self) -> None:
+        """Write the progress table if steps changed it since it was last written."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self.store.set_progress(self.op.id, self.progress)
+            self._written, self._dirty = time.monotonic(), False
         self.notify(self.op.id)
 
     def step_started(self, step: engine.Step) -> None:
@@ -181,6 +201,11 @@ class Jobs:
                             flag = self.flags.get(op_id)
                         if flag is not None and not flag.stop:
                             flag.press()
+                with self._flags_lock:
+                    reporters = list(self._reporters.values())
+                for reporter in reporters:
+                    if reporter is not None:
+                        reporter.flush()
                 t = time.monotonic()
                 if mine and t - last_beat >= self.settings.heartbeat:
                     self.store.heartbeat(self.worker)
@@ -237,7 +262,8 @@ class Jobs:
             self.flags[op.id] = flag
         self.metrics.running.inc()
         started = time.monotonic()
-        self._reporters[op.id] = None
+        with self._flags_lock:
+            self._reporters[op.id] = None
         try:
             if op.action != "DELETE" and self.store.stack_deleted(op.stack_id):
                 raise UserError(f"stack '{op.stack}' was deleted before this operation started")
@@ -256,7 +282,8 @@ class Jobs:
             with self._flags_lock:
                 self.flags.pop(op.id, None)
             self.metrics.running.dec()
-            reporter = self._reporters.pop(op.id, None)
+            with self._flags_lock:
+                reporter = self._reporters.pop(op.id, None)
         elapsed = time.monotonic() - started
         self.metrics.apply_seconds.labels(op.action).observe(elapsed)
         self.metrics.operations.labels(op.action, status.lower()).inc()
@@ -313,7 +340,8 @@ class Jobs:
             return "COMPLETE", None, {"plan": summary, "steps": {}}
         redactor = Redactor(plan.hidden_values)
         reporter = OpReporter(self.store, op, redactor, self.metrics, self.notify)
-        self._reporters[op.id] = reporter
+        with self._flags_lock:
+            self._reporters[op.id] = reporter
         result = engine.apply(ws, plan, jobs=self.settings.step_jobs, reporter=reporter,
                               command=command, cancel=flag)  # fmt: skip
         assert result is not None  # no approve callback: never declined

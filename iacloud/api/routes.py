@@ -1,24 +1,21 @@
-"""The routes, per project as Heat's are: stacks (create, list, show, update, delete, preview,
-outputs, resources, events, drift) and operations (show, wait, cancel, event stream).
+"""The stack routes, per project as Heat's are: create, list, show, update, delete, preview,
+outputs, resources, events, drift (the operations' routes are in operations.py).
 
 Handlers are thin: they check the caller, validate through the engine's loader, queue an
 operation for the jobs (jobs.py) or read state through the engine's read functions."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+import hashlib
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sse_starlette.sse import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from iacloud import engine
 from iacloud.api import auth, templates
-from iacloud.api.app import ServeSettings
 from iacloud.api.schemas import (
     Accepted,
     ErrorBody,
@@ -33,64 +30,35 @@ from iacloud.api.schemas import (
     StackList,
     StackUpdate,
 )
-from iacloud.api.store import OperationRow, StackRow, Store, new_id
+from iacloud.api.store import OperationRow, StackRow, new_id
+from iacloud.api.views import RESPONSES, op_out, op_url, settings_of, stack_url, store_of
 from iacloud.engine import PlanOptions, UserError
 from iacloud.errors import Diagnostic
 from iacloud.redact import MASK, Redactor
 from iacloud.render import plan_json
 
-router = APIRouter(prefix="/v1/{project}", responses={
-    400: {"model": ErrorBody, "description": "Bad input: diagnostics name file, resource, field"},
-    401: {"model": ErrorBody}, 404: {"model": ErrorBody},
-})  # fmt: skip
-
-
-def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def _settings(request: Request) -> ServeSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+router = APIRouter(prefix="/v1/{project}", responses=RESPONSES)
 
 
 def _stack(request: Request, project: str, name: str) -> StackRow:
-    stack = _store(request).get_stack(project, name)
+    stack = store_of(request).get_stack(project, name)
     if stack is None:
         raise HTTPException(404, {"message": f"no stack '{name}' in project '{project}'"})
     return stack
-
-
-def _stack_url(project: str, name: str) -> str:
-    return f"/v1/{project}/stacks/{name}"
-
-
-def _op_url(project: str, op_id: str) -> str:
-    return f"/v1/{project}/operations/{op_id}"
-
-
-def _op_out(op: OperationRow) -> Operation:
-    return Operation(
-        id=op.id, project=op.project, stack=op.stack, action=op.action,  # type: ignore[arg-type]
-        status=op.status, requested_by=op.requested_by,  # type: ignore[arg-type]
-        cancel_requested=op.cancel_requested, worker=op.worker, created_at=op.created_at,
-        started_at=op.started_at, finished_at=op.finished_at, progress=op.progress,
-        error=op.error, result=op.result,
-        links=Links(self=_op_url(op.project, op.id), stack=_stack_url(op.project, op.stack)),
-    )  # fmt: skip
 
 
 def _summary(s: StackRow) -> dict[str, Any]:
     return {
         "id": s.id, "name": s.name, "description": s.description, "status": s.status,
         "status_reason": s.status_reason, "revision": s.revision, "created_at": s.created_at,
-        "updated_at": s.updated_at, "links": Links(self=_stack_url(s.project, s.name)),
+        "updated_at": s.updated_at, "links": Links(self=stack_url(s.project, s.name)),
     }  # fmt: skip
 
 
 def _workspace(
     request: Request, project: str, name: str, fmt: str, template: str, read_only: bool = False
 ) -> engine.Workspace:
-    settings = _settings(request)
+    settings = settings_of(request)
     return templates.workspace(
         settings.work_dir, settings.state_url, project, name, fmt, template,
         request.app.state.registry, read_only=read_only,
@@ -99,7 +67,7 @@ def _workspace(
 
 def _reader(request: Request, stack: StackRow) -> engine.Workspace:
     """A read-only workspace of a stack: reads state, takes no lock, writes no file."""
-    settings = _settings(request)
+    settings = settings_of(request)
     path = settings.work_dir / stack.project / stack.name / "template"
     return engine.Workspace(path, settings.state_url, registry=request.app.state.registry,
                             read_only=True, state_key=stack.state_key)  # fmt: skip
@@ -140,8 +108,6 @@ def _serial(request: Request, stack: StackRow) -> int:
 
 def _new_op(stack: StackRow, action: str, principal: Any, template: str, fmt: str,
             params: dict[str, Any]) -> OperationRow:  # fmt: skip
-    from datetime import datetime, timezone
-
     return OperationRow(
         id=new_id(), project=stack.project, stack_id=stack.id, stack=stack.name,
         state_key=stack.state_key, action=action, status="QUEUED",
@@ -154,8 +120,8 @@ def _new_op(stack: StackRow, action: str, principal: Any, template: str, fmt: st
 
 def _accepted(request: Request, op: OperationRow, response: Response) -> Accepted:
     request.app.state.jobs.submitted()
-    response.headers["Location"] = _op_url(op.project, op.id)
-    return Accepted(operation=_op_out(op))
+    response.headers["Location"] = op_url(op.project, op.id)
+    return Accepted(operation=op_out(op))
 
 
 # -- stacks --
@@ -173,8 +139,6 @@ def queue_create(
     request: Request, project: str, body: StackCreate, plan_id: str | None = None
 ) -> OperationRow:
     """Queue a stack's creation (`plan_id`: applying that saved plan, see store.SavedPlan)."""
-    from datetime import datetime, timezone
-
     principal = auth.in_project(request, project, change=True)
     key = templates.state_key(project, body.stack_name)
     fmt = templates.detect_format(body.template, body.format)
@@ -190,22 +154,36 @@ def queue_create(
     )  # fmt: skip
     op = _new_op(stack, "CREATE", principal, body.template, fmt, body.parameters)
     op.plan_id = plan_id
-    _store(request).create_stack(stack, op)
+    store_of(request).create_stack(stack, op)
     auth.audit(request, principal, "stack.create", f"{project}/{body.stack_name}", "success")
     return op
 
 
-@router.get("/stacks", response_model=StackList)
+@router.get("/stacks", response_model=StackList, responses={304: {"description": "Unchanged"}})
 def list_stacks(
     project: str, request: Request,
     limit: int = Query(1000, ge=1, le=10000), marker: str | None = None,
-) -> JSONResponse:  # fmt: skip
-    """The project's stacks by name; `marker` (a name) and `limit` page through them."""
+) -> Response:  # fmt: skip
+    """The project's stacks by name; `marker` (a name) and `limit` page through them. The
+    answer has an ETag: `If-None-Match` gets 304 while nothing in the project changed."""
     auth.in_project(request, project)
-    rows = _store(request).list_stacks(project, limit, marker)
-    for row in rows:  # already JSON: answered as is, without a model round trip per stack
-        row["links"] = {"self": _stack_url(project, row["name"])}
-    return JSONResponse({"stacks": rows})
+    store = store_of(request)
+    version = store.list_version(project)
+    key = (project, limit, marker)
+    etag = f'"{hashlib.sha256(repr((key, version)).encode()).hexdigest()[:20]}"'
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"ETag": etag})
+    cache: dict[Any, tuple[str, bytes]] = request.app.state.list_cache
+    hit = cache.get(key)
+    if hit is None or hit[0] != etag:
+        rows = store.list_stacks(project, limit, marker)
+        for row in rows:
+            row["links"] = {"self": stack_url(project, row["name"])}
+        body = JSONResponse({"stacks": rows}).body  # built once per change, not per request
+        if len(cache) >= 64:
+            cache.pop(next(iter(cache)))
+        cache[key] = hit = (etag, bytes(body))
+    return Response(hit[1], media_type="application/json", headers={"ETag": etag})
 
 
 @router.post("/stacks/preview")
@@ -283,7 +261,7 @@ def _change(
     op.plan_id = plan_id
     if if_match is not None:
         expect_revision = stack.revision
-    _store(request).submit(stack, op, expect_revision, changes,
+    store_of(request).submit(stack, op, expect_revision, changes,
                            bump=action != "DRIFT")  # fmt: skip
     auth.audit(request, principal, f"stack.{action.lower()}", f"{project}/{name}", "success")
     return _accepted(request, op, response)
@@ -427,87 +405,4 @@ def stack_operations(
 ) -> dict[str, list[Operation]]:
     auth.in_project(request, project)
     stack = _stack(request, project, name)
-    return {"operations": [_op_out(op) for op in _store(request).stack_ops(stack.id, limit)]}
-
-
-# -- operations --
-
-
-def _operation(request: Request, project: str, op_id: str) -> OperationRow:
-    op = _store(request).get_op(op_id) if len(op_id) <= 64 else None
-    if op is None or op.project != project:
-        raise HTTPException(404, {"message": f"no operation '{op_id[:64]}'"})
-    return op
-
-
-@router.get("/operations/{op_id}", response_model=Operation)
-def show_operation(project: str, op_id: str, request: Request) -> Operation:
-    """Status, progress per resource, error and result (a drift report for DRIFT)."""
-    auth.in_project(request, project)
-    return _op_out(_operation(request, project, op_id))
-
-
-@router.get("/operations/{op_id}/wait", response_model=Operation)
-async def wait_operation(
-    project: str, op_id: str, request: Request,
-    timeout: float = Query(30.0, ge=0, description="Seconds; at most the server's limit (60)."),
-) -> Operation:  # fmt: skip
-    """Long poll: answers when the operation is finished or after `timeout` seconds, with the
-    operation either way."""
-    import time
-
-    await run_in_threadpool(auth.in_project, request, project)
-    deadline = time.monotonic() + min(timeout, _settings(request).max_wait)
-    waiters = request.app.state.waiters
-    while True:
-        op = await run_in_threadpool(_operation, request, project, op_id)
-        remaining = deadline - time.monotonic()
-        if op.done or remaining <= 0:
-            return _op_out(op)
-        await waiters.wait(op_id, min(remaining, 1.0))
-
-
-@router.post("/operations/{op_id}/cancel", status_code=202, response_model=Operation)
-def cancel_operation(project: str, op_id: str, request: Request) -> Operation:
-    """Like Ctrl-C in the CLI: no new step starts, running ones finish and are recorded."""
-    principal = auth.in_project(request, project, change=True)
-    op = _operation(request, project, op_id)
-    if not op.done:
-        request.app.state.jobs.cancel(op)
-        target = f"{project}/{op.stack}/{op_id}"
-        auth.audit(request, principal, "operation.cancel", target, "success")
-    return _op_out(_operation(request, project, op_id))
-
-
-@router.get("/operations/{op_id}/events")
-async def operation_events(project: str, op_id: str, request: Request) -> EventSourceResponse:
-    """Server-Sent Events: `operation` (status changes) and `resource` (each step starting and
-    finishing), each with an id; `Last-Event-ID` resumes. The stream ends with the operation."""
-    await run_in_threadpool(auth.in_project, request, project)
-    await run_in_threadpool(_operation, request, project, op_id)
-    try:
-        after = int(request.headers.get("last-event-id", "0"))
-    except ValueError:
-        after = 0
-    store = _store(request)
-    waiters = request.app.state.waiters
-
-    async def stream() -> AsyncIterator[dict[str, Any]]:
-        last = after
-        while True:
-            rows = await run_in_threadpool(store.events_after, op_id, last)
-            for seq, time_, kind, data in rows:
-                last = seq
-                yield {"id": str(seq), "event": kind,
-                       "data": json.dumps({"time": time_, **json.loads(data)})}  # fmt: skip
-            if rows:
-                continue
-            op = await run_in_threadpool(store.get_op, op_id)
-            if op is None or op.done:
-                rest = await run_in_threadpool(store.events_after, op_id, last)
-                if not rest:
-                    return
-                continue
-            await waiters.wait(op_id, 1.0)
-
-    return EventSourceResponse(stream(), ping=15)
+    return {"operations": [op_out(op) for op in store_of(request).stack_ops(stack.id, limit)]}

@@ -41,7 +41,8 @@ _SCHEMA = [
         last_operation TEXT,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        deleted_at TEXT
+        deleted_at TEXT,
+        changes INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS iacloud_api_stacks_live "
     "ON iacloud_api_stacks (project, name) WHERE deleted_at IS NULL",
@@ -360,6 +361,15 @@ class Store:
                 "created_at", "updated_at")  # fmt: skip
         return [dict(zip(keys, r, strict=True)) for r in self._read(sql, params)]
 
+    def list_version(self, project: str) -> tuple[Any, ...]:
+        """Changes whenever a stack of the project is created or any of its rows changes (each
+        update counts `changes` up), whichever server made it; no clock involved."""
+        rows = self._read(
+            "SELECT COUNT(*), SUM(changes) FROM iacloud_api_stacks WHERE project = ?",
+            (project,),
+        )
+        return tuple(rows[0])
+
     def submit(
         self,
         stack: StackRow,
@@ -382,10 +392,12 @@ class Store:
             revision = rows[0][0] + 1 if bump else rows[0][0]
             sets = "".join(f"{k} = ?, " for k in changes)  # keys are ours, never the client's
             values = [json.dumps(v) if isinstance(v, dict) else v for v in changes.values()]
-            cur.run(
-                f"UPDATE iacloud_api_stacks SET {sets}revision = ?, updated_at = ? WHERE id = ?",
-                [*values, revision, now(), stack.id],
-            )
+            if bump or changes:  # a drift check leaves the stack as it is
+                cur.run(
+                    f"UPDATE iacloud_api_stacks SET {sets}changes = changes + 1, revision = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    [*values, revision, now(), stack.id],
+                )
             op.revision = revision
             self._insert_op(cur, op)
 
@@ -403,8 +415,8 @@ class Store:
                 raise Conflict("this plan was approved already")
         if op.action != "DRIFT":
             cur.run(
-                "UPDATE iacloud_api_stacks SET status = ?, status_reason = ?, last_operation = ? "
-                "WHERE id = ?",
+                "UPDATE iacloud_api_stacks SET changes = changes + 1, status = ?, "
+                "status_reason = ?, last_operation = ? WHERE id = ?",
                 (f"{op.action}_IN_PROGRESS", "queued", op.id, op.stack_id),
             )
         self._append(cur, op.id, "operation", {"status": op.status, "action": op.action})
@@ -487,7 +499,8 @@ class Store:
         if op.action == "DRIFT":
             return
         cur.run(
-            "UPDATE iacloud_api_stacks SET status = ?, status_reason = ?, updated_at = ?"
+            "UPDATE iacloud_api_stacks SET changes = changes + 1, status = ?, status_reason = ?, "
+            "updated_at = ?"
             + (", deleted_at = ?" if op.action == "DELETE" and status == "COMPLETE" else "")
             + " WHERE id = ? AND last_operation = ?",
             (f"{op.action}_{status}", reason[:500], now())
@@ -519,6 +532,13 @@ class Store:
                     "UPDATE iacloud_api_operations SET progress = ?, heartbeat_at = ? WHERE id = ?",
                     (json.dumps(progress), now(), op_id),
                 )
+
+    def set_progress(self, op_id: str, progress: dict[str, Any]) -> None:
+        with self._tx() as cur:
+            cur.run(
+                "UPDATE iacloud_api_operations SET progress = ?, heartbeat_at = ? WHERE id = ?",
+                (json.dumps(progress), now(), op_id),
+            )
 
     def stack_deleted(self, stack_id: str) -> bool:
         rows = self._read("SELECT deleted_at FROM iacloud_api_stacks WHERE id = ?", (stack_id,))

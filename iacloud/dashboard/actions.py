@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from iacloud import engine
-from iacloud.api import auth, routes, templates
+from iacloud.api import auth, operations, routes, templates
 from iacloud.api.schemas import StackCreate
 from iacloud.api.store import SavedPlan, new_id
 from iacloud.dashboard import session
@@ -236,5 +236,5 @@ async def cancel(project: str, op_id: str, request: Request) -> Response:
     fields = await session.form(request)
     session.check_csrf(request, fields)
     with api_errors():
-        await run_in_threadpool(routes.cancel_operation, project, op_id, request)
+        await run_in_threadpool(operations.cancel_operation, project, op_id, request)
     return _see(f"{PREFIX}/{project}/operations/{op_id}")

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from iacloud import engine
-from iacloud.api import routes, templates
+from iacloud.api import operations, routes, templates, views
 from iacloud.api.store import OperationRow, StackRow
 from iacloud.dashboard import session, topology
 from iacloud.dashboard.web import PREFIX, api_errors, render, secured, store
@@ -144,12 +144,12 @@ def stack_status(project: str, name: str, request: Request) -> Response:
 def operation_page(project: str, op_id: str, request: Request) -> Response:
     who = session.in_project(request, project)
     with api_errors():
-        op = routes._operation(request, project, op_id)
+        op = operations._operation(request, project, op_id)
     report = ""
     if op.action == "DRIFT" and op.result and "drift" in op.result:
         report = drift_text(DriftReport.model_validate(op.result["drift"]))
     return render(request, "operation.html", user=who.user, project=project, op=op,
-                  op_json=routes._op_out(op).model_dump(mode="json"), drift_report=report,
+                  op_json=views.op_out(op).model_dump(mode="json"), drift_report=report,
                   may_change=who.may_change())  # fmt: skip
 
 

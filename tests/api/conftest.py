@@ -1,157 +1,20 @@
-"""A real `iacloud serve` process per test (uvicorn on 127.0.0.1, a free port), tokens, and a
-small HTTP client; the fake provider is registered in the server through its entry point."""
+"""Fixtures of the API tests: `serve` starts real `iacloud serve` processes (api_server.py);
+the fake provider is registered in them through its entry point."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-
-HERE = Path(__file__).parent
-TESTS = HERE.parent
-
-TOKENS = {
-    "tok-alice": {"user": "alice", "project": "pa", "role": "member"},
-    "tok-rita": {"user": "rita", "project": "pa", "role": "reader"},
-    "tok-adam": {"user": "adam", "project": "pa", "role": "admin"},
-    "tok-bob": {"user": "bob", "project": "pb", "role": "member"},
-    "tok-old": {"user": "alice", "project": "pa", "role": "member",
-                "expires": "2001-01-01T00:00:00+00:00"},
-}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-REAL_IDENTITY = importlib.util.find_spec("iacloud.identity") is not None
-
-
-class Tokens:
-    """The tests' users by token name (TOKENS) with real tokens: from iacloud.identity's
-    store once it is installed, else from the stand-in's file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.real: dict[str, str] = {}
-        self.urls: set[str] = set()
-
-    def setup(self, state_url: str) -> None:
-        if not REAL_IDENTITY or state_url in self.urls:
-            return
-        from datetime import timedelta
-
-        from iacloud import engine
-        from iacloud.identity import AlreadyExists, IdentityStore
-
-        engine.prepare_state(state_url)
-        with IdentityStore.open(state_url) as store:
-            for project in ("pa", "pb"):
-                with contextlib.suppress(AlreadyExists):
-                    store.create_project(project)
-            for name, entry in TOKENS.items():
-                with contextlib.suppress(AlreadyExists):
-                    store.create_user(entry["user"], "a long password")
-                store.grant(entry["user"], entry["project"], entry["role"])
-                if name not in self.real:
-                    ttl = timedelta(seconds=1) if "expires" in entry else None
-                    self.real[name] = store.issue_token(entry["user"], entry["project"], ttl).token
-        self.urls.add(state_url)
-
-    def __getitem__(self, name: str) -> str:
-        return self.real.get(name, name) if REAL_IDENTITY else name
-
-    def revoke(self, name: str) -> None:
-        if REAL_IDENTITY:
-            from iacloud.identity import IdentityStore
-
-            for url in self.urls:
-                with IdentityStore.open(url) as store:
-                    store.revoke(self.real[name])
-            return
-        tokens = json.loads(self.path.read_text())
-        del tokens[name]
-        self.path.write_text(json.dumps(tokens))
-
-    def audit(self) -> list[list[str | None]]:
-        """(user, action, target, client, outcome), oldest first."""
-        if REAL_IDENTITY:
-            from iacloud.identity import IdentityStore
-
-            (url,) = self.urls
-            with IdentityStore.open(url) as store:
-                events = store.audit_events(None, 1000)
-            return [[e.actor, e.action, e.target, e.client, e.outcome] for e in reversed(events)]
-        audit = self.path.with_suffix(".audit").read_text().splitlines()
-        return [json.loads(line) for line in audit]
-
-
-class Server:
-    def __init__(self, state_url: str, data_dir: Path, env: dict[str, str], log: Path,
-                 tokens: Tokens, workers: int = 4) -> None:  # fmt: skip
-        self.state_url = state_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.tokens = tokens
-        tokens.setup(state_url)
-        if REAL_IDENTITY:
-            command = [sys.executable, "-m", "iacloud.cli.main", "serve", "--listen",
-                       f"127.0.0.1:{self.port}", "--state", state_url, "--data-dir",
-                       str(data_dir), "--workers", str(workers), "--lock-timeout", "30",
-                       "--stale-after", "6"]  # fmt: skip
-        else:
-            command = [sys.executable, str(HERE / "run_server.py"), state_url, str(self.port),
-                       str(data_dir), str(workers)]  # fmt: skip
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def client(self, token: str | None = "tok-alice", bearer: bool = False) -> httpx.Client:
-        headers = {}
-        if token:
-            token = self.tokens[token]
-            headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Auth-Token": token}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from api_server import TESTS, Server, Tokens
 
 
 @pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    path = tmp_path / "tokens.json"
-    path.write_text(json.dumps(TOKENS))
-    return Tokens(path)
+def tokens() -> Tokens:
+    return Tokens()
 
 
 @pytest.fixture
@@ -160,7 +23,6 @@ def serve(tmp_path: Path, fake_entry_point: Path, data_dir: Path, tokens: Tokens
     servers: list[Server] = []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(fake_entry_point), str(TESTS)])
-    env["IACLOUD_TEST_TOKENS"] = str(tokens.path)
 
     def start(state_url: str | None = None, workers: int = 4) -> Server:
         url = state_url or f"sqlite:///{tmp_path / 'state.db'}"
@@ -174,24 +36,3 @@ def serve(tmp_path: Path, fake_entry_point: Path, data_dir: Path, tokens: Tokens
     log = tmp_path / "server.log"
     if log.exists():
         assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
-
-
-def wait_op(client: httpx.Client, location: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        op = client.get(location).json()
-        if op["status"] in ("COMPLETE", "FAILED", "CANCELLED"):
-            return op
-        assert time.monotonic() < deadline, op
-        time.sleep(0.1)
-
-
-def stack_text(sleep: float = 0.0, count: int = 2, chain: bool = False) -> str:
-    lines = ["version = 1", ""]
-    for i in range(count):
-        lines += [f"[resources.r{i}]", 'type = "fake_thing"', f"size = {i + 1}", f"sleep = {sleep}"]
-        if chain and i:
-            lines.append(f'ref = {{ get_resource = "r{i - 1}" }}')
-        lines.append("")
-    lines += ["[outputs.first]", 'value = { get_attr = ["r0", "id"] }', ""]
-    return "\n".join(lines)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_op
+from api_server import wait_op
 
 libvirt = pytest.importorskip("libvirt")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import stack_text, wait_op
+from api_server import stack_text, wait_op
 
 
 def test_two_servers_share_the_jobs(serve, pg_server) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import stack_text, wait_op
+from api_server import stack_text, wait_op
 
 
 def _create(c: httpx.Client, name: str = "web", **body: object) -> httpx.Response:
@@ -200,6 +200,7 @@ def test_tokens_roles_and_projects(serve, tokens) -> None:
     alice = server.client()
     location = _create(alice).headers["Location"]
     wait_op(alice, location)
+    time.sleep(max(0.0, tokens.expired_after - time.monotonic()))
     for client in (server.client(None), server.client("nonsense"), server.client("tok-old")):
         r = client.get("/v1/pa/stacks")
         assert r.status_code == 401, r.text
@@ -251,6 +252,9 @@ def test_bad_input_gets_400_with_diagnostics_and_changes_nothing(serve) -> None:
         "content-type": "application/json"}).status_code == 422  # fmt: skip
     big = c.post("/v1/pa/stacks", json={"stack_name": "x", "template": "#" * (5 << 20)})
     assert big.status_code == 413
+    chunked = c.post("/v1/pa/stacks", content=(b"#" * (1 << 20) for _ in range(5)),
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert chunked.status_code == 413, chunked.text
     assert c.get("/v1/pa/stacks").json() == {"stacks": []}
     assert _create(c).status_code == 202
     assert _create(c).status_code == 409  # the name is taken
@@ -287,6 +291,9 @@ def test_preview_drift_delete_metrics_and_openapi(serve, data_dir: Path) -> None
     assert 'iacloud_operations_total{action="CREATE",result="complete"} 1.0' in text
     assert 'iacloud_operations_total{action="DRIFT",result="complete"} 2.0' in text
     assert 'iacloud_drift_findings{kind="missing",project="pa",stack="web"} 1.0' in text
+    assert server.client("tok-bob").get("/metrics").status_code == 403
+    other = server.client("tok-bea").get("/metrics").text  # an admin of project pb
+    assert 'project="pa"' not in other and "iacloud_operations_total" in other
     assert (
         'iacloud_step_duration_seconds_count{kind="create",result="complete",type="fake_thing"} 2.0'
         in text
@@ -337,3 +344,80 @@ def test_a_killed_server_s_operations_are_failed_with_their_pending_steps(serve)
     assert done["status"] == "COMPLETE", done
     resources = c.get("/v1/pa/stacks/k/resources").json()
     assert [r["address"] for r in resources["resources"]] == ["r0"] and resources["pending"] == []
+
+
+def test_the_list_has_an_etag_that_moves_with_every_change(serve) -> None:
+    server = serve()
+    c = server.client()
+    empty = c.get("/v1/pa/stacks")
+    assert empty.json() == {"stacks": []}
+    assert (
+        c.get("/v1/pa/stacks", headers={"If-None-Match": empty.headers["ETag"]}).status_code == 304
+    )
+    location = _create(c).headers["Location"]
+    listed = c.get("/v1/pa/stacks")
+    assert listed.headers["ETag"] != empty.headers["ETag"]
+    wait_op(c, location)
+    done = c.get("/v1/pa/stacks", headers={"If-None-Match": listed.headers["ETag"]})
+    assert done.status_code == 200 and done.json()["stacks"][0]["status"] == "CREATE_COMPLETE"
+    again = c.get("/v1/pa/stacks", headers={"If-None-Match": done.headers["ETag"]})
+    assert again.status_code == 304
+    drift = c.post("/v1/pa/stacks/web/drift").headers["Location"]
+    wait_op(c, drift)
+    assert c.get("/v1/pa/stacks").json() == done.json()  # a drift check changes no stack
+    assert c.get("/v1/pb/stacks", headers={"X-Auth-Token": server.tokens["tok-bob"]}).json() == {
+        "stacks": []
+    }
+
+
+def test_login_whoami_logout_and_the_rate_limit(serve) -> None:
+    server = serve()
+    anon = server.client(None)
+    r = anon.post("/v1/auth/tokens", json={"username": "alice", "password": "a long password",
+                                           "project": "pa"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    assert r.headers["X-Subject-Token"] == token and r.json()["role"] == "member"
+    me = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+    assert me.get("/v1/auth/tokens").json()["user"] == "alice"
+    assert me.get("/v1/pa/stacks").status_code == 200
+    assert me.delete("/v1/auth/tokens").status_code == 204
+    assert me.get("/v1/pa/stacks").status_code == 401  # logged out
+    wrong = {"username": "alice", "password": "not the password", "project": "pa"}
+    codes = [anon.post("/v1/auth/tokens", json=wrong).status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429
+    limited = anon.post("/v1/auth/tokens", json=wrong)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert "not the password" not in limited.text
+
+
+def test_a_failed_step_fails_the_operation_and_names_the_step(serve) -> None:
+    server = serve()
+    c = server.client()
+    text = stack_text(chain=True).replace("size = 1\n", "size = 1\nfail = true\n")
+    op = wait_op(c, c.post("/v1/pa/stacks", json={"stack_name": "f", "template": text})
+                 .headers["Location"])  # fmt: skip
+    assert op["status"] == "FAILED"
+    assert "create r0: the fake backend was told to fail" in op["error"]["message"]
+    assert op["progress"]["r0"]["status"] == "FAILED"
+    assert {"step": "create r1", "status": "skipped"}.items() <= op["error"]["problems"][1].items()
+    stack = c.get("/v1/pa/stacks/f").json()
+    assert stack["status"] == "CREATE_FAILED" and "told to fail" in stack["status_reason"]
+    fixed = c.put("/v1/pa/stacks/f", json={"template": stack_text(chain=True)})
+    assert wait_op(c, fixed.headers["Location"])["status"] == "COMPLETE"
+    assert c.get("/v1/pa/stacks/f").json()["status"] == "UPDATE_COMPLETE"
+
+
+def test_progress_shows_steps_running_side_by_side(serve) -> None:
+    server = serve()
+    c = server.client()
+    body = {"stack_name": "par", "template": stack_text(sleep=3.0, count=3)}
+    location = c.post("/v1/pa/stacks", json=body).headers["Location"]
+    deadline = time.monotonic() + 15
+    while True:  # started within the same instant: the table catches up within a second
+        progress = c.get(location).json()["progress"]
+        if [p["status"] for p in progress.values()] == ["IN_PROGRESS"] * 3:
+            break
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.1)
+    assert wait_op(c, location)["status"] == "COMPLETE"
