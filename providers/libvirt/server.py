@@ -85,7 +85,17 @@ from iacloud.secgroups import facts
 from iacloud.secgroups.rules import check_group_id
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
-from . import addresses, console, domain_xml, guest_agent, nic_filter, readiness, seed, storage
+from . import (
+    addresses,
+    console,
+    dns_names,
+    domain_xml,
+    guest_agent,
+    nic_filter,
+    readiness,
+    seed,
+    storage,
+)
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
@@ -582,6 +592,8 @@ class Server(LibvirtResource):
         if self._lookup(name) is not None:
             raise ProviderError(f"a domain named {name} already exists")
         hostname = inputs.hostname or default_hostname(address)
+        who = dns_names.owner(stack.id, address)
+        dns_names.check(hostname)
         self._check_bridges(inputs.networks)
         nics = self._resolve_nics(address, inputs.networks)
         data_disks, used = [], {"vda"}
@@ -655,9 +667,11 @@ class Server(LibvirtResource):
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
                 nic_filter.learn_leases(members)
+            dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
+                dns_names.unregister(who, [Nic(e.ifname, m) for e, m in nics])
                 self._remove(dom, made)
                 nic_filter.drop(stack.id, address)
             except Exception as cleanup:
@@ -899,6 +913,11 @@ class Server(LibvirtResource):
                 self._start(dom, address, parsed.console_path, inputs.ready)
         if want_running and not dom.isActive():
             self._start(dom, address, parsed.console_path, inputs.ready)
+        # DNS names: dropped for detached NICs, (re)registered for the others
+        who = dns_names.owner(self.provider.stack.id, address)
+        now = domain_xml.parse(dom.XMLDesc(0)).nics
+        dns_names.unregister(who, [n for n in parsed.nics if n not in now])
+        dns_names.register(who, record.hostname, now, record.nics)
         return self._observe(dom)
 
     def _flags(self, dom: libvirt.virDomain) -> int:
@@ -1071,6 +1090,7 @@ class Server(LibvirtResource):
                 own = [v for v in (parsed.record.seed, parsed.record.root) if v]
                 if parsed.record.boot_volume:
                     own = [parsed.record.seed]  # a boot volume belongs to its own resource
+            dns_names.unregister(dns_names.owner(stack.id, address), parsed.nics)
             if self._outliving(parsed, own):
                 # a graceful stop first, so a volume that outlives the server is clean
                 self._shutdown(dom)

@@ -69,7 +69,29 @@ def dnsmasq() -> Check:
             "dnsmasq not found: networks with dhcp = true (the default) cannot be created",
             "apt-get install dnsmasq-base",
         )
+    if "no-inotify" in compile_options(path):
+        return Check(
+            "dnsmasq",
+            "warn",
+            f"{path}: {version(path)} is built without inotify: networks with dns_domain "
+            "would not see servers' names come and go",
+            "install a dnsmasq built with inotify (Debian's dnsmasq-base is)",
+        )
     return Check("dnsmasq", "ok", f"{path}: {version(path)}")
+
+
+def compile_options(path: str) -> list[str]:
+    """dnsmasq's "Compile time options:" words (from a bounded `--version` run)."""
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    for line in out.splitlines():
+        if line.startswith("Compile time options:"):
+            return line.split(":", 1)[1].split()
+    return []
 
 
 def nft() -> Check:
@@ -78,8 +100,8 @@ def nft() -> Check:
         return Check(
             "nftables",
             "warn",
-            "nft not found: routers with external.snat = true and security groups cannot be "
-            "created",
+            "nft not found: routers with external.snat = true, security groups and floating "
+            "IPs cannot be created",
             "apt-get install nftables",
         )
     return Check("nftables", "ok", f"{path}: {version(path)}")

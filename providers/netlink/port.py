@@ -161,6 +161,10 @@ class Port(NetlinkResource):
                 out.append(("ip", f"{ip} on network {files.bridge} is already reserved by {whose}"))
             if other["mac"] == mac:
                 out.append(("mac", f"{mac} on network {files.bridge} is already used by {whose}"))
+        for fip in files.read_floating():
+            if fip["ip"] == ip:
+                whose = f"floating IP '{fip.get('address')}'"
+                out.append(("ip", f"{ip} on network {files.bridge} is already taken by {whose}"))
         return out
 
     # ---- read ----------------------------------------------------------------------------

@@ -325,6 +325,7 @@ def test_network_lifecycle(lab: Lab) -> None:
         "mtu": 1500,
         "segment": None,
         "external": False,
+        "dns_domain": None,
     }
     assert net.attributes["dhcp_server"] == "198.18.10.254"
     # Refresh right after create: identical; found by tag when the id was never recorded.

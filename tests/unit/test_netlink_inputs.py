@@ -161,6 +161,7 @@ def test_network_update_policy() -> None:
         "dns",
         "mtu",
         "external",
+        "dns_domain",
     }
     assert {k for k, f in fields.items() if field_flag(f, "computed_default")} == {
         "gateway",
@@ -219,6 +220,7 @@ def test_dnsmasq_arguments_read_back(tmp_path: Path) -> None:
         "dns": ["198.18.0.53", "198.18.0.54"],
         "mtu": 1400,
         "hosts": [("52:54:00:00:00:01", "198.18.10.5")],
+        "domain": None,
     }
 
 
