@@ -33,6 +33,7 @@ PACKAGES=(
     postgresql-15 libpq5                     # PostgreSQL state: the tests' own server; psycopg's libpq
     git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
     openssh-server                           # scripts/lab-hosts.sh: each lab host's own sshd
+    chromium                                 # the dashboard's browser tests (Playwright drives it)
 )
 STATE_DIR=/run/iacloud
 KVM_CACHE=$STATE_DIR/kvm-usable

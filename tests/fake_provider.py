@@ -206,7 +206,35 @@ class Interrupter(_FakeType):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class ServerInputs(Inputs):
+    name: str = prop("server", update=Disruption.REPLACE)
+    network: str | None = prop(None, update=Disruption.REPLACE)
+    disk: str | None = prop(None, update=Disruption.LIVE)
+    sleep: float = prop(0.0, update=Disruption.LIVE)
+    console: str = prop("", update=Disruption.LIVE)  # lines its console log gets
+
+
+class Server(_FakeType):
+    """Server-like attributes for the dashboard's server page (addresses, power state, a
+    console log file in the stack's working directory, where the libvirt provider keeps it)."""
+
+    type_name = "fake_server"
+    Inputs = ServerInputs
+    attributes = ("id", "name", "echo", "addresses", "power_state", "console_log")
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        self._behave(inputs)
+        id = uuid.uuid4().hex[:12]
+        log = self.provider.stack.data_dir / "console" / f"{id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"booting {inputs.name}\n{inputs.console}\nlogin: ")
+        n = int(id[:2], 16) % 200 + 10
+        extra = {"addresses": {"lan": [f"198.18.0.{n}"]}, "power_state": "running",
+                 "console_log": str(log)}  # fmt: skip
+        return self._write(id, address, inputs, extra=extra)
+
+
 class FakeProvider(Provider):
     name = "fake"
     Settings = FakeSettings
-    resource_types = (Thing, Disk, Leaky, Interrupter)
+    resource_types = (Thing, Disk, Leaky, Interrupter, Server)

@@ -92,6 +92,7 @@ def _error(status: int, message: str, **more: Any) -> JSONResponse:
 
 def create_app(settings: ServeSettings, identity: auth.Identity,
                registry: engine.Registry | None = None) -> FastAPI:  # fmt: skip
+    from iacloud import dashboard
     from iacloud.api import login, operations, routes
 
     metrics = Metrics()
@@ -179,6 +180,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
     app.include_router(login.router)
     app.include_router(routes.router)
     app.include_router(operations.router)
+    dashboard.mount(app)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(Timing, metrics=metrics)
     return app

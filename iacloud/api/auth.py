@@ -33,7 +33,12 @@ def token_of(request: Request) -> str | None:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE) or None
+    # The dashboard's cookie authenticates reads; a change only where the dashboard checked
+    # its form's CSRF token: a page of another origin (another port of the same host is the
+    # same "site" to SameSite) can make a browser send the cookie with a POST.
+    if request.method in ("GET", "HEAD") or getattr(request.state, "csrf_checked", False):
+        return request.cookies.get(COOKIE) or None
+    return None
 
 
 def client_of(request: Request) -> str:

@@ -297,6 +297,12 @@ class Jobs:
     ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
         ws = self._workspace(op)
         try:
+            saved = self.store.plan_of(op.id)
+            if saved is not None:  # an approved plan: exactly it, refused if state moved since
+                plan = Plan.model_validate_json(saved)
+                if plan.stack != op.state_key:
+                    raise UserError(f"the saved plan is for another stack ({plan.stack})")
+                return self._apply(ws, op, plan, flag, "destroy" if plan.destroy else "apply")
             if op.action == "DRIFT":
                 config = templates.load(ws, op.parameters)
                 report = engine.drift(ws, config)

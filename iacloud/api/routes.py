@@ -132,6 +132,13 @@ def _accepted(request: Request, op: OperationRow, response: Response) -> Accepte
 def create_stack(project: str, body: StackCreate, request: Request, response: Response) -> Accepted:
     """Validate the template (400 with diagnostics) and queue its creation: 202 with the
     operation, whose URL is also the Location."""
+    return _accepted(request, queue_create(request, project, body), response)
+
+
+def queue_create(
+    request: Request, project: str, body: StackCreate, plan_id: str | None = None
+) -> OperationRow:
+    """Queue a stack's creation (`plan_id`: applying that saved plan, see store.SavedPlan)."""
     principal = auth.in_project(request, project, change=True)
     key = templates.state_key(project, body.stack_name)
     fmt = templates.detect_format(body.template, body.format)
@@ -146,9 +153,10 @@ def create_stack(project: str, body: StackCreate, request: Request, response: Re
         created_at=t, updated_at=t,
     )  # fmt: skip
     op = _new_op(stack, "CREATE", principal, body.template, fmt, body.parameters)
+    op.plan_id = plan_id
     store_of(request).create_stack(stack, op)
     auth.audit(request, principal, "stack.create", f"{project}/{body.stack_name}", "success")
-    return _accepted(request, op, response)
+    return op
 
 
 @router.get("/stacks", response_model=StackList, responses={304: {"description": "Unchanged"}})
@@ -227,6 +235,7 @@ def _change(
     request: Request, response: Response, project: str, name: str, action: str,
     if_match: str | None, template: str | None = None, fmt: str | None = None,
     params: dict[str, Any] | None = None, keep_params: bool = True,
+    plan_id: str | None = None, expect_revision: int | None = None,
 ) -> Accepted:  # fmt: skip
     principal = auth.in_project(request, project, change=True)
     stack = _stack(request, project, name)
@@ -249,7 +258,10 @@ def _change(
             "description": config.description,
         }  # fmt: skip
     op = _new_op(stack, action, principal, new_template, new_fmt, new_params)
-    store_of(request).submit(stack, op, stack.revision if if_match else None, changes,
+    op.plan_id = plan_id
+    if if_match is not None:
+        expect_revision = stack.revision
+    store_of(request).submit(stack, op, expect_revision, changes,
                            bump=action != "DRIFT")  # fmt: skip
     auth.audit(request, principal, f"stack.{action.lower()}", f"{project}/{name}", "success")
     return _accepted(request, op, response)

@@ -81,7 +81,26 @@ _SCHEMA = [
         data TEXT NOT NULL,
         PRIMARY KEY (op_id, seq)
     )""",
+    # Plans made for someone to approve (the dashboard's Approve): kept here, not in the
+    # browser, since they may carry hidden values; op_id is set by the one approval.
+    """CREATE TABLE IF NOT EXISTS iacloud_api_plans (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        stack TEXT NOT NULL,
+        stack_id TEXT,
+        revision INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        format TEXT NOT NULL,
+        template TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        op_id TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS iacloud_api_plans_op ON iacloud_api_plans (op_id)",
 ]
+PLAN_KEPT = timedelta(days=1)  # an unapproved plan older than this is dropped
 
 
 class StackExists(IacloudError):
@@ -147,10 +166,33 @@ class OperationRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # A saved plan (SavedPlan.id) this operation applies instead of planning anew; only read
+    # when the operation is queued, which marks the plan approved in the same transaction.
+    plan_id: str | None = None
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+@dataclass
+class SavedPlan:
+    """A plan made for approval: what it was made from (stack revision, template, parameters)
+    and the engine's plan as JSON (with hidden values: it never leaves the server)."""
+
+    id: str
+    project: str
+    stack: str
+    stack_id: str | None  # None: a plan creating the stack
+    revision: int
+    action: str  # CREATE, UPDATE, DELETE
+    format: str
+    template: str
+    parameters: dict[str, Any]
+    plan: str
+    created_by: str
+    created_at: datetime
+    op_id: str | None = None
 
 
 _STACK_COLS = (
@@ -161,6 +203,11 @@ _OP_COLS = (
     "id, project, stack_id, stack, state_key, action, status, requested_by, format, template, "
     "parameters, revision, cancel_requested, worker, progress, error, result, created_at, "
     "started_at, finished_at"
+)
+
+_PLAN_COLS = (
+    "id, project, stack, stack_id, revision, action, format, template, parameters, plan, "
+    "created_by, created_at, op_id"
 )
 
 
@@ -359,6 +406,13 @@ class Store:
             f"INSERT INTO iacloud_api_operations ({_OP_COLS}) VALUES ({_marks(20)})",
             _op_values(op),
         )
+        if op.plan_id is not None:
+            cur.run(
+                "UPDATE iacloud_api_plans SET op_id = ? WHERE id = ? AND op_id IS NULL",
+                (op.id, op.plan_id),
+            )
+            if cur.rowcount != 1:
+                raise Conflict("this plan was approved already")
         if op.action != "DRIFT":
             cur.run(
                 "UPDATE iacloud_api_stacks SET changes = changes + 1, status = ?, "
@@ -366,6 +420,37 @@ class Store:
                 (f"{op.action}_IN_PROGRESS", "queued", op.id, op.stack_id),
             )
         self._append(cur, op.id, "operation", {"status": op.status, "action": op.action})
+
+    # -- saved plans --
+
+    def save_plan(self, p: SavedPlan) -> None:
+        with self._tx() as cur:
+            cur.run(
+                "DELETE FROM iacloud_api_plans WHERE op_id IS NULL AND created_at < ?",
+                (iso(datetime.now(timezone.utc) - PLAN_KEPT),),
+            )
+            cur.run(
+                f"INSERT INTO iacloud_api_plans ({_PLAN_COLS}) VALUES ({_marks(13)})",
+                (p.id, p.project, p.stack, p.stack_id, p.revision, p.action, p.format,
+                 p.template, json.dumps(p.parameters), p.plan, p.created_by,
+                 iso(p.created_at), None),
+            )  # fmt: skip
+
+    def get_plan(self, plan_id: str) -> SavedPlan | None:
+        rows = self._read(f"SELECT {_PLAN_COLS} FROM iacloud_api_plans WHERE id = ?", (plan_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return SavedPlan(
+            id=r[0], project=r[1], stack=r[2], stack_id=r[3], revision=r[4], action=r[5],
+            format=r[6], template=r[7], parameters=json.loads(r[8]), plan=r[9],
+            created_by=r[10], created_at=datetime.fromisoformat(r[11]), op_id=r[12],
+        )  # fmt: skip
+
+    def plan_of(self, op_id: str) -> str | None:
+        """The saved plan an operation applies (JSON), if it was queued with one."""
+        rows = self._read("SELECT plan FROM iacloud_api_plans WHERE op_id = ?", (op_id,))
+        return rows[0][0] if rows else None
 
     # -- operations --
 

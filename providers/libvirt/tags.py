@@ -37,7 +37,8 @@ ROLES = ("image", "root", "seed", "snap")
 
 # an address as the engine writes it: a resource name, optionally with an index
 _ADDRESS = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?")
-_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+# a stack's name in state: a stack file's name, or the HTTP API's '<project>.<stack>'
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9_-]{0,62})?")
 _VOLUME_NAME = re.compile(
     r"iac-(?P<prefix>[A-Za-z0-9]{1,8})-(?P<name>[A-Za-z_][A-Za-z0-9_-]{0,62})"
     r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed|snap))?\.(?P<format>qcow2|raw)"

@@ -63,6 +63,11 @@ def test_names_refuse_what_could_escape() -> None:
 
 def test_domain_names_and_default_hostnames() -> None:
     assert tags.domain_name("lab", STACK_ID, "web[0]") == "lab-web.0-3fa2b1c4"
+    # a stack of the HTTP API is '<project>.<stack>' in state
+    assert tags.domain_name("demo.lab", STACK_ID, "web") == "demo.lab-web-3fa2b1c4"
+    for bad in ("demo.", ".lab", "a.b.c", "a..b"):
+        with pytest.raises(ProviderError):
+            tags.domain_name(bad, STACK_ID, "web")
     assert tags.default_hostname("web_front[2]") == "web-front-2"
     assert tags.default_hostname("_") == "server"
 
