@@ -29,6 +29,11 @@ description = "the CLI through the API"
 type = "number"
 default = 1
 
+[parameters.label]
+type = "string"
+hidden = true
+default = "s3cret-label"
+
 [resources.r0]
 type = "fake_thing"
 size = { get_param = "size" }
@@ -37,6 +42,7 @@ sleep = {sleep}
 [resources.r1]
 type = "fake_thing"
 size = 2
+name = { get_param = "label" }
 sleep = {sleep}
 ref = { get_resource = "r0" }
 
@@ -95,6 +101,7 @@ class Both:
         here = normal(self.local(*args, code=code))
         there = normal(self.remote(*args, code=code))
         assert there == here, f"iacloud {' '.join(args)}\n--- local\n{here}\n--- api\n{there}"
+        assert "s3cret" not in there  # a hidden parameter's value, masked both ways
         return there
 
 
@@ -114,8 +121,10 @@ def test_every_command_prints_what_it_prints_locally(serve, tmp_path: Path, data
     both = Both(serve(), tmp_path)
     stack = str(stack_of(tmp_path))
 
-    out = both.same("plan", stack, "-p", "size=3", "--detailed-exitcode", code=2)
-    assert "+ r0 (fake_thing)" in out and "size: 3" in out
+    env = tmp_path / "env.toml"
+    env.write_text("[parameters]\nsize = 3\n")
+    out = both.same("plan", stack, "-e", str(env), "--detailed-exitcode", code=2)
+    assert "+ r0 (fake_thing)" in out and "size: 3" in out and "(sensitive)" in out
     both.same("plan", stack, "-p", "size=3", "--json")
     both.same("plan", stack, "--markdown")
 
@@ -155,6 +164,11 @@ def test_errors_match_local_and_exit_1(serve, tmp_path: Path):
     assert f"Error: {bad}" in out and "resources.r1" in out
     out = both.same("apply", str(stack_of(tmp_path)), "-p", "nosuch=1", "--auto-approve", code=1)
     assert "unknown parameter 'nosuch'" in out
+    failing = tmp_path / "failing.toml"
+    failing.write_text(STACK.replace("{sleep}", "0").replace("size = 2", "size = 2\nfail = true"))
+    out = both.same("apply", str(failing), "--auto-approve", code=1)
+    assert "r1: Creation failed: the fake backend was told to fail" in out
+    assert "  failed: create r1: the fake backend was told to fail" in out
     # what the server never had is refused clearly, not guessed at
     out = both.remote("apply", str(tmp_path / "saved.json"), code=1)
     assert "not available through --api" in out
@@ -186,15 +200,14 @@ def _closed_port() -> int:
 
 def test_plain_http_to_another_host_warns(serve, tmp_path: Path):
     both = Both(serve(), tmp_path)
-    both.api_env["IACLOUD_API"] = f"http://198.18.0.1:{_closed_port()}"
-    both.api_env["IACLOUD_TOKEN"] = "tok"
-    result = both.runner.invoke(cli, ["--project", "pa", "output", "-s", "x.toml"],
-                                env=both.api_env)  # fmt: skip
-    assert "the token travels in clear text" in result.output
-    both.api_env["IACLOUD_API"] = both.api_env["IACLOUD_API"].replace("198.18.0.1", "127.0.0.1")
-    result = both.runner.invoke(cli, ["--project", "pa", "output", "-s", "x.toml"],
-                                env=both.api_env)  # fmt: skip
-    assert "clear text" not in result.output
+    both.api_env["IACLOUD_TOKEN"] = ""  # refused before any connection is made
+    urls = {"http://198.18.0.1:8780": True, "https://198.18.0.1": False,
+            "http://127.0.0.1:8780": False, "http://localhost:1": False}  # fmt: skip
+    for url, warned in urls.items():
+        both.api_env["IACLOUD_API"] = url
+        out = both.remote("output", "-s", "x.toml", code=1)
+        assert ("the token travels in clear text" in out) is warned, (url, out)
+        assert "IACLOUD_TOKEN is not set" in out
 
 
 def test_a_stack_of_another_project_is_not_found(serve, tmp_path: Path):
