@@ -215,39 +215,44 @@ class Timing:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes (413) before the application reads them."""
+    """Refuse request bodies over `limit` bytes (413) before the application sees them: a
+    declared length at once, a chunked body once it grows past the limit (it is read here,
+    at most `limit` bytes, and handed on whole)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         for key, value in scope.get("headers", ()):
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _too_large(send, self.limit)
                 return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        first: Message | None = None
+        while first is None:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                first = message  # a disconnect: the application sees it
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _too_large(send, self.limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        pending = [first]
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(send, self.limit)
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

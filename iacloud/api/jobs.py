@@ -65,6 +65,14 @@ class OpReporter(engine.Reporter):
         self._written = 0.0
 
     def _record(self, address: str, entry: dict[str, Any]) -> None:
+        """Never raises: the state is the record of the run; a hiccup of the service tables
+        loses an event of the operation, not the apply."""
+        try:
+            self._write(address, entry)
+        except Exception:
+            log.exception("recording a step of operation %s", self.op.id)
+
+    def _write(self, address: str, entry: dict[str, Any]) -> None:
         self.progress[address] = entry
         # The whole table at most twice a second (and at the end, see Jobs._run): written at
         # every step, an apply of N resources would write O(N^2) bytes.

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from iacloud.api import auth
 from iacloud.api.schemas import ErrorBody
+from iacloud.identity import LoginRefused, RateLimited
 
 router = APIRouter(prefix="/v1/auth")
 
@@ -44,8 +45,6 @@ def _out(principal: Any, token: str | None = None, expires: datetime | None = No
 })  # fmt: skip
 def login(body: Login, request: Request, response: Response) -> TokenOut:
     """A session token for the user in the project; also in the `X-Subject-Token` header."""
-    from iacloud.identity import LoginRefused, RateLimited
-
     try:
         issued = request.app.state.identity.login(
             body.username, body.password, body.project, auth.client_of(request)

@@ -7,6 +7,7 @@ operation for the jobs (jobs.py) or read state through the engine's read functio
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -107,8 +108,6 @@ def _serial(request: Request, stack: StackRow) -> int:
 
 def _new_op(stack: StackRow, action: str, principal: Any, template: str, fmt: str,
             params: dict[str, Any]) -> OperationRow:  # fmt: skip
-    from datetime import datetime, timezone
-
     return OperationRow(
         id=new_id(), project=stack.project, stack_id=stack.id, stack=stack.name,
         state_key=stack.state_key, action=action, status="QUEUED",
@@ -133,8 +132,6 @@ def _accepted(request: Request, op: OperationRow, response: Response) -> Accepte
 def create_stack(project: str, body: StackCreate, request: Request, response: Response) -> Accepted:
     """Validate the template (400 with diagnostics) and queue its creation: 202 with the
     operation, whose URL is also the Location."""
-    from datetime import datetime, timezone
-
     principal = auth.in_project(request, project, change=True)
     key = templates.state_key(project, body.stack_name)
     fmt = templates.detect_format(body.template, body.format)

@@ -46,9 +46,11 @@ def default_state() -> str:
 def serve(listen: str, state_url: str | None, workers: int, jobs: int, lock_timeout: float,
           stale_after: float, data_dir: Path | None) -> None:  # fmt: skip
     """Serve the HTTP API: stacks, operations (202 + poll, wait, events, cancel), /metrics."""
+    # imported here: every other command would pay for FastAPI and uvicorn at start-up
     import uvicorn
 
     from iacloud.api import ServeSettings, create_app
+    from iacloud.identity import IdentityStore
 
     host, port = parse_listen(listen)
     url = state_url or default_state()
@@ -60,12 +62,6 @@ def serve(listen: str, state_url: str | None, workers: int, jobs: int, lock_time
         lock_timeout=lock_timeout,
         stale_after=stale_after,
     )
-    try:
-        from iacloud.identity import IdentityStore
-    except ImportError:
-        raise UserError(
-            "iacloud.identity is missing: this installation cannot check tokens"
-        ) from None
     prepare_state(url)  # before the identity store adds its tables to a new SQLite file
     app = create_app(settings, IdentityStore.open(url))
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -251,6 +251,9 @@ def test_bad_input_gets_400_with_diagnostics_and_changes_nothing(serve) -> None:
         "content-type": "application/json"}).status_code == 422  # fmt: skip
     big = c.post("/v1/pa/stacks", json={"stack_name": "x", "template": "#" * (5 << 20)})
     assert big.status_code == 413
+    chunked = c.post("/v1/pa/stacks", content=(b"#" * (1 << 20) for _ in range(5)),
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert chunked.status_code == 413, chunked.text
     assert c.get("/v1/pa/stacks").json() == {"stacks": []}
     assert _create(c).status_code == 202
     assert _create(c).status_code == 409  # the name is taken

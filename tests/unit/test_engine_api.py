@@ -97,3 +97,25 @@ def test_apply_asks_approve_after_its_checks_and_a_no_changes_nothing(write_stac
     assert asked == [plan]
     assert len(ws.backend.versions("api")) == 1
     assert ws.backend.snapshot("api").resources["b"].inputs["flavor"] == "small"
+
+
+def test_state_key_names_the_stack_in_state_whatever_the_file_says(write_stack):
+    ws = engine.Workspace(write_stack(STACK), state_key="proj.other")
+    config = ws.load()
+    assert config.name == ws.name == "proj.other"
+    plan, _ = engine.make_plan(ws, config, PlanOptions())
+    assert engine.apply(ws, plan).ok
+    assert engine.state_view(ws).snapshot.serial == 1
+    plain = engine.Workspace(ws.stack_file, read_only=True)
+    assert plain.name == "api" and engine.state_view(plain).snapshot.serial == 0
+
+
+def test_a_cancel_pressed_before_apply_starts_no_step(write_stack):
+    ws = engine.Workspace(write_stack(STACK))
+    plan, _ = engine.make_plan(ws, ws.load(), PlanOptions())
+    cancel = engine.Interrupts()
+    cancel.press()
+    result = engine.apply(ws, plan, cancel=cancel)
+    assert result is not None and result.interrupted and not result.ok
+    assert {o.status for o in result.outcomes} == {"not started"}
+    assert engine.state_view(ws).snapshot.resources == {}
