@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -276,3 +278,42 @@ def test_apply_without_a_terminal_needs_auto_approve(serve, tmp_path: Path):
     # no terminal: refused as locally
     out = both.same("apply", stack, code=1)
     assert "refusing to change anything without --auto-approve" in out
+
+
+def _read_until(fd: int, marker: str, timeout: float = 30.0) -> str:
+    out = ""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, out
+        try:
+            chunk = os.read(fd, 4096).decode(errors="replace")
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_apply_on_a_terminal_asks_and_no_changes_nothing(serve, tmp_path: Path):
+    server = serve()
+    stack = stack_of(tmp_path)
+    env = {**os.environ, "IACLOUD_API": server.url, "IACLOUD_TOKEN": server.tokens["tok-alice"]}
+    for answer, applied in (("n", False), ("y", True)):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "iacloud.cli.main", "apply", str(stack)],
+            env=env, stdin=secondary, stdout=secondary, stderr=secondary,
+        )  # fmt: skip
+        os.close(secondary)
+        out = _read_until(primary, "Do you want to apply these changes?")
+        assert "Plan: 2 to create" in out
+        os.write(primary, f"{answer}\n".encode())
+        out += _read_until(primary, "\x00", timeout=60)
+        os.close(primary)
+        assert proc.wait(30) == 0, out
+        assert ("Nothing changed." in out) is not applied, out
+        assert ("2 step(s) complete." in out) is applied, out
+        found = server.client().get("/v1/pa/stacks/demo").status_code
+        assert found == (200 if applied else 404)
