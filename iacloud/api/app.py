@@ -174,7 +174,7 @@ def create_app(settings: ServeSettings, identity: auth.Identity,
         principal = auth.authenticate(request)
         if not principal.is_admin():
             raise StarletteHTTPException(403, {"message": "metrics need the admin role"})
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(principal.project), media_type="text/plain; version=0.0.4")
 
     app.include_router(login.router)
     app.include_router(routes.router)

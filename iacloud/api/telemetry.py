@@ -37,5 +37,12 @@ class Metrics:
             ["method", "route", "status"], buckets=_FAST, registry=r,
         )  # fmt: skip
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, project: str) -> bytes:
+        """The text format, with the per-stack series of `project` only: an admin of one
+        project learns nothing of another's stacks (the other series are counts over all)."""
+        mine = f'project="{project}"'.encode()
+        return b"\n".join(
+            line
+            for line in generate_latest(self.registry).split(b"\n")
+            if not line.startswith(b"iacloud_drift_findings{") or mine in line
+        )

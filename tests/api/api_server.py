@@ -26,6 +26,7 @@ TOKENS = {
     "tok-rita": {"user": "rita", "project": "pa", "role": "reader"},
     "tok-adam": {"user": "adam", "project": "pa", "role": "admin"},
     "tok-bob": {"user": "bob", "project": "pb", "role": "member"},
+    "tok-bea": {"user": "bea", "project": "pb", "role": "admin"},
     "tok-old": {"user": "alice", "project": "pa", "role": "member", "expires": "in 1 s"},
 }  # fmt: skip
 
@@ -42,6 +43,7 @@ class Tokens:
     def __init__(self) -> None:
         self.real: dict[str, str] = {}
         self.urls: set[str] = set()
+        self.expired_after = 0.0  # when tok-old has expired (monotonic)
 
     def setup(self, state_url: str) -> None:
         if state_url in self.urls:
@@ -57,6 +59,8 @@ class Tokens:
                 store.grant(entry["user"], entry["project"], entry["role"])
                 if name not in self.real:
                     ttl = timedelta(seconds=1) if "expires" in entry else None
+                    if ttl:
+                        self.expired_after = time.monotonic() + 1.1
                     self.real[name] = store.issue_token(entry["user"], entry["project"], ttl).token
         self.urls.add(state_url)
 

@@ -200,6 +200,7 @@ def test_tokens_roles_and_projects(serve, tokens) -> None:
     alice = server.client()
     location = _create(alice).headers["Location"]
     wait_op(alice, location)
+    time.sleep(max(0.0, tokens.expired_after - time.monotonic()))
     for client in (server.client(None), server.client("nonsense"), server.client("tok-old")):
         r = client.get("/v1/pa/stacks")
         assert r.status_code == 401, r.text
@@ -290,6 +291,9 @@ def test_preview_drift_delete_metrics_and_openapi(serve, data_dir: Path) -> None
     assert 'iacloud_operations_total{action="CREATE",result="complete"} 1.0' in text
     assert 'iacloud_operations_total{action="DRIFT",result="complete"} 2.0' in text
     assert 'iacloud_drift_findings{kind="missing",project="pa",stack="web"} 1.0' in text
+    assert server.client("tok-bob").get("/metrics").status_code == 403
+    other = server.client("tok-bea").get("/metrics").text  # an admin of project pb
+    assert 'project="pa"' not in other and "iacloud_operations_total" in other
     assert (
         'iacloud_step_duration_seconds_count{kind="create",result="complete",type="fake_thing"} 2.0'
         in text
