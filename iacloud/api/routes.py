@@ -292,16 +292,39 @@ def patch_stack(project: str, name: str, body: StackUpdate, request: Request, re
 
 
 @router.put("/stacks/{name}/preview")
-def preview_update(project: str, name: str, body: StackUpdate, request: Request) -> dict[str, Any]:
-    """The plan an update (PATCH semantics) would carry out; changes nothing."""
+def preview_update(
+    project: str, name: str, body: StackUpdate, request: Request,
+    replace_parameters: bool = Query(False, description="PUT's parameters: replace all."),
+) -> dict[str, Any]:  # fmt: skip
+    """The plan an update (PATCH semantics, or PUT's with `replace_parameters`) would carry
+    out; changes nothing."""
     auth.in_project(request, project)
     stack = _stack(request, project, name)
     template = body.template if body.template is not None else stack.template
     fmt = body.format or (
         templates.detect_format(template, None) if body.template else stack.format
     )
-    return _preview(request, project, name, fmt, template, {**stack.parameters,
-                                                            **(body.parameters or {})})  # fmt: skip
+    params = {} if replace_parameters else dict(stack.parameters)
+    return _preview(request, project, name, fmt, template, {**params, **(body.parameters or {})})
+
+
+@router.delete("/stacks/{name}/preview")
+def preview_delete(project: str, name: str, request: Request) -> dict[str, Any]:
+    """The plan a delete would carry out (`iacloud destroy`'s); changes nothing."""
+    auth.in_project(request, project)
+    stack = _stack(request, project, name)
+    ws = _workspace(request, project, name, stack.format, stack.template)
+    try:
+        try:
+            stack_name, settings = engine.destroy_settings(
+                ws, ws.name, templates.assignments(stack.parameters)
+            )
+        except UserError as exc:
+            raise templates.shown(exc, ws.stack_file) from None
+        plan, _ = engine.destroy_plan(ws, stack_name, provider_settings=settings)
+    finally:
+        ws.close()
+    return plan_json(plan)
 
 
 @router.delete("/stacks/{name}", status_code=202, response_model=Accepted,
@@ -335,6 +358,28 @@ def stack_outputs(project: str, name: str, request: Request) -> dict[str, Any]:
     finally:
         ws.close()
     return {"outputs": _masked_outputs(outputs)}
+
+
+@router.get("/stacks/{name}/state")
+def stack_state(
+    project: str, name: str, request: Request,
+    serial: int | None = Query(None, ge=0, description="An older state version."),
+) -> dict[str, Any]:  # fmt: skip
+    """The recorded state as `iacloud show --json` prints it, and the outputs as `iacloud
+    output --json` does; sensitive values masked."""
+    auth.in_project(request, project)
+    ws = _reader(request, _stack(request, project, name))
+    try:
+        view = engine.state_view(ws, serial)
+    finally:
+        ws.close()
+    snap = view.snapshot
+    outputs = {k: {"sensitive": bool(snap.outputs[k].get("sensitive")), "value": v}
+               for k, v in _masked_outputs(snap.outputs).items()}  # fmt: skip
+    return {"stack": name, "stack_id": snap.stack_id, "serial": snap.serial,
+            "lineage": snap.lineage, "resources": view.resources,
+            "pending": [p.model_dump(mode="json") for p in snap.pending],
+            "outputs": outputs}  # fmt: skip
 
 
 @router.get("/stacks/{name}/resources", response_model=Resources)

@@ -88,5 +88,53 @@ disruption_choice = click.Choice([d.value for d in Disruption if d is not Disrup
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="iacloud")
-def cli() -> None:
+@click.option("--api", "api_url", envvar="IACLOUD_API", metavar="URL",
+              help="Run plan, apply, destroy, drift, show, output and events through "
+              "this `iacloud serve` (or IACLOUD_API); the token is read from "
+              "IACLOUD_TOKEN.")  # fmt: skip
+@click.option("--project", envvar="IACLOUD_PROJECT", metavar="NAME",
+              help="The API project (or IACLOUD_PROJECT; default: the token's).")  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, api_url: str | None, project: str | None) -> None:
     """Plan and apply stacks of servers, networks, volumes and images on libvirt hosts."""
+    ctx.obj = ApiChoice(api_url, project) if api_url else None
+
+
+class ApiChoice:
+    """`--api URL`: the server the commands run through; its client is made on first use."""
+
+    def __init__(self, url: str, project: str | None) -> None:
+        self.url, self.project = url, project
+        self.client: Any = None
+
+    def connect(self) -> Any:
+        from iacloud.remote.client import ApiClient, is_loopback
+
+        if self.client is None:
+            if self.url.startswith("http://") and not is_loopback(self.url):
+                click.secho(f"Warning: {self.url} is plain http: the token travels in clear "
+                            "text; use https://", fg="yellow", err=True)  # fmt: skip
+            self.client = ApiClient(self.url, os.environ.get("IACLOUD_TOKEN", ""), self.project)
+        return self.client
+
+
+def remote(stack_file: Path) -> Any:
+    """The stack file as a stack of the API's project (iacloud.remote.run.Target) when the
+    command runs through `--api`, else None: the one switch between local and remote."""
+    choice = _choice()
+    if choice is None:
+        return None
+    from iacloud.remote.run import Target
+
+    return Target(choice.connect(), stack_file)
+
+
+def _choice() -> ApiChoice | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_object(ApiChoice) if ctx is not None else None
+
+
+def local_only(what: str, given: Any) -> None:
+    """An option the API cannot honour: refused, not ignored."""
+    if given and _choice() is not None:
+        raise UserError(f"{what} is not available through --api")

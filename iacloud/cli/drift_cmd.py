@@ -17,12 +17,15 @@ from iacloud.cli.app import (
     env_opt,
     fail,
     json_opt,
+    local_only,
     param_opt,
+    remote,
     site_opt,
     stack_arg,
     state_opt,
 )
 from iacloud.engine import DriftReport, IacloudError, UserError
+from iacloud.remote import run
 from iacloud.render import drift_markdown, drift_text
 
 
@@ -54,10 +57,18 @@ def drift(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], as_
     """
     started, wall = time.monotonic(), time.time()
     try:
-        ws = engine.Workspace(stack, state_url, site_file=site_file)
-        config = ws.load(params, env_files)
-        ignores = engine.load_suppressions(stack, ignore_file)
-        report = engine.drift(ws, config, ignores, include_unmanaged)
+        target = remote(stack)
+        if target is not None:
+            # the server checks the stack as applied, with its parameters and no suppressions
+            for what, given in (("-p/-e", params or env_files), ("--ignore", ignore_file),
+                                ("--all", include_unmanaged)):  # fmt: skip
+                local_only(what, given)
+            report = run.drift(target)
+        else:
+            ws = engine.Workspace(stack, state_url, site_file=site_file)
+            config = ws.load(params, env_files)
+            ignores = engine.load_suppressions(stack, ignore_file)
+            report = engine.drift(ws, config, ignores, include_unmanaged)
     except IacloudError as exc:
         fail(exc)
         _write_metrics(metrics_file, stack, None, wall, time.monotonic() - started)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from iacloud import engine
+from iacloud.apply_summary import ApplySummary
 from iacloud.cli.app import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -20,16 +21,18 @@ from iacloud.cli.app import (
     env_opt,
     handled,
     json_opt,
+    local_only,
     lock_opt,
     param_opt,
+    remote,
     site_opt,
     stack_arg,
     state_opt,
 )
 from iacloud.cli.progress import ConsoleReporter
-from iacloud.engine import ApplyResult, Disruption, Plan, PlanOptions, UserError
-from iacloud.errors import printable
-from iacloud.redact import MASK, Redactor
+from iacloud.engine import Disruption, Plan, PlanOptions, UserError
+from iacloud.redact import Redactor
+from iacloud.remote import run
 from iacloud.render import plan_json, plan_markdown, plan_text
 
 
@@ -76,8 +79,14 @@ def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out:
          site_file: Path | None, state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Show what apply would change."""
     options = _plan_options(refresh, targets, replace, destroy, refresh_only)
-    ws = engine.Workspace(stack, state_url, lock_timeout, site_file=site_file)
-    the_plan, _ = engine.make_plan(ws, ws.load(params, env_files), options)
+    target = remote(stack)
+    if target is not None:
+        _local_options(options)
+        local_only("plan -o (a saved plan)", out)
+        the_plan = run.plan(target, params, env_files).plan
+    else:
+        ws = engine.Workspace(stack, state_url, lock_timeout, site_file=site_file)
+        the_plan, _ = engine.make_plan(ws, ws.load(params, env_files), options)
     if out:
         engine.save_plan(the_plan, out)
     if as_json:
@@ -90,6 +99,14 @@ def plan(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], out:
             click.echo(f"Saved the plan to {out}; apply it with: iacloud apply {out}")
     if detailed_exitcode and the_plan.has_changes:
         sys.exit(EXIT_CHANGES)
+
+
+def _local_options(options: PlanOptions) -> None:
+    """The plan options the API's preview does not take: refused with --api."""
+    for flag, given in (("--no-refresh", not options.refresh), ("--target", options.targets),
+                        ("--replace", options.replace), ("--destroy", options.destroy),
+                        ("--refresh-only", options.refresh_only)):  # fmt: skip
+        local_only(flag, given)
 
 
 def _ask(auto_approve: bool, command: str) -> Callable[[Plan], bool] | None:
@@ -124,38 +141,58 @@ def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: i
     finally:
         reporter.close()
     if result is not None:
-        _report(result, redactor, the_plan)
+        _report(ApplySummary.of(result, redactor, len(the_plan.state_updates),
+                                the_plan.refresh_only))  # fmt: skip
 
 
-def _report(result: ApplyResult, redactor: Redactor, the_plan: Plan) -> None:
-    if the_plan.refresh_only:
-        click.echo(f"\nState updated: {len(the_plan.state_updates)} resource(s).")
+def _run_remote(target: run.Target, proposal: run.Proposal, auto_approve: bool,
+                max_disruption: str | None, command: str) -> None:  # fmt: skip
+    """_run_apply through the API: the server's preview, then its operation followed."""
+    the_plan = proposal.plan
+    click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
+    if not the_plan.has_changes and the_plan.serial > 0:
+        return
+    engine.check_disruption(the_plan, Disruption(max_disruption) if max_disruption else None)
+    approve = _ask(auto_approve, command)
+    if the_plan.has_changes and approve is not None and not approve(the_plan):
+        return
+    op = run.submit(target, proposal, destroy=command == "destroy")
+    reporter = ConsoleReporter(Redactor(()))
+    try:
+        finished = run.Following(target.client, op["id"], reporter).run()
+    except KeyboardInterrupt:
+        click.secho(f"Left the operation {op['id']} running on the server; it was asked to "
+                    "start no new step.", fg="yellow", err=True)  # fmt: skip
+        raise Abandoned() from None
+    finally:
+        reporter.close()
+    _report(run.summary(finished))
+
+
+def _report(summary: ApplySummary) -> None:
+    if summary.refresh_only:
+        click.echo(f"\nState updated: {summary.state_updates} resource(s).")
     else:
-        done = [o for o in result.outcomes if o.status == "complete"]
-        click.echo(f"\n{len(done)} step(s) complete.")
-    for o in result.outcomes:
-        if o.status in ("failed", "skipped"):
-            error = printable(redactor.text(o.error or ""))
-            click.secho(f"  {o.status}: {o.step.kind} {o.step.change.address}: {error}",
-                        fg="red", err=True)  # fmt: skip
-    if result.outputs and result.ok:
+        click.echo(f"\n{summary.complete} step(s) complete.")
+    for status, step, error in summary.problems:
+        click.secho(f"  {status}: {step}: {error}", fg="red", err=True)
+    if summary.outputs and summary.ok:
         click.echo("\nOutputs:")
-        for name, entry in result.outputs.items():
-            value = MASK if entry["sensitive"] else redactor.value(entry["value"])
+        for name, value in summary.outputs.items():
             click.echo(f"  {name} = {json.dumps(value)}")
-    if result.abandoned:
+    if summary.abandoned:
         click.secho(
-            f"Aborted: left {len(result.abandoned)} running step(s) unfinished: "
-            f"{', '.join(result.abandoned)}. Their pending operations stay in state; the next "
+            f"Aborted: left {len(summary.abandoned)} running step(s) unfinished: "
+            f"{', '.join(summary.abandoned)}. Their pending operations stay in state; the next "
             "apply or destroy finds what they made by its ownership tag.",
             fg="yellow", err=True,
         )  # fmt: skip
         raise Abandoned()
-    if result.interrupted:
+    if summary.interrupted:
         click.secho("Interrupted: running steps were recorded; run apply again to finish.",
                     fg="yellow", err=True)  # fmt: skip
         sys.exit(EXIT_INTERRUPTED)
-    if not result.ok:
+    if not summary.ok:
         sys.exit(EXIT_ERROR)
 
 
@@ -182,6 +219,13 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
           state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
     options = _plan_options(refresh, targets, replace, refresh_only=refresh_only)
+    api = remote(target)
+    if api is not None:
+        local_only("apply PLAN.json (a saved plan; the server plans when it applies)",
+                   engine.is_plan_file(target))  # fmt: skip
+        _local_options(options)
+        _run_remote(api, run.plan(api, params, env_files), auto_approve, max_disruption, "apply")
+        return
     if engine.is_plan_file(target):
         if refresh_only:
             raise UserError("--refresh-only makes a plan; a saved plan already says what it is")
@@ -212,6 +256,10 @@ def destroy(stack: Path, params: tuple[str, ...], env_files: tuple[Path, ...], a
             jobs: int, site_file: Path | None, state_url: str | None,
             lock_timeout: float) -> None:  # fmt: skip
     """Delete everything the stack created, in reverse dependency order (site images stay)."""
+    api = remote(stack)
+    if api is not None:
+        _run_remote(api, run.destroy_plan(api), auto_approve, None, "destroy")
+        return
     ws = engine.Workspace(stack, state_url, lock_timeout, site_file=site_file)
     name, settings = engine.destroy_settings(ws, ws.name, params, env_files)
     with ws.locked(name, "destroy"):

@@ -34,20 +34,35 @@ class ConsoleReporter(Reporter):
                     click.echo(f"{address}: still {_VERBS[kind][0].lower()}... [{now - t0:.0f}s]")
 
     def step_started(self, step: Step) -> None:
-        with self.lock:
-            self.started[step.key] = time.monotonic()
-        click.echo(f"{step.change.address}: {_VERBS[step.kind][0]}...")
+        self.started_line(step.kind, step.change.address)
 
     def step_finished(self, outcome: StepOutcome) -> None:
-        step = outcome.step
+        error = printable(self.redactor.text(outcome.error or ""))
+        self.finished_line(outcome.step.kind, outcome.step.change.address,
+                           outcome.status == "complete", outcome.elapsed, error)  # fmt: skip
+
+    # The lines themselves, by step kind ("create", "update", "delete") and address: what a
+    # local run's executor and a remote operation's event stream both report through.
+
+    def started_line(self, kind: str, address: str) -> None:
         with self.lock:
-            self.started.pop(step.key, None)
-        noun = _VERBS[step.kind][1]
-        if outcome.status == "complete":
-            click.echo(f"{step.change.address}: {noun} complete after {outcome.elapsed:.1f}s")
+            self.started[(kind, address)] = time.monotonic()
+        click.echo(f"{address}: {_VERBS[kind][0]}...")
+
+    def finished_line(self, kind: str, address: str, ok: bool, elapsed: float,
+                      error: str) -> None:  # fmt: skip
+        with self.lock:
+            self.started.pop((kind, address), None)
+        noun = _VERBS[kind][1]
+        if ok:
+            click.echo(f"{address}: {noun} complete after {elapsed:.1f}s")
         else:
-            msg = printable(self.redactor.text(outcome.error or ""))
-            click.secho(f"{step.change.address}: {noun} failed: {msg}", fg="red", err=True)
+            click.secho(f"{address}: {noun} failed: {error}", fg="red", err=True)
+
+    @property
+    def running(self) -> int:
+        with self.lock:
+            return len(self.started)
 
     def interrupted(self, running: int) -> None:
         click.secho(
