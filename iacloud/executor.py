@@ -30,6 +30,7 @@ from iacloud.interrupts import Interrupts
 from iacloud.plan import Change, Plan
 from iacloud.provider import Observed, ProviderSet, Registry, ResourceType
 from iacloud.redact import Redactor
+from iacloud.rules import Lifecycle, normal
 from iacloud.schema import field_flag
 from iacloud.state import StateBackend
 from iacloud.state.model import Event, PendingOperation, ResourceState
@@ -343,6 +344,7 @@ class Executor:
         return resource_state(
             self.registry.types[c.type], c.address, c.provider, self.resolved.pop(step.key),
             observed, c.dependencies, f"{step.event_action}_COMPLETE", self.redactor,
+            lifecycle=c.lifecycle,
         )  # fmt: skip
 
     def _event(
@@ -391,6 +393,7 @@ def resource_state(
     dependencies: Sequence[str],
     status: str,
     redactor: Redactor,
+    lifecycle: Lifecycle | None = None,
 ) -> ResourceState:
     """What state records for an object: the inputs it was made from, its observed attributes,
     and which of both are never to be printed. Used by apply and by import alike, so an
@@ -422,4 +425,5 @@ def resource_state(
         attributes=attributes,
         dependencies=list(dependencies),
         status=status,
+        lifecycle=normal(lifecycle),
     )

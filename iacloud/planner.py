@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from iacloud import expressions, pending
+from iacloud import expressions, lifecycle, pending
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.diff import diff_inputs, next_boot_changes, normalize_inputs, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
@@ -34,6 +34,7 @@ from iacloud.plan import (
     StateUpdate,
 )
 from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
+from iacloud.rules import DEFAULT, Lifecycle, normal
 from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
@@ -188,6 +189,9 @@ def plan(
     changes = planning.changes
     ordered = [changes[a] for a in config.resources if a in changes]
     ordered += [c for a, c in changes.items() if a not in config.resources]
+    refused = lifecycle.refuse_destroys(ordered, config, snapshot, options.destroy)
+    if refused:
+        raise UserError(refused)
     return Plan(
         **_plan_header(config, snapshot),
         destroy=options.destroy,
@@ -267,11 +271,17 @@ class _Planning:
             self.diagnostics.extend(_diagnostics(exc, self.config, where))
             return
         exists = prior is not None and prior.exists
+        rules = rc.lifecycle
+        if exists:
+            assert prior is not None
+            after = lifecycle.keep_ignored(after, prior.inputs, rules)
         fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
         boot_fields = next_boot_changes(type_cls, prior.observed, after, fields) if exists else []
-        fields += boot_fields
+        fields = lifecycle.drop_ignored(fields + boot_fields, rules)
+        boot_fields = lifecycle.drop_ignored(boot_fields, rules)
         forces = [f.field for f in fields if f.forces_replacement]
         requested = address in self.options.replace
+        wants_cbd = rules is not None and rules.create_before_destroy
         action = choose_action(
             exists=exists,
             desired=True,
@@ -279,21 +289,17 @@ class _Planning:
             changed=bool(fields),
             replace_requested=requested,
             tainted=bool(prior and prior.tainted),
-            create_before_destroy=type_cls.create_before_destroy,
+            create_before_destroy=type_cls.create_before_destroy or wants_cbd,
         )
+        if action is Action.CREATE_DELETE and not type_cls.create_before_destroy:
+            self.diagnostics.extend(
+                lifecycle.collisions(type_cls, fields, str(self.config.file), address)
+            )
         if not has_unknown(after) and action is not Action.DELETE:
             self._check(address, rc, type_cls, after, prior if exists else None)
         self.actions[address] = action
-        if (
-            action is Action.NOOP
-            and prior is not None
-            and prior.state is not None
-            and prior.observed is not None
-            and prior.inputs != prior.state.inputs
-        ):
-            # changed outside iacloud, and the stack agrees (or leaves the field to the
-            # provider): nothing to do on the host, but state takes in the new values
-            self.accepted.append(_accept(prior.state, prior, self.drift_of.get(address)))
+        if action is Action.NOOP and prior is not None and prior.state is not None:
+            self._take_in(address, prior, prior.state, rules)
         reasons = _reasons(action, prior, forces, requested, boot_fields)
         self.changes[address] = Change(
             address=address,
@@ -307,7 +313,28 @@ class _Planning:
             disruption=_disruption(action, type_cls, fields),
             why=reasons,
             dependencies=list(rc.depends_on),
+            lifecycle=rules,
         )
+
+    def _take_in(
+        self, address: str, prior: Prior, rs: ResourceState, rules: Lifecycle | None
+    ) -> None:
+        """State updates for an unchanged resource: values changed outside iacloud that the
+        stack agrees with (or leaves to the provider) are taken in (an ignored field's drift is
+        not: it stays visible to drift), and lifecycle rules changed in the stack recorded."""
+        seen = prior.inputs
+        if rules is not None and rules.ignore_changes:
+            seen = {**seen, **{f: rs.inputs[f] for f in rules.ignore_changes if f in rs.inputs}}
+        update = None
+        if prior.observed is not None and seen != rs.inputs:
+            update = _accept(rs, prior, self.drift_of.get(address), seen, rules)
+        if normal(rs.lifecycle) != normal(rules):
+            if update is None:
+                update = lifecycle.record_rules(rs, rules)
+            else:
+                update = update.model_copy(update={"lifecycle": rules or DEFAULT})
+        if update is not None:
+            self.accepted.append(update)
 
     def _check(
         self,
@@ -334,6 +361,9 @@ class _Planning:
             if (address in self.config.resources and not destroy) or not prior.exists:
                 continue
             if self.selected is not None and address not in self.selected:
+                continue
+            if prior.state is not None and lifecycle.recorded(prior.state).retain:
+                self.accepted.append(lifecycle.retained(prior.state, destroy))
                 continue
             type_cls = self.registry.types.get(prior.type)
             self.changes[address] = Change(
@@ -447,14 +477,27 @@ def _refresh_only_plan(
     )
 
 
-def _accept(rs: ResourceState, prior: Prior, drift: DriftItem | None) -> StateUpdate:
-    """A state update taking in an object as refresh found it (`drift`: what changed)."""
+def _accept(
+    rs: ResourceState,
+    prior: Prior,
+    drift: DriftItem | None,
+    inputs: dict[str, Any] | None = None,
+    rules: Lifecycle | None = None,
+) -> StateUpdate:
+    """A state update taking in an object as refresh found it (`drift`: what changed;
+    `inputs`: what is taken in, when not all of `prior.inputs`: ignored fields stay)."""
     assert prior.observed is not None
+    ignored = rules.ignore_changes if rules is not None else []
     # state records the running object: what differs only from next boot is not taken in
-    fields = [f for f in drift.fields if not f.next_boot_only] if drift else []
+    fields = (
+        [f for f in drift.fields if not f.next_boot_only and f.field not in ignored]
+        if drift
+        else []
+    )
     return StateUpdate(
         address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
-        inputs=prior.inputs, attributes={**prior.observed.attributes, "id": prior.observed.id},
+        inputs=prior.inputs if inputs is None else inputs,
+        attributes={**prior.observed.attributes, "id": prior.observed.id},
         fields=fields, sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
     )  # fmt: skip
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -31,13 +31,13 @@ from iacloud.state import (
     current_user,
     pg_schema,
 )
-from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
+from iacloud.state.model import ResourceRow, StackHistory, VersionRecord, VersionStatus
 from iacloud.state.pg_url import MASK, parse_url
 
 _LOCK_POLL = 0.1  # seconds between attempts while another run holds a stack's lock
 _CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 _TERMINATE_WAIT = 10.0  # seconds force_unlock waits for a terminated holder's session to end
-_VERSION_STATUSES = frozenset({"in_progress", "complete", "failed", "interrupted"})
+_VERSION_STATUSES = frozenset(get_args(VersionStatus))
 
 
 def _lock_key(schema: str, stack: str) -> int:

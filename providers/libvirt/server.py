@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
@@ -364,6 +364,10 @@ def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
 
 class Server(LibvirtResource):
     type_name = "server"
+    replace_collisions = (
+        Collision("the libvirt domain name (stack name, address and stack id), its root disk "
+                  "and seed volume names (stack id and address)"),
+    )  # fmt: skip
     Inputs = ServerInputs
     attributes = ("id", "name", "addresses", "macs", "power_state", "console_log", "hostname")
 
