@@ -53,6 +53,8 @@ class ApplyResult:
     abandoned: list[str] = field(default_factory=list)
     resources: dict[str, ResourceState] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # apply --rollback after a failed step: the result of undoing the run (None: not tried)
+    rollback: ApplyResult | None = None
 
     @property
     def failed(self) -> list[StepOutcome]:
@@ -112,7 +114,10 @@ class Executor:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         interrupts: Interrupts | None = None,
+        event_action: str | None = None,
     ) -> None:
+        # event_action: every step's event action (ROLLBACK), instead of CREATE/UPDATE/DELETE
+        self.event_action = event_action
         self.plan = plan
         self.registry = registry
         self.providers = providers
@@ -343,18 +348,22 @@ class Executor:
         c = step.change
         return resource_state(
             self.registry.types[c.type], c.address, c.provider, self.resolved.pop(step.key),
-            observed, c.dependencies, f"{step.event_action}_COMPLETE", self.redactor,
+            observed, c.dependencies, f"{self.event_action or step.event_action}_COMPLETE",
+            self.redactor,
             lifecycle=c.lifecycle,
         )  # fmt: skip
 
     def _event(
         self, step: Step, status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"], reason: str = ""
     ) -> Event:
+        if self.event_action and not reason:
+            # what each rollback step undoes, and what it cannot
+            reason = "; ".join([step.kind, *step.change.reasons])
         return Event(
             serial=self.serial,
             address=step.change.address,
             type=step.change.type,
-            action=step.event_action,
+            action=self.event_action or step.event_action,
             status=status,
             reason=reason,
         )

@@ -10,6 +10,9 @@ from __future__ import annotations
 import psycopg
 
 SCHEMA_VERSION = 2
+# reads work on schemas from this version on without migrating (version 2 only widened a CHECK),
+# so read commands keep working after an upgrade of iacloud until the first write migrates
+OLDEST_READABLE = 1
 FORMAT = "iacloud-state"
 _MIGRATION_LOCK = 0x1AC10D5C  # advisory key held (per transaction) while migrating
 

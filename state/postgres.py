@@ -63,6 +63,7 @@ class PostgresBackend(StateBackend):
         self._conn: psycopg.Connection | None = None
         self._schema_name = ""  # the schema the tables live in, resolved at connect
         self._ready = False  # our tables exist at the current schema version
+        self._readable = False  # our tables exist at a version reads understand
         self._host = socket.gethostname()
         self._held: dict[str, tuple[LockInfo, int]] = {}  # stack -> (our lock, advisory key)
 
@@ -150,21 +151,21 @@ class PostgresBackend(StateBackend):
         if write and self.read_only:
             raise self._error("opened read-only; this command does not write state")
         conn = self._connect()
-        if not self._ready:
+        if not self._ready and (write or not self._readable):
             if write:
                 pg_schema.migrate(conn, self._schema)
-                self._ready = True
+                self._ready = self._readable = True
             else:
                 with conn.cursor() as cur:
                     present = pg_schema.installed_version(cur)
-                if present < pg_schema.SCHEMA_VERSION:
+                if present < pg_schema.OLDEST_READABLE:
                     if present == 0:
                         return None
                     raise self._error(
                         f"schema version {present} is older than this iacloud's "
                         f"({pg_schema.SCHEMA_VERSION}); any write upgrades it"
                     )
-                self._ready = True
+                self._readable = True
         return conn
 
     @contextmanager

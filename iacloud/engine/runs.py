@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from iacloud import expressions, interrupts, lifecycle, limits, lost_state, pending, plan_check
+from iacloud import rollback as undo
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.engine.workspace import Workspace
@@ -154,12 +155,14 @@ def apply(
     max_disruption: Disruption | None = None,
     command: str = "apply",
     approve: Callable[[Plan], bool] | None = None,
+    rollback: bool = False,
 ) -> ApplyResult | None:
     """Apply a plan under the lock; refuse it if state moved since it was made.
 
     `approve` (a front end's confirmation) is asked once the plan passed every check and
     before anything is locked or written, only for a plan with changes; if it says no,
-    nothing happens and the result is None."""
+    nothing happens and the result is None. `rollback`: a run with a failed step is undone
+    (`iacloud.rollback`) in a new state version; `result.rollback` is that undoing's result."""
     check_disruption(plan, max_disruption)
     plan_check.check(plan, ws.registry)  # before the lock and the new state version
     settings = ws.settings_from_plan(plan)
@@ -180,6 +183,7 @@ def apply(
             lost_state.remember(providers.stack)
             status = "failed"
             result = ApplyResult()
+            finished = False
             try:
                 current = record_state_updates(backend, plan, serial, snapshot.resources)
                 executor = Executor(
@@ -195,10 +199,20 @@ def apply(
                 status = (
                     "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
                 )
+                backend.finish_version(plan.stack, serial, status, result.outputs or None)
+                finished = True
+                if rollback and undo.wanted(result):
+                    result.rollback = undo.run(
+                        backend, plan, ws.registry, providers, current, result,
+                        failed_serial=serial, outputs_before=snapshot.outputs,
+                        outputs=lambda rs: evaluate_outputs(plan, rs),
+                        jobs=jobs, reporter=reporter, interrupts=pressed,
+                    )  # fmt: skip
             finally:
                 if not result.abandoned:  # abandoned steps may still use the connections
                     providers.close()
-                backend.finish_version(plan.stack, serial, status, result.outputs or None)
+                if not finished:
+                    backend.finish_version(plan.stack, serial, status, result.outputs or None)
         retained = any(u.retained for u in plan.state_updates)
         if plan.destroy and result.ok and not result.resources and not retained:
             # nothing of the stack is left: neither are the providers' working files
