@@ -195,3 +195,68 @@ def test_a_postgres_schema_of_version_1_is_upgraded_for_rollback_statuses(pg_ser
     with psycopg.connect(target.conninfo, autocommit=True) as raw:
         raw.execute(f'SET search_path TO "{target.schema}"')
         assert raw.execute("SELECT max(version) FROM iacloud_schema").fetchone() == (2,)
+
+
+def test_a_rollback_killed_mid_step_leaves_state_the_next_run_recovers_from(
+    tmp_path: Path, fake_entry_point: Path, data_dir: Path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from iacloud.state import open_backend
+
+    tests = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_entry_point), str(tests)])}
+    env.pop("CI", None)
+    stack = tmp_path / "stack.toml"
+    slow = BASE.replace('flavor = "small"', 'flavor = "small"\nsleep = 1.5')
+
+    def cli(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "iacloud.cli.main", *args], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    stack.write_text(slow)
+    assert cli("apply", "--auto-approve", "stack.toml").wait(60) == 0
+    # the run creates 'extra', updates 'thing' (slowly), and fails on 'bad'; its rollback
+    # updates 'thing' back (slowly again): killed there
+    extra = '\n[resources.extra]\ntype = "fake_disk"\nsize_gib = 2\n'
+    stack.write_text(slow.replace('"small"', '"big"') + BAD + extra)
+    proc = cli("apply", "--auto-approve", "--rollback", "stack.toml")
+    state = tmp_path / ".iacloud" / "state.db"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the rollback never started its update"
+        if state.exists():
+            b = open_backend(str(state), tmp_path, read_only=True)
+            seen = [(e.address, e.action_status) for e in b.events("rb")]
+            b.close()
+            if ("thing", "ROLLBACK_IN_PROGRESS") in seen:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    b = open_backend(str(state), tmp_path)
+    snap = b.snapshot("rb")
+    assert [op.address for op in snap.pending] == ["thing"]  # journalled before the call
+    assert [v.status for v in b.versions("rb")] == ["complete", "failed", "in_progress"]
+    b.close()
+    # the next run finds every object and converges; nothing leaks
+    stack.write_text(slow)
+    run = cli("apply", "--auto-approve", "stack.toml")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, out + err
+    b = open_backend(str(state), tmp_path)
+    snap = b.snapshot("rb")
+    assert sorted(snap.resources) == ["disk", "thing"] and snap.pending == []
+    assert b.versions("rb")[2].status == "interrupted"
+    b.close()
+    things, disks = objects(data_dir, "fake_thing"), objects(data_dir, "fake_disk")
+    assert set(disks) == {snap.resources["disk"].id}
+    assert set(things) == {snap.resources["thing"].id}
+    assert things[snap.resources["thing"].id]["inputs"]["flavor"] == "small"
