@@ -218,6 +218,26 @@ def test_create_before_destroy_creates_the_new_object_first(write_stack, data_di
     assert ws.backend.snapshot("lc").resources["disk"].id in new
 
 
+def test_create_before_destroy_old_object_goes_after_users_moved_off_it(write_stack, data_dir):
+    rules = "lifecycle = { create_before_destroy = true }"
+    text = stack(disk=rules).replace(
+        'ref = { get_resource = "disk" }', 'refs = [{ get_resource = "disk" }]'
+    )
+    ws = engine.Workspace(write_stack(text))
+    assert apply_text(ws).ok
+    ws.stack_file.write_text(text.replace("size_gib = 1", 'size_gib = 1\nsource = "s2"'))
+    plan, _ = engine.make_plan(ws, ws.load(), PlanOptions())
+    assert {c.address: c.action for c in plan.actionable()} == {
+        "disk": Action.CREATE_DELETE,
+        "thing": Action.UPDATE,  # refs changes in place
+    }
+    recorder = Recorder()
+    assert engine.apply(ws, plan, reporter=recorder, jobs=4).ok
+    assert recorder.started == ["create disk", "update thing", "delete disk"]
+    snap = ws.backend.snapshot("lc")
+    assert snap.resources["thing"].inputs["refs"] == [snap.resources["disk"].id]
+
+
 def test_create_before_destroy_refused_where_names_collide(write_stack, monkeypatch):
     import fake_provider
 
