@@ -10,6 +10,7 @@ import click
 
 from iacloud import engine
 from iacloud.cli.app import echo_json, handled, json_opt, stack_opt, state_opt
+from iacloud.errors import printable
 from iacloud.redact import MASK
 
 
@@ -35,12 +36,13 @@ def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | N
         return
     click.echo(f"Stack {view.stack}: serial {snap.serial}, {len(snap.resources)} resources")
     for address, r in view.resources.items():
-        click.echo(f"\n{address} ({r['type']}) id={r['id']} [{r['status']}]")
+        # ids and statuses come from hosts and state files: escaped like any outside text
+        click.echo(printable(f"\n{address} ({r['type']}) id={r['id']} [{r['status']}]"))
         for k, v in r["attributes"].items():
             click.echo(f"  {k} = {json.dumps(v, default=str)}")
     for p in snap.pending:
-        click.secho(f"\npending {p.action} of {p.address} since {p.started_at} (interrupted run?)",
-                    fg="yellow")  # fmt: skip
+        line = f"pending {p.action} of {p.address} since {p.started_at} (interrupted run?)"
+        click.secho("\n" + printable(line), fg="yellow")
 
 
 @click.command()
@@ -85,5 +87,6 @@ def events(stack_file: Path, as_json: bool, limit: int, state_url: str | None) -
         return
     for e in evs:
         reason = f"  {e.reason}" if e.reason else ""
-        click.echo(f"{e.time.isoformat(timespec='seconds')}  #{e.serial:<4} {e.address:<24} "
-                   f"{e.action_status}{reason}")  # fmt: skip
+        # a reason quotes provider errors and console lines: never raw escapes on a terminal
+        click.echo(printable(f"{e.time.isoformat(timespec='seconds')}  #{e.serial:<4} "
+                             f"{e.address:<24} {e.action_status}{reason}"))  # fmt: skip

@@ -202,3 +202,17 @@ def test_lock_held_is_reported(run, stack):
         assert "locked" in out and "test" in out
     finally:
         backend.release_lock("web")
+
+
+def test_show_and_events_text_escape_control_characters(run, stack):
+    """Event reasons quote provider errors and console lines; ids come from hosts: a hostile
+    escape sequence or newline in them must not reach the terminal raw."""
+    import sqlite3
+
+    run("apply", "--auto-approve", str(stack))
+    db = stack.parent / ".iacloud" / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET reason = ?", ("\x1b[31mred\nFORGED LINE\u202e",))
+    out = run("events", "--stack", str(stack))
+    assert "\x1b" not in out and "\u202e" not in out and "\nFORGED" not in out
+    assert "\\x1b[31mred\\nFORGED LINE\\u202e" in out
