@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from iacloud import expressions, lifecycle, pending
+from iacloud import expressions, lifecycle, pending, state_updates
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.diff import diff_inputs, next_boot_changes, normalize_inputs, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
@@ -34,7 +34,7 @@ from iacloud.plan import (
     StateUpdate,
 )
 from iacloud.provider import Observed, Registry, Remaining, ResourceType, TaggedObject
-from iacloud.rules import DEFAULT, Lifecycle, normal
+from iacloud.rules import Lifecycle
 from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
@@ -171,7 +171,9 @@ def plan(
     creates left, found by tag (`pending.find_leftovers`)."""
     priors, drift = reconcile(snapshot, observed, registry)
     if options.refresh_only:
-        return _refresh_only_plan(config, snapshot, observed, priors, drift)
+        return state_updates.refresh_only_plan(
+            _plan_header(config, snapshot), snapshot, observed, priors, drift
+        )
     selected = _check_options(config, priors, options)
     planning = _Planning(config, registry, options, resources, priors, drift, selected)
     if not options.destroy:
@@ -320,20 +322,7 @@ class _Planning:
     def _take_in(
         self, address: str, prior: Prior, rs: ResourceState, rules: Lifecycle | None
     ) -> None:
-        """State updates for an unchanged resource: values changed outside iacloud that the
-        stack agrees with (or leaves to the provider) are taken in (an ignored field's drift is
-        not: it stays visible to drift), and lifecycle rules changed in the stack recorded."""
-        seen = prior.inputs
-        if rules is not None and rules.ignore_changes:
-            seen = {**seen, **{f: rs.inputs[f] for f in rules.ignore_changes if f in rs.inputs}}
-        update = None
-        if prior.observed is not None and seen != rs.inputs:
-            update = _accept(rs, prior, self.drift_of.get(address), seen, rules)
-        if normal(rs.lifecycle) != normal(rules):
-            if update is None:
-                update = lifecycle.record_rules(rs, rules)
-            else:
-                update = update.model_copy(update={"lifecycle": rules or DEFAULT})
+        update = state_updates.take_in(prior, rs, rules, self.drift_of.get(address))
         if update is not None:
             self.accepted.append(update)
 
@@ -459,72 +448,6 @@ def _plan_header(config: StackConfig, snapshot: Snapshot) -> dict[str, Any]:
             name: s.model_dump(mode="json") for name, s in config.provider_settings.items()
         },
     )
-
-
-def _refresh_only_plan(
-    config: StackConfig,
-    snapshot: Snapshot,
-    observed: Mapping[str, Observed] | None,
-    priors: Mapping[str, Prior],
-    drift: list[DriftItem],
-) -> Plan:
-    """A plan that changes nothing on the host: state takes in every object as it really is
-    (changed inputs and attributes) and forgets the ones deleted outside iacloud."""
-    if observed is None:
-        raise UserError("a refresh-only plan needs a refresh (drop --no-refresh)")
-    updates: list[StateUpdate] = []
-    changes: list[Change] = []
-    drift_of = {d.address: d for d in drift}
-    for address, rs in snapshot.resources.items():
-        obs = observed.get(address)
-        if obs is None:
-            updates.append(StateUpdate(address=address, type=rs.type, action="forget", id=rs.id))
-            continue
-        prior = priors[address]
-        attributes = {**obs.attributes, "id": obs.id}
-        if prior.inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
-            updates.append(_accept(rs, prior, drift_of.get(address)))
-        # no-op entries keep counted names and outputs resolvable at apply time
-        changes.append(
-            Change(
-                address=address, type=rs.type, provider=rs.provider, action=Action.NOOP,
-                id=obs.id, before=prior.inputs, after=prior.inputs,
-                dependencies=list(rs.dependencies),
-            )
-        )  # fmt: skip
-    return Plan(
-        **_plan_header(config, snapshot),
-        refreshed=True,
-        changes=changes,
-        drift=drift,
-        refresh_only=True,
-        state_updates=updates,
-    )
-
-
-def _accept(
-    rs: ResourceState,
-    prior: Prior,
-    drift: DriftItem | None,
-    inputs: dict[str, Any] | None = None,
-    rules: Lifecycle | None = None,
-) -> StateUpdate:
-    """A state update taking in an object as refresh found it (`drift`: what changed;
-    `inputs`: what is taken in, when not all of `prior.inputs`: ignored fields stay)."""
-    assert prior.observed is not None
-    ignored = rules.ignore_changes if rules is not None else []
-    # state records the running object: what differs only from next boot is not taken in
-    fields = (
-        [f for f in drift.fields if not f.next_boot_only and f.field not in ignored]
-        if drift
-        else []
-    )
-    return StateUpdate(
-        address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
-        inputs=prior.inputs if inputs is None else inputs,
-        attributes={**prior.observed.attributes, "id": prior.observed.id},
-        fields=fields, sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
-    )  # fmt: skip
 
 
 def _select_targets(
