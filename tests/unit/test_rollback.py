@@ -260,3 +260,26 @@ def test_a_rollback_killed_mid_step_leaves_state_the_next_run_recovers_from(
     assert set(disks) == {snap.resources["disk"].id}
     assert set(things) == {snap.resources["thing"].id}
     assert things[snap.resources["thing"].id]["inputs"]["flavor"] == "small"
+
+
+def test_a_create_first_replacement_is_undone_exactly(write_stack, data_dir):
+    cbd = "lifecycle = { create_before_destroy = true }"
+    text = BASE.replace("size_gib = 1", "size_gib = 1\n" + cbd).replace(
+        'ref = { get_resource = "disk" }', 'refs = [{ get_resource = "disk" }]'
+    )
+    ws = engine.Workspace(write_stack(""))
+    assert run_apply(ws, text, rollback=True).ok
+    before = ws.backend.snapshot("rb").resources
+    # the new disk is made, the thing fails to move onto it, so the old disk is never deleted
+    failing = text.replace("size_gib = 1", 'size_gib = 1\nsource = "s2"').replace(
+        'flavor = "small"', 'flavor = "small"\nfail = true'
+    )
+    result = run_apply(ws, failing, rollback=True)
+    assert not result.ok and result.rollback is not None and result.rollback.ok
+    after = ws.backend.snapshot("rb").resources
+    assert {a: (rs.id, rs.inputs) for a, rs in after.items()} == {
+        a: (rs.id, rs.inputs) for a, rs in before.items()
+    }
+    assert set(objects(data_dir, "fake_disk")) == {before["disk"].id}
+    reasons = [e.reason for e in ws.backend.events("rb") if e.address == "disk"]
+    assert any("recorded again" in r for r in reasons), reasons
