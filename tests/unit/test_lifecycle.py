@@ -110,9 +110,16 @@ class Recorder(engine.Reporter):
 PROTECTED = "lifecycle = { prevent_destroy = true }"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    return request.getfixturevalue("pg_server").fresh_url()
+
+
 @pytest.fixture
-def protected(write_stack) -> engine.Workspace:
-    ws = engine.Workspace(write_stack(stack(disk=PROTECTED)))
+def protected(write_stack, state_url) -> engine.Workspace:
+    ws = engine.Workspace(write_stack(stack(disk=PROTECTED)), state_url)
     assert apply_text(ws).ok
     return ws
 
@@ -144,9 +151,11 @@ def test_prevent_destroy_refuses_destroy_replace_and_removal(protected, data_dir
 
 
 def test_prevent_destroy_cli_exit_code_1_names_the_resource(protected, run):
-    out = run("destroy", str(protected.stack_file), "--auto-approve", code=1)
+    state = ("--state", protected.state_url) if protected.state_url else ()
+    out = run("destroy", str(protected.stack_file), "--auto-approve", *state, code=1)
     assert "resources.disk" in out and "prevent_destroy" in out
-    out = run("apply", str(protected.stack_file), "--replace", "disk", "--auto-approve", code=1)
+    out = run("apply", str(protected.stack_file), "--replace", "disk", "--auto-approve", *state,
+              code=1)  # fmt: skip
     assert "replacement requested" in out
     assert set(protected.backend.snapshot("lc").resources) == {"disk", "thing"}
 
@@ -265,12 +274,14 @@ def test_create_before_destroy_refused_where_names_collide(write_stack, monkeypa
 RETAIN = 'deletion_policy = "retain"'
 
 
-def test_retain_forgets_a_removed_resource_and_leaves_the_object(write_stack, data_dir, run):
-    ws = engine.Workspace(write_stack(stack(disk=RETAIN)))
+def test_retain_forgets_a_removed_resource_and_leaves_the_object(
+    write_stack, data_dir, run, state_url
+):
+    ws = engine.Workspace(write_stack(stack(disk=RETAIN)), state_url)
     assert apply_text(ws).ok
     disk_id = ws.backend.snapshot("lc").resources["disk"].id
     ws.stack_file.write_text('version = 1\nname = "lc"\n[resources.thing]\ntype = "fake_thing"\n')
-    out = run("plan", str(ws.stack_file))
+    out = run("plan", str(ws.stack_file), "--state", state_url)
     assert "forget (retained)" in out and "disk" in out
     plan, _ = engine.make_plan(ws, ws.load(), PlanOptions())
     assert all(c.address != "disk" for c in plan.actionable())
