@@ -1,6 +1,9 @@
-"""apply --rollback on real libvirt (issue 12 item 5): a volume is created, then the server
-using it fails to start for real (QEMU cannot reserve 1 TiB of guest memory on this host), and
-the rollback deletes the volume: libvirt has no trace of it and state is as before the run."""
+"""Lifecycle rules and rollback on real libvirt (issue 12 items 4 and 5).
+
+apply --rollback: a volume is created, then the server using it fails to start for real (QEMU
+cannot reserve 1 TiB of guest memory on this host), and the rollback deletes the volume: libvirt
+has no trace of it and state is as before the run. create_before_destroy: a volume whose format
+changes gets its new name first; a replacement keeping the name is refused at plan time."""
 
 from __future__ import annotations
 
@@ -104,3 +107,38 @@ def test_rollback_removes_the_volume_a_failed_server_create_left(lab) -> None:
     events = rows(db, "SELECT address, action || '_' || status FROM events ORDER BY id")
     assert ("data", "CREATE_COMPLETE") in events and ("web", "CREATE_FAILED") in events
     assert ("data", "ROLLBACK_COMPLETE") in events and (name, "ROLLBACK_COMPLETE") in events
+
+
+CBD = """
+version = 1
+name = "{name}"
+
+[resources.data]
+type = "volume"
+size_gib = 1
+format = "{fmt}"
+lifecycle = {{ create_before_destroy = true }}
+"""
+
+
+def test_create_before_destroy_of_a_real_volume(lab) -> None:
+    """A format change makes a new volume name, so the new volume is made before the old one
+    goes; a replacement that keeps the name is refused at plan time."""
+    stack, db, pool = lab
+    name = f"lccb-{uuid.uuid4().hex[:8]}"
+    stack.write_text(CBD.format(name=name, fmt="qcow2") + pool)
+    iacloud("apply", "--auto-approve", str(stack))
+    (stack_id,) = rows(db, "SELECT stack_id FROM stacks")[0]
+    (old,) = stack_objects(stack_id)
+    out = iacloud("plan", "--replace", "data", str(stack), code=1)
+    assert "lifecycle.create_before_destroy" in out and "change format or pool" in out, out
+
+    stack.write_text(CBD.format(name=name, fmt="raw") + pool)
+    out = iacloud("apply", "--auto-approve", str(stack))
+    assert "create-then-delete" in out, out
+    assert out.index("data: Creating") < out.index("data: Destroying"), out
+    (new,) = stack_objects(stack_id)
+    assert new != old and new.endswith(".raw")
+    events = rows(db, "SELECT action || '_' || status FROM events WHERE serial = 2 ORDER BY id")
+    assert [e for (e,) in events] == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "DELETE_IN_PROGRESS",
+                      "DELETE_COMPLETE"]  # fmt: skip
