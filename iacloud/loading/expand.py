@@ -24,7 +24,7 @@ from iacloud.loading.references import SymbolTable
 from iacloud.loading.scan import has_expr, plain, scan
 from iacloud.provider import Registry
 from iacloud.rules import Lifecycle, LifecycleTable, normal
-from iacloud.stack import INDEX_TOKEN, RESOURCE_KEYS, ResourceDef
+from iacloud.stack import INDEX_TOKEN, RESOURCE_KEYS
 
 
 @dataclass
@@ -61,7 +61,7 @@ def expand_resource(
     model = type_cls.Inputs if type_cls is not None else None
     fields = _sort_fields(res, target.counted, model, report)
     order, varying, varying_deps = fields.order, fields.varying, fields.varying_deps
-    lifecycle = _lifecycle(rdef, model, group, report)
+    lifecycle = _lifecycle(res, model, group, report)
 
     # what does not mention %index% is the same for every instance: done once
     shared: dict[str, Any] = {}
@@ -232,10 +232,11 @@ def _sort_fields(
 
 
 def _lifecycle(
-    rdef: ResourceDef, model: type[BaseModel] | None, group: str, report: Sink
+    res: Declared, model: type[BaseModel] | None, group: str, report: Sink
 ) -> Lifecycle | None:
     """The resource's lifecycle rules (None: the defaults); `ignore_changes` must name fields
-    of its type."""
+    of its type, and `create_before_destroy` must be possible for it."""
+    rdef = res.definition
     if rdef.lifecycle is None and rdef.deletion_policy == "delete":
         return None  # the usual case, kept cheap: stacks of 10,000 resources load this often
     table = rdef.lifecycle or LifecycleTable()
@@ -248,6 +249,16 @@ def _lifecycle(
                     group,
                     f"lifecycle.ignore_changes[{i}]",
                     did_you_mean(name, known) or "fields: " + ", ".join(sorted(known)),
+                )
+    if table.create_before_destroy and res.type_cls is not None:
+        for c in res.type_cls.replace_collisions:
+            if not c.unless:  # no change of inputs tells old and new apart
+                report.add(
+                    f"create_before_destroy cannot work for type '{rdef.type}': the new object "
+                    f"would have the same {c.what} as the old one while both exist",
+                    group,
+                    "lifecycle.create_before_destroy",
+                    "remove it: this type is replaced delete-first",
                 )
     rules = Lifecycle(**table.model_dump(), deletion_policy=rdef.deletion_policy)
     return normal(rules)

@@ -47,6 +47,28 @@ lifecycel = { prevent_destroy = true }
     assert "resources.c" in text and "lifecycel" in text and "did you mean 'lifecycle'" in text
 
 
+def test_validate_refuses_create_before_destroy_where_it_can_never_work(write_stack):
+    path = write_stack(
+        """
+version = 1
+name = "lc"
+[resources.web]
+type = "server"
+image = "p/img.qcow2"
+lifecycle = { create_before_destroy = true }
+[resources.data]
+type = "volume"
+size_gib = 1
+lifecycle = { create_before_destroy = true }
+"""
+    )
+    with pytest.raises(UserError) as info:
+        engine.Workspace(path).load()
+    (d,) = info.value.diagnostics
+    assert d.address == "resources.web" and d.field == "lifecycle.create_before_destroy"
+    assert "libvirt domain name" in d.message  # a volume can (when its format changes)
+
+
 def test_rules_reach_the_configuration(write_stack):
     path = write_stack(
         """
