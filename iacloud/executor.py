@@ -76,6 +76,8 @@ class Reporter:
 
     def interrupted(self, running: int) -> None: ...
 
+    def rollback_started(self, steps: int) -> None: ...
+
 
 class StateResolver(Resolver):
     """Evaluates references against the resources recorded so far in this run."""

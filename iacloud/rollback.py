@@ -144,6 +144,8 @@ def run(
         )  # fmt: skip
 
     stack_event("IN_PROGRESS", f"undoing the failed apply of version {failed_serial}")
+    if reporter is not None:
+        reporter.rollback_started(len(rplan.changes))
     status = "rollback_failed"
     result = ApplyResult(resources=dict(forward.resources))
     try:

@@ -117,6 +117,7 @@ def test_without_rollback_a_failed_apply_keeps_what_it_did(write_stack, data_dir
 def test_cli_apply_rollback(write_stack, data_dir, run):
     path = write_stack(BASE + BAD)
     out = run("apply", str(path), "--auto-approve", "--rollback", code=1)
+    assert "Rolling back the failed run: 2 change(s) to undo." in out
     assert "ROLLBACK_COMPLETE" in out
     assert objects(data_dir, "fake_disk") == {}
     out = run("events", "--stack", str(path))
