@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from iacloud.rules import Lifecycle
 
@@ -35,6 +35,15 @@ class ResourceState(_Model):
     # the rules it was applied with (None: the defaults): they still hold once the stack no
     # longer declares it (prevent_destroy, deletion_policy) and on destroy
     lifecycle: Lifecycle | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_default_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a resource without rules is stored as before they existed, so an older iacloud
+        # (whose model forbids unknown keys) still reads a state this one wrote
+        data = handler(self)
+        if data.get("lifecycle") is None:
+            data.pop("lifecycle", None)
+        return data
 
 
 class PendingOperation(_Model):

@@ -323,3 +323,15 @@ def test_retain_on_destroy_and_with_prevent_destroy(write_stack, data_dir, run):
     assert ws.backend.snapshot("lc").resources == {}
     assert set(objects(data_dir, "fake_disk")) == {disk_id}
     assert objects(data_dir, "fake_thing") == {}
+
+
+def test_state_rows_without_rules_are_stored_as_before_rules_existed(write_stack, tmp_path):
+    import sqlite3
+
+    ws = engine.Workspace(write_stack(stack(disk=PROTECTED)), str(tmp_path / "s.db"))
+    assert apply_text(ws).ok
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        rows = dict(db.execute("SELECT address, data FROM resources WHERE serial_to IS NULL"))
+    # an older iacloud (which forbids unknown keys) still reads 'thing'
+    assert "lifecycle" not in json.loads(rows["thing"])
+    assert json.loads(rows["disk"])["lifecycle"]["prevent_destroy"] is True
