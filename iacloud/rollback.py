@@ -4,7 +4,8 @@ The failed run's version is closed as failed; a new version (command `rollback`)
 it through the executor, so every step is journalled (pending operation first) like any other
 and a rollback killed at any instant leaves state from which the next plan finds every object:
 - an object created in the run is deleted;
-- an object updated in place is updated back to its recorded inputs (those from before the run);
+- an object updated in place is updated back to its recorded inputs (those from before the run),
+  and so is one whose update failed (it may have changed part of them);
 - an object deleted in the run (or replaced delete-first) cannot come back: it is created again
   from its recorded inputs, as a new object with a new id; whatever it held is lost, and its
   event says so;
@@ -55,6 +56,12 @@ def rollback_plan(
         for o in forward.outcomes
         if o.step.kind == "delete" and o.status == "complete" and o.step.change.id
     }
+    # an update that failed may have changed part of its object: its fields are set again
+    half_updated = {
+        o.step.change.address: o.step.change.fields
+        for o in forward.outcomes
+        if o.step.kind == "update" and o.status == "failed"
+    }
     changes: list[Change] = []
     restore: dict[str, ResourceState] = {}
 
@@ -82,10 +89,20 @@ def rollback_plan(
                        "from its recorded inputs as a new object (its contents are lost)")
             )  # fmt: skip
         elif now.id == old.id:
-            if now.inputs == old.inputs:
-                continue
             type_cls = registry.types[old.type]
             fields = diff_inputs(type_cls, now.inputs, old.inputs)
+            if not fields and address in half_updated:
+                fields = [f for f in half_updated[address] if not f.forces_replacement]
+                if fields:
+                    changes.append(
+                        change(old, Action.UPDATE, inputs,
+                               "its update failed part-way: its recorded inputs are set again",
+                               fields=fields, disruption=max_disruption(
+                                   [f.disruption for f in fields]))
+                    )  # fmt: skip
+                continue
+            if not fields:
+                continue
             if any(f.forces_replacement for f in fields):
                 changes.append(
                     change(old, Action.DELETE_CREATE, inputs,

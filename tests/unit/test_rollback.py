@@ -284,3 +284,28 @@ def test_a_create_first_replacement_is_undone_exactly(write_stack, data_dir):
     assert set(objects(data_dir, "fake_disk")) == {before["disk"].id}
     reasons = [e.reason for e in ws.backend.events("rb") if e.address == "disk"]
     assert any("recorded again" in r for r in reasons), reasons
+
+
+def test_an_update_that_failed_part_way_is_set_back(write_stack, data_dir, monkeypatch):
+    import fake_provider
+
+    ws = engine.Workspace(write_stack(""))
+    assert run_apply(ws, BASE, rollback=True).ok
+    thing_id = ws.backend.snapshot("rb").resources["thing"].id
+    real_update = fake_provider.Thing.update
+    calls = []
+
+    def half_update(self, address, prior, inputs, changed):
+        calls.append(inputs.flavor)
+        observed = real_update(self, address, prior, inputs, changed)  # the change lands ...
+        if inputs.flavor == "big":
+            raise fake_provider.ProviderError("... and then the backend fails")
+        return observed
+
+    monkeypatch.setattr(fake_provider.Thing, "update", half_update)
+    result = run_apply(ws, BASE.replace('"small"', '"big"'), rollback=True)
+    assert not result.ok and result.rollback is not None and result.rollback.ok
+    assert calls == ["big", "small"]
+    assert objects(data_dir, "fake_thing")[thing_id]["inputs"]["flavor"] == "small"
+    reasons = [e.reason for e in ws.backend.events("rb") if e.action == "ROLLBACK"]
+    assert any("failed part-way" in r for r in reasons), reasons
