@@ -9,6 +9,7 @@ Ids the other providers rely on:
   three parts can contain '/'; `iacloud.ids.PortId` parses it. A NIC with that MAC on that
   bridge gets that address from the network's DHCP server.
 - router: its namespace name (`iacloud-rtr-` + 10 hex).
+- security_group: `sg-` + 10 hex; NICs and ports list it in `security_groups`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
 from iacloud.providers.netlink.router import Router
+from iacloud.providers.netlink.security_group import SecurityGroup
 from iacloud.providers.netlink.settings import NetlinkSettings
 from iacloud.stack_view import ResourceView
 
@@ -34,6 +36,7 @@ __all__ = [
     "Network",
     "Port",
     "Router",
+    "SecurityGroup",
     "parse_port_id",
     "port_id",
 ]
@@ -42,7 +45,7 @@ __all__ = [
 class NetlinkProvider(Provider):
     name = "netlink"
     Settings = NetlinkSettings
-    resource_types = (Network, Port, Router)
+    resource_types = (Network, Port, Router, SecurityGroup)
     Listings = NetlinkListings  # the run's link dump and namespace listing, for reads
     listings: NetlinkListings
 

@@ -167,7 +167,11 @@ def test_network_update_policy() -> None:
         "dhcp_range",
         "mtu",
     }
-    assert all(field_update(f) is Disruption.REPLACE for f in PortInputs.model_fields.values())
+    port_live = {"security_groups", "device"}  # the port's filtering, not its address
+    assert all(
+        field_update(f) is (Disruption.LIVE if k in port_live else Disruption.REPLACE)
+        for k, f in PortInputs.model_fields.items()
+    )
     assert field_update(RouterInputs.model_fields["networks"]) is Disruption.LIVE
     assert field_update(RouterInputs.model_fields["external"]) is Disruption.LIVE
 
