@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iacloud.rules import Lifecycle
+
 
 @dataclass(frozen=True)
 class ResourceConfig:
@@ -21,6 +23,7 @@ class ResourceConfig:
     provider: str
     properties: dict[str, Any]  # raw inputs: values and expression nodes
     depends_on: tuple[str, ...]  # addresses: references and explicit depends_on, sorted
+    lifecycle: Lifecycle | None = None  # None: the default rules
 
 
 @dataclass(frozen=True)

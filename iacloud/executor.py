@@ -30,6 +30,7 @@ from iacloud.interrupts import Interrupts
 from iacloud.plan import Change, Plan
 from iacloud.provider import Observed, ProviderSet, Registry, ResourceType
 from iacloud.redact import Redactor
+from iacloud.rules import Lifecycle, normal
 from iacloud.schema import field_flag
 from iacloud.state import StateBackend
 from iacloud.state.model import Event, PendingOperation, ResourceState
@@ -52,6 +53,8 @@ class ApplyResult:
     abandoned: list[str] = field(default_factory=list)
     resources: dict[str, ResourceState] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # apply --rollback after a failed step: the result of undoing the run (None: not tried)
+    rollback: ApplyResult | None = None
 
     @property
     def failed(self) -> list[StepOutcome]:
@@ -72,6 +75,8 @@ class Reporter:
     def step_finished(self, outcome: StepOutcome) -> None: ...
 
     def interrupted(self, running: int) -> None: ...
+
+    def rollback_started(self, steps: int) -> None: ...
 
 
 class StateResolver(Resolver):
@@ -111,7 +116,10 @@ class Executor:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         interrupts: Interrupts | None = None,
+        event_action: str | None = None,
     ) -> None:
+        # event_action: every step's event action (ROLLBACK), instead of CREATE/UPDATE/DELETE
+        self.event_action = event_action
         self.plan = plan
         self.registry = registry
         self.providers = providers
@@ -342,17 +350,22 @@ class Executor:
         c = step.change
         return resource_state(
             self.registry.types[c.type], c.address, c.provider, self.resolved.pop(step.key),
-            observed, c.dependencies, f"{step.event_action}_COMPLETE", self.redactor,
+            observed, c.dependencies, f"{self.event_action or step.event_action}_COMPLETE",
+            self.redactor,
+            lifecycle=c.lifecycle,
         )  # fmt: skip
 
     def _event(
         self, step: Step, status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"], reason: str = ""
     ) -> Event:
+        if self.event_action and not reason:
+            # what each rollback step undoes, and what it cannot
+            reason = "; ".join([step.kind, *step.change.reasons])
         return Event(
             serial=self.serial,
             address=step.change.address,
             type=step.change.type,
-            action=step.event_action,
+            action=self.event_action or step.event_action,
             status=status,
             reason=reason,
         )
@@ -391,6 +404,7 @@ def resource_state(
     dependencies: Sequence[str],
     status: str,
     redactor: Redactor,
+    lifecycle: Lifecycle | None = None,
 ) -> ResourceState:
     """What state records for an object: the inputs it was made from, its observed attributes,
     and which of both are never to be printed. Used by apply and by import alike, so an
@@ -422,4 +436,5 @@ def resource_state(
         attributes=attributes,
         dependencies=list(dependencies),
         status=status,
+        lifecycle=normal(lifecycle),
     )

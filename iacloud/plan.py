@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from iacloud.rules import Lifecycle
 from iacloud.schema import Disruption
 
 PLAN_FORMAT = 1
@@ -149,6 +150,8 @@ class Change(_Frozen):
     disruption: Disruption = Disruption.NONE
     why: list[Reason] = Field(default_factory=list)  # replacement causes, drift, orphans
     dependencies: list[str] = Field(default_factory=list)  # addresses, for ordering
+    # the resource's lifecycle rules, recorded in state with it (None: the defaults)
+    lifecycle: Lifecycle | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -203,6 +206,10 @@ class StateUpdate(_Frozen):
     fields: list[FieldChange] = Field(default_factory=list)  # the input fields that change
     sensitive: list[str] = Field(default_factory=list)  # inputs/attributes never printed
     reason: str = ""  # why a forget: the object is gone, or an interrupted step left nothing
+    # a forget of an object that stays on the host: deletion_policy = "retain"
+    retained: bool = False
+    # accept: the lifecycle rules state records from now on (changed in the stack alone)
+    lifecycle: Lifecycle | None = None
 
 
 class Plan(_Frozen):

@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from iacloud import expressions, pending
+from iacloud import expressions, lifecycle, pending, state_updates
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.diff import diff_inputs, next_boot_changes, normalize_inputs, observed_drift
 from iacloud.errors import Diagnostic, UserError, did_you_mean
@@ -34,6 +34,7 @@ from iacloud.plan import (
     StateUpdate,
 )
 from iacloud.provider import Observed, Registry, Remaining, ResourceType, TaggedObject
+from iacloud.rules import Lifecycle
 from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
@@ -170,7 +171,9 @@ def plan(
     creates left, found by tag (`pending.find_leftovers`)."""
     priors, drift = reconcile(snapshot, observed, registry)
     if options.refresh_only:
-        return _refresh_only_plan(config, snapshot, observed, priors, drift)
+        return state_updates.refresh_only_plan(
+            _plan_header(config, snapshot), snapshot, observed, priors, drift
+        )
     selected = _check_options(config, priors, options)
     planning = _Planning(config, registry, options, resources, priors, drift, selected)
     if not options.destroy:
@@ -189,6 +192,9 @@ def plan(
     changes = planning.changes
     ordered = [changes[a] for a in config.resources if a in changes]
     ordered += [c for a, c in changes.items() if a not in config.resources]
+    refused = lifecycle.refuse_destroys(ordered, config, snapshot, options.destroy)
+    if refused:
+        raise UserError(refused)
     return Plan(
         **_plan_header(config, snapshot),
         destroy=options.destroy,
@@ -268,11 +274,17 @@ class _Planning:
             self.diagnostics.extend(_diagnostics(exc, self.config, where))
             return
         exists = prior is not None and prior.exists
+        rules = rc.lifecycle
+        if exists:
+            assert prior is not None
+            after = lifecycle.keep_ignored(after, prior.inputs, rules)
         fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
         boot_fields = next_boot_changes(type_cls, prior.observed, after, fields) if exists else []
-        fields += boot_fields
+        fields = lifecycle.drop_ignored(fields + boot_fields, rules)
+        boot_fields = lifecycle.drop_ignored(boot_fields, rules)
         forces = [f.field for f in fields if f.forces_replacement]
         requested = address in self.options.replace
+        wants_cbd = rules is not None and rules.create_before_destroy
         action = choose_action(
             exists=exists,
             desired=True,
@@ -280,21 +292,17 @@ class _Planning:
             changed=bool(fields),
             replace_requested=requested,
             tainted=bool(prior and prior.tainted),
-            create_before_destroy=type_cls.create_before_destroy,
+            create_before_destroy=type_cls.create_before_destroy or wants_cbd,
         )
+        if action is Action.CREATE_DELETE and not type_cls.create_before_destroy:
+            self.diagnostics.extend(
+                lifecycle.collisions(type_cls, fields, str(self.config.file), address)
+            )
         if not has_unknown(after) and action is not Action.DELETE:
             self._check(address, rc, type_cls, after, prior if exists else None)
         self.actions[address] = action
-        if (
-            action is Action.NOOP
-            and prior is not None
-            and prior.state is not None
-            and prior.observed is not None
-            and prior.inputs != prior.state.inputs
-        ):
-            # changed outside iacloud, and the stack agrees (or leaves the field to the
-            # provider): nothing to do on the host, but state takes in the new values
-            self.accepted.append(_accept(prior.state, prior, self.drift_of.get(address)))
+        if action is Action.NOOP and prior is not None and prior.state is not None:
+            self._take_in(address, prior, prior.state, rules)
         reasons = _reasons(action, prior, forces, requested, boot_fields)
         self.changes[address] = Change(
             address=address,
@@ -308,7 +316,15 @@ class _Planning:
             disruption=_disruption(action, type_cls, fields),
             why=reasons,
             dependencies=list(rc.depends_on),
+            lifecycle=rules,
         )
+
+    def _take_in(
+        self, address: str, prior: Prior, rs: ResourceState, rules: Lifecycle | None
+    ) -> None:
+        update = state_updates.take_in(prior, rs, rules, self.drift_of.get(address))
+        if update is not None:
+            self.accepted.append(update)
 
     def _check(
         self,
@@ -335,6 +351,9 @@ class _Planning:
             if (address in self.config.resources and not destroy) or not prior.exists:
                 continue
             if self.selected is not None and address not in self.selected:
+                continue
+            if prior.state is not None and lifecycle.recorded(prior.state).retain:
+                self.accepted.append(lifecycle.retained(prior.state, destroy))
                 continue
             type_cls = self.registry.types.get(prior.type)
             self.changes[address] = Change(
@@ -429,59 +448,6 @@ def _plan_header(config: StackConfig, snapshot: Snapshot) -> dict[str, Any]:
             name: s.model_dump(mode="json") for name, s in config.provider_settings.items()
         },
     )
-
-
-def _refresh_only_plan(
-    config: StackConfig,
-    snapshot: Snapshot,
-    observed: Mapping[str, Observed] | None,
-    priors: Mapping[str, Prior],
-    drift: list[DriftItem],
-) -> Plan:
-    """A plan that changes nothing on the host: state takes in every object as it really is
-    (changed inputs and attributes) and forgets the ones deleted outside iacloud."""
-    if observed is None:
-        raise UserError("a refresh-only plan needs a refresh (drop --no-refresh)")
-    updates: list[StateUpdate] = []
-    changes: list[Change] = []
-    drift_of = {d.address: d for d in drift}
-    for address, rs in snapshot.resources.items():
-        obs = observed.get(address)
-        if obs is None:
-            updates.append(StateUpdate(address=address, type=rs.type, action="forget", id=rs.id))
-            continue
-        prior = priors[address]
-        attributes = {**obs.attributes, "id": obs.id}
-        if prior.inputs != rs.inputs or attributes != rs.attributes or obs.id != rs.id:
-            updates.append(_accept(rs, prior, drift_of.get(address)))
-        # no-op entries keep counted names and outputs resolvable at apply time
-        changes.append(
-            Change(
-                address=address, type=rs.type, provider=rs.provider, action=Action.NOOP,
-                id=obs.id, before=prior.inputs, after=prior.inputs,
-                dependencies=list(rs.dependencies),
-            )
-        )  # fmt: skip
-    return Plan(
-        **_plan_header(config, snapshot),
-        refreshed=True,
-        changes=changes,
-        drift=drift,
-        refresh_only=True,
-        state_updates=updates,
-    )
-
-
-def _accept(rs: ResourceState, prior: Prior, drift: DriftItem | None) -> StateUpdate:
-    """A state update taking in an object as refresh found it (`drift`: what changed)."""
-    assert prior.observed is not None
-    # state records the running object: what differs only from next boot is not taken in
-    fields = [f for f in drift.fields if not f.next_boot_only] if drift else []
-    return StateUpdate(
-        address=rs.address, type=rs.type, action="accept", id=prior.observed.id,
-        inputs=prior.inputs, attributes={**prior.observed.attributes, "id": prior.observed.id},
-        fields=fields, sensitive=sorted({*rs.sensitive_inputs, *rs.sensitive_attributes}),
-    )  # fmt: skip
 
 
 def _select_targets(

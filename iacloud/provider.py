@@ -114,6 +114,16 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class Collision:
+    """Something the old and the new object of a replacement cannot both have at once (a name
+    derived from the address, an address on a network): create-before-destroy is possible only
+    when one of the fields in `unless` changes (never, when `unless` is empty)."""
+
+    what: str
+    unless: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Remaining:
     """An object the plan keeps as it is or updates in place (`ResourceType.check_delete`):
     its address, type, id and (prior) inputs."""
@@ -151,6 +161,8 @@ class ResourceType:
     replace_disruption: ClassVar[Disruption] = Disruption.REPLACE
     # replace by creating the new object before deleting the old one
     create_before_destroy: ClassVar[bool] = False
+    # what old and new object cannot share during a create-before-destroy replacement
+    replace_collisions: ClassVar[tuple[Collision, ...]] = ()
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider

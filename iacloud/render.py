@@ -82,10 +82,17 @@ def summary_line(plan: Plan) -> str:
     n = plan.counts()
     if not plan.has_changes:
         return "No changes. The stack matches the recorded state and the real objects."
-    taken = (
-        f"state takes in {len(plan.state_updates)} change(s) made outside iacloud"
-        if plan.state_updates
-        else ""
+    retained = sum(1 for u in plan.state_updates if u.retained)
+    recorded = sum(1 for u in plan.state_updates if u.lifecycle is not None and not u.fields)
+    outside = len(plan.state_updates) - retained - recorded
+    taken = "; ".join(
+        part
+        for part in (
+            f"state takes in {outside} change(s) made outside iacloud" if outside else "",
+            f"{retained} to forget (retained: left on the host)" if retained else "",
+            f"{recorded} with new lifecycle rules recorded" if recorded else "",
+        )
+        if part
     )
     if not plan.actionable():
         return f"No changes on the host; {taken}."
@@ -117,9 +124,18 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     if plan.state_updates:
         lines.append(styled("State will take in the real objects:", bold=True))
         for u in plan.state_updates:
+            if u.retained:
+                lines.append(
+                    styled(f"    - {u.address} ({u.type})", "cyan")
+                    + f"  forget (retained): {u.reason}"
+                )
+                continue
             if u.action == "forget":
                 why = u.reason or "it no longer exists"
                 lines.append(styled(f"    - {u.address} ({u.type})", "red") + f"  forget: {why}")
+                continue
+            if u.lifecycle is not None and not u.fields:
+                lines.append(styled(f"    ~ {u.address} ({u.type})", "yellow") + f"  {u.reason}")
                 continue
             what = ", ".join(f.field for f in u.fields) or "attributes"
             lines.append(styled(f"    ~ {u.address} ({u.type})", "yellow") + f"  accept {what}")
@@ -207,6 +223,8 @@ def plan_markdown(plan: Plan) -> str:
         out += ["| | resource | type | state takes in |", "|---|---|---|---|"]
         for u in plan.state_updates:
             what = "forget" if u.action == "forget" else ", ".join(f.field for f in u.fields)
+            if u.retained:
+                what = "forget (retained)"
             symbol = "-" if u.action == "forget" else "~"
             out.append(f"| `{symbol}` | `{u.address}` | {u.type} | {what or 'attributes'} |")
     elif plan.has_changes:

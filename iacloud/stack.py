@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iacloud.patterns import compile_pattern
+from iacloud.rules import DeletionPolicy, LifecycleTable
 
 FORMAT_VERSION = 1
 STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -24,7 +25,7 @@ MAX_COUNT = 10_000
 
 ParamType = Literal["string", "number", "boolean", "list", "map"]
 PARAM_TYPES: tuple[str, ...] = ("string", "number", "boolean", "list", "map")
-RESOURCE_KEYS = ("type", "depends_on", "count")
+RESOURCE_KEYS = ("type", "depends_on", "count", "lifecycle", "deletion_policy")
 
 
 class _Model(BaseModel):
@@ -142,6 +143,8 @@ class ResourceDef(_Model):
     type: str
     depends_on: list[str] = Field(default_factory=list)
     count: int | dict[str, Any] | None = None
+    lifecycle: LifecycleTable | None = None
+    deletion_policy: DeletionPolicy = "delete"
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -95,7 +95,9 @@ def _add_order_edges(
         return ("delete", d) in g
 
     def gone(d: str) -> bool:
-        return ("delete", d) in g and changes[d].action is Action.DELETE
+        # an object deleted for good, or the old object of a create-first replacement: users
+        # updated in place move off it (to its successor) before it goes
+        return ("delete", d) in g and changes[d].action in (Action.DELETE, Action.CREATE_DELETE)
 
     kept = {}
     users_deleted = []

@@ -100,6 +100,11 @@ class StateBackend(abc.ABC):
         """A step failed: append the FAILED event; drop its pending operation unless the provider
         could not say whether the object exists (keep_pending)."""
 
+    def record_event(self, stack: str, event: Event) -> None:
+        """Append an event that changes no resource (a stack-level one: ROLLBACK_IN_PROGRESS).
+        A failure record that keeps every pending operation is exactly that."""
+        self.record_failure(stack, event.address, event, keep_pending=True)
+
     @abc.abstractmethod
     def finish_version(
         self, stack: str, serial: int, status: str, outputs: dict[str, Any] | None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from iacloud.rules import Lifecycle
 
 
 def now() -> datetime:
@@ -30,6 +32,18 @@ class ResourceState(_Model):
     sensitive_attributes: list[str] = Field(default_factory=list)  # never printed
     status: str = "CREATE_COMPLETE"  # the Heat ACTION_STATUS of its last step
     updated_at: datetime = Field(default_factory=now)
+    # the rules it was applied with (None: the defaults): they still hold once the stack no
+    # longer declares it (prevent_destroy, deletion_policy) and on destroy
+    lifecycle: Lifecycle | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_default_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a resource without rules is stored as before they existed, so an older iacloud
+        # (whose model forbids unknown keys) still reads a state this one wrote
+        data = handler(self)
+        if data.get("lifecycle") is None:
+            data.pop("lifecycle", None)
+        return data
 
 
 class PendingOperation(_Model):
@@ -63,11 +77,18 @@ class Event(_Model):
         return f"{self.action}_{self.status}"
 
 
+# rollback_*: the version an `apply --rollback` wrote undoing a failed run (Heat's
+# ROLLBACK_COMPLETE / ROLLBACK_FAILED)
+VersionStatus = Literal[
+    "in_progress", "complete", "failed", "interrupted", "rollback_complete", "rollback_failed"
+]
+
+
 class StateVersion(_Model):
     serial: int
     lineage: str
     command: str  # "apply", "destroy", "state rm", ...
-    status: Literal["in_progress", "complete", "failed", "interrupted"]
+    status: VersionStatus
     created_at: datetime
     finished_at: datetime | None = None
 

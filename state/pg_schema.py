@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import psycopg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# reads work on schemas from this version on without migrating (version 2 only widened a CHECK),
+# so read commands keep working after an upgrade of iacloud until the first write migrates
+OLDEST_READABLE = 1
 FORMAT = "iacloud-state"
 _MIGRATION_LOCK = 0x1AC10D5C  # advisory key held (per transaction) while migrating
 
@@ -84,6 +87,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             backend_pid integer NOT NULL,
             lock_key bigint NOT NULL
         )""",
+    ),
+    # `apply --rollback` closes the version that undid a failed run as rollback_complete or
+    # rollback_failed (PostgreSQL named version 1's unnamed CHECK <table>_<column>_check)
+    2: (
+        "ALTER TABLE iacloud_versions DROP CONSTRAINT iacloud_versions_status_check",
+        """ALTER TABLE iacloud_versions ADD CONSTRAINT iacloud_versions_status_check
+            CHECK (status IN ('in_progress', 'complete', 'failed', 'interrupted',
+                              'rollback_complete', 'rollback_failed'))""",
     ),
 }
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -31,13 +31,13 @@ from iacloud.state import (
     current_user,
     pg_schema,
 )
-from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
+from iacloud.state.model import ResourceRow, StackHistory, VersionRecord, VersionStatus
 from iacloud.state.pg_url import MASK, parse_url
 
 _LOCK_POLL = 0.1  # seconds between attempts while another run holds a stack's lock
 _CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 _TERMINATE_WAIT = 10.0  # seconds force_unlock waits for a terminated holder's session to end
-_VERSION_STATUSES = frozenset({"in_progress", "complete", "failed", "interrupted"})
+_VERSION_STATUSES = frozenset(get_args(VersionStatus))
 
 
 def _lock_key(schema: str, stack: str) -> int:
@@ -63,6 +63,7 @@ class PostgresBackend(StateBackend):
         self._conn: psycopg.Connection | None = None
         self._schema_name = ""  # the schema the tables live in, resolved at connect
         self._ready = False  # our tables exist at the current schema version
+        self._readable = False  # our tables exist at a version reads understand
         self._host = socket.gethostname()
         self._held: dict[str, tuple[LockInfo, int]] = {}  # stack -> (our lock, advisory key)
 
@@ -150,21 +151,21 @@ class PostgresBackend(StateBackend):
         if write and self.read_only:
             raise self._error("opened read-only; this command does not write state")
         conn = self._connect()
-        if not self._ready:
+        if not self._ready and (write or not self._readable):
             if write:
                 pg_schema.migrate(conn, self._schema)
-                self._ready = True
+                self._ready = self._readable = True
             else:
                 with conn.cursor() as cur:
                     present = pg_schema.installed_version(cur)
-                if present < pg_schema.SCHEMA_VERSION:
+                if present < pg_schema.OLDEST_READABLE:
                     if present == 0:
                         return None
                     raise self._error(
                         f"schema version {present} is older than this iacloud's "
                         f"({pg_schema.SCHEMA_VERSION}); any write upgrades it"
                     )
-                self._ready = True
+                self._readable = True
         return conn
 
     @contextmanager

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import ValidationError
 
@@ -33,14 +33,14 @@ from iacloud.state import (
     StateVersion,
     current_user,
 )
-from iacloud.state.model import ResourceRow, StackHistory, VersionRecord
+from iacloud.state.model import ResourceRow, StackHistory, VersionRecord, VersionStatus
 
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 _FORMAT = "iacloud-state"
 _LOCK_POLL = 0.1  # seconds between attempts while another run holds a stack's lock
 _BUSY_TIMEOUT = 10.0  # seconds sqlite waits for another writer's (always short) transaction
-_VERSION_STATUSES = frozenset({"in_progress", "complete", "failed", "interrupted"})
+_VERSION_STATUSES = frozenset(get_args(VersionStatus))
 
 # Every resource row is valid for serials [serial_from, serial_to); serial_to is NULL while it
 # is current. Rows are only ever closed or appended, so old versions stay readable for free and

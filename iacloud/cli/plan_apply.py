@@ -30,7 +30,8 @@ from iacloud.cli.app import (
     state_opt,
 )
 from iacloud.cli.progress import ConsoleReporter
-from iacloud.engine import Disruption, Plan, PlanOptions, UserError
+from iacloud.engine import ApplyResult, Disruption, Plan, PlanOptions, UserError
+from iacloud.errors import printable
 from iacloud.redact import Redactor
 from iacloud.remote import run
 from iacloud.render import plan_json, plan_markdown, plan_text
@@ -128,7 +129,8 @@ def _ask(auto_approve: bool, command: str) -> Callable[[Plan], bool] | None:
 
 
 def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: int,
-               max_disruption: str | None, command: str) -> None:  # fmt: skip
+               max_disruption: str | None, command: str,
+               rollback: bool = False) -> None:  # fmt: skip
     click.echo(plan_text(the_plan, colour=sys.stdout.isatty()))
     limit = Disruption(max_disruption) if max_disruption else None
     if not the_plan.has_changes and the_plan.serial > 0:
@@ -137,12 +139,15 @@ def _run_apply(ws: engine.Workspace, the_plan: Plan, auto_approve: bool, jobs: i
     reporter = ConsoleReporter(redactor)
     try:
         result = engine.apply(ws, the_plan, jobs=jobs, reporter=reporter, max_disruption=limit,
-                              command=command, approve=_ask(auto_approve, command))  # fmt: skip
+                              command=command, approve=_ask(auto_approve, command),
+                              rollback=rollback)  # fmt: skip
     finally:
         reporter.close()
     if result is not None:
+        undone = result.rollback
         _report(ApplySummary.of(result, redactor, len(the_plan.state_updates),
-                                the_plan.refresh_only))  # fmt: skip
+                                the_plan.refresh_only),
+                None if undone is None else lambda: _report_rollback(undone, redactor))  # fmt: skip
 
 
 def _run_remote(target: run.Target, proposal: run.Proposal, auto_approve: bool,
@@ -169,7 +174,7 @@ def _run_remote(target: run.Target, proposal: run.Proposal, auto_approve: bool,
     _report(run.summary(finished))
 
 
-def _report(summary: ApplySummary) -> None:
+def _report(summary: ApplySummary, rollback_report: Callable[[], None] | None = None) -> None:
     if summary.refresh_only:
         click.echo(f"\nState updated: {summary.state_updates} resource(s).")
     else:
@@ -192,8 +197,24 @@ def _report(summary: ApplySummary) -> None:
         click.secho("Interrupted: running steps were recorded; run apply again to finish.",
                     fg="yellow", err=True)  # fmt: skip
         sys.exit(EXIT_INTERRUPTED)
+    if rollback_report is not None:
+        rollback_report()
     if not summary.ok:
         sys.exit(EXIT_ERROR)
+
+
+def _report_rollback(rollback: ApplyResult, redactor: Redactor) -> None:
+    done = sum(1 for o in rollback.outcomes if o.status == "complete")
+    if rollback.ok:
+        click.secho(f"Rolled back ({done} step(s)): ROLLBACK_COMPLETE, the state is as before "
+                    "the run.", fg="yellow", err=True)  # fmt: skip
+        return
+    click.secho("Rollback failed: ROLLBACK_FAILED (see 'iacloud events').", fg="red", err=True)
+    for o in rollback.outcomes:
+        if o.status in ("failed", "skipped", "not started"):
+            error = printable(redactor.text(o.error or ""))
+            click.secho(f"  rollback {o.status}: {o.step.kind} {o.step.change.address}: {error}",
+                        fg="red", err=True)  # fmt: skip
 
 
 @click.command()
@@ -210,12 +231,16 @@ def _report(summary: ApplySummary) -> None:
 @click.option("--refresh/--no-refresh", default=True, show_default=True)
 @refresh_only_opt
 @site_opt
+@click.option("--rollback", is_flag=True,
+              help="If a step fails, undo the run: delete what it created, restore what it "
+                   "updated (Heat's disable_rollback = false).")  # fmt: skip
 @state_opt
 @lock_opt
 @handled
 def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], auto_approve: bool,
           jobs: int, max_disruption: str | None, targets: tuple[str, ...],
-          replace: tuple[str, ...], refresh: bool, refresh_only: bool, site_file: Path | None,
+          replace: tuple[str, ...], refresh: bool, refresh_only: bool, rollback: bool,
+          site_file: Path | None,
           state_url: str | None, lock_timeout: float) -> None:  # fmt: skip
     """Apply a stack (plan and apply) or a saved plan (exactly as reviewed)."""
     options = _plan_options(refresh, targets, replace, refresh_only=refresh_only)
@@ -223,6 +248,7 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
     if api is not None:
         local_only("apply PLAN.json (a saved plan; the server plans when it applies)",
                    engine.is_plan_file(target))  # fmt: skip
+        local_only("--rollback", rollback)
         _local_options(options)
         _run_remote(api, run.plan(api, params, env_files), auto_approve, max_disruption, "apply")
         return
@@ -232,14 +258,14 @@ def apply(target: Path, params: tuple[str, ...], env_files: tuple[Path, ...], au
         the_plan = engine.load_plan(target)
         ws = engine.Workspace(Path(the_plan.stack_file), state_url, lock_timeout)
         engine.check_saved_plan(ws, the_plan, target)
-        _run_apply(ws, the_plan, True, jobs, max_disruption, "apply")
+        _run_apply(ws, the_plan, True, jobs, max_disruption, "apply", rollback)
         return
     ws = engine.Workspace(target, state_url, lock_timeout, site_file=site_file)
     config = ws.load(params, env_files)
     # One lock from plan to apply: a run that waited plans against the other run's result.
     with ws.locked(config.name, "apply"):
         the_plan, _ = engine.make_plan(ws, config, options)
-        _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply")
+        _run_apply(ws, the_plan, auto_approve, jobs, max_disruption, "apply", rollback)
 
 
 @click.command()

@@ -72,5 +72,9 @@ class ConsoleReporter(Reporter):
             err=True,
         )
 
+    def rollback_started(self, steps: int) -> None:
+        click.secho(f"Rolling back the failed run: {steps} change(s) to undo.", fg="yellow",
+                    err=True)  # fmt: skip
+
     def close(self) -> None:
         self.stop.set()

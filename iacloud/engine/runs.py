@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iacloud import expressions, interrupts, limits, lost_state, pending, plan_check
+from iacloud import expressions, interrupts, lifecycle, limits, lost_state, pending, plan_check
+from iacloud import rollback as undo
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
 from iacloud.engine.workspace import Workspace
@@ -23,6 +24,7 @@ from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
 from iacloud.planner import plan as compute_plan
 from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, TaggedObject
+from iacloud.rules import normal
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend
 from iacloud.state.model import Event, ResourceState, Snapshot
@@ -92,6 +94,8 @@ def drift(
                 warnings.append(f"orphans of type '{name}' not searched: {exc}")
     finally:
         providers.close()
+    # ignore_changes: drift of those fields is reported, as suppressed
+    suppressions = [*suppressions, *lifecycle.drift_suppressions(config, snapshot)]
     return build_report(
         snapshot, observed, tagged, ws.registry, suppressions,
         include_unmanaged=include_unmanaged, now=now, duration=time.monotonic() - started,
@@ -152,13 +156,16 @@ def apply(
     command: str = "apply",
     approve: Callable[[Plan], bool] | None = None,
     cancel: interrupts.Interrupts | None = None,
+    rollback: bool = False,
 ) -> ApplyResult | None:
     """Apply a plan under the lock; refuse it if state moved since it was made.
 
     `approve` (a front end's confirmation) is asked once the plan passed every check and
     before anything is locked or written, only for a plan with changes; if it says no,
     nothing happens and the result is None. `cancel` lets a front end without a terminal (the
-    HTTP API) press Ctrl-C: the run reads its flags as it reads the keyboard's."""
+    HTTP API) press Ctrl-C: the run reads its flags as it reads the keyboard's. `rollback`: a
+    run with a failed step is undone (`iacloud.rollback`) in a new state version;
+    `result.rollback` is that undoing's result."""
     check_disruption(plan, max_disruption)
     plan_check.check(plan, ws.registry)  # before the lock and the new state version
     settings = ws.settings_from_plan(plan)
@@ -179,6 +186,7 @@ def apply(
             lost_state.remember(providers.stack)
             status = "failed"
             result = ApplyResult()
+            finished = False
             try:
                 current = record_state_updates(backend, plan, serial, snapshot.resources)
                 executor = Executor(
@@ -194,11 +202,22 @@ def apply(
                 status = (
                     "complete" if result.ok else ("interrupted" if result.interrupted else "failed")
                 )
+                backend.finish_version(plan.stack, serial, status, result.outputs or None)
+                finished = True
+                if rollback and undo.wanted(result):
+                    result.rollback = undo.run(
+                        backend, plan, ws.registry, providers, current, result,
+                        failed_serial=serial, outputs_before=snapshot.outputs,
+                        outputs=lambda rs: evaluate_outputs(plan, rs),
+                        jobs=jobs, reporter=reporter, interrupts=pressed,
+                    )  # fmt: skip
             finally:
                 if not result.abandoned:  # abandoned steps may still use the connections
                     providers.close()
-                backend.finish_version(plan.stack, serial, status, result.outputs or None)
-        if plan.destroy and result.ok and not result.resources:
+                if not finished:
+                    backend.finish_version(plan.stack, serial, status, result.outputs or None)
+        retained = any(u.retained for u in plan.state_updates)
+        if plan.destroy and result.ok and not result.resources and not retained:
             # nothing of the stack is left: neither are the providers' working files
             shutil.rmtree(providers.stack.data_dir, ignore_errors=True)
         return result
@@ -240,16 +259,18 @@ def record_state_updates(
     for u in plan.state_updates:
         rs = None
         if u.action == "accept":
-            rs = current[u.address].model_copy(
-                update={"id": u.id, "inputs": u.inputs, "attributes": u.attributes,
-                        "status": "REFRESH_COMPLETE"}
-            )  # fmt: skip
+            update = {"id": u.id, "inputs": u.inputs, "attributes": u.attributes,
+                      "status": "REFRESH_COMPLETE"}  # fmt: skip
+            if u.lifecycle is not None:  # rules changed in the stack
+                update["lifecycle"] = normal(u.lifecycle)
+            rs = current[u.address].model_copy(update=update)
             resources[u.address] = rs
         else:
             resources.pop(u.address, None)
-        reason = (
-            "taken in as found" if rs else f"forgotten: {u.reason or 'deleted outside iacloud'}"
-        )
+        if rs is not None:
+            reason = "taken in as found" if u.fields or u.lifecycle is None else u.reason
+        else:
+            reason = f"forgotten: {u.reason or 'deleted outside iacloud'}"
         event = Event(serial=serial, address=u.address, type=u.type, action="REFRESH",
                       status="COMPLETE", reason=reason)  # fmt: skip
         backend.record_result(plan.stack, serial, u.address, rs, event)

@@ -23,6 +23,7 @@ from iacloud.loading.prepare import BROKEN, prepare
 from iacloud.loading.references import SymbolTable
 from iacloud.loading.scan import has_expr, plain, scan
 from iacloud.provider import Registry
+from iacloud.rules import Lifecycle, LifecycleTable, normal
 from iacloud.stack import INDEX_TOKEN, RESOURCE_KEYS
 
 
@@ -60,6 +61,7 @@ def expand_resource(
     model = type_cls.Inputs if type_cls is not None else None
     fields = _sort_fields(res, target.counted, model, report)
     order, varying, varying_deps = fields.order, fields.varying, fields.varying_deps
+    lifecycle = _lifecycle(res, model, group, report)
 
     # what does not mention %index% is the same for every instance: done once
     shared: dict[str, Any] = {}
@@ -171,6 +173,7 @@ def expand_resource(
                     # one dict per instance; nested values of shared fields are shared
                     properties={k: properties[k] for k in order if k in properties},
                     depends_on=deps_sorted,
+                    lifecycle=lifecycle,
                 )
             )
     if isinstance(sink, GroupSink):
@@ -226,6 +229,39 @@ def _sort_fields(
                 hint="add count = N, or remove %index%",
             )
     return _Fields(order, shared, varying, shared_deps, varying_deps)
+
+
+def _lifecycle(
+    res: Declared, model: type[BaseModel] | None, group: str, report: Sink
+) -> Lifecycle | None:
+    """The resource's lifecycle rules (None: the defaults); `ignore_changes` must name fields
+    of its type, and `create_before_destroy` must be possible for it."""
+    rdef = res.definition
+    if rdef.lifecycle is None and rdef.deletion_policy == "delete":
+        return None  # the usual case, kept cheap: stacks of 10,000 resources load this often
+    table = rdef.lifecycle or LifecycleTable()
+    if model is not None:
+        known = field_set(model)
+        for i, name in enumerate(table.ignore_changes):
+            if name not in known:
+                report.add(
+                    f"ignore_changes: '{name}' is not a field of type '{rdef.type}'",
+                    group,
+                    f"lifecycle.ignore_changes[{i}]",
+                    did_you_mean(name, known) or "fields: " + ", ".join(sorted(known)),
+                )
+    if table.create_before_destroy and res.type_cls is not None:
+        for c in res.type_cls.replace_collisions:
+            if not c.unless:  # no change of inputs tells old and new apart
+                report.add(
+                    f"create_before_destroy cannot work for type '{rdef.type}': the new object "
+                    f"would have the same {c.what} as the old one while both exist",
+                    group,
+                    "lifecycle.create_before_destroy",
+                    "remove it: this type is replaced delete-first",
+                )
+    rules = Lifecycle(**table.model_dump(), deletion_policy=rdef.deletion_policy)
+    return normal(rules)
 
 
 def _unknown_field(

@@ -41,7 +41,7 @@ from pydantic import field_validator
 
 from iacloud import paths
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
 from . import storage
@@ -118,6 +118,10 @@ def check_qcow2(path: str) -> None:
 
 class Image(StorageResource):
     type_name = "image"
+    replace_collisions = (
+        Collision("the image volume name in its pool (stack id, address and format)",
+                  unless=("format", "pool")),
+    )  # fmt: skip
     Inputs = ImageInputs
     attributes = ("id", "path", "size_bytes", "virtual_size_bytes", "sha256")
     role = "image"

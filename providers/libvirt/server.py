@@ -79,7 +79,7 @@ from pydantic import (
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.secgroups import facts
 from iacloud.secgroups.rules import check_group_id
@@ -437,6 +437,10 @@ def _definition_inputs(
 
 class Server(LibvirtResource):
     type_name = "server"
+    replace_collisions = (
+        Collision("the libvirt domain name (stack name, address and stack id), its root disk "
+                  "and seed volume names (stack id and address)"),
+    )  # fmt: skip
     Inputs = ServerInputs
     attributes = ("id", "name", "addresses", "macs", "power_state", "console_log", "hostname")
 

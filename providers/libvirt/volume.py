@@ -28,7 +28,7 @@ import libvirt
 from pydantic import field_validator
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
 from . import storage
@@ -73,6 +73,10 @@ class VolumeInputs(Inputs):
 
 class Volume(StorageResource):
     type_name = "volume"
+    replace_collisions = (
+        Collision("the volume name in its pool (stack id, address and format)",
+                  unless=("format", "pool")),
+    )  # fmt: skip
     Inputs = VolumeInputs
     attributes = ("id", "path", "capacity_bytes")
     replace_disruption = Disruption.DATA_LOSS

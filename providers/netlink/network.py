@@ -36,7 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dns, dnsmasq, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
@@ -260,6 +260,9 @@ def dhcp_config(
 
 class Network(NetlinkResource):
     type_name = "network"
+    replace_collisions = (
+        Collision("the subnet: two bridges with one cidr on a host conflict", unless=("cidr",)),
+    )
     Inputs = NetworkInputs
     attributes = (
         "id",

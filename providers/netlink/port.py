@@ -36,7 +36,7 @@ from pyroute2 import IPRoute
 
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.ids import PortId
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.network import plan_of, sync_reservations
@@ -121,6 +121,7 @@ class PortInputs(Inputs):
 
 class Port(NetlinkResource):
     type_name = "port"
+    replace_collisions = (Collision("the port's ip and mac on its network", unless=("network",)),)
     Inputs = PortInputs
     attributes = ("id", "ip", "mac", "network")
 

@@ -28,7 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import gateway, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.gateway import ExternalGateway
@@ -79,6 +79,9 @@ class RouterInputs(Inputs):
 
 class Router(NetlinkResource):
     type_name = "router"
+    replace_collisions = (
+        Collision("the router's namespace and its legs, named after the stack id and address"),
+    )
     Inputs = RouterInputs
     attributes = ("id", "namespace", "interfaces", "addresses", "external_ip")
 

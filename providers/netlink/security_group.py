@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import ObjectRef, Observed, Remaining, TaggedObject
+from iacloud.provider import Collision, ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.secgroups import enforce, facts, nft
@@ -38,6 +38,7 @@ class SecurityGroup(NetlinkResource):
     type_name = "security_group"
     Inputs = SecurityGroupInputs
     attributes = ("id", "members")
+    replace_collisions = (Collision("id (sg- and a hash of the stack id and address)"),)
 
     # ---- read ----------------------------------------------------------------------------
 
