@@ -25,7 +25,8 @@ import networkx as nx
 
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.graph import cycle_diagnostics
-from iacloud.loading import toml_front
+from iacloud.loading import hot_front, toml_front
+from iacloud.loading.conditions import apply_conditions
 from iacloud.loading.declare import declare_resources
 from iacloud.loading.diagnostics import Sink, fail
 from iacloud.loading.document import StackDocument
@@ -46,18 +47,31 @@ def load_stack(
     """Load and validate a stack file with its parameters (defaults < env files < -p).
     Raises UserError listing every problem found; nothing else escapes for bad input."""
     with _gc_paused():
-        return _load_toml(Path(path), registry, params, env_files)
+        return _load(Path(path), registry, params, env_files)
 
 
-def _load_toml(
+def _load(
     path: Path, registry: Registry, params: Sequence[str], env_files: Sequence[Path]
 ) -> StackConfig:
     # a function of its own so that the raw document is freed before the collector resumes
     sink = Sink(str(path))
+    if hot_front.is_template(path):
+        document = hot_front.read_template(path, registry, sink)
+        if document is None:
+            fail(sink, (), {})
+        read_env = hot_front.env_reader(document, toml_front.read_env_file)
+        return resolve(document, registry, params, env_files, sink, read_env)
     document = toml_front.read_stack(path, sink)
     if document is None:
         fail(sink, (), {})
-    return resolve(document, registry, params, env_files, sink)
+    return resolve(
+        document,
+        registry,
+        params,
+        env_files,
+        sink,
+        hot_front.env_reader(None, toml_front.read_env_file),
+    )
 
 
 def resolve(
@@ -72,6 +86,7 @@ def resolve(
     raises UserError with what `sink` already holds and every problem found here. `read_env`
     is the front's reader of environment files."""
     params = load_parameters(document.parameters, assignments, env_files, read_env, sink)
+    document = apply_conditions(document, params, sink)
     symbols, declared = declare_resources(document.resources, registry, params, sink)
     budget = DependencyBudget()
     resources: dict[str, ResourceConfig] = {}
@@ -89,7 +104,7 @@ def resolve(
     name_graph.add_edges_from(symbols.edges)
     sink.extend(cycle_diagnostics(name_graph, sink.file))
     if sink.items:
-        fail(sink, params.secrets, document.positions)
+        fail(sink, params.secrets, document.positions, document.lines)
     return StackConfig(
         name=document.name,
         file=document.path,
@@ -100,6 +115,7 @@ def resolve(
         groups=groups,
         outputs=outputs,
         provider_settings=provider_settings,
+        notes=list(document.notes),
     )
 
 

@@ -1,0 +1,734 @@
+"""HOT resource types mapped onto iacloud's: each OS::* resource becomes one of our resources,
+or is merged into another one (a Subnet is its Net's `cidr`, a RouterInterface an entry of its
+Router's `networks`, a VolumeAttachment an entry of its Server's `volumes`). References to a
+merged resource are redirected to the one that holds it, and `get_attr` names are translated
+(Heat's `first_address`, a port's `fixed_ips`, a ResourceGroup's `refs` / `resource.N`).
+
+Properties that would change behaviour and have no equivalent are errors; harmless ones
+(names, descriptions, availability zones) are accepted and reported as notes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iacloud.errors import Diagnostic
+from iacloud.loading.hot_functions import HotError, walk_functions
+
+GROUP = "OS::Heat::ResourceGroup"
+INDEX = "%index%"
+
+
+@dataclass
+class Entry:
+    """One HOT resource on its way to ours; `into` names the resource a merged one lives in."""
+
+    name: str
+    hot_type: str
+    properties: dict[str, Any]
+    depends_on: list[str]
+    count: Any = None  # a ResourceGroup's count
+    out: dict[str, Any] | None = None
+    into: str | None = None
+
+
+@dataclass
+class Translation:
+    """What the types make of a template's resources."""
+
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[tuple[str, HotError]] = field(default_factory=list)  # (address, error)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (address, field, text)
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+def _ref(value: Any) -> str | None:
+    """The resource a `{get_resource: NAME}` names, else None."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("get_resource"), str):
+        return str(value["get_resource"])
+    return None
+
+
+class _Mapper:
+    def __init__(self, raw: dict[str, Entry], types: frozenset[str]) -> None:
+        self.entries = raw
+        self.types = types  # our resource types installed
+        self.result = Translation(entries=raw)
+        self.net_names: dict[str, str] = {}  # a Net's `name` property -> its resource
+
+    # -- helpers ---------------------------------------------------------------------------
+    def note(self, entry: Entry, prop: str, text: str) -> None:
+        self.result.notes.append((f"resources.{entry.name}", prop, text))
+
+    def target(self, value: Any, path: str, *kinds: str) -> str:
+        """The template resource a property names with get_resource, of one of `kinds`."""
+        name = _ref(value)
+        if name is None:
+            if isinstance(value, (str, dict)):
+                raise HotError(
+                    f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
+                    f"template, found {value!r}",
+                    path,
+                    "things that exist outside the template (by name or id) come from the "
+                    "site catalog, which iacloud does not have yet",
+                )
+            raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
+        entry = self.entries.get(name)
+        if entry is None:
+            raise HotError(f"reference to unknown resource {name!r}", path)
+        if entry.hot_type not in kinds:
+            raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
+        return name
+
+    def take(
+        self,
+        entry: Entry,
+        known: dict[str, Callable[[Any], None] | str | None],
+        harmless: tuple[str, ...] = (),
+    ) -> None:
+        """Hand each property to its handler; harmless ones become notes, others errors."""
+        for key, value in entry.properties.items():
+            if value is None:
+                continue
+            if key in known:
+                action = known[key]
+                if callable(action):
+                    action(value)
+                elif isinstance(action, str):
+                    assert entry.out is not None
+                    entry.out[action] = value
+            elif key in harmless or key in ("name", "description", "tags", "metadata"):
+                self.note(entry, key, f"'{key}' is accepted and has no effect")
+            else:
+                supported = ", ".join(sorted(known))
+                raise HotError(
+                    f"property '{key}' of {entry.hot_type} is not supported",
+                    key,
+                    f"supported: {supported}",
+                )
+
+    # -- per type --------------------------------------------------------------------------
+    def server(self, e: Entry) -> None:
+        out = e.out = {"type": "server"}
+        networks: list[Any] = []
+        fmt = e.properties.get("user_data_format")
+
+        def image(v: Any) -> None:
+            out["image"] = {"get_resource": self.target(v, "image", "OS::Glance::WebImage")}
+
+        def key_name(v: Any) -> None:
+            kp = self.target(v, "key_name", "OS::Nova::KeyPair")
+            out["ssh_keys"] = [{"get_attr": [kp, "public_key"]}]
+
+        def nets(v: Any) -> None:
+            if not isinstance(v, list):
+                raise HotError("networks must be a list", "networks")
+            for i, item in enumerate(v):
+                networks.append(self.server_nic(e, item, f"networks[{i}]"))
+
+        def user_data_format(v: Any) -> None:
+            if v not in ("RAW", "SOFTWARE_CONFIG", "HEAT_CFNTOOLS"):
+                raise HotError(
+                    f"user_data_format {v!r} is not one of RAW, SOFTWARE_CONFIG, HEAT_CFNTOOLS",
+                    "user_data_format",
+                )
+            if v == "HEAT_CFNTOOLS":
+                self.note(
+                    e,
+                    "user_data_format",
+                    "HEAT_CFNTOOLS: user_data is passed as plain "
+                    "cloud-init data, without heat-cfntools",
+                )
+
+        def name(v: Any) -> None:
+            out["hostname"] = v
+
+        def flavor(v: Any) -> None:
+            raise HotError(
+                f"flavor {v!r}: flavors come from the site catalog, which iacloud does not "
+                "have yet",
+                "flavor",
+                "leave flavor out (1 vCPU, 256 MiB) until the site catalog is available",
+            )
+
+        def config_drive(v: Any) -> None:
+            self.note(e, "config_drive", "every server gets a NoCloud seed drive anyway")
+
+        self.take(
+            e,
+            {
+                "image": image,
+                "flavor": flavor,
+                "key_name": key_name,
+                "networks": nets,
+                "user_data": "user_data",
+                "user_data_format": user_data_format,
+                "name": name,
+                "config_drive": config_drive,
+            },
+            harmless=(
+                "availability_zone",
+                "scheduler_hints",
+                "diskConfig",
+                "software_config_transport",
+                "user_data_update_policy",
+                "image_update_policy",
+                "flavor_update_policy",
+                "reservation_id",
+                "deployment_swift_data",
+            ),
+        )
+        if fmt is None and "user_data" in e.properties:
+            self.note(e, "user_data", "user_data is passed to cloud-init as it is (RAW)")
+        if networks:
+            out["networks"] = networks
+
+    def server_nic(self, e: Entry, item: Any, path: str) -> Any:
+        if not isinstance(item, dict):
+            raise HotError(f"a network entry must be a map, found {item!r}", path)
+        extra = set(item) - {"network", "port", "fixed_ip", "subnet", "uuid", "tag"}
+        if extra:
+            raise HotError(f"'{sorted(extra)[0]}' in a server's networks is not supported", path)
+        if "port" in item:
+            if set(item) - {"port", "tag"}:
+                raise HotError("a network entry with a port takes nothing else", path)
+            return {"port": {"get_resource": self.target(item["port"], path, "OS::Neutron::Port")}}
+        net_value = item.get("network", item.get("uuid"))
+        if net_value is None and "subnet" in item:
+            subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
+            net = self.entries[subnet].into
+            if net is None:
+                raise HotError(f"subnet {subnet!r} has no network", path)
+        else:
+            net = self.target(net_value, path, "OS::Neutron::Net")
+        if "fixed_ip" in item:
+            # Heat makes an implicit port for a fixed address: so do we, as a port resource
+            port = f"{e.name}-nic{path[len('networks[') : -1]}"
+            if port in self.entries or port in self.result.resources:
+                raise HotError(f"the implicit port {port!r} clashes with a resource", path)
+            self.result.resources[port] = {
+                "type": "port",
+                "network": {"get_resource": net},
+                "ip": item["fixed_ip"],
+                **({"count": e.count} if e.count is not None else {}),
+            }
+            return {"port": {"get_resource": f"{port}[%index%]" if e.count is not None else port}}
+        return {"network": {"get_resource": net}}
+
+    def net(self, e: Entry) -> None:
+        e.out = {"type": "network"}
+
+        def admin_state_up(v: Any) -> None:
+            if v is not True:
+                raise HotError("admin_state_up false is not supported", "admin_state_up")
+
+        def name(v: Any) -> None:
+            if isinstance(v, str):
+                self.net_names[v] = e.name
+            self.note(e, "name", "the network is named after its resource in iacloud")
+
+        self.take(
+            e,
+            {"admin_state_up": admin_state_up, "name": name},
+            harmless=("shared", "dns_domain", "availability_zone_hints"),
+        )
+
+    def subnet(self, e: Entry) -> None:
+        net = self.target(
+            e.properties.get("network", e.properties.get("network_id")),
+            "network",
+            "OS::Neutron::Net",
+        )
+        holder = self.entries[net].out
+        if holder is None:
+            raise HotError(f"network {net!r} could not be mapped", "network")
+        if "cidr" in holder:
+            raise HotError(
+                f"network {net!r} has a second subnet: iacloud networks have one subnet each",
+                "network",
+                "make a second OS::Neutron::Net for the second subnet",
+            )
+        out: dict[str, Any] = {}
+        e.out = out
+
+        def ip_version(v: Any) -> None:
+            if v not in (4, "4"):
+                raise HotError("only IPv4 subnets are supported (ip_version 4)", "ip_version")
+
+        def pools(v: Any) -> None:
+            if not isinstance(v, list) or len(v) != 1 or not isinstance(v[0], dict):
+                raise HotError(
+                    "allocation_pools: exactly one pool {start, end}", "allocation_pools"
+                )
+            out["dhcp_range"] = {"start": v[0].get("start"), "end": v[0].get("end")}
+
+        self.take(
+            e,
+            {
+                "network": None,
+                "network_id": None,
+                "cidr": "cidr",
+                "ip_version": ip_version,
+                "gateway_ip": "gateway",
+                "enable_dhcp": "dhcp",
+                "dns_nameservers": "dns",
+                "allocation_pools": pools,
+            },
+        )
+        if "cidr" not in out:
+            raise HotError("a subnet needs a cidr", "cidr")
+        holder.update(out)
+        e.out = None
+        e.into = net
+
+    def router(self, e: Entry) -> None:
+        out = e.out = {"type": "router", "networks": []}
+
+        def gateway(v: Any) -> None:
+            if not isinstance(v, dict):
+                raise HotError("external_gateway_info must be a map", "external_gateway_info")
+            extra = set(v) - {"network", "enable_snat", "external_fixed_ips"}
+            if extra:
+                raise HotError(
+                    f"external_gateway_info: '{sorted(extra)[0]}' is not supported",
+                    "external_gateway_info",
+                )
+            net = self.target(v.get("network"), "external_gateway_info.network", "OS::Neutron::Net")
+            ips = v.get("external_fixed_ips")
+            if not (
+                isinstance(ips, list)
+                and len(ips) == 1
+                and isinstance(ips[0], dict)
+                and ips[0].get("ip_address") is not None
+            ):
+                raise HotError(
+                    "external_gateway_info needs external_fixed_ips with one ip_address: "
+                    "iacloud routers take a fixed address on the external network",
+                    "external_gateway_info",
+                )
+            ext = {"network": {"get_resource": net}, "ip": ips[0]["ip_address"]}
+            if "enable_snat" in v:
+                ext["snat"] = v["enable_snat"]
+            out["external"] = ext
+
+        def admin_state_up(v: Any) -> None:
+            if v is not True:
+                raise HotError("admin_state_up false is not supported", "admin_state_up")
+
+        self.take(
+            e,
+            {"external_gateway_info": gateway, "admin_state_up": admin_state_up},
+            harmless=("availability_zone_hints", "l3_agent_ids", "ha", "distributed"),
+        )
+
+    def router_interface(self, e: Entry) -> None:
+        props = e.properties
+        router = self.target(
+            props.get("router", props.get("router_id")), "router", "OS::Neutron::Router"
+        )
+        extra = set(props) - {"router", "router_id", "subnet", "subnet_id"}
+        if extra:
+            raise HotError(
+                f"property '{sorted(extra)[0]}' of OS::Neutron::RouterInterface is not "
+                "supported: a router joins a subnet",
+                sorted(extra)[0],
+            )
+        subnet = self.target(
+            props.get("subnet", props.get("subnet_id")), "subnet", "OS::Neutron::Subnet"
+        )
+        net = self.entries[subnet].into
+        e.into = router
+        holder = self.entries[router].out
+        assert holder is not None
+        holder["networks"].append({"get_resource": net})
+
+    def port(self, e: Entry) -> None:
+        out = e.out = {"type": "port"}
+
+        def network(v: Any) -> None:
+            out["network"] = {"get_resource": self.target(v, "network", "OS::Neutron::Net")}
+
+        def fixed_ips(v: Any) -> None:
+            if not (
+                isinstance(v, list)
+                and len(v) == 1
+                and isinstance(v[0], dict)
+                and v[0].get("ip_address") is not None
+            ):
+                raise HotError(
+                    "fixed_ips needs exactly one entry with an ip_address: an iacloud port "
+                    "is one fixed address",
+                    "fixed_ips",
+                )
+            out["ip"] = v[0]["ip_address"]
+            if "network" not in out and v[0].get("subnet") is not None:
+                subnet = self.target(v[0]["subnet"], "fixed_ips[0].subnet", "OS::Neutron::Subnet")
+                out["network"] = {"get_resource": self.entries[subnet].into}
+
+        def security_groups(v: Any) -> None:
+            if v:
+                raise HotError(
+                    "security groups are not supported yet",
+                    "security_groups",
+                    "leave security_groups out until iacloud has security groups",
+                )
+
+        def admin_state_up(v: Any) -> None:
+            if v is not True:
+                raise HotError("admin_state_up false is not supported", "admin_state_up")
+
+        self.take(
+            e,
+            {
+                "network": network,
+                "network_id": network,
+                "fixed_ips": fixed_ips,
+                "mac_address": "mac",
+                "security_groups": security_groups,
+                "admin_state_up": admin_state_up,
+            },
+            harmless=("device_owner", "device_id", "dns_name"),
+        )
+        if "ip" not in out:
+            raise HotError(
+                "a port needs fixed_ips with an ip_address: iacloud ports are fixed addresses",
+                "fixed_ips",
+                "or leave the port out and give the server {network: ...}",
+            )
+
+    def volume(self, e: Entry) -> None:
+        out = e.out = {"type": "volume"}
+
+        def image(v: Any) -> None:
+            out["image"] = {"get_resource": self.target(v, "image", "OS::Glance::WebImage")}
+
+        def no(what: str) -> Callable[[Any], None]:
+            def refuse(v: Any) -> None:
+                raise HotError(
+                    f"volumes from a {what} are not supported: iacloud has no volume "
+                    "snapshots or backups",
+                    what,
+                )
+
+            return refuse
+
+        self.take(
+            e,
+            {
+                "size": "size_gib",
+                "image": image,
+                "snapshot_id": no("snapshot_id"),
+                "source_volid": no("source_volid"),
+                "backup_id": no("backup_id"),
+            },
+            harmless=("availability_zone", "volume_type"),
+        )
+
+    def attachment(self, e: Entry) -> None:
+        props = e.properties
+        extra = set(props) - {"instance_uuid", "volume_id", "mountpoint"}
+        if extra:
+            raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
+        server = self.target(props.get("instance_uuid"), "instance_uuid", "OS::Nova::Server")
+        volume = self.target(props.get("volume_id"), "volume_id", "OS::Cinder::Volume")
+        if e.count is not None or self.entries[server].count is not None:
+            raise HotError("volume attachments inside a ResourceGroup are not supported", "")
+        if props.get("mountpoint") is not None:
+            self.note(e, "mountpoint", "the device name is chosen by iacloud (vdb, vdc, ...)")
+        e.into = server
+        holder = self.entries[server].out
+        assert holder is not None
+        holder.setdefault("volumes", []).append({"get_resource": volume})
+
+    def image(self, e: Entry) -> None:
+        out = e.out = {"type": "image"}
+
+        def disk_format(v: Any) -> None:
+            if v not in ("qcow2", "raw"):
+                raise HotError(f"disk_format {v!r}: iacloud images are qcow2 or raw", "disk_format")
+            out["format"] = v
+
+        def container_format(v: Any) -> None:
+            if v != "bare":
+                raise HotError("container_format must be 'bare'", "container_format")
+
+        def checksum(v: Any) -> None:
+            self.note(
+                e,
+                "checksum",
+                "Glance's MD5 checksum is not verified (iacloud checks "
+                "sha256, which http(s) locations need)",
+            )
+
+        self.take(
+            e,
+            {
+                "location": "source",
+                "disk_format": disk_format,
+                "container_format": container_format,
+                "checksum": checksum,
+            },
+            harmless=(
+                "min_disk",
+                "min_ram",
+                "is_public",
+                "visibility",
+                "protected",
+                "os_distro",
+                "os_version",
+                "architecture",
+                "owner",
+                "extra_properties",
+            ),
+        )
+        if "format" not in out:
+            raise HotError(
+                "disk_format is required: image formats are never guessed", "disk_format"
+            )
+
+    def keypair(self, e: Entry) -> None:
+        e.out = {"type": "keypair"}
+
+        def key_type(v: Any) -> None:
+            if v != "ssh":
+                raise HotError("only ssh key pairs are supported", "type")
+
+        self.take(
+            e,
+            {
+                "public_key": "public_key",
+                "save_private_key": "save_private_key",
+                "type": key_type,
+                "name": "key_name",
+            },
+            harmless=("user",),
+        )
+
+    def random_string(self, e: Entry) -> None:
+        out = e.out = {"type": "random_string"}
+
+        def classes(v: Any) -> None:
+            if not isinstance(v, list):
+                raise HotError("character_classes must be a list", "character_classes")
+            out["character_classes"] = v
+
+        def sequences(v: Any) -> None:
+            if not isinstance(v, list):
+                raise HotError("character_sequences must be a list", "character_sequences")
+            out["character_sequences"] = v
+
+        self.take(
+            e,
+            {
+                "length": "length",
+                "character_classes": classes,
+                "character_sequences": sequences,
+                "salt": "salt",
+            },
+        )
+
+    def none(self, e: Entry) -> None:
+        e.out = {"type": "none"}
+        if e.properties:
+            self.note(e, "", "OS::Heat::None ignores its properties")
+
+
+HANDLERS: dict[str, Callable[[_Mapper, Entry], None]] = {
+    "OS::Nova::Server": _Mapper.server,
+    "OS::Nova::KeyPair": _Mapper.keypair,
+    "OS::Neutron::Net": _Mapper.net,
+    "OS::Neutron::Subnet": _Mapper.subnet,
+    "OS::Neutron::Port": _Mapper.port,
+    "OS::Neutron::Router": _Mapper.router,
+    "OS::Neutron::RouterInterface": _Mapper.router_interface,
+    "OS::Cinder::Volume": _Mapper.volume,
+    "OS::Cinder::VolumeAttachment": _Mapper.attachment,
+    "OS::Glance::WebImage": _Mapper.image,
+    "OS::Heat::RandomString": _Mapper.random_string,
+    "OS::Heat::None": _Mapper.none,
+}
+SUPPORTED = (*HANDLERS, GROUP)
+# handled in this order: what others merge into comes first
+_ORDER = (
+    "OS::Glance::WebImage",
+    "OS::Nova::KeyPair",
+    "OS::Heat::RandomString",
+    "OS::Heat::None",
+    "OS::Neutron::Net",
+    "OS::Neutron::Subnet",
+    "OS::Neutron::Router",
+    "OS::Neutron::RouterInterface",
+    "OS::Neutron::Port",
+    "OS::Cinder::Volume",
+    "OS::Nova::Server",
+    "OS::Cinder::VolumeAttachment",
+)
+PENDING = {
+    "OS::Neutron::SecurityGroup": "security groups",
+    "OS::Neutron::SecurityGroupRule": "security groups",
+    "OS::Neutron::FloatingIP": "floating IPs",
+    "OS::Neutron::FloatingIPAssociation": "floating IPs",
+}
+
+# HOT attribute -> our attribute, per HOT type; a callable rewrites the whole path
+_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "OS::Nova::Server": {
+        "first_address": "first_address",
+        "accessIPv4": "first_address",
+        "networks": "addresses",
+        "addresses": "addresses",
+        "name": "name",
+    },
+    "OS::Neutron::Port": {"mac_address": "mac", "network_id": "network", "fixed_ips": "ip"},
+    "OS::Neutron::Net": {},
+    "OS::Neutron::Subnet": {"cidr": "cidr", "gateway_ip": "gateway"},
+    "OS::Neutron::Router": {},
+    "OS::Cinder::Volume": {},
+    "OS::Glance::WebImage": {},
+    "OS::Nova::KeyPair": {
+        "public_key": "public_key",
+        "private_key": "private_key",
+        "name": "key_name",
+    },
+    "OS::Heat::RandomString": {"value": "value"},
+    "OS::Heat::None": {},
+}
+
+
+def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
+    """Every entry mapped (errors collected per resource), then references redirected."""
+    mapper = _Mapper(raw, types)
+    result = mapper.result
+    order = sorted(raw.values(), key=lambda e: _ORDER.index(e.hot_type))
+    failed: set[str] = set()
+    for entry in order:
+        try:
+            HANDLERS[entry.hot_type](mapper, entry)
+        except HotError as exc:
+            result.problems.append((f"resources.{entry.name}", exc))
+            failed.add(entry.name)
+    for entry in raw.values():
+        net = entry.hot_type == "OS::Neutron::Net" and entry.out is not None
+        if net and "cidr" not in (entry.out or {}) and entry.name not in failed:
+            problem = HotError(
+                "the network has no OS::Neutron::Subnet: an iacloud network needs its subnet's cidr"
+            )
+            result.problems.append((f"resources.{entry.name}", problem))
+    for entry in raw.values():
+        if entry.out is None or entry.name in failed:
+            continue
+        out = dict(entry.out)
+        if entry.count is not None:
+            out["count"] = entry.count
+        deps = [mapper_redirect(raw, d) for d in entry.depends_on]
+        deps = [d for d in dict.fromkeys(deps) if d != entry.name]
+        if deps:
+            out["depends_on"] = deps
+        result.resources[entry.name] = out
+    return result
+
+
+def mapper_redirect(raw: dict[str, Entry], name: str) -> str:
+    entry = raw.get(name)
+    return entry.into if entry is not None and entry.into is not None else name
+
+
+_RESOURCE_N = re.compile(r"resource\.(\d+)")
+
+
+def rewrite_references(
+    value: Any, raw: dict[str, Entry], net_names: dict[str, str], path: str
+) -> Any:
+    """get_resource / get_attr of HOT resources as references to ours."""
+
+    def visit(key: str, arg: Any, where: str) -> Any:
+        if key == "get_resource":
+            if not isinstance(arg, str):
+                return {key: arg}
+            entry = raw.get(arg.split("[", 1)[0])
+            if entry is None:
+                return {key: arg}
+            if entry.hot_type == "OS::Heat::RandomString":
+                return {"get_attr": [arg, "value"]}
+            if entry.hot_type == "OS::Nova::KeyPair":
+                return {"get_attr": [arg, "key_name"]}
+            return {key: mapper_redirect(raw, arg)}
+        if not (isinstance(arg, list) and arg and isinstance(arg[0], str)):
+            return {key: arg}
+        name, rest = arg[0], list(arg[1:])
+        entry = raw.get(name.split("[", 1)[0])
+        if entry is None:
+            return {key: arg}
+        if entry.hot_type == GROUP or (entry.count is not None and "[" not in name):
+            return _group_attr(name, rest, entry, where, net_names)
+        return {"get_attr": _member_attr(name, rest, entry, where, net_names)}
+
+    return walk_functions(value, visit, path)
+
+
+def _group_attr(
+    name: str, rest: list[Any], entry: Entry, where: str, net_names: dict[str, str]
+) -> Any:
+    if not rest:
+        raise HotError("get_attr of a ResourceGroup needs an attribute", where)
+    attr, path = rest[0], rest[1:]
+    if attr == "refs":
+        if path:
+            return {"get_resource": f"{name}[{path[0]}]"}
+        return {"get_resource": name}
+    if attr == "refs_map":
+        raise HotError("refs_map is not supported: use refs", where)
+    match = _RESOURCE_N.fullmatch(str(attr))
+    if match:
+        member = f"{name}[{match.group(1)}]"
+        if not path:
+            return {"get_resource": member}
+        return {"get_attr": _member_attr(member, path, entry, where, net_names)}
+    if attr in ("attributes", "removed_rsrc_list"):
+        raise HotError(
+            f"the ResourceGroup attribute '{attr}' is not supported",
+            where,
+            "get_attr [GROUP, ATTRIBUTE] gives the list of the members' values",
+        )
+    return {"get_attr": _member_attr(name, rest, entry, where, net_names)}
+
+
+def _member_attr(
+    name: str, rest: list[Any], entry: Entry, where: str, net_names: dict[str, str]
+) -> list[Any]:
+    if not rest:
+        raise HotError("get_attr without an attribute (all attributes) is not supported", where)
+    attr, path = str(rest[0]), list(rest[1:])
+    table = _ATTRIBUTES.get(entry.hot_type, {})
+    if attr not in table:
+        known = ", ".join(table) or "none"
+        raise HotError(
+            f"attribute '{attr}' of {entry.hot_type} is not supported",
+            where,
+            f"supported: {known}",
+        )
+    ours = table[attr]
+    target = entry.into if entry.into is not None else name
+    if entry.hot_type == "OS::Neutron::Port" and attr == "fixed_ips":
+        # [fixed_ips, 0, ip_address]: an iacloud port has one address
+        if len(path) < 2 or path[0] not in (0, "0") or path[1] not in ("ip_address", "subnet_id"):
+            raise HotError("fixed_ips is read as [PORT, fixed_ips, 0, ip_address]", where)
+        return [target, "ip" if path[1] == "ip_address" else "network", *path[2:]]
+    if entry.hot_type == "OS::Nova::Server" and attr in ("networks", "addresses") and path:
+        path[0] = net_names.get(str(path[0]), path[0])
+        if attr == "addresses" and len(path) >= 3 and path[2] == "addr":
+            path = path[:2]  # Heat's {addr: IP} entries are our plain IPs
+    return [target, ours, *path]
+
+
+def notes_as_diagnostics(
+    notes: list[tuple[str, str, str]], file: str, lines: dict[str, int]
+) -> list[Diagnostic]:
+    out = []
+    for address, prop, text in notes:
+        line = lines.get(f"{address}.{prop}") or lines.get(address)
+        out.append(Diagnostic(text, file, address, prop or None, None, line))
+    return out
