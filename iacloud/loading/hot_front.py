@@ -170,7 +170,21 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         for e in entries.values()
         if e.hot_type == "OS::Neutron::Net" and isinstance(e.properties.get("name"), str)
     }
+    # what refers to a resource that could not be mapped (reported) is left out, so one
+    # mistake does not also read as "unknown resource" everywhere it is used
+    broken = set(translation.failed)
+    while True:
+        more = {
+            n
+            for n, r in translation.resources.items()
+            if n not in broken and ht.referenced(r) & broken
+        }
+        if not more:
+            break
+        broken |= more
     for rname, rdef in translation.resources.items():
+        if rname in broken:
+            continue
         base = rname.split("-nic", 1)[0]
         try:
             resources[rname] = ht.rewrite_references(rdef, entries, net_names, "")
@@ -186,7 +200,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         for key in sorted(extra):
             sink.add(f"unknown key {key!r} in an output", address, key, line=lines.get(address))
         ok, value = rewrite(odef.get("value"), address, "value")
-        if not ok:
+        if not ok or ht.referenced(value) & broken:
             continue
         try:
             value = ht.rewrite_references(value, entries, net_names, "value")

@@ -41,6 +41,7 @@ class Translation:
 
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[tuple[str, HotError]] = field(default_factory=list)  # (address, error)
+    failed: set[str] = field(default_factory=set)  # resources not mapped (reported)
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (address, field, text)
     entries: dict[str, Entry] = field(default_factory=dict)
 
@@ -120,8 +121,7 @@ class _Mapper:
             out["image"] = {"get_resource": self.target(v, "image", "OS::Glance::WebImage")}
 
         def key_name(v: Any) -> None:
-            kp = self.target(v, "key_name", "OS::Nova::KeyPair")
-            out["ssh_keys"] = [{"get_attr": [kp, "public_key"]}]
+            out["ssh_keys"] = [self.public_key(v, "key_name")]
 
         def nets(v: Any) -> None:
             if not isinstance(v, list):
@@ -186,6 +186,13 @@ class _Mapper:
         if networks:
             out["networks"] = networks
 
+    def public_key(self, v: Any, path: str) -> Any:
+        """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key."""
+        if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("if"), list):
+            cond, *branches = v["if"]
+            return {"if": [cond, *(self.public_key(b, path) for b in branches)]}
+        return {"get_attr": [self.target(v, path, "OS::Nova::KeyPair"), "public_key"]}
+
     def server_nic(self, e: Entry, item: Any, path: str) -> Any:
         if not isinstance(item, dict):
             raise HotError(f"a network entry must be a map, found {item!r}", path)
@@ -230,9 +237,15 @@ class _Mapper:
                 self.net_names[v] = e.name
             self.note(e, "name", "the network is named after its resource in iacloud")
 
+        def value_specs(v: Any) -> None:
+            if not isinstance(v, dict) or set(v) - {"router:external"}:
+                raise HotError("value_specs: only 'router:external' is supported", "value_specs")
+            if "router:external" in v:
+                e.out["external"] = v["router:external"]  # type: ignore[index]
+
         self.take(
             e,
-            {"admin_state_up": admin_state_up, "name": name},
+            {"admin_state_up": admin_state_up, "name": name, "value_specs": value_specs},
             harmless=("shared", "dns_domain", "availability_zone_hints"),
         )
 
@@ -617,6 +630,7 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
                 "the network has no OS::Neutron::Subnet: an iacloud network needs its subnet's cidr"
             )
             result.problems.append((f"resources.{entry.name}", problem))
+    result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:
             continue
@@ -629,6 +643,20 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             out["depends_on"] = deps
         result.resources[entry.name] = out
     return result
+
+
+def referenced(value: Any) -> set[str]:
+    """The resource names a raw value refers to with get_resource / get_attr."""
+    found: set[str] = set()
+
+    def visit(key: str, arg: Any, where: str) -> Any:
+        name = arg if key == "get_resource" else (arg[0] if isinstance(arg, list) and arg else None)
+        if isinstance(name, str):
+            found.add(name.split("[", 1)[0])
+        return {key: arg}
+
+    walk_functions(value, visit)
+    return found
 
 
 def mapper_redirect(raw: dict[str, Entry], name: str) -> str:
