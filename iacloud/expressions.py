@@ -363,10 +363,22 @@ def from_json(value: Any) -> Any:
         if len(value) == 1 and "__unknown__" in value:
             return Unknown(from_json(value["__unknown__"]))
         if len(value) == 1 and next(iter(value)) in FUNCTIONS:
-            return parse(value)
+            # a function's arguments may hold values still unknown when the plan was made
+            return parse(_unknowns(value))
         return {k: from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_json(v) for v in value]
+    return value
+
+
+def _unknowns(value: Any) -> Any:
+    """{"__unknown__": ...} markers as Unknown, everything else left for parse."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "__unknown__" in value:
+            return Unknown(from_json(value["__unknown__"]))
+        return {k: _unknowns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unknowns(v) for v in value]
     return value
 
 

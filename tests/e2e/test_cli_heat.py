@@ -1,0 +1,92 @@
+"""End to end through the installed `iacloud` command on real libvirtd and netlink: the HOT
+example examples/heat/two-servers.yaml (a Net + Subnet, a Router with its RouterInterface, a
+Port, two servers from the tiny image, a Volume with its VolumeAttachment), applied, read back,
+planned again (empty), and destroyed clean."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from e2e_cli import ROOT, TINY, iacloud
+
+libvirt = pytest.importorskip("libvirt")
+
+pytestmark = [
+    pytest.mark.libvirt,
+    pytest.mark.netlink,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not shutil.which("dnsmasq"), reason="needs dnsmasq"),
+]
+
+TEMPLATE = ROOT / "examples" / "heat" / "two-servers.yaml"
+NET = "198.18.62"  # a /24 of 198.18.0.0/15 of this test's own
+POOL = "iacloud"  # HOT has no provider settings: the provider's default pool
+
+
+def _pool_exists(conn) -> bool:
+    try:
+        conn.storagePoolLookupByName(POOL)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+@pytest.fixture
+def heat_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    if not TINY.exists():
+        pytest.skip("no tiny image: make image")
+    monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
+    conn = libvirt.open("qemu:///system")
+    pool_before = _pool_exists(conn)
+    args = [str(TEMPLATE), "-p", f"cidr={NET}.0/24", "-p", f"db_ip={NET}.10"]
+    try:
+        yield args
+    finally:
+        with contextlib.suppress(AssertionError):
+            iacloud("destroy", "--auto-approve", *args)
+        if not pool_before and _pool_exists(conn):  # leave no pool the test made
+            pool = conn.storagePoolLookupByName(POOL)
+            if pool.isActive():
+                pool.refresh(0)
+                if not pool.listAllVolumes(0):
+                    pool.destroy()
+                    pool.undefine()
+            else:
+                pool.undefine()
+        conn.close()
+
+
+def test_heat_template_applies_and_destroys_clean(heat_stack: list[str]) -> None:
+    args = heat_stack
+    iacloud("validate", *args)
+    iacloud("apply", "--auto-approve", "-j", "2", *args)
+    stack = ["--stack", args[0]]
+    shown = json.loads(iacloud("show", "--json", *stack))
+    res = shown["resources"]
+    assert {"image", "net", "router", "db_port", "web", "db", "data"} <= set(res)
+    assert not {"subnet", "router_interface", "data_attachment", "admin"} & set(res)
+    assert res["data"]["id"] in res["db"]["inputs"]["volumes"]  # the VolumeAttachment
+    assert res["router"]["inputs"]["networks"] == [res["net"]["id"]]  # the RouterInterface
+    db_ip = json.loads(iacloud("output", "db_address", "--json", *stack))
+    assert db_ip == f"{NET}.10"
+    web_ip = json.loads(iacloud("output", "web_address", "--json", *stack))
+    assert isinstance(web_ip, str) and web_ip.startswith(f"{NET}.") and web_ip != db_ip
+    # idempotent: the next plan is empty
+    iacloud("plan", "--detailed-exitcode", *args, code=0)
+
+    bridge = res["net"]["id"]
+    uuids = [res["web"]["id"], res["db"]["id"]]
+    iacloud("destroy", "--auto-approve", *args)
+    assert json.loads(iacloud("show", "--json", *stack))["resources"] == {}
+    conn = libvirt.open("qemu:///system")
+    try:
+        left = {d.UUIDString() for d in conn.listAllDomains(0)}
+    finally:
+        conn.close()
+    assert not left & set(uuids)
+    assert not Path("/sys/class/net", bridge).exists()
