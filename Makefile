@@ -8,7 +8,8 @@ IMAGE  := build/images/tiny.qcow2
 CLOUD_IMAGE := build/images/debian-12-cloud.qcow2
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo demo-destroy host image cloud-image install lint unit integration bench bench-host clean
+.PHONY: test demo demo-destroy host image cloud-image install lint unit integration bench bench-host \
+        lab-hosts lab-hosts-down clean
 
 install: $(STAMP)
 
@@ -64,6 +65,15 @@ bench-host: image
 	$(BIN)/python bench/libvirt_apply.py
 	$(BIN)/python bench/netlink_refresh.py
 	$(BIN)/python bench/drift_scale.py
+
+# several libvirt hosts on this machine (namespaces with their own libvirtd and sshd, on an
+# underlay bridge in 198.19.250.0/24) for the many-hosts work; LAB_HOSTS=3 for three
+LAB_HOSTS ?= 2
+lab-hosts: host
+	bash scripts/lab-hosts.sh up $(LAB_HOSTS)
+
+lab-hosts-down:
+	bash scripts/lab-hosts.sh down
 
 clean:
 	rm -rf build $(VENV) *.egg-info

@@ -30,6 +30,7 @@ PACKAGES=(
     python3-venv                             # make's 'python3 -m venv'
     postgresql-15 libpq5                     # PostgreSQL state: the tests' own server; psycopg's libpq
     git curl jq                              # tests of examples/ci (git repos, the GitLab API calls)
+    openssh-server                           # scripts/lab-hosts.sh: each lab host's own sshd
 )
 STATE_DIR=/run/iacloud
 KVM_CACHE=$STATE_DIR/kvm-usable
@@ -62,20 +63,34 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ -e /etc/postgresql-common/createcluster.d/iacloud.conf ] ||
         echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/iacloud.conf
     export DEBIAN_FRONTEND=noninteractive
+    # packages must not start their daemons (an sshd on every address, a PostgreSQL cluster):
+    # the project starts what it needs itself, where it needs it
+    policy=/usr/sbin/policy-rc.d
+    made_policy=no
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=yes
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" >/dev/null
+    if [ "$made_policy" = yes ]; then rm -f "$policy"; trap - EXIT; fi
     say "packages installed"
 fi
 [ "$packages_only" = no ] || exit 0
 
 # ------------------------------------------------------------------ helpers
-# pids whose command name is exactly $1 (no dependency on procps)
+# pids in this network namespace whose command name is exactly $1 (no dependency on procps);
+# daemons of other namespaces (the lab hosts of scripts/lab-hosts.sh) are not ours to manage
 pids_of() {
-    local d
+    local d ours
+    ours=$(stat -L -c %i /proc/self/ns/net)
     for d in /proc/[0-9]*; do
-        [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"
+        [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] || continue
+        [ "$(stat -L -c %i "$d/ns/net" 2>/dev/null)" = "$ours" ] && echo "${d#/proc/}"
     done
     return 0
 }

@@ -10,9 +10,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "restart-libvirtd: must run as root" >&2; exit 1; }
 
+# the libvirtd of this network namespace: the lab hosts' (scripts/lab-hosts.sh) are left alone
 pid=""
+ours=$(stat -L -c %i /proc/self/ns/net)
 for d in /proc/[0-9]*; do
-    if [ "$(cat "$d/comm" 2>/dev/null)" = libvirtd ]; then pid=${d#/proc/}; break; fi
+    [ "$(cat "$d/comm" 2>/dev/null)" = libvirtd ] || continue
+    if [ "$(stat -L -c %i "$d/ns/net" 2>/dev/null)" = "$ours" ]; then pid=${d#/proc/}; break; fi
 done
 if [ -n "$pid" ]; then
     kill "$pid"

@@ -20,11 +20,16 @@ _KVM_MAJOR, _KVM_MINOR = 10, 232
 
 
 def libvirtd_pids() -> list[int]:
+    """The libvirtd processes of this network namespace: a daemon in another one (a lab host,
+    a container) does not answer qemu:///system here."""
+    ours = os.stat("/proc/self/ns/net").st_ino
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "libvirtd":
+                if (entry / "comm").read_text().strip() == "libvirtd" and (
+                    os.stat(entry / "ns" / "net").st_ino == ours
+                ):
                     pids.append(int(entry.name))
             except OSError:
                 continue
