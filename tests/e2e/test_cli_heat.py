@@ -1,7 +1,7 @@
 """End to end through the installed `iacloud` command on real libvirtd and netlink: the HOT
 example examples/heat/two-servers.yaml (a Net + Subnet, a Router with its RouterInterface, a
-Port, two servers from the tiny image, a Volume with its VolumeAttachment), applied, read back,
-planned again (empty), and destroyed clean."""
+Port, two servers from the tiny image, a Volume with its VolumeAttachment, a KeyPair chosen by a
+condition), applied, read back, planned again (empty), checked for drift, and destroyed clean."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ pytestmark = [
 TEMPLATE = ROOT / "examples" / "heat" / "two-servers.yaml"
 NET = "198.18.62"  # a /24 of 198.18.0.0/15 of this test's own
 POOL = "iacloud"  # HOT has no provider settings: the provider's default pool
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeatTemplateEndToEndTestKeyOnly0123456789 t@h"
 
 
 def _pool_exists(conn) -> bool:
@@ -43,7 +44,15 @@ def heat_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
     conn = libvirt.open("qemu:///system")
     pool_before = _pool_exists(conn)
-    args = [str(TEMPLATE), "-p", f"cidr={NET}.0/24", "-p", f"db_ip={NET}.10"]
+    args = [
+        str(TEMPLATE),
+        "-p",
+        f"cidr={NET}.0/24",
+        "-p",
+        f"db_ip={NET}.10",
+        "-p",
+        f"admin_key={KEY}",
+    ]
     try:
         yield args
     finally:
@@ -69,15 +78,18 @@ def test_heat_template_applies_and_destroys_clean(heat_stack: list[str]) -> None
     shown = json.loads(iacloud("show", "--json", *stack))
     res = shown["resources"]
     assert {"image", "net", "router", "db_port", "web", "db", "data"} <= set(res)
-    assert not {"subnet", "router_interface", "data_attachment", "admin"} & set(res)
+    assert not {"subnet", "router_interface", "data_attachment"} & set(res)
+    assert res["admin"]["type"] == "keypair"  # condition key_given: a key was passed
+    assert res["web"]["inputs"]["ssh_keys"] == "(sensitive)"  # admin_key is hidden
     assert res["data"]["id"] in res["db"]["inputs"]["volumes"]  # the VolumeAttachment
     assert res["router"]["inputs"]["networks"] == [res["net"]["id"]]  # the RouterInterface
     db_ip = json.loads(iacloud("output", "db_address", "--json", *stack))
     assert db_ip == f"{NET}.10"
     web_ip = json.loads(iacloud("output", "web_address", "--json", *stack))
     assert isinstance(web_ip, str) and web_ip.startswith(f"{NET}.") and web_ip != db_ip
-    # idempotent: the next plan is empty
+    # idempotent: the next plan is empty, and nothing drifted
     iacloud("plan", "--detailed-exitcode", *args, code=0)
+    iacloud("drift", *args, code=0)
 
     bridge = res["net"]["id"]
     uuids = [res["web"]["id"], res["db"]["id"]]
