@@ -598,3 +598,37 @@ def test_heat_functions_are_not_reached_by_symlinked_templates(tmp_path: Path) -
     os.symlink(outside / "x.txt", d / "x.txt")
     with pytest.raises(hot_functions.HotError, match="outside"):
         hot_functions.read_file(d, "x.txt", "")
+
+
+def test_random_string_is_kept_and_never_printed(tmp_path: Path, run, monkeypatch) -> None:
+    """A HOT RandomString (local provider) applied with a fake resource that uses its value:
+    the value is made once, kept across plans (no change), and masked wherever it lands."""
+    monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "resources:\n"
+        "  pw: {type: OS::Heat::RandomString, properties: {length: 20}}\n"
+        "  k: {type: OS::Nova::KeyPair}\n"
+        "outputs:\n"
+        "  pw: {value: {get_resource: pw}}\n"
+    )
+    run("apply", "--auto-approve", str(path))
+    run("plan", "--detailed-exitcode", str(path), code=0)
+    import json
+
+    shown = json.loads(run("show", "--json", "--stack", str(path)))
+    value = shown["resources"]["pw"]["attributes"]["value"]
+    assert value == "(sensitive)"
+    assert shown["resources"]["k"]["attributes"]["public_key"].startswith("ssh-ed25519 ")
+    secret = json.loads(run("output", "pw", "--json", "--stack", str(path)))
+    assert isinstance(secret, str) and len(secret) == 20
+    toml = tmp_path / "uses.toml"
+    toml.write_text(
+        'version = 1\nname = "r"\n[resources.pw]\ntype = "random_string"\nlength = 20\n'
+        '[resources.t]\ntype = "fake_thing"\ntags = [{ get_attr = ["pw", "value"] }]\n'
+    )
+    run("apply", "--auto-approve", str(toml))
+    shown = json.loads(run("show", "--json", "--stack", str(toml)))
+    assert shown["resources"]["t"]["inputs"]["tags"] == "(sensitive)"
+    assert secret not in run("show", "--stack", str(toml))
