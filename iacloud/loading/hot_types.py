@@ -445,16 +445,51 @@ class _Mapper:
         extra = set(props) - {"instance_uuid", "volume_id", "mountpoint"}
         if extra:
             raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
-        server = self.target(props.get("instance_uuid"), "instance_uuid", "OS::Nova::Server")
-        volume = self.target(props.get("volume_id"), "volume_id", "OS::Cinder::Volume")
-        if e.count is not None or self.entries[server].count is not None:
-            raise HotError("volume attachments inside a ResourceGroup are not supported", "")
+        server, s_each = self.member(e, props.get("instance_uuid"), "instance_uuid",
+                                     "OS::Nova::Server")  # fmt: skip
+        volume, v_each = self.member(e, props.get("volume_id"), "volume_id", "OS::Cinder::Volume")
+        if e.count is not None and not s_each:
+            raise HotError(
+                "a ResourceGroup of attachments attaches member %index% of a group of "
+                "volumes to member %index% of a group of servers",
+                "instance_uuid",
+                "instance_uuid: {get_attr: [SERVERS, resource.%index%]}",
+            )
+        if e.count is None and self.entries[server].count is not None:
+            raise HotError(
+                "attaching a volume to one member of a ResourceGroup is not supported",
+                "instance_uuid",
+                "attach to every member with a ResourceGroup of attachments",
+            )
         if props.get("mountpoint") is not None:
             self.note(e, "mountpoint", "the device name is chosen by iacloud (vdb, vdc, ...)")
         e.into = server
         holder = self.entries[server].out
         assert holder is not None
-        holder.setdefault("volumes", []).append({"get_resource": volume})
+        ref = f"{volume}[{INDEX}]" if v_each else volume
+        holder.setdefault("volumes", []).append({"get_resource": ref})
+
+    def member(self, e: Entry, value: Any, path: str, kind: str) -> tuple[str, bool]:
+        """A resource of `kind` named by get_resource, or, inside a ResourceGroup of the same
+        count, member %index% of a group of them (`{get_attr: [GROUP, resource.%index%]}`):
+        (name, per member)."""
+        arg = value.get("get_attr") if isinstance(value, dict) and len(value) == 1 else None
+        if not (isinstance(arg, list) and len(arg) == 2 and arg[1] == f"resource.{INDEX}"):
+            name = self.target(value, path, kind)
+            if self.entries[name].count is not None and e.count is not None:
+                raise HotError(f"name the member: {{get_attr: [{name}, resource.%index%]}}", path)
+            return name, False
+        name = self.target({"get_resource": arg[0]}, path, kind)
+        group = self.entries[name]
+        if e.count is None or group.count is None:
+            raise HotError(f"resource.%index% of {name!r} needs both to be ResourceGroups", path)
+        if group.count != e.count:
+            raise HotError(
+                f"the group {name!r} and this one must have the same count",
+                path,
+                "give both the same count (the same parameter)",
+            )
+        return name, True
 
     def image(self, e: Entry) -> None:
         out = e.out = {"type": "image"}

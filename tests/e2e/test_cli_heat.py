@@ -102,3 +102,35 @@ def test_heat_template_applies_and_destroys_clean(heat_stack: list[str]) -> None
         conn.close()
     assert not left & set(uuids)
     assert not Path("/sys/class/net", bridge).exists()
+
+
+def test_heat_resource_group_with_a_volume_each(tmp_path: Path, monkeypatch) -> None:
+    """examples/heat/group.yaml with two members: each server boots with its own volume, the
+    random string is made once; then destroyed clean."""
+    if not TINY.exists():
+        pytest.skip("no tiny image: make image")
+    monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
+    args = [str(ROOT / "examples" / "heat" / "group.yaml"), "-p", "count=2"]
+    conn = libvirt.open("qemu:///system")
+    pool_before = _pool_exists(conn)
+    try:
+        iacloud("apply", "--auto-approve", "-j", "2", *args)
+        res = json.loads(iacloud("show", "--json", "--stack", args[0]))["resources"]
+        for i in (0, 1):
+            assert res[f"nodes[{i}]"]["inputs"]["volumes"] == [res[f"data[{i}]"]["id"]]
+        assert res["token"]["attributes"]["value"] == "(sensitive)"
+        addresses = json.loads(iacloud("output", "addresses", "--json", "--stack", args[0]))
+        assert len(addresses) == 2 and all(a.startswith("198.18.61.") for a in addresses)
+        iacloud("plan", "--detailed-exitcode", *args, code=0)
+        uuids = {res["nodes[0]"]["id"], res["nodes[1]"]["id"]}
+    finally:
+        iacloud("destroy", "--auto-approve", *args)
+        left = {d.UUIDString() for d in conn.listAllDomains(0)}
+        if not pool_before and _pool_exists(conn):
+            pool = conn.storagePoolLookupByName(POOL)
+            pool.refresh(0)
+            if not pool.listAllVolumes(0):
+                pool.destroy()
+                pool.undefine()
+        conn.close()
+    assert not left & uuids

@@ -632,3 +632,51 @@ def test_random_string_is_kept_and_never_printed(tmp_path: Path, run, monkeypatc
     shown = json.loads(run("show", "--json", "--stack", str(toml)))
     assert shown["resources"]["t"]["inputs"]["tags"] == "(sensitive)"
     assert secret not in run("show", "--stack", str(toml))
+
+
+def test_a_group_of_attachments_gives_each_server_its_volume(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
+    config = load(ROOT / "examples" / "heat" / "group.yaml", "count=2")
+    assert config.resources["nodes[1]"].properties["volumes"][0].address == "data[1]"
+    assert "data[1]" in config.resources["nodes[1]"].depends_on
+    assert "data[0]" not in config.resources["nodes[1]"].depends_on
+    assert not any(a.startswith("attachments") for a in config.resources)
+
+
+@pytest.mark.parametrize(
+    ("attach", "message"),
+    [
+        (
+            "{instance_uuid: {get_attr: [g, resource.%index%]}, volume_id: {get_resource: v}}",
+            "name the member",
+        ),
+        (
+            "{instance_uuid: {get_resource: s}, volume_id: {get_attr: [v, resource.%index%]}}",
+            "a ResourceGroup of attachments attaches member",
+        ),
+    ],
+)
+def test_group_attachments_refused(tpl, attach: str, message: str) -> None:
+    path = tpl(f"""\
+          g:
+            type: OS::Heat::ResourceGroup
+            properties:
+              count: 2
+              resource_def: {{type: OS::Nova::Server, properties: {{{IMAGE}}}}}
+          s:
+            type: OS::Nova::Server
+            properties: {{{IMAGE}}}
+          v:
+            type: OS::Heat::ResourceGroup
+            properties:
+              count: 2
+              resource_def: {{type: OS::Cinder::Volume, properties: {{size: 1}}}}
+          a:
+            type: OS::Heat::ResourceGroup
+            properties:
+              count: 2
+              resource_def:
+                type: OS::Cinder::VolumeAttachment
+                properties: {attach}
+        """)
+    assert message in errors(path)
