@@ -359,6 +359,12 @@ class SQLiteBackend(StateBackend):
                 if db.in_transaction:
                     db.execute("COMMIT")
 
+    def create(self) -> None:
+        """Make the store now if it does not exist yet: other stores that keep their tables in
+        the same file (iacloud/identity) need it made whole first."""
+        with self._mutex, self._guard():
+            self._db(write=True)
+
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None:

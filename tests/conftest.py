@@ -49,15 +49,15 @@ def image_roots(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run():
     """The CLI in-process: run("plan", path, code=2) returns the output, asserting the exit
-    code and that no traceback was printed."""
+    code and that no traceback was printed; `input` is standard input."""
     from click.testing import CliRunner
 
     from iacloud.cli.main import cli
 
     runner = CliRunner()
 
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
+    def invoke(*args: str, code: int = 0, input: str | None = None) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False, input=input)
         assert result.exit_code == code, result.output
         assert "Traceback" not in result.output
         return result.output

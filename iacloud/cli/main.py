@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import os
 
-from iacloud.cli import doctor_cmd, drift_cmd, plan_apply, read_cmds, stack_cmds, state_cmds
+from iacloud.cli import (
+    admin_cmds,
+    doctor_cmd,
+    drift_cmd,
+    plan_apply,
+    read_cmds,
+    stack_cmds,
+    state_cmds,
+)
 from iacloud.cli.app import cli
 
 for command in (
@@ -24,6 +32,7 @@ for command in (
     state_cmds.state,
     state_cmds.import_cmd,
     doctor_cmd.doctor,
+    admin_cmds.admin,
 ):
     cli.add_command(command)
 
