@@ -64,14 +64,9 @@ def _load(
     document = toml_front.read_stack(path, sink)
     if document is None:
         fail(sink, (), {})
-    return resolve(
-        document,
-        registry,
-        params,
-        env_files,
-        sink,
-        hot_front.env_reader(None, toml_front.read_env_file),
-    )
+    # `-e env.yaml` works for a TOML stack too: a Heat environment with its parameters
+    read_env = hot_front.env_reader(document, toml_front.read_env_file)
+    return resolve(document, registry, params, env_files, sink, read_env)
 
 
 def resolve(

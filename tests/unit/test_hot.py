@@ -680,3 +680,34 @@ def test_group_attachments_refused(tpl, attach: str, message: str) -> None:
                 properties: {attach}
         """)
     assert message in errors(path)
+
+
+def test_toml_stack_with_a_heat_environment(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'version = 1\n[parameters.names]\ntype = "list"\ndefault = []\n'
+        '[outputs.o]\nvalue = { get_param = "names" }\n'
+    )
+    env = tmp_path / "env.yml"
+    env.write_text("parameter_defaults: {names: 'a,b', other_template_param: 1}\n")
+    assert load(path, env=(env,)).outputs["o"].value == ["a", "b"]
+
+
+# YAML's line breaks include NEL and the separators: PyYAML does not read those back as written
+TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20)
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63) + 1, 2**63 - 1) | TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(TEXT.filter(bool), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(PLAIN)
+def test_yaml_reader_reads_back_what_yaml_wrote(value: object) -> None:
+    import yaml
+
+    text = yaml.safe_dump({"v": value}, allow_unicode=True)
+    assert parse_yaml(text)[0] == {"v": value}
