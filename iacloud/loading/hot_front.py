@@ -211,6 +211,11 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
             condition(address, odef["condition"])
         outputs[oname] = {"value": value, "description": str(odef.get("description") or "")}
     our_lines = _our_lines(lines)
+    for hot_name, prop, ours in translation.renames:  # size -> size_gib, cidr -> the net's
+        line = lines.get(f"resources.{hot_name}.properties.{prop}")
+        holder = entries[hot_name].into or hot_name
+        if line:
+            our_lines.setdefault(f"resources.{holder}.{ours}", line)
     positions = {
         (key, n): i
         for key in ("parameters", "resources", "outputs")

@@ -42,6 +42,8 @@ class Translation:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[tuple[str, HotError]] = field(default_factory=list)  # (address, error)
     failed: set[str] = field(default_factory=set)  # resources not mapped (reported)
+    # (HOT resource, HOT property, our field): where a diagnostic about our field points
+    renames: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (address, field, text)
     entries: dict[str, Entry] = field(default_factory=dict)
 
@@ -101,6 +103,7 @@ class _Mapper:
                 elif isinstance(action, str):
                     assert entry.out is not None
                     entry.out[action] = value
+                    self.result.renames.append((entry.name, key, action))
             elif key in harmless or key in ("name", "description", "tags", "metadata"):
                 self.note(entry, key, f"'{key}' is accepted and has no effect")
             else:

@@ -711,3 +711,8 @@ def test_yaml_reader_reads_back_what_yaml_wrote(value: object) -> None:
 
     text = yaml.safe_dump({"v": value}, allow_unicode=True)
     assert parse_yaml(text)[0] == {"v": value}
+
+
+def test_diagnostics_point_at_the_heat_property(tpl) -> None:
+    text = errors(tpl("  v:\n    type: OS::Cinder::Volume\n    properties:\n      size: 0\n"))
+    assert "line 14, resources.v, field 'size_gib'" in text, text
