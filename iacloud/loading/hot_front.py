@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iacloud import limits
 from iacloud.errors import did_you_mean
+from iacloud.loading import hot_attributes as ha
 from iacloud.loading import hot_functions as hf
 from iacloud.loading import hot_types as ht
 from iacloud.loading.diagnostics import Sink
 from iacloud.loading.document import StackDocument
-from iacloud.loading.parameters import EnvReader
-from iacloud.loading.yaml_input import YamlError, parse_yaml
+from iacloud.loading.hot_params import env_reader, parameter
+from iacloud.loading.yaml_input import read_yaml_file
 from iacloud.provider import Registry
 from iacloud.stack import INDEX_TOKEN, STACK_NAME
 
@@ -44,15 +44,6 @@ _RESOURCE_KEYS = (
     "condition",
     "external_id",
 )
-_PARAM_TYPES = {
-    "string": "string",
-    "number": "number",
-    "boolean": "boolean",
-    "comma_delimited_list": "list",
-    "json": "map",
-}
-_TRUE = ("t", "true", "on", "y", "yes", "1")
-_FALSE = ("f", "false", "off", "n", "no", "0")
 
 
 def is_template(path: Path) -> bool:
@@ -60,22 +51,9 @@ def is_template(path: Path) -> bool:
     return path.suffix.lower() in _SUFFIXES
 
 
-def _read(path: Path, sink: Sink, what: str) -> tuple[Any, dict[tuple[str, ...], int]] | None:
-    file = str(path)
-    try:
-        return parse_yaml(limits.read_text(path))
-    except FileNotFoundError:
-        sink.add(f"{what} not found", file=file)
-    except limits.InputError as exc:
-        sink.add(str(exc).replace("the file", f"the {what}", 1), file=file)
-    except YamlError as exc:
-        sink.add(super(YamlError, exc).__str__(), file=file, line=exc.line)
-    return None
-
-
 def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument | None:
     """The template as a StackDocument; None when it cannot be read at all (reported)."""
-    read = _read(path, sink, "template")
+    read = read_yaml_file(path, sink, "template")
     if read is None:
         return None
     data, key_lines = read
@@ -143,8 +121,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
             _report(sink, address, exc, lines)
 
     parameters = {
-        pname: _parameter(pname, pdef, sink, notes)
-        for pname, pdef in sections["parameters"].items()
+        pname: parameter(pname, pdef, sink, notes) for pname, pdef in sections["parameters"].items()
     }
     entries: dict[str, ht.Entry] = {}
     for rname, rdef in sections["resources"].items():
@@ -177,7 +154,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         more = {
             n
             for n, r in translation.resources.items()
-            if n not in broken and ht.referenced(r) & broken
+            if n not in broken and ha.referenced(r) & broken
         }
         if not more:
             break
@@ -187,7 +164,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
             continue
         base = rname.split("-nic", 1)[0]
         try:
-            resources[rname] = ht.rewrite_references(rdef, entries, net_names, "")
+            resources[rname] = ha.rewrite_references(rdef, entries, net_names, "")
         except hf.HotError as exc:
             _report(sink, f"resources.{base}", exc, lines)
     outputs: dict[str, Any] = {}
@@ -200,10 +177,10 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         for key in sorted(extra):
             sink.add(f"unknown key {key!r} in an output", address, key, line=lines.get(address))
         ok, value = rewrite(odef.get("value"), address, "value")
-        if not ok or ht.referenced(value) & broken:
+        if not ok or ha.referenced(value) & broken:
             continue
         try:
-            value = ht.rewrite_references(value, entries, net_names, "value")
+            value = ha.rewrite_references(value, entries, net_names, "value")
         except hf.HotError as exc:
             _report(sink, address, exc, lines)
             continue
@@ -414,164 +391,4 @@ def _replace_text(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def _parameter(name: Any, pdef: Any, sink: Sink, notes: list[tuple[str, str, str]]) -> Any:
-    """A HOT parameter definition in our shape (types and defaults converted)."""
-    address = f"parameters.{name}"
-    if not isinstance(pdef, dict):
-        return pdef  # reported by the loader
-    out: dict[str, Any] = {}
-    hot_type = pdef.get("type")
-    our_type = _PARAM_TYPES.get(hot_type) if isinstance(hot_type, str) else None
-    if our_type is None:
-        sink.add(
-            f"unknown parameter type {hot_type!r}",
-            address,
-            "type",
-            "one of: " + ", ".join(_PARAM_TYPES),
-        )
-        our_type = "string"
-    if hot_type == "json" and isinstance(pdef.get("default"), list):
-        our_type = "list"
-    out["type"] = our_type
-    for key, value in pdef.items():
-        if key == "type":
-            continue
-        if key == "default":
-            if value is None:
-                continue
-            try:
-                out["default"] = convert_value(value, str(hot_type))
-            except ValueError as exc:
-                sink.add(f"bad default: {exc}", address, "default")
-        elif key in ("description", "label", "hidden"):
-            out[key] = value
-        elif key == "constraints":
-            out["constraints"] = _constraints(value, address, sink, notes)
-        elif key in ("immutable", "tags"):
-            notes.append((address, key, f"'{key}' is accepted and has no effect"))
-        else:
-            sink.add(f"unknown key {key!r} in a parameter", address, str(key))
-    return out
-
-
-def _constraints(value: Any, address: str, sink: Sink, notes: list[tuple[str, str, str]]) -> Any:
-    if not isinstance(value, list):
-        return value  # reported by the loader
-    out = []
-    for i, c in enumerate(value):
-        if isinstance(c, dict) and "custom_constraint" in c:
-            notes.append(
-                (
-                    address,
-                    f"constraints[{i}]",
-                    f"custom_constraint {c['custom_constraint']!r} is not checked",
-                )
-            )
-            continue
-        if isinstance(c, dict) and "modulo" in c:
-            sink.add("the modulo constraint is not supported", address, f"constraints[{i}]")
-            continue
-        out.append(c)
-    return out
-
-
-def convert_value(value: Any, hot_type: str) -> Any:
-    """A value written for a HOT parameter (often a string) in the parameter's type."""
-    if hot_type == "number" and isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise ValueError(f"expected a number, found {value!r}") from None
-        return int(number) if number.is_integer() and "." not in value else number
-    if hot_type == "boolean" and isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"expected a boolean, found {value!r}")
-    if hot_type == "comma_delimited_list" and isinstance(value, str):
-        return value.split(",") if value else []
-    if hot_type == "comma_delimited_list" and isinstance(value, list):
-        return [str(v) for v in value]
-    if hot_type == "json" and isinstance(value, str):
-        try:
-            return limits.parse_json(value)
-        except (ValueError, limits.InputError) as exc:
-            raise ValueError(f"expected JSON: {exc}") from None
-    if hot_type == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def env_reader(document: StackDocument | None, toml_reader: EnvReader) -> EnvReader:
-    """The reader of `-e` files for one stack: YAML files as Heat environments (with the
-    template's parameter types, for its values written as strings), others as TOML."""
-    types: dict[str, str] = {}
-    if document is not None:
-        for name, pdef in document.parameters.items():
-            if isinstance(pdef, dict) and isinstance(pdef.get("type"), str):
-                types[str(name)] = pdef["type"]
-
-    def read(path: Path, sink: Sink) -> dict[str, Any] | None:
-        if Path(path).suffix.lower() not in (".yaml", ".yml"):
-            return toml_reader(path, sink)
-        return _read_env(Path(path), sink, types, document is not None)
-
-    return read
-
-
-_OUR_TO_HOT = {"list": "comma_delimited_list", "map": "json"}
-
-
-def _read_env(
-    path: Path, sink: Sink, types: dict[str, str], known_only: bool
-) -> dict[str, Any] | None:
-    read = _read(path, sink, "environment file")
-    if read is None:
-        return None
-    data, _ = read
-    file = str(path)
-    if data is None:
-        return {"parameters": {}}
-    if not isinstance(data, dict):
-        sink.add("an environment file is a map with parameters / parameter_defaults", file=file)
-        return None
-    for key in data:
-        if key in (
-            "resource_registry",
-            "event_sinks",
-            "parameter_merge_strategies",
-            "encrypted_param_names",
-        ):
-            if data[key]:
-                sink.add(f"'{key}' in an environment file is not supported", str(key), file=file)
-        elif key not in ("parameters", "parameter_defaults"):
-            sink.add(
-                f"unknown key {key!r} in an environment file",
-                str(key),
-                file=file,
-                hint=did_you_mean(str(key), ("parameters", "parameter_defaults")),
-            )
-    values: dict[str, Any] = {}
-    for key in ("parameter_defaults", "parameters"):
-        section = data.get(key) or {}
-        if not isinstance(section, dict):
-            sink.add(f"'{key}' must be a map", key, file=file)
-            continue
-        for name, value in section.items():
-            # parameter_defaults may name parameters of other templates (Heat ignores them)
-            if key == "parameter_defaults" and known_only and name not in types:
-                continue
-            our = types.get(str(name))
-            if our is not None:
-                try:
-                    value = convert_value(value, _OUR_TO_HOT.get(our, our))
-                except ValueError as exc:
-                    sink.add(f"parameter '{name}': {exc}", f"parameters.{name}", file=file)
-                    continue
-            values[str(name)] = value
-    return {"parameters": values}
-
-
-__all__: list[str] = ["env_reader", "is_template", "read_template"]
+__all__ = ["env_reader", "is_template", "read_template"]

@@ -2,7 +2,7 @@
 or is merged into another one (a Subnet is its Net's `cidr`, a RouterInterface an entry of its
 Router's `networks`, a VolumeAttachment an entry of its Server's `volumes`). References to a
 merged resource are redirected to the one that holds it, and `get_attr` names are translated
-(Heat's `first_address`, a port's `fixed_ips`, a ResourceGroup's `refs` / `resource.N`).
+(`hot_attributes`).
 
 Properties that would change behaviour and have no equivalent are errors; harmless ones
 (names, descriptions, availability zones) are accepted and reported as notes.
@@ -10,13 +10,12 @@ Properties that would change behaviour and have no equivalent are errors; harmle
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from iacloud.errors import Diagnostic
-from iacloud.loading.hot_functions import HotError, walk_functions
+from iacloud.loading.hot_functions import HotError
 
 GROUP = "OS::Heat::ResourceGroup"
 INDEX = "%index%"
@@ -624,30 +623,6 @@ PENDING = {
     "OS::Neutron::FloatingIPAssociation": "floating IPs",
 }
 
-# HOT attribute -> our attribute, per HOT type; a callable rewrites the whole path
-_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "OS::Nova::Server": {
-        "first_address": "first_address",
-        "accessIPv4": "first_address",
-        "networks": "addresses",
-        "addresses": "addresses",
-        "name": "name",
-    },
-    "OS::Neutron::Port": {"mac_address": "mac", "network_id": "network", "fixed_ips": "ip"},
-    "OS::Neutron::Net": {},
-    "OS::Neutron::Subnet": {"cidr": "cidr", "gateway_ip": "gateway"},
-    "OS::Neutron::Router": {},
-    "OS::Cinder::Volume": {},
-    "OS::Glance::WebImage": {},
-    "OS::Nova::KeyPair": {
-        "public_key": "public_key",
-        "private_key": "private_key",
-        "name": "key_name",
-    },
-    "OS::Heat::RandomString": {"value": "value"},
-    "OS::Heat::None": {},
-}
-
 
 def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
     """Every entry mapped (errors collected per resource), then references redirected."""
@@ -675,7 +650,7 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
-        deps = [mapper_redirect(raw, d) for d in entry.depends_on]
+        deps = [redirect(raw, d) for d in entry.depends_on]
         deps = [d for d in dict.fromkeys(deps) if d != entry.name]
         if deps:
             out["depends_on"] = deps
@@ -683,111 +658,9 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
     return result
 
 
-def referenced(value: Any) -> set[str]:
-    """The resource names a raw value refers to with get_resource / get_attr."""
-    found: set[str] = set()
-
-    def visit(key: str, arg: Any, where: str) -> Any:
-        name = arg if key == "get_resource" else (arg[0] if isinstance(arg, list) and arg else None)
-        if isinstance(name, str):
-            found.add(name.split("[", 1)[0])
-        return {key: arg}
-
-    walk_functions(value, visit)
-    return found
-
-
-def mapper_redirect(raw: dict[str, Entry], name: str) -> str:
+def redirect(raw: dict[str, Entry], name: str) -> str:
     entry = raw.get(name)
     return entry.into if entry is not None and entry.into is not None else name
-
-
-_RESOURCE_N = re.compile(r"resource\.(\d+)")
-
-
-def rewrite_references(
-    value: Any, raw: dict[str, Entry], net_names: dict[str, str], path: str
-) -> Any:
-    """get_resource / get_attr of HOT resources as references to ours."""
-
-    def visit(key: str, arg: Any, where: str) -> Any:
-        if key == "get_resource":
-            if not isinstance(arg, str):
-                return {key: arg}
-            entry = raw.get(arg.split("[", 1)[0])
-            if entry is None:
-                return {key: arg}
-            if entry.hot_type == "OS::Heat::RandomString":
-                return {"get_attr": [arg, "value"]}
-            if entry.hot_type == "OS::Nova::KeyPair":
-                return {"get_attr": [arg, "key_name"]}
-            return {key: mapper_redirect(raw, arg)}
-        if not (isinstance(arg, list) and arg and isinstance(arg[0], str)):
-            return {key: arg}
-        name, rest = arg[0], list(arg[1:])
-        entry = raw.get(name.split("[", 1)[0])
-        if entry is None:
-            return {key: arg}
-        if entry.hot_type == GROUP or (entry.count is not None and "[" not in name):
-            return _group_attr(name, rest, entry, where, net_names)
-        return {"get_attr": _member_attr(name, rest, entry, where, net_names)}
-
-    return walk_functions(value, visit, path)
-
-
-def _group_attr(
-    name: str, rest: list[Any], entry: Entry, where: str, net_names: dict[str, str]
-) -> Any:
-    if not rest:
-        raise HotError("get_attr of a ResourceGroup needs an attribute", where)
-    attr, path = rest[0], rest[1:]
-    if attr == "refs":
-        if path:
-            return {"get_resource": f"{name}[{path[0]}]"}
-        return {"get_resource": name}
-    if attr == "refs_map":
-        raise HotError("refs_map is not supported: use refs", where)
-    match = _RESOURCE_N.fullmatch(str(attr))
-    if match:
-        member = f"{name}[{match.group(1)}]"
-        if not path:
-            return {"get_resource": member}
-        return {"get_attr": _member_attr(member, path, entry, where, net_names)}
-    if attr in ("attributes", "removed_rsrc_list"):
-        raise HotError(
-            f"the ResourceGroup attribute '{attr}' is not supported",
-            where,
-            "get_attr [GROUP, ATTRIBUTE] gives the list of the members' values",
-        )
-    return {"get_attr": _member_attr(name, rest, entry, where, net_names)}
-
-
-def _member_attr(
-    name: str, rest: list[Any], entry: Entry, where: str, net_names: dict[str, str]
-) -> list[Any]:
-    if not rest:
-        raise HotError("get_attr without an attribute (all attributes) is not supported", where)
-    attr, path = str(rest[0]), list(rest[1:])
-    table = _ATTRIBUTES.get(entry.hot_type, {})
-    if attr not in table:
-        known = ", ".join(table) or "none"
-        raise HotError(
-            f"attribute '{attr}' of {entry.hot_type} is not supported",
-            where,
-            f"supported: {known}",
-        )
-    ours = table[attr]
-    target = entry.into if entry.into is not None else name
-    if entry.hot_type == "OS::Neutron::Port" and attr == "fixed_ips":
-        # [fixed_ips, 0, ip_address]: an iacloud port has one address
-        if len(path) < 2 or path[0] not in (0, "0") or path[1] not in ("ip_address", "subnet_id"):
-            raise HotError("fixed_ips is read as [PORT, fixed_ips, 0, ip_address]", where)
-        return [target, "ip" if path[1] == "ip_address" else "network", *path[2:]]
-    if entry.hot_type == "OS::Nova::Server" and attr in ("networks", "addresses") and path:
-        path[0] = net_names.get(str(path[0]), path[0])
-        if attr == "addresses" and len(path) >= 3 and path[2] == "addr":
-            path = path[:2]  # Heat's {addr: IP} entries are our plain IPs
-    return [target, ours, *path]
 
 
 def notes_as_diagnostics(

@@ -14,11 +14,13 @@ anything but plain data (`!!python/...`, `!!binary`, `!!set`, ...) are refused.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from iacloud import limits
+from iacloud.loading.diagnostics import Sink
 
 # mapping keys, sequence items and scalars after aliases are expanded: a 16 MiB document of
 # plain data has about this many
@@ -191,3 +193,19 @@ def parse_yaml(text: str) -> tuple[Any, dict[tuple[str, ...], int]]:
         raise YamlError(f"an integer is beyond the 64-bit range (±{limits.MAX_INT})") from None
     limits.check_value(value)
     return value, lines
+
+
+def read_yaml_file(
+    path: Path, sink: Sink, what: str
+) -> tuple[Any, dict[tuple[str, ...], int]] | None:
+    """A YAML file as plain data with its key lines; None when unreadable (reported)."""
+    file = str(path)
+    try:
+        return parse_yaml(limits.read_text(path))
+    except FileNotFoundError:
+        sink.add(f"{what} not found", file=file)
+    except limits.InputError as exc:
+        sink.add(str(exc).replace("the file", f"the {what}", 1), file=file)
+    except YamlError as exc:
+        sink.add(super(YamlError, exc).__str__(), file=file, line=exc.line)
+    return None
