@@ -156,6 +156,9 @@ class _Mapper:
                 "leave flavor out (1 vCPU, 256 MiB) until the site catalog is available",
             )
 
+        def block_devices(v: Any) -> None:
+            self.block_devices(e, v, out)
+
         def config_drive(v: Any) -> None:
             self.note(e, "config_drive", "every server gets a NoCloud seed drive anyway")
 
@@ -170,6 +173,8 @@ class _Mapper:
                 "user_data_format": user_data_format,
                 "name": name,
                 "config_drive": config_drive,
+                "block_device_mapping": block_devices,
+                "block_device_mapping_v2": block_devices,
             },
             harmless=(
                 "availability_zone",
@@ -187,6 +192,68 @@ class _Mapper:
             self.note(e, "user_data", "user_data is passed to cloud-init as it is (RAW)")
         if networks:
             out["networks"] = networks
+
+    def block_devices(self, e: Entry, value: Any, out: dict[str, Any]) -> None:
+        """block_device_mapping(_v2): a boot volume (boot_index 0 or device vda: a volume of
+        the template, or a new one from `image` of `volume_size` GiB) and data volumes."""
+        if not isinstance(value, list):
+            raise HotError("block_device_mapping must be a list", "block_device_mapping")
+        for i, item in enumerate(value):
+            path = f"block_device_mapping[{i}]"
+            if not isinstance(item, dict):
+                raise HotError("a block device is a map", path)
+            extra = set(item) - {
+                "boot_index",
+                "volume_id",
+                "image",
+                "image_id",
+                "volume_size",
+                "device_name",
+                "delete_on_termination",
+                "device_type",
+                "disk_bus",
+                "source_type",
+                "destination_type",
+            }
+            if extra:
+                raise HotError(f"'{sorted(extra)[0]}' in a block device is not supported", path)
+            if item.get("destination_type", "volume") != "volume":
+                raise HotError("only volume block devices are supported", path)
+            boot = item.get("boot_index") in (0, "0") or item.get("device_name") in (
+                "vda",
+                "/dev/vda",
+            )
+            image = item.get("image", item.get("image_id"))
+            if item.get("volume_id") is not None:
+                ref: Any = {
+                    "get_resource": self.target(item["volume_id"], path, "OS::Cinder::Volume")
+                }
+            elif image is not None and item.get("volume_size") is not None:
+                volume = f"{e.name}-disk{i}"
+                if volume in self.entries or volume in self.result.resources:
+                    raise HotError(f"the implicit volume {volume!r} clashes with a resource", path)
+                self.result.resources[volume] = {
+                    "type": "volume",
+                    "image": {"get_resource": self.target(image, path, "OS::Glance::WebImage")},
+                    "size_gib": item["volume_size"],
+                    **({"count": e.count} if e.count is not None else {}),
+                }
+                ref = {"get_resource": f"{volume}[{INDEX}]" if e.count is not None else volume}
+            else:
+                raise HotError("a block device needs volume_id, or image and volume_size", path)
+            if "delete_on_termination" in item:
+                self.note(
+                    e,
+                    "block_device_mapping",
+                    "delete_on_termination: volumes are "
+                    "resources of their own, deleted with the stack",
+                )
+            if boot:
+                if "boot_volume" in out or "image" in e.properties:
+                    raise HotError("a server boots from one image or one volume", path)
+                out["boot_volume"] = ref
+            else:
+                out.setdefault("volumes", []).append(ref)
 
     def public_key(self, v: Any, path: str) -> Any:
         """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key."""
@@ -447,8 +514,9 @@ class _Mapper:
         extra = set(props) - {"instance_uuid", "volume_id", "mountpoint"}
         if extra:
             raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
-        server, s_each = self.member(e, props.get("instance_uuid"), "instance_uuid",
-                                     "OS::Nova::Server")  # fmt: skip
+        server, s_each = self.member(
+            e, props.get("instance_uuid"), "instance_uuid", "OS::Nova::Server"
+        )
         volume, v_each = self.member(e, props.get("volume_id"), "volume_id", "OS::Cinder::Volume")
         if e.count is not None and not s_each:
             raise HotError(

@@ -716,3 +716,24 @@ def test_yaml_reader_reads_back_what_yaml_wrote(value: object) -> None:
 def test_diagnostics_point_at_the_heat_property(tpl) -> None:
     text = errors(tpl("  v:\n    type: OS::Cinder::Volume\n    properties:\n      size: 0\n"))
     assert "line 14, resources.v, field 'size_gib'" in text, text
+
+
+def test_block_devices_boot_and_data_volumes(tpl) -> None:
+    config = load(
+        tpl("""\
+          data:
+            type: OS::Cinder::Volume
+            properties: {size: 1}
+          s:
+            type: OS::Nova::Server
+            properties:
+              block_device_mapping_v2:
+                - {boot_index: 0, image: {get_resource: img}, volume_size: 3}
+                - {volume_id: {get_resource: data}, delete_on_termination: false}
+        """)
+    )
+    server = config.resources["s"].properties
+    assert server["boot_volume"].address == "s-disk0"
+    assert [v.address for v in server["volumes"]] == ["data"]
+    disk = config.resources["s-disk0"]
+    assert disk.type == "volume" and disk.properties["size_gib"] == 3
