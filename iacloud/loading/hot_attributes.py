@@ -37,27 +37,18 @@ _ATTRIBUTES: dict[str, dict[str, str]] = {
 }
 
 
-def referenced(value: Any) -> set[str]:
-    """The resource names a raw value refers to with get_resource / get_attr."""
-    found: set[str] = set()
-
-    def visit(key: str, arg: Any, where: str) -> Any:
-        name = arg if key == "get_resource" else (arg[0] if isinstance(arg, list) and arg else None)
-        if isinstance(name, str):
-            found.add(name.split("[", 1)[0])
-        return {key: arg}
-
-    walk_functions(value, visit)
-    return found
-
-
 _RESOURCE_N = re.compile(r"resource\.(\d+)")
 
 
 def rewrite_references(
-    value: Any, raw: dict[str, Entry], net_names: dict[str, str], path: str
+    value: Any, raw: dict[str, Entry], net_names: dict[str, str], path: str, depth: int = 0
 ) -> Any:
     """get_resource / get_attr of HOT resources as references to ours."""
+
+    def inline(entry: Entry, where: str) -> Any:
+        if depth > 8:
+            raise HotError("software configs refer to each other too deeply", where)
+        return rewrite_references(entry.inline, raw, net_names, where, depth + 1)
 
     def visit(key: str, arg: Any, where: str) -> Any:
         if key == "get_resource":
@@ -66,6 +57,8 @@ def rewrite_references(
             entry = raw.get(arg.split("[", 1)[0])
             if entry is None:
                 return {key: arg}
+            if entry.inline is not None:
+                return inline(entry, where)
             if entry.hot_type == "OS::Heat::RandomString":
                 return {"get_attr": [arg, "value"]}
             if entry.hot_type == "OS::Nova::KeyPair":
@@ -77,6 +70,10 @@ def rewrite_references(
         entry = raw.get(name.split("[", 1)[0])
         if entry is None:
             return {key: arg}
+        if entry.inline is not None:
+            if rest != ["config"]:
+                raise HotError(f"a {entry.hot_type} has one attribute: config", where)
+            return inline(entry, where)
         if entry.hot_type == GROUP or (entry.count is not None and "[" not in name):
             return _group_attr(name, rest, entry, where, net_names)
         return {"get_attr": _member_attr(name, rest, entry, where, net_names)}

@@ -154,7 +154,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         more = {
             n
             for n, r in translation.resources.items()
-            if n not in broken and ha.referenced(r) & broken
+            if n not in broken and ht.referenced(r) & broken
         }
         if not more:
             break
@@ -177,7 +177,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         for key in sorted(extra):
             sink.add(f"unknown key {key!r} in an output", address, key, line=lines.get(address))
         ok, value = rewrite(odef.get("value"), address, "value")
-        if not ok or ha.referenced(value) & broken:
+        if not ok or ht.referenced(value) & broken:
             continue
         try:
             value = ha.rewrite_references(value, entries, net_names, "value")

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from iacloud.errors import Diagnostic
-from iacloud.loading.hot_functions import HotError
+from iacloud.expressions import FUNCTIONS
+from iacloud.loading.hot_functions import HotError, walk_functions
 
 GROUP = "OS::Heat::ResourceGroup"
 INDEX = "%index%"
@@ -32,6 +35,7 @@ class Entry:
     count: Any = None  # a ResourceGroup's count
     out: dict[str, Any] | None = None
     into: str | None = None
+    inline: Any = None  # a software config: what get_resource of it stands for
 
 
 @dataclass
@@ -648,6 +652,37 @@ class _Mapper:
             },
         )
 
+    def software_config(self, e: Entry) -> None:
+        """A SoftwareConfig is its `config` text wherever the template names it (a server's
+        user_data with user_data_format SOFTWARE_CONFIG): no resource of its own."""
+        config = e.properties.get("config")
+        if config is None:
+            raise HotError("a SoftwareConfig needs its config", "config")
+        extra = set(e.properties) - {"config", "group", "inputs", "outputs", "options"}
+        if extra:
+            raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
+        for key in ("inputs", "outputs", "options"):
+            if e.properties.get(key):
+                self.note(e, key, f"'{key}' is accepted and has no effect (no deployments)")
+        e.inline = config
+
+    def cloud_config(self, e: Entry) -> None:
+        """A CloudConfig is `#cloud-config` and its map as YAML, wherever the template names
+        it; the map must be plain data (functions inside it cannot be rendered ahead)."""
+        extra = set(e.properties) - {"cloud_config"}
+        if extra:
+            raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
+        data = e.properties.get("cloud_config") or {}
+        if not isinstance(data, dict):
+            raise HotError("cloud_config must be a map", "cloud_config")
+        if referenced(data) or _has_function(data):
+            raise HotError(
+                "functions inside cloud_config are not supported",
+                "cloud_config",
+                "write the #cloud-config text with str_replace in an OS::Heat::SoftwareConfig",
+            )
+        e.inline = "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
+
     def none(self, e: Entry) -> None:
         e.out = {"type": "none"}
         if e.properties:
@@ -667,10 +702,14 @@ HANDLERS: dict[str, Callable[[_Mapper, Entry], None]] = {
     "OS::Glance::WebImage": _Mapper.image,
     "OS::Heat::RandomString": _Mapper.random_string,
     "OS::Heat::None": _Mapper.none,
+    "OS::Heat::SoftwareConfig": _Mapper.software_config,
+    "OS::Heat::CloudConfig": _Mapper.cloud_config,
 }
 SUPPORTED = (*HANDLERS, GROUP)
 # handled in this order: what others merge into comes first
 _ORDER = (
+    "OS::Heat::SoftwareConfig",
+    "OS::Heat::CloudConfig",
     "OS::Glance::WebImage",
     "OS::Nova::KeyPair",
     "OS::Heat::RandomString",
@@ -718,12 +757,40 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
-        deps = [redirect(raw, d) for d in entry.depends_on]
+        deps = [
+            redirect(raw, d)
+            for d in entry.depends_on
+            if d not in raw or raw[d].inline is None  # a config is text, not a resource
+        ]
         deps = [d for d in dict.fromkeys(deps) if d != entry.name]
         if deps:
             out["depends_on"] = deps
         result.resources[entry.name] = out
     return result
+
+
+def referenced(value: Any) -> set[str]:
+    """The resource names a raw value refers to with get_resource / get_attr."""
+    found: set[str] = set()
+
+    def visit(key: str, arg: Any, where: str) -> Any:
+        name = arg if key == "get_resource" else (arg[0] if isinstance(arg, list) and arg else None)
+        if isinstance(name, str):
+            found.add(name.split("[", 1)[0])
+        return {key: arg}
+
+    walk_functions(value, visit)
+    return found
+
+
+def _has_function(value: Any) -> bool:
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in FUNCTIONS:
+            return True
+        return any(_has_function(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_function(v) for v in value)
+    return False
 
 
 def redirect(raw: dict[str, Entry], name: str) -> str:

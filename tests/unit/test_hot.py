@@ -737,3 +737,50 @@ def test_block_devices_boot_and_data_volumes(tpl) -> None:
     assert [v.address for v in server["volumes"]] == ["data"]
     disk = config.resources["s-disk0"]
     assert disk.type == "volume" and disk.properties["size_gib"] == 3
+
+
+def test_software_and_cloud_configs_become_user_data(tpl) -> None:
+    config = load(
+        tpl(
+            """\
+          script:
+            type: OS::Heat::SoftwareConfig
+            properties:
+              group: ungrouped
+              config:
+                str_replace: {template: "#!/bin/sh\\necho $N\\n", params: {$N: {get_param: n}}}
+          cc:
+            type: OS::Heat::CloudConfig
+            properties:
+              cloud_config: {packages: [nginx], runcmd: [[echo, hi]]}
+          a:
+            type: OS::Nova::Server
+            depends_on: [script]
+            properties:
+              {IMAGE, user_data_format: SOFTWARE_CONFIG, user_data: {get_resource: script}}
+          b:
+            type: OS::Nova::Server
+            properties: {IMAGE, user_data_format: SOFTWARE_CONFIG, user_data: {get_resource: cc}}
+        parameters:
+          n: {type: string, default: hello}
+        outputs:
+          text: {value: {get_attr: [script, config]}}
+        """.replace("IMAGE", IMAGE)
+        )
+    )
+    assert config.resources["a"].properties["user_data"] == "#!/bin/sh\necho hello\n"
+    assert config.resources["a"].depends_on == ("img",)
+    assert config.resources["b"].properties["user_data"].startswith("#cloud-config\npackages:")
+    assert config.outputs["text"].value == "#!/bin/sh\necho hello\n"
+    assert "script" not in config.resources and "cc" not in config.resources
+    path = tpl(
+        """\
+          cc:
+            type: OS::Heat::CloudConfig
+            properties: {cloud_config: {password: {get_param: pw}}}
+        parameters:
+          pw: {type: string, default: x}
+        """,
+        name="u.yaml",
+    )
+    assert "functions inside cloud_config are not supported" in errors(path)
