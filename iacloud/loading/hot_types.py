@@ -10,6 +10,7 @@ Properties that would change behaviour and have no equivalent are errors; harmle
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from iacloud.expressions import FUNCTIONS
 from iacloud.loading.hot_functions import HotError, walk_functions
 
 GROUP = "OS::Heat::ResourceGroup"
+_NOT_HOST = re.compile(r"[^A-Za-z0-9.-]+")
 INDEX = "%index%"
 
 
@@ -150,7 +152,15 @@ class _Mapper:
                 )
 
         def name(v: Any) -> None:
-            out["hostname"] = v
+            if not isinstance(v, str):
+                out["hostname"] = v
+                return
+            # as Nova does: a server name becomes a host name with other characters as "-"
+            host = INDEX.join(_NOT_HOST.sub("-", part) for part in v.split(INDEX)).strip("-.")
+            if host != v:
+                self.note(e, "name", f"the host name is {host!r} (from {v!r})")
+            if host:
+                out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
             raise HotError(

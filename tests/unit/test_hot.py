@@ -784,3 +784,21 @@ def test_software_and_cloud_configs_become_user_data(tpl) -> None:
         name="u.yaml",
     )
     assert "functions inside cloud_config are not supported" in errors(path)
+
+
+def test_server_names_become_host_names(tpl) -> None:
+    config = load(
+        tpl(f"""\
+          s:
+            type: OS::Nova::Server
+            properties: {{{IMAGE}, name: web_server 1}}
+          g:
+            type: OS::Heat::ResourceGroup
+            properties:
+              count: 2
+              resource_def: {{type: OS::Nova::Server, properties: {{{IMAGE}, name: "db_%index%"}}}}
+        """)
+    )
+    assert config.resources["s"].properties["hostname"] == "web-server-1"
+    assert config.resources["g[1]"].properties["hostname"] == "db-1"
+    assert any("web-server-1" in str(n) for n in config.notes)
