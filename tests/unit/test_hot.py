@@ -802,3 +802,20 @@ def test_server_names_become_host_names(tpl) -> None:
     assert config.resources["s"].properties["hostname"] == "web-server-1"
     assert config.resources["g[1]"].properties["hostname"] == "db-1"
     assert any("web-server-1" in str(n) for n in config.notes)
+
+
+def test_fifo_and_device_templates_are_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "f.yaml"
+    os.mkfifo(fifo)
+    zero = tmp_path / "z.yaml"
+    zero.symlink_to("/dev/zero")
+    for path, what in ((fifo, "a FIFO"), (zero, "a character device")):
+        started = time.monotonic()
+        assert what in errors(path)
+        assert time.monotonic() - started < 2
+    env = tmp_path / "e.yaml"
+    os.mkfifo(env)
+    template = tmp_path / "t.yaml"
+    template.write_text("heat_template_version: 2013-05-23\n")
+    with pytest.raises(UserError, match="a FIFO"):
+        load(template, env=(env,))
