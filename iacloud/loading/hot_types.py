@@ -347,6 +347,12 @@ class _Mapper:
                 "network",
                 "make a second OS::Neutron::Net for the second subnet",
             )
+        if "gateway_ip" in e.properties and e.properties["gateway_ip"] in (None, ""):
+            raise HotError(
+                "a subnet without a gateway is not supported: an iacloud network has one",
+                "gateway_ip",
+                "leave gateway_ip out for the first host address",
+            )
         out: dict[str, Any] = {}
         e.out = out
 

@@ -369,6 +369,11 @@ REFUSED = [
         "has a second subnet",
     ),
     ("  n2:\n    type: OS::Neutron::Net\n", "has no OS::Neutron::Subnet"),
+    (
+        "  n3:\n    type: OS::Neutron::Net\n  s3:\n    type: OS::Neutron::Subnet\n"
+        "    properties: {network: {get_resource: n3}, cidr: 198.18.9.0/24, gateway_ip: null}\n",
+        "a subnet without a gateway",
+    ),
     ("  s:\n    type: OS::Nova::Server\n    properties: {flavor: m1.small}\n", "site catalog"),
     ("  s:\n    type: OS::Nova::Server\n    properties: {image: cirros}\n", "site catalog"),
     (
