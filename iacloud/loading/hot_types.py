@@ -91,6 +91,13 @@ class _Mapper:
             raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
         return name
 
+    def ref(self, value: Any, path: str, *kinds: str) -> Any:
+        """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""
+        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
+            cond, *branches = value["if"]
+            return {"if": [cond, *(self.ref(b, path, *kinds) for b in branches)]}
+        return {"get_resource": self.target(value, path, *kinds)}
+
     def take(
         self,
         entry: Entry,
@@ -126,7 +133,7 @@ class _Mapper:
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = {"get_resource": self.target(v, "image", "OS::Glance::WebImage")}
+            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
 
         def key_name(v: Any) -> None:
             out["ssh_keys"] = [self.public_key(v, "key_name")]
@@ -287,6 +294,8 @@ class _Mapper:
                 raise HotError("a network entry with a port takes nothing else", path)
             return {"port": {"get_resource": self.target(item["port"], path, "OS::Neutron::Port")}}
         net_value = item.get("network", item.get("uuid"))
+        if net_value is not None and "fixed_ip" not in item:
+            return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
             net = self.entries[subnet].into
@@ -451,7 +460,7 @@ class _Mapper:
         out = e.out = {"type": "port"}
 
         def network(v: Any) -> None:
-            out["network"] = {"get_resource": self.target(v, "network", "OS::Neutron::Net")}
+            out["network"] = self.ref(v, "network", "OS::Neutron::Net")
 
         def fixed_ips(v: Any) -> None:
             if not (
@@ -505,7 +514,7 @@ class _Mapper:
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = {"get_resource": self.target(v, "image", "OS::Glance::WebImage")}
+            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
 
         def no(what: str) -> Callable[[Any], None]:
             def refuse(v: Any) -> None:

@@ -824,3 +824,20 @@ def test_fifo_and_device_templates_are_refused_unread(tmp_path: Path) -> None:
     template.write_text("heat_template_version: 2013-05-23\n")
     with pytest.raises(UserError, match="a FIFO"):
         load(template, env=(env,))
+
+
+def test_references_chosen_by_if(tpl) -> None:
+    path = tpl("""\
+          img2:
+            type: OS::Glance::WebImage
+            properties: {location: tiny.qcow2, disk_format: raw, container_format: bare}
+          s:
+            type: OS::Nova::Server
+            properties: {image: {if: [raw, {get_resource: img2}, {get_resource: img}]}}
+        parameters:
+          fmt: {type: string, default: qcow2}
+        conditions:
+          raw: {equals: [{get_param: fmt}, raw]}
+        """)
+    assert load(path).resources["s"].properties["image"].address == "img"
+    assert load(path, "fmt=raw").resources["s"].properties["image"].address == "img2"
