@@ -149,7 +149,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
     }
     # what refers to a resource that could not be mapped (reported) is left out, so one
     # mistake does not also read as "unknown resource" everywhere it is used
-    broken = set(translation.failed)
+    broken = set(translation.failed) | {str(n) for n in sections["resources"]} - set(entries)
     while True:
         more = {
             n
@@ -162,7 +162,9 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
     for rname, rdef in translation.resources.items():
         if rname in broken:
             continue
-        base = rname.split("-nic", 1)[0]
+        base = rname if rname in entries else rname.rsplit("-", 1)[0]  # SERVER-nic0
+        if "depends_on" in rdef:
+            rdef = {**rdef, "depends_on": [d for d in rdef["depends_on"] if d not in broken]}
         try:
             resources[rname] = ha.rewrite_references(rdef, entries, net_names, "")
         except hf.HotError as exc:

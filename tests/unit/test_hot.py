@@ -841,3 +841,19 @@ def test_references_chosen_by_if(tpl) -> None:
         """)
     assert load(path).resources["s"].properties["image"].address == "img"
     assert load(path, "fmt=raw").resources["s"].properties["image"].address == "img2"
+
+
+def test_one_refused_resource_is_one_error(tpl) -> None:
+    """What refers to a resource that could not be mapped is not reported again."""
+    path = tpl("""\
+          sg:
+            type: OS::Neutron::SecurityGroup
+          x:
+            type: OS::Heat::None
+            depends_on: sg
+        outputs:
+          o: {value: {get_resource: sg}}
+        """)
+    with pytest.raises(UserError) as info:
+        load(path)
+    assert len(info.value.diagnostics) == 1
