@@ -33,7 +33,7 @@ from iacloud.plan import (
     ReasonCode,
     StateUpdate,
 )
-from iacloud.provider import Observed, Registry, ResourceType, TaggedObject
+from iacloud.provider import Observed, Registry, Remaining, ResourceType, TaggedObject
 from iacloud.schema import Disruption, max_disruption
 from iacloud.state.model import ResourceState, Snapshot
 
@@ -176,6 +176,7 @@ def plan(
     if not options.destroy:
         planning.plan_declared()
     planning.plan_orphans()
+    planning.check_deletes()
     if observed is not None:
         keep = pending.keeps(config.resources, selected, options.destroy)
         extra, forgotten = pending.resolve(
@@ -347,6 +348,30 @@ class _Planning:
                 why=[Reason(code=gone)],
                 dependencies=prior.dependencies,
             )
+
+    def check_deletes(self) -> None:
+        """The provider's plan-time check of each delete (and each replacement's delete half)
+        against the objects the plan keeps. Raises UserError with every diagnostic."""
+        deleting = (Action.DELETE, Action.DELETE_CREATE, Action.CREATE_DELETE)
+        doomed = [c for c in self.changes.values() if c.action in deleting]
+        if not doomed:
+            return
+        remaining = {
+            address: Remaining(address, prior.type, prior.id, prior.inputs)
+            for address, prior in self.priors.items()
+            if prior.exists
+            and (address not in self.changes or self.changes[address].action not in deleting)
+        }
+        for change in doomed:
+            prior = self.priors.get(change.address)
+            if prior is None or not prior.exists or change.type not in self.registry.types:
+                continue
+            observed = prior.observed or Observed(prior.id or "", prior.inputs, prior.attributes)
+            found = self.resources(change.type).check_delete(change.address, observed, remaining)
+            where = f"resources.{change.address}"
+            self.diagnostics.extend(_locate(d, self.config, where) for d in found)
+        if self.diagnostics:
+            raise UserError(self.diagnostics)
 
 
 def _reasons(

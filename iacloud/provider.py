@@ -21,6 +21,9 @@ Contracts every resource type keeps:
 - check: plan-time validation against the prior object (e.g. a volume may not shrink). It may
   read the provider's own local records (a port checks its network's reservations) but never
   changes anything and opens no connection.
+- check_delete: plan-time validation of a delete (or the delete half of a replacement) against
+  the objects the plan keeps (a snapshot that a kept volume is made from cannot go). Same rules
+  as check.
 A provider may also check its resources against each other at load time, before anything exists
 (`Provider.check_stack`: a port's address inside its network's subnet). It sees them as
 `iacloud.stack_view.ResourceView`s: literal values where known, `Reference` / `Computed` markers
@@ -113,6 +116,17 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class Remaining:
+    """An object the plan keeps as it is or updates in place (`ResourceType.check_delete`):
+    its address, type, id and (prior) inputs."""
+
+    address: str
+    type: str
+    id: str | None
+    inputs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class TaggedObject:
     """An object on the host carrying an ownership tag (or none: unmanaged)."""
 
@@ -151,6 +165,13 @@ class ResourceType:
                 setattr(cls, name, _changing(method))
 
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
+        return []
+
+    def check_delete(
+        self, address: str, prior: Observed, remaining: Mapping[str, Remaining]
+    ) -> list[Diagnostic]:
+        """Plan-time check that the object at `address` (`prior`) may be deleted while the
+        `remaining` objects (by address) stay."""
         return []
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:

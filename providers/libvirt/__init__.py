@@ -8,7 +8,9 @@ Modules, one per concept:
   listings    the run's domain and pool listings, shared by the reads of every type
   storage     volume ids ("pool/name"), volume XML, streamed upload
   tags        ownership tags: domain metadata, and volume names that carry the tag
-  image, volume, server    the resource types
+  image, volume, snapshot, server    the resource types (snapshot: `volume_snapshot`)
+  blockcopy   a point-in-time copy of a disk a running domain uses (block copy, no pivot)
+  references  load-time checks that volumes and snapshots name resources of the right type
   domain_xml  domain XML built and parsed with ElementTree
   seed        the NoCloud seed ISO (pycdlib): meta-data, user-data, network-config
   console     the serial console log and the test image's IACLOUD-READY line
@@ -23,13 +25,14 @@ by every thread of the run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import libvirt
 
-from iacloud.errors import ProviderError
+from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
+from iacloud.stack_view import ResourceView
 
 from . import storage, virt_type
 from .connection import Connection, failing, unproven_on_loss
@@ -37,16 +40,18 @@ from .domain_xml import parse
 from .image import Image
 from .listings import Listings as LibvirtListings
 from .pool import Pools
+from .references import check_references
 from .server import Server
 from .settings import LibvirtSettings
-from .tags import format_of
+from .snapshot import VolumeSnapshot
+from .tags import format_of, parse_volume_name
 from .volume import Volume
 
 
 class LibvirtProvider(Provider):
     name = "libvirt"
     Settings = LibvirtSettings
-    resource_types = (Image, Volume, Server)
+    resource_types = (Image, Volume, VolumeSnapshot, Server)
     settings: LibvirtSettings
     # domains, their XML and states, pools, volumes: for reads
     Listings = LibvirtListings
@@ -81,21 +86,29 @@ class LibvirtProvider(Provider):
                 f"cannot tell the format of volume {volume_id} without probing it: "
                 "its name must end in .qcow2 or .raw"
             )
+        tag = parse_volume_name(name)
+        if tag is not None and tag.role == "snap":
+            # written to, it would change under the volumes made from it
+            raise ProviderError(
+                f"{volume_id} is a volume snapshot, which is read-only: make a volume from it "
+                "(`snapshot = ...` on a volume) and use that"
+            )
         pool = self.pools.find(self.conn(), pool_name)
         if pool is None or storage.lookup(pool, name) is None:
             raise ProviderError(f"volume {volume_id} does not exist")
         return pool_name, name, fmt
 
-    def image_file(self, image_id: str) -> tuple[str, str, int]:
-        """(path, format, virtual size in bytes) of an image, to back an overlay with."""
-        pool_name, name = storage.split_id(image_id, "image id")
+    def image_file(self, image_id: str, what: str = "image") -> tuple[str, str, int]:
+        """(path, format, virtual size in bytes) of an image (or a volume snapshot: `what`),
+        to back an overlay with."""
+        pool_name, name = storage.split_id(image_id, f"{what} id")
         fmt = format_of(name)
         pool = self.pools.find(self.conn(), pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
-            raise ProviderError(f"image {image_id} does not exist")
+            raise ProviderError(f"{what} {image_id} does not exist")
         if fmt is None:
-            raise ProviderError(f"cannot tell the format of image {image_id}")
+            raise ProviderError(f"cannot tell the format of {what} {image_id}")
         info = storage.info(pool, vol)
         return info.path, fmt, info.capacity
 
@@ -113,6 +126,10 @@ class LibvirtProvider(Provider):
                 if disk.id == volume_id or (disk.path and disk.path == path):
                     out.append((dom, disk.target))
         return out
+
+    @classmethod
+    def check_stack(cls, resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
+        return check_references(resources)
 
     @classmethod
     def doctor(cls, settings: ProviderSettings) -> list[Check]:

@@ -1,6 +1,6 @@
 """What the libvirt resource types share: typed access to the provider, and storage reads.
 
-Images and volumes are both storage volumes told apart by the role in their names
+Images, volumes and snapshots are all storage volumes told apart by the role in their names
 (`tags.volume_name`); reading either is one `listAllVolumes()` per pool, whatever the
 number of objects asked for, taken once per run for every type (`listings`).
 
@@ -124,8 +124,14 @@ class StorageResource(LibvirtResource):
             "image": "the image",
             "root": "the root disk of server",
             "seed": "the NoCloud seed of server",
+            "snap": "the volume snapshot",
         }.get(tag.role or "", "the volume")
-        return f"{name} is {what} {tag.address}, not {'an image' if self.role else 'a volume'}"
+        noun = {"image": "an image", "snap": "a volume snapshot"}.get(self.role or "", "a volume")
+        return f"{name} is {what} {tag.address}, not {noun}"
+
+    def home_pool(self, ref: ObjectRef) -> str:
+        """The pool an object without a recorded id would be in."""
+        return ref.inputs.get("pool") or self.provider.settings.pool
 
     def candidate_names(self, ref: ObjectRef) -> list[str]:
         """Names an object without a recorded id may have (its format may be unknown)."""
@@ -145,7 +151,7 @@ class StorageResource(LibvirtResource):
                     continue  # an id that cannot be ours is simply not found
                 names = [name]
             else:
-                pool_name = ref.inputs.get("pool") or self.provider.settings.pool
+                pool_name = self.home_pool(ref)
                 names = self.candidate_names(ref)
             by_pool.setdefault(pool_name, []).append((ref, names))
         found = {}

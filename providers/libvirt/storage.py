@@ -38,6 +38,8 @@ class VolumeInfo:
     allocation: int
     physical: int | None
     backing_path: str | None
+    format: str | None = None  # the format libvirt found the volume in (it probes files)
+    mtime: float | None = None  # when the file's contents last changed, in seconds
 
     @property
     def id(self) -> str:
@@ -68,7 +70,17 @@ def parse_volume_xml(pool: str, xml: str) -> VolumeInfo:
         allocation=size("allocation") or 0,
         physical=size("physical"),
         backing_path=root.findtext("backingStore/path") or None,
+        format=fmt.get("type") if (fmt := root.find("target/format")) is not None else None,
+        mtime=_seconds(root.findtext("target/timestamps/mtime")),
     )
+
+
+def _seconds(text: str | None) -> float | None:
+    """A timestamp of volume XML ("1700000000.123456789"), or None."""
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def volume_xml(

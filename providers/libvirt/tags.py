@@ -7,7 +7,8 @@ Storage volumes have no free-form metadata, so their *name* is the tag:
     iac-<first 8 characters of the stack id>-<encoded address>[.<role>].<format>
 e.g. `iac-3fa2b1c4-base.image.qcow2` (image "base"), `iac-3fa2b1c4-data.1.raw` (volume
 "data[1]"), `iac-3fa2b1c4-web.0.root.qcow2` and `iac-3fa2b1c4-web.0.seed.raw` (the root
-overlay and NoCloud seed of server "web[0]"). The format suffix is
+overlay and NoCloud seed of server "web[0]"), `iac-3fa2b1c4-nightly.snap.qcow2` (volume snapshot
+"nightly"). The format suffix is
 what the provider reads a volume's format from: formats are never probed from file contents.
 
 Every name built here contains only [A-Za-z0-9_.-]; anything else is refused, never mangled,
@@ -30,14 +31,14 @@ NS_PREFIX = "iacloud"
 ET.register_namespace(NS_PREFIX, NS)
 
 FORMATS = ("qcow2", "raw")
-ROLES = ("image", "root", "seed")
+ROLES = ("image", "root", "seed", "snap")
 
 # an address as the engine writes it: a resource name, optionally with an index
 _ADDRESS = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?")
 _STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _VOLUME_NAME = re.compile(
     r"iac-(?P<prefix>[A-Za-z0-9]{1,8})-(?P<name>[A-Za-z_][A-Za-z0-9_-]{0,62})"
-    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed))?\.(?P<format>qcow2|raw)"
+    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed|snap))?\.(?P<format>qcow2|raw)"
 )
 # a libvirt object name we accept from users (pools, volumes): no path separators, no NUL
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
@@ -58,7 +59,7 @@ class VolumeName:
 
     prefix: str  # the first 8 characters of the owning stack's id
     address: str
-    role: str | None  # None: a volume; "image"; "root" or "seed": a server's own
+    role: str | None  # None: a volume; "image"; "snap": a snapshot; "root", "seed": a server's
     format: str
 
 

@@ -1,15 +1,20 @@
-"""The `volume` resource type: a block device in a pool (Cinder), empty or an image overlay.
+"""The `volume` resource type: a block device in a pool (Cinder), empty, an image overlay, or
+made from a volume snapshot.
 
-An overlay is a qcow2 volume whose backing file is an image, written with the backing
-format stated in the volume XML (`<backingStore><format>`), so QEMU never probes it.
+An overlay is a qcow2 volume whose backing file is an image or a volume snapshot (see
+`snapshot`), written with the backing format stated in the volume XML (`<backingStore><format>`),
+so QEMU never probes it. A volume made from a snapshot starts as the volume the snapshot copied
+and shares the snapshot's blocks until it writes its own; the snapshot therefore cannot be
+deleted while the volume exists.
 `size_gib` grows in place: `virStorageVol.resize` when no running guest uses the volume,
 `virDomain.blockResize` when one does (the guest sees the new size at once). Shrinking is
-refused by `check()` at plan time. Changing image, format or pool replaces the volume and
-loses its data (the replacement disruption is data-loss).
+refused by `check()` at plan time. Changing image, snapshot, format or pool replaces the volume
+and loses its data (the replacement disruption is data-loss).
 
-Every input reads back from libvirt (the image from the overlay's backing file) except how
-the pool was written: none (the provider's default) or a name. Create records that beside
-the stack's data (see `base`), so import gives the inputs create was given.
+Every input reads back from libvirt (the image or snapshot from the overlay's backing file, told
+apart by the backing volume's name) except how the pool was written: none (the provider's
+default) or a name. Create records that beside the stack's data (see `base`), so import gives
+the inputs create was given.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import libvirt
+from pydantic import field_validator
 
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
@@ -30,16 +36,39 @@ from .base import StorageResource
 from .connection import failing
 from .pool import Pool
 from .storage import GiB
-from .tags import PoolName, format_of, volume_name
+from .tags import PoolName, format_of, parse_volume_name, volume_name
+
+
+def _role(volume_id: str) -> str | None:
+    """The role the name of a volume id declares ("image", "snap", ...), None for a volume."""
+    tag = parse_volume_name(volume_id.rpartition("/")[2])
+    return tag.role if tag is not None else None
 
 
 class VolumeInputs(Inputs):
     size_gib: int = prop(update=Disruption.LIVE, ge=1, le=65536, description="grows in place")
     image: str | None = prop(None, update=Disruption.REPLACE, description="an image id")
+    snapshot: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        description="a volume_snapshot id: the volume starts as that copy (an overlay on it)",
+    )
     format: Literal["qcow2", "raw"] = prop("qcow2", update=Disruption.REPLACE)
     pool: PoolName | None = prop(
         None, update=Disruption.REPLACE, description="default: the provider's"
     )
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                storage.split_id(value, "snapshot id")
+            except ProviderError as exc:
+                raise ValueError(str(exc)) from None
+            if _role(value) != "snap":
+                raise ValueError(f"{value!r} is not a volume snapshot (a '*.snap.qcow2' volume)")
+        return value
 
 
 class Volume(StorageResource):
@@ -62,10 +91,26 @@ class Volume(StorageResource):
                     hint=f"keep size_gib >= {before}, or replace the volume",
                 )
             )
-        if inputs.image is not None and inputs.format != "qcow2":
+        if inputs.image is not None and inputs.snapshot is not None:
             out.append(
                 Diagnostic(
-                    "a volume made from an image is a qcow2 overlay: format must be qcow2",
+                    "give at most one of 'image' and 'snapshot'", address=address, field="snapshot"
+                )
+            )
+        elif inputs.image is not None and _role(inputs.image) == "snap":
+            out.append(
+                Diagnostic(
+                    f"{inputs.image} is a volume snapshot, not an image",
+                    address=address,
+                    field="image",
+                    hint="write `snapshot = ...` to make a volume from a snapshot",
+                )
+            )
+        source = "an image" if inputs.image is not None else "a snapshot"
+        if (inputs.image or inputs.snapshot) is not None and inputs.format != "qcow2":
+            out.append(
+                Diagnostic(
+                    f"a volume made from {source} is a qcow2 overlay: format must be qcow2",
                     address=address,
                     field="format",
                 )
@@ -84,11 +129,13 @@ class Volume(StorageResource):
             raise ProviderError(f"volume {pool.name}/{name} already exists")
         capacity = inputs.size_gib * GiB
         backing = None
-        if inputs.image is not None:
-            path, fmt, size = self.provider.image_file(inputs.image)
+        for what, source in (("image", inputs.image), ("snapshot", inputs.snapshot)):
+            if source is None:
+                continue
+            path, fmt, size = self.provider.image_file(source, what)
             if capacity < size:
                 raise ProviderError(
-                    f"size_gib {inputs.size_gib} is smaller than image {inputs.image} "
+                    f"size_gib {inputs.size_gib} is smaller than {what} {source} "
                     f"({math.ceil(size / GiB)} GiB)"
                 )
             backing = (path, fmt)
@@ -106,14 +153,19 @@ class Volume(StorageResource):
     # ---------------------------------------------------------------- read
     def _observe(self, pool: Pool, vol: libvirt.virStorageVol, recorded_pool: object) -> Observed:
         info = storage.info(pool, vol)
-        image = None
+        image = snapshot = None
         if info.backing_path:
             owner = self.provider.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
             base = os.path.basename(info.backing_path)
-            image = f"{owner}/{base}" if owner else info.backing_path
+            backing = f"{owner}/{base}" if owner else info.backing_path
+            if owner and _role(backing) == "snap":
+                snapshot = backing
+            else:
+                image = backing
         inputs: dict[str, object] = {
             "size_gib": math.ceil(info.capacity / GiB),
             "image": image,
+            "snapshot": snapshot,
             "pool": self.observed_pool(pool.name, recorded_pool),
         }
         if fmt := format_of(info.name):

@@ -968,7 +968,13 @@ def test_objects_made_by_hand_with_the_tag_are_orphans_until_imported(lab: Lab):
     assert (ids["extra"], ids["ghost"].lower(), ids["stray"]) == (extra, ghost.lower(), stray)
     # the imported volume is recorded as a created one would be
     state = json.loads(iacloud("state", "show", "extra", "--json", "--stack", str(lab.path)))
-    assert state["inputs"] == {"size_gib": 1, "image": None, "format": "qcow2", "pool": None}
+    assert state["inputs"] == {
+        "size_gib": 1,
+        "image": None,
+        "snapshot": None,
+        "format": "qcow2",
+        "pool": None,
+    }
 
 
 def test_tagged_objects_of_types_the_stack_does_not_use_are_orphans(lab: Lab):

@@ -14,6 +14,8 @@ checks, in the order a user would make them:
 - a second plan is empty and `drift` exits 0;
 - a NIC hot-plugged into a on a second network gets a DHCP address, which `addresses` reports
   after a refresh and a namespace on that network pings; detaching it again leaves nothing;
+- a volume_snapshot of a volume a uses, taken while a runs, is quiesced through the guest
+  agent: a file a wrote there just before, without syncing, is in the snapshot;
 - destroy leaves no domain, volume, link, namespace or dnsmasq of the stack.
 """
 
@@ -76,6 +78,7 @@ image = {{ get_resource = "img" }}
 memory_mib = 512
 networks = {a_networks}
 {a_ready}
+{a_volumes}
 ssh_keys = ["{key}"]
 user_data = '''{user_data_a}'''
 
@@ -87,7 +90,7 @@ memory_mib = 512
 networks = [{{ port = {{ get_resource = "bport" }} }}]
 ssh_keys = ["{key}"]
 user_data = '''{user_data_b}'''
-"""
+{extra}"""
 
 USER_DATA = """#cloud-config
 hostname: {host}
@@ -107,7 +110,9 @@ class Lab:
         self.path, self.tag, self.key, self.pool = path, tag, key, pool
         self.pub = key.with_suffix(".pub").read_text().strip()
 
-    def write(self, a_networks: str = ONE_NIC, a_ready: str = "") -> Path:
+    def write(
+        self, a_networks: str = ONE_NIC, a_ready: str = "", a_volumes: str = "", extra: str = ""
+    ) -> Path:
         text = STACK.format(
             name=f"e2ecloud-{self.tag}",
             image=CLOUD,
@@ -117,6 +122,8 @@ class Lab:
             key=self.pub,
             a_networks=a_networks,
             a_ready=a_ready,
+            a_volumes=a_volumes,
+            extra=extra,
             user_data_a=USER_DATA.format(host=f"alpha-{self.tag}", tag=self.tag),
             user_data_b=USER_DATA.format(host=f"beta-{self.tag}", tag=self.tag),
         )
@@ -290,6 +297,55 @@ def test_hotplugged_nic_comes_up_and_detaches_cleanly(lab):
     assert ping(ns2, addrs[0]).returncode != 0
     assert "No changes" in iacloud("plan", "--detailed-exitcode", str(lab.path))
     iacloud("drift", str(lab.path))
+
+
+DISK = """
+[resources.disk]
+type = "volume"
+size_gib = 1
+"""
+SNAPSHOT = """
+[resources.snap]
+type = "volume_snapshot"
+volume = { get_resource = "disk" }
+"""
+ATTACHED = 'volumes = [{ get_resource = "disk" }]'
+
+
+def test_a_snapshot_of_a_volume_in_use_is_quiesced_through_the_guest_agent(lab, tmp_path):
+    lab, host, _ = lab
+    lab.write(a_volumes=ATTACHED, extra=DISK)
+    iacloud("apply", "--auto-approve", str(lab.path))
+    res = lab.show()["resources"]
+    a_id = res["a"]["id"]
+    (a_ip,) = res["a"]["attributes"]["addresses"]["lan"]
+    ns = host.client(res["lan"]["id"], f"{LAN}.251/24")
+    # a filesystem on the hot-plugged volume (vdb), and a file written into it, not synced:
+    # ext4 keeps its data in the guest's page cache for up to 30 s
+    lab.ssh(ns, a_ip, "sudo mkfs.ext4 -q /dev/vdb && sudo mkdir -p /mnt/d && "
+            "sudo mount /dev/vdb /mnt/d && sync && "
+            f"echo 'written by {lab.tag}' | sudo tee /mnt/d/marker >/dev/null")  # fmt: skip
+    t0 = time.monotonic()
+    lab.write(a_volumes=ATTACHED, extra=DISK + SNAPSHOT)
+    iacloud("apply", "--auto-approve", str(lab.path))
+    print(f"\nsnapshot of a volume in use, {time.monotonic() - t0:.1f}s after the write")
+    res = lab.show()["resources"]
+    snap = res["snap"]["attributes"]
+    assert snap["consistency"] == "quiesced"
+    assert res["a"]["id"] == a_id and res["a"]["attributes"]["power_state"] == "running"
+    raw = tmp_path / "snap.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", snap["path"], str(raw)],
+                   check=True, timeout=120)  # fmt: skip
+    out = subprocess.run(["debugfs", "-R", "cat /marker", str(raw)], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert f"written by {lab.tag}" in out.stdout, out.stdout + out.stderr
+    # thawed: the guest writes again; then the volume is unmounted and detached
+    lab.ssh(ns, a_ip, "echo again | sudo tee /mnt/d/again >/dev/null && sync && "
+            "sudo umount /mnt/d")  # fmt: skip
+    assert "No changes" in iacloud("plan", "--detailed-exitcode", str(lab.path))
+    lab.write()
+    iacloud("apply", "--auto-approve", str(lab.path))
+    assert lab.show()["resources"]["a"]["id"] == a_id
 
 
 def test_destroy_leaves_nothing(lab):

@@ -232,6 +232,7 @@ def test_import_volume(lab: Lab) -> None:
     assert imported.inputs == {
         "size_gib": 2,
         "image": ws.backend.snapshot(lab.name).resources["base"].id,
+        "snapshot": None,
         "format": "qcow2",
         "pool": lab.pool,
     }

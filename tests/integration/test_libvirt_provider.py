@@ -266,7 +266,13 @@ def test_volume_empty_and_overlay(env: Env) -> None:
     img = env.image.create("base", env.image.Inputs(source=str(src), format="qcow2"))
     empty = env.volume.create("data", env.volume.Inputs(size_gib=1, format="raw"))
     assert empty.attributes["capacity_bytes"] == GiB
-    assert empty.inputs == {"size_gib": 1, "image": None, "format": "raw", "pool": None}
+    assert empty.inputs == {
+        "size_gib": 1,
+        "image": None,
+        "snapshot": None,
+        "format": "raw",
+        "pool": None,
+    }
     assert env.lookup_vol(empty.id).info()[1] == GiB
 
     over = env.volume.create("disk[0]", env.volume.Inputs(size_gib=1, image=img.id))
