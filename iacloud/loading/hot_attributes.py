@@ -26,6 +26,7 @@ _ATTRIBUTES: dict[str, dict[str, str]] = {
     "OS::Neutron::Subnet": {"cidr": "cidr", "gateway_ip": "gateway"},
     "OS::Neutron::Router": {},
     "OS::Cinder::Volume": {},
+    "OS::Cinder::VolumeSnapshot": {},
     "OS::Glance::WebImage": {},
     "OS::Nova::KeyPair": {
         "public_key": "public_key",

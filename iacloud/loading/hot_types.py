@@ -516,11 +516,16 @@ class _Mapper:
         def image(v: Any) -> None:
             out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
 
+        def snapshot(v: Any) -> None:
+            if "volume_snapshot" not in self.types:
+                no("snapshot_id")(v)
+            out["snapshot"] = self.ref(v, "snapshot_id", "OS::Cinder::VolumeSnapshot")
+
         def no(what: str) -> Callable[[Any], None]:
             def refuse(v: Any) -> None:
                 raise HotError(
-                    f"volumes from a {what} are not supported: iacloud has no volume "
-                    "snapshots or backups",
+                    f"volumes from a {what} are not supported: iacloud makes volumes from "
+                    "images and from volume snapshots of the template (snapshot_id)",
                     what,
                 )
 
@@ -531,12 +536,26 @@ class _Mapper:
             {
                 "size": "size_gib",
                 "image": image,
-                "snapshot_id": no("snapshot_id"),
+                "snapshot_id": snapshot,
                 "source_volid": no("source_volid"),
                 "backup_id": no("backup_id"),
             },
             harmless=("availability_zone", "volume_type"),
         )
+
+    def snapshot(self, e: Entry) -> None:
+        if "volume_snapshot" not in self.types:
+            raise HotError("volume snapshots are not available (no volume_snapshot type)", "")
+        e.out = {"type": "volume_snapshot"}
+        e.out["volume"] = self.ref(e.properties.get("volume"), "volume", "OS::Cinder::Volume")
+        self.take(e, {"volume": None, "force": None})
+        if e.properties.get("force") is False:
+            self.note(
+                e,
+                "force",
+                "a snapshot of a volume in use is always taken (quiesced "
+                "through the guest agent where it runs)",
+            )
 
     def attachment(self, e: Entry) -> None:
         props = e.properties
@@ -724,6 +743,7 @@ HANDLERS: dict[str, Callable[[_Mapper, Entry], None]] = {
     "OS::Neutron::RouterInterface": _Mapper.router_interface,
     "OS::Cinder::Volume": _Mapper.volume,
     "OS::Cinder::VolumeAttachment": _Mapper.attachment,
+    "OS::Cinder::VolumeSnapshot": _Mapper.snapshot,
     "OS::Glance::WebImage": _Mapper.image,
     "OS::Heat::RandomString": _Mapper.random_string,
     "OS::Heat::None": _Mapper.none,
@@ -745,6 +765,7 @@ _ORDER = (
     "OS::Neutron::RouterInterface",
     "OS::Neutron::Port",
     "OS::Cinder::Volume",
+    "OS::Cinder::VolumeSnapshot",
     "OS::Nova::Server",
     "OS::Cinder::VolumeAttachment",
 )

@@ -394,8 +394,12 @@ REFUSED = [
         "security groups",
     ),
     (
+        "  v:\n    type: OS::Cinder::Volume\n    properties: {size: 1, backup_id: abc}\n",
+        "iacloud makes volumes from images and from volume snapshots",
+    ),
+    (
         "  v:\n    type: OS::Cinder::Volume\n    properties: {size: 1, snapshot_id: abc}\n",
-        "no volume snapshots",
+        "of a OS::Cinder::VolumeSnapshot in this template",
     ),
     (
         "  n6:\n    type: OS::Neutron::Net\n  s:\n    type: OS::Neutron::Subnet\n"
@@ -857,3 +861,22 @@ def test_one_refused_resource_is_one_error(tpl) -> None:
     with pytest.raises(UserError) as info:
         load(path)
     assert len(info.value.diagnostics) == 1
+
+
+def test_volume_snapshot_and_a_volume_from_it(tpl) -> None:
+    config = load(
+        tpl("""\
+          v:
+            type: OS::Cinder::Volume
+            properties: {size: 1}
+          snap:
+            type: OS::Cinder::VolumeSnapshot
+            properties: {volume: {get_resource: v}, name: nightly}
+          copy:
+            type: OS::Cinder::Volume
+            properties: {size: 1, snapshot_id: {get_resource: snap}}
+        """)
+    )
+    assert config.resources["snap"].type == "volume_snapshot"
+    assert config.resources["snap"].properties["volume"].address == "v"
+    assert config.resources["copy"].properties["snapshot"].address == "snap"
