@@ -12,121 +12,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from iacloud.errors import Diagnostic
-from iacloud.expressions import FUNCTIONS
-from iacloud.loading.hot_functions import HotError, walk_functions
+from iacloud.loading.hot_functions import HotError
+from iacloud.loading.hot_mapping import (
+    GROUP,
+    INDEX,
+    Entry,
+    Translation,
+    has_function,
+    notes_as_diagnostics,
+    redirect,
+    referenced,
+)
+from iacloud.loading.hot_network import NetworkTypes
 
-GROUP = "OS::Heat::ResourceGroup"
 _NOT_HOST = re.compile(r"[^A-Za-z0-9.-]+")
-INDEX = "%index%"
 
 
-@dataclass
-class Entry:
-    """One HOT resource on its way to ours; `into` names the resource a merged one lives in."""
-
-    name: str
-    hot_type: str
-    properties: dict[str, Any]
-    depends_on: list[str]
-    count: Any = None  # a ResourceGroup's count
-    out: dict[str, Any] | None = None
-    into: str | None = None
-    inline: Any = None  # a software config: what get_resource of it stands for
-
-
-@dataclass
-class Translation:
-    """What the types make of a template's resources."""
-
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    problems: list[tuple[str, HotError]] = field(default_factory=list)  # (address, error)
-    failed: set[str] = field(default_factory=set)  # resources not mapped (reported)
-    # (HOT resource, HOT property, our field): where a diagnostic about our field points
-    renames: list[tuple[str, str, str]] = field(default_factory=list)
-    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (address, field, text)
-    entries: dict[str, Entry] = field(default_factory=dict)
-
-
-def _ref(value: Any) -> str | None:
-    """The resource a `{get_resource: NAME}` names, else None."""
-    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("get_resource"), str):
-        return str(value["get_resource"])
-    return None
-
-
-class _Mapper:
-    def __init__(self, raw: dict[str, Entry], types: frozenset[str]) -> None:
-        self.entries = raw
-        self.types = types  # our resource types installed
-        self.result = Translation(entries=raw)
-        self.net_names: dict[str, str] = {}  # a Net's `name` property -> its resource
-
-    # -- helpers ---------------------------------------------------------------------------
-    def note(self, entry: Entry, prop: str, text: str) -> None:
-        self.result.notes.append((f"resources.{entry.name}", prop, text))
-
-    def target(self, value: Any, path: str, *kinds: str) -> str:
-        """The template resource a property names with get_resource, of one of `kinds`."""
-        name = _ref(value)
-        if name is None:
-            if isinstance(value, (str, dict)):
-                raise HotError(
-                    f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
-                    f"template, found {value!r}",
-                    path,
-                    "things that exist outside the template (by name or id) come from the "
-                    "site catalog, which iacloud does not have yet",
-                )
-            raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
-        entry = self.entries.get(name)
-        if entry is None:
-            raise HotError(f"reference to unknown resource {name!r}", path)
-        if entry.hot_type not in kinds:
-            raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
-        return name
-
-    def ref(self, value: Any, path: str, *kinds: str) -> Any:
-        """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""
-        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
-            cond, *branches = value["if"]
-            return {"if": [cond, *(self.ref(b, path, *kinds) for b in branches)]}
-        return {"get_resource": self.target(value, path, *kinds)}
-
-    def take(
-        self,
-        entry: Entry,
-        known: dict[str, Callable[[Any], None] | str | None],
-        harmless: tuple[str, ...] = (),
-    ) -> None:
-        """Hand each property to its handler; harmless ones become notes, others errors."""
-        for key, value in entry.properties.items():
-            if value is None:
-                continue
-            if key in known:
-                action = known[key]
-                if callable(action):
-                    action(value)
-                elif isinstance(action, str):
-                    assert entry.out is not None
-                    entry.out[action] = value
-                    self.result.renames.append((entry.name, key, action))
-            elif key in harmless or key in ("name", "description", "tags", "metadata"):
-                self.note(entry, key, f"'{key}' is accepted and has no effect")
-            else:
-                supported = ", ".join(sorted(known))
-                raise HotError(
-                    f"property '{key}' of {entry.hot_type} is not supported",
-                    key,
-                    f"supported: {supported}",
-                )
-
-    # -- per type --------------------------------------------------------------------------
+class _Mapper(NetworkTypes):
     def server(self, e: Entry) -> None:
         out = e.out = {"type": "server"}
         networks: list[Any] = []
@@ -317,199 +223,6 @@ class _Mapper:
             return {"port": {"get_resource": f"{port}[%index%]" if e.count is not None else port}}
         return {"network": {"get_resource": net}}
 
-    def net(self, e: Entry) -> None:
-        e.out = {"type": "network"}
-
-        def admin_state_up(v: Any) -> None:
-            if v is not True:
-                raise HotError("admin_state_up false is not supported", "admin_state_up")
-
-        def name(v: Any) -> None:
-            if isinstance(v, str):
-                self.net_names[v] = e.name
-            self.note(e, "name", "the network is named after its resource in iacloud")
-
-        def value_specs(v: Any) -> None:
-            if not isinstance(v, dict) or set(v) - {"router:external"}:
-                raise HotError("value_specs: only 'router:external' is supported", "value_specs")
-            if "router:external" in v:
-                e.out["external"] = v["router:external"]  # type: ignore[index]
-
-        self.take(
-            e,
-            {"admin_state_up": admin_state_up, "name": name, "value_specs": value_specs},
-            harmless=("shared", "dns_domain", "availability_zone_hints"),
-        )
-
-    def subnet(self, e: Entry) -> None:
-        net = self.target(
-            e.properties.get("network", e.properties.get("network_id")),
-            "network",
-            "OS::Neutron::Net",
-        )
-        holder = self.entries[net].out
-        if holder is None:
-            raise HotError(f"network {net!r} could not be mapped", "network")
-        if "cidr" in holder:
-            raise HotError(
-                f"network {net!r} has a second subnet: iacloud networks have one subnet each",
-                "network",
-                "make a second OS::Neutron::Net for the second subnet",
-            )
-        if "gateway_ip" in e.properties and e.properties["gateway_ip"] in (None, ""):
-            raise HotError(
-                "a subnet without a gateway is not supported: an iacloud network has one",
-                "gateway_ip",
-                "leave gateway_ip out for the first host address",
-            )
-        out: dict[str, Any] = {}
-        e.out = out
-
-        def ip_version(v: Any) -> None:
-            if v not in (4, "4"):
-                raise HotError("only IPv4 subnets are supported (ip_version 4)", "ip_version")
-
-        def pools(v: Any) -> None:
-            if not isinstance(v, list) or len(v) != 1 or not isinstance(v[0], dict):
-                raise HotError(
-                    "allocation_pools: exactly one pool {start, end}", "allocation_pools"
-                )
-            out["dhcp_range"] = {"start": v[0].get("start"), "end": v[0].get("end")}
-
-        self.take(
-            e,
-            {
-                "network": None,
-                "network_id": None,
-                "cidr": "cidr",
-                "ip_version": ip_version,
-                "gateway_ip": "gateway",
-                "enable_dhcp": "dhcp",
-                "dns_nameservers": "dns",
-                "allocation_pools": pools,
-            },
-        )
-        if "cidr" not in out:
-            raise HotError("a subnet needs a cidr", "cidr")
-        holder.update(out)
-        e.out = None
-        e.into = net
-
-    def router(self, e: Entry) -> None:
-        out = e.out = {"type": "router", "networks": []}
-
-        def gateway(v: Any) -> None:
-            if not isinstance(v, dict):
-                raise HotError("external_gateway_info must be a map", "external_gateway_info")
-            extra = set(v) - {"network", "enable_snat", "external_fixed_ips"}
-            if extra:
-                raise HotError(
-                    f"external_gateway_info: '{sorted(extra)[0]}' is not supported",
-                    "external_gateway_info",
-                )
-            net = self.target(v.get("network"), "external_gateway_info.network", "OS::Neutron::Net")
-            ips = v.get("external_fixed_ips")
-            if not (
-                isinstance(ips, list)
-                and len(ips) == 1
-                and isinstance(ips[0], dict)
-                and ips[0].get("ip_address") is not None
-            ):
-                raise HotError(
-                    "external_gateway_info needs external_fixed_ips with one ip_address: "
-                    "iacloud routers take a fixed address on the external network",
-                    "external_gateway_info",
-                )
-            ext = {"network": {"get_resource": net}, "ip": ips[0]["ip_address"]}
-            if "enable_snat" in v:
-                ext["snat"] = v["enable_snat"]
-            out["external"] = ext
-
-        def admin_state_up(v: Any) -> None:
-            if v is not True:
-                raise HotError("admin_state_up false is not supported", "admin_state_up")
-
-        self.take(
-            e,
-            {"external_gateway_info": gateway, "admin_state_up": admin_state_up},
-            harmless=("availability_zone_hints", "l3_agent_ids", "ha", "distributed"),
-        )
-
-    def router_interface(self, e: Entry) -> None:
-        props = e.properties
-        router = self.target(
-            props.get("router", props.get("router_id")), "router", "OS::Neutron::Router"
-        )
-        extra = set(props) - {"router", "router_id", "subnet", "subnet_id"}
-        if extra:
-            raise HotError(
-                f"property '{sorted(extra)[0]}' of OS::Neutron::RouterInterface is not "
-                "supported: a router joins a subnet",
-                sorted(extra)[0],
-            )
-        subnet = self.target(
-            props.get("subnet", props.get("subnet_id")), "subnet", "OS::Neutron::Subnet"
-        )
-        net = self.entries[subnet].into
-        e.into = router
-        holder = self.entries[router].out
-        assert holder is not None
-        holder["networks"].append({"get_resource": net})
-
-    def port(self, e: Entry) -> None:
-        out = e.out = {"type": "port"}
-
-        def network(v: Any) -> None:
-            out["network"] = self.ref(v, "network", "OS::Neutron::Net")
-
-        def fixed_ips(v: Any) -> None:
-            if not (
-                isinstance(v, list)
-                and len(v) == 1
-                and isinstance(v[0], dict)
-                and v[0].get("ip_address") is not None
-            ):
-                raise HotError(
-                    "fixed_ips needs exactly one entry with an ip_address: an iacloud port "
-                    "is one fixed address",
-                    "fixed_ips",
-                )
-            out["ip"] = v[0]["ip_address"]
-            if "network" not in out and v[0].get("subnet") is not None:
-                subnet = self.target(v[0]["subnet"], "fixed_ips[0].subnet", "OS::Neutron::Subnet")
-                out["network"] = {"get_resource": self.entries[subnet].into}
-
-        def security_groups(v: Any) -> None:
-            if v:
-                raise HotError(
-                    "security groups are not supported yet",
-                    "security_groups",
-                    "leave security_groups out until iacloud has security groups",
-                )
-
-        def admin_state_up(v: Any) -> None:
-            if v is not True:
-                raise HotError("admin_state_up false is not supported", "admin_state_up")
-
-        self.take(
-            e,
-            {
-                "network": network,
-                "network_id": network,
-                "fixed_ips": fixed_ips,
-                "mac_address": "mac",
-                "security_groups": security_groups,
-                "admin_state_up": admin_state_up,
-            },
-            harmless=("device_owner", "device_id", "dns_name"),
-        )
-        if "ip" not in out:
-            raise HotError(
-                "a port needs fixed_ips with an ip_address: iacloud ports are fixed addresses",
-                "fixed_ips",
-                "or leave the port out and give the server {network: ...}",
-            )
-
     def volume(self, e: Entry) -> None:
         out = e.out = {"type": "volume"}
 
@@ -586,28 +299,6 @@ class _Mapper:
         assert holder is not None
         ref = f"{volume}[{INDEX}]" if v_each else volume
         holder.setdefault("volumes", []).append({"get_resource": ref})
-
-    def member(self, e: Entry, value: Any, path: str, kind: str) -> tuple[str, bool]:
-        """A resource of `kind` named by get_resource, or, inside a ResourceGroup of the same
-        count, member %index% of a group of them (`{get_attr: [GROUP, resource.%index%]}`):
-        (name, per member)."""
-        arg = value.get("get_attr") if isinstance(value, dict) and len(value) == 1 else None
-        if not (isinstance(arg, list) and len(arg) == 2 and arg[1] == f"resource.{INDEX}"):
-            name = self.target(value, path, kind)
-            if self.entries[name].count is not None and e.count is not None:
-                raise HotError(f"name the member: {{get_attr: [{name}, resource.%index%]}}", path)
-            return name, False
-        name = self.target({"get_resource": arg[0]}, path, kind)
-        group = self.entries[name]
-        if e.count is None or group.count is None:
-            raise HotError(f"resource.%index% of {name!r} needs both to be ResourceGroups", path)
-        if group.count != e.count:
-            raise HotError(
-                f"the group {name!r} and this one must have the same count",
-                path,
-                "give both the same count (the same parameter)",
-            )
-        return name, True
 
     def image(self, e: Entry) -> None:
         out = e.out = {"type": "image"}
@@ -719,7 +410,7 @@ class _Mapper:
         data = e.properties.get("cloud_config") or {}
         if not isinstance(data, dict):
             raise HotError("cloud_config must be a map", "cloud_config")
-        if referenced(data) or _has_function(data):
+        if has_function(data):
             raise HotError(
                 "functions inside cloud_config are not supported",
                 "cloud_config",
@@ -815,40 +506,13 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
     return result
 
 
-def referenced(value: Any) -> set[str]:
-    """The resource names a raw value refers to with get_resource / get_attr."""
-    found: set[str] = set()
-
-    def visit(key: str, arg: Any, where: str) -> Any:
-        name = arg if key == "get_resource" else (arg[0] if isinstance(arg, list) and arg else None)
-        if isinstance(name, str):
-            found.add(name.split("[", 1)[0])
-        return {key: arg}
-
-    walk_functions(value, visit)
-    return found
-
-
-def _has_function(value: Any) -> bool:
-    if isinstance(value, dict):
-        if len(value) == 1 and next(iter(value)) in FUNCTIONS:
-            return True
-        return any(_has_function(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_function(v) for v in value)
-    return False
-
-
-def redirect(raw: dict[str, Entry], name: str) -> str:
-    entry = raw.get(name)
-    return entry.into if entry is not None and entry.into is not None else name
-
-
-def notes_as_diagnostics(
-    notes: list[tuple[str, str, str]], file: str, lines: dict[str, int]
-) -> list[Diagnostic]:
-    out = []
-    for address, prop, text in notes:
-        line = lines.get(f"{address}.{prop}") or lines.get(address)
-        out.append(Diagnostic(text, file, address, prop or None, None, line))
-    return out
+__all__ = [
+    "GROUP",
+    "HANDLERS",
+    "PENDING",
+    "SUPPORTED",
+    "Entry",
+    "notes_as_diagnostics",
+    "referenced",
+    "translate",
+]
