@@ -43,7 +43,7 @@ class Translation:
     entries: dict[str, Entry] = field(default_factory=dict)
 
 
-def _ref(value: Any) -> str | None:
+def ref_name(value: Any) -> str | None:
     """The resource a `{get_resource: NAME}` names, else None."""
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("get_resource"), str):
         return str(value["get_resource"])
@@ -65,7 +65,7 @@ class MapperBase:
 
     def target(self, value: Any, path: str, *kinds: str) -> str:
         """The template resource a property names with get_resource, of one of `kinds`."""
-        name = _ref(value)
+        name = ref_name(value)
         if name is None:
             if isinstance(value, (str, dict)):
                 raise HotError(

@@ -1,13 +1,18 @@
 """Neutron's types mapped onto ours: a Net with its one Subnet becomes a `network`, a Router
 with its RouterInterfaces a `router` (each interface's subnet an entry of `networks`, the
-external gateway its `external`), a Port a `port` (one fixed address)."""
+external gateway its `external`), a Port a `port` (one fixed address), a SecurityGroup a
+`security_group` (rules in our terms), a FloatingIP with its FloatingIPAssociation (or a server
+network's `floating_ip`) a `floating_ip`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from iacloud.loading.hot_functions import HotError
-from iacloud.loading.hot_mapping import Entry, MapperBase
+from iacloud.loading.hot_mapping import Entry, MapperBase, ref_name
+
+# Neutron's protocol numbers for the protocols a rule can name
+_PROTOCOLS = {"6": "tcp", "17": "udp", "1": "icmp"}
 
 
 class NetworkTypes(MapperBase):
@@ -174,12 +179,9 @@ class NetworkTypes(MapperBase):
                 out["network"] = {"get_resource": self.entries[subnet].into}
 
         def security_groups(v: Any) -> None:
-            if v:
-                raise HotError(
-                    "security groups are not supported yet",
-                    "security_groups",
-                    "leave security_groups out until iacloud has security groups",
-                )
+            groups = self.group_refs(v, "security_groups")
+            if groups:
+                out["security_groups"] = groups
 
         def admin_state_up(v: Any) -> None:
             if v is not True:
@@ -203,3 +205,132 @@ class NetworkTypes(MapperBase):
                 "fixed_ips",
                 "or leave the port out and give the server {network: ...}",
             )
+
+    def group_refs(self, value: Any, path: str) -> list[Any]:
+        """A list of security groups of the template (Neutron's "default" does not exist)."""
+        if not isinstance(value, list):
+            raise HotError("security_groups must be a list", path)
+        if value and "security_group" not in self.types:
+            raise HotError("security groups are not available (no security_group type)", path)
+        refs = []
+        for i, group in enumerate(value):
+            if group == "default":
+                raise HotError(
+                    "iacloud has no 'default' security group",
+                    f"{path}[{i}]",
+                    "declare an OS::Neutron::SecurityGroup and name it with get_resource",
+                )
+            refs.append(self.ref(group, f"{path}[{i}]", "OS::Neutron::SecurityGroup"))
+        return refs
+
+    def security_group(self, e: Entry) -> None:
+        if "security_group" not in self.types:
+            raise HotError("security groups are not available (no security_group type)", "")
+        out = e.out = {"type": "security_group", "rules": []}
+
+        def rules(v: Any) -> None:
+            if not isinstance(v, list):
+                raise HotError("rules must be a list", "rules")
+            out["rules"] = [self.rule(r, f"rules[{i}]") for i, r in enumerate(v)]
+
+        self.take(e, {"rules": rules, "description": "description"})
+
+    def rule(self, value: Any, path: str) -> Any:
+        """A Neutron rule in our terms: protocol numbers and null as names, the port range as
+        port_min/port_max, remote_ip_prefix / remote_group_id (or remote_mode alone: this
+        group) as the remote."""
+        if not isinstance(value, dict):
+            raise HotError("a rule is a map", path)
+        known = {
+            "direction",
+            "ethertype",
+            "protocol",
+            "port_range_min",
+            "port_range_max",
+            "remote_ip_prefix",
+            "remote_group_id",
+            "remote_mode",
+            "description",
+        }
+        extra = set(value) - known
+        if extra:
+            raise HotError(f"'{sorted(extra)[0]}' in a rule is not supported", path)
+        if value.get("ethertype", "IPv4") != "IPv4":
+            raise HotError("only IPv4 rules are supported (ethertype IPv4)", path)
+        rule: dict[str, Any] = {"direction": value.get("direction", "ingress")}
+        protocol = value.get("protocol")
+        protocol = _PROTOCOLS.get(str(protocol), protocol) if protocol is not None else "any"
+        rule["protocol"] = protocol
+        for ours, hot in (("port_min", "port_range_min"), ("port_max", "port_range_max")):
+            if value.get(hot) is not None:
+                rule[ours] = value[hot]
+        if value.get("remote_ip_prefix") is not None:
+            rule["remote_cidr"] = value["remote_ip_prefix"]
+        if value.get("remote_group_id") is not None:
+            rule["remote_group"] = self.ref(
+                value["remote_group_id"], f"{path}.remote_group_id", "OS::Neutron::SecurityGroup"
+            )
+        elif value.get("remote_mode") == "remote_group_id":
+            rule["remote_group"] = "self"
+        return rule
+
+    def floating_ip(self, e: Entry) -> None:
+        if "floating_ip" not in self.types:
+            raise HotError("floating IPs are not available (no floating_ip type)", "")
+        out = e.out = {"type": "floating_ip"}
+
+        def network(v: Any) -> None:
+            out["network"] = self.ref(v, "floating_network", "OS::Neutron::Net")
+
+        def port(v: Any) -> None:
+            out["port"] = self.ref(v, "port_id", "OS::Neutron::Port")
+
+        def fixed_ip(v: Any) -> None:
+            self.note(e, "fixed_ip_address", "an iacloud port has one address: it is that one")
+
+        self.take(
+            e,
+            {
+                "floating_network": network,
+                "floating_network_id": network,
+                "floating_ip_address": "ip",
+                "port_id": port,
+                "fixed_ip_address": fixed_ip,
+            },
+        )
+        if "network" not in out:
+            raise HotError("a floating IP needs its floating_network", "floating_network")
+
+    def floating_ip_association(self, e: Entry) -> None:
+        props = e.properties
+        extra = set(props) - {"floatingip_id", "port_id", "fixed_ip_address"}
+        if extra:
+            raise HotError(f"property '{sorted(extra)[0]}' is not supported", sorted(extra)[0])
+        fip = self.target(props.get("floatingip_id"), "floatingip_id", "OS::Neutron::FloatingIP")
+        holder = self.entries[fip].out
+        if holder is None:
+            raise HotError(f"floating IP {fip!r} could not be mapped", "floatingip_id")
+        if "port" in holder:
+            raise HotError(f"floating IP {fip!r} is associated twice", "port_id")
+        holder["port"] = self.ref(props.get("port_id"), "port_id", "OS::Neutron::Port")
+        e.into = fip
+
+    def floating_ip_routers(self) -> None:
+        """Heat makes a floating IP depend on the router that serves it; so does iacloud, by
+        naming that router: the template's router with a gateway on the floating IP's network
+        (and a leg on its port's network, when several have such a gateway)."""
+        routers = [
+            e
+            for e in self.entries.values()
+            if e.hot_type == "OS::Neutron::Router" and e.out is not None and "external" in e.out
+        ]
+        for fip in self.entries.values():
+            if fip.hot_type != "OS::Neutron::FloatingIP" or fip.out is None:
+                continue
+            found = [r for r in routers if r.out["external"]["network"] == fip.out["network"]]
+            port = ref_name(fip.out.get("port"))
+            port_out = self.entries[port].out if port in self.entries else None
+            if len(found) > 1 and port_out is not None:
+                found = [r for r in found if port_out.get("network") in r.out["networks"]]
+            if len(found) == 1:
+                fip.out.setdefault("router", {"get_resource": found[0].name})

@@ -36,6 +36,7 @@ class _Mapper(NetworkTypes):
     def server(self, e: Entry) -> None:
         out = e.out = {"type": "server"}
         networks: list[Any] = []
+        groups: list[Any] = []
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
@@ -86,6 +87,9 @@ class _Mapper(NetworkTypes):
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
 
+        def security_groups(v: Any) -> None:
+            groups[:] = self.group_refs(v, "security_groups")
+
         def config_drive(v: Any) -> None:
             self.note(e, "config_drive", "every server gets a NoCloud seed drive anyway")
 
@@ -102,6 +106,7 @@ class _Mapper(NetworkTypes):
                 "config_drive": config_drive,
                 "block_device_mapping": block_devices,
                 "block_device_mapping_v2": block_devices,
+                "security_groups": security_groups,
             },
             harmless=(
                 "availability_zone",
@@ -115,6 +120,16 @@ class _Mapper(NetworkTypes):
                 "deployment_swift_data",
             ),
         )
+        if groups:  # Heat: the groups of the ports the server makes, not of given ports
+            for nic in networks:
+                if "network" in nic:
+                    nic["security_groups"] = list(groups)
+                else:
+                    implicit = self.result.resources.get(nic.pop("implicit", ""))
+                    if implicit is not None:
+                        implicit["security_groups"] = list(groups)
+        for nic in networks:
+            nic.pop("implicit", None)
         if fmt is None and "user_data" in e.properties:
             self.note(e, "user_data", "user_data is passed to cloud-init as it is (RAW)")
         if networks:
@@ -192,13 +207,20 @@ class _Mapper(NetworkTypes):
     def server_nic(self, e: Entry, item: Any, path: str) -> Any:
         if not isinstance(item, dict):
             raise HotError(f"a network entry must be a map, found {item!r}", path)
-        extra = set(item) - {"network", "port", "fixed_ip", "subnet", "uuid", "tag"}
+        extra = set(item) - {"network", "port", "fixed_ip", "subnet", "uuid", "tag", "floating_ip"}
         if extra:
             raise HotError(f"'{sorted(extra)[0]}' in a server's networks is not supported", path)
         if "port" in item:
-            if set(item) - {"port", "tag"}:
+            if set(item) - {"port", "tag", "floating_ip"}:
                 raise HotError("a network entry with a port takes nothing else", path)
-            return {"port": {"get_resource": self.target(item["port"], path, "OS::Neutron::Port")}}
+            port_name = self.target(item["port"], path, "OS::Neutron::Port")
+            self.associate(item, path, {"get_resource": port_name}, e)
+            return {"port": {"get_resource": port_name}}
+        if "floating_ip" in item and "fixed_ip" not in item:
+            raise HotError(
+                "a floating IP reaches a port: give this network entry a fixed_ip (or a port)",
+                path,
+            )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
             return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
@@ -220,8 +242,24 @@ class _Mapper(NetworkTypes):
                 "ip": item["fixed_ip"],
                 **({"count": e.count} if e.count is not None else {}),
             }
-            return {"port": {"get_resource": f"{port}[%index%]" if e.count is not None else port}}
+            ref = {"get_resource": f"{port}[%index%]" if e.count is not None else port}
+            self.associate(item, path, ref, e)
+            return {"port": ref, "implicit": port}
         return {"network": {"get_resource": net}}
+
+    def associate(self, item: dict[str, Any], path: str, port: Any, e: Entry) -> None:
+        """A network entry's `floating_ip`: the floating IP reaches this entry's port."""
+        if "floating_ip" not in item:
+            return
+        if e.count is not None:
+            raise HotError("floating IPs of servers in a ResourceGroup are not supported", path)
+        fip = self.target(item["floating_ip"], f"{path}.floating_ip", "OS::Neutron::FloatingIP")
+        holder = self.entries[fip].out
+        if holder is None:
+            raise HotError(f"floating IP {fip!r} could not be mapped", path)
+        if "port" in holder:
+            raise HotError(f"floating IP {fip!r} is associated twice", path)
+        holder["port"] = port
 
     def volume(self, e: Entry) -> None:
         out = e.out = {"type": "volume"}
@@ -430,6 +468,9 @@ HANDLERS: dict[str, Callable[[_Mapper, Entry], None]] = {
     "OS::Neutron::Net": _Mapper.net,
     "OS::Neutron::Subnet": _Mapper.subnet,
     "OS::Neutron::Port": _Mapper.port,
+    "OS::Neutron::SecurityGroup": _Mapper.security_group,
+    "OS::Neutron::FloatingIP": _Mapper.floating_ip,
+    "OS::Neutron::FloatingIPAssociation": _Mapper.floating_ip_association,
     "OS::Neutron::Router": _Mapper.router,
     "OS::Neutron::RouterInterface": _Mapper.router_interface,
     "OS::Cinder::Volume": _Mapper.volume,
@@ -454,18 +495,16 @@ _ORDER = (
     "OS::Neutron::Subnet",
     "OS::Neutron::Router",
     "OS::Neutron::RouterInterface",
+    "OS::Neutron::SecurityGroup",
     "OS::Neutron::Port",
+    "OS::Neutron::FloatingIP",
+    "OS::Neutron::FloatingIPAssociation",
     "OS::Cinder::Volume",
     "OS::Cinder::VolumeSnapshot",
     "OS::Nova::Server",
     "OS::Cinder::VolumeAttachment",
 )
-PENDING = {
-    "OS::Neutron::SecurityGroup": "security groups",
-    "OS::Neutron::SecurityGroupRule": "security groups",
-    "OS::Neutron::FloatingIP": "floating IPs",
-    "OS::Neutron::FloatingIPAssociation": "floating IPs",
-}
+PENDING: dict[str, str] = {}
 
 
 def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
@@ -487,6 +526,7 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
                 "the network has no OS::Neutron::Subnet: an iacloud network needs its subnet's cidr"
             )
             result.problems.append((f"resources.{entry.name}", problem))
+    mapper.floating_ip_routers()
     result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:

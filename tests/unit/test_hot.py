@@ -359,8 +359,16 @@ def test_environment_file_parameters_and_defaults(tpl, tmp_path: Path) -> None:
 REFUSED = [
     ("  x:\n    type: OS::Trove::Instance\n", "unsupported resource type 'OS::Trove::Instance'"),
     ("  x:\n    type: lib/web.yaml\n", "nested templates are not supported"),
-    ("  x:\n    type: OS::Neutron::SecurityGroup\n", "security groups are not supported yet"),
-    ("  x:\n    type: OS::Neutron::FloatingIP\n", "floating IPs are not supported yet"),
+    (
+        "  x:\n    type: OS::Neutron::SecurityGroup\n"
+        "    properties: {rules: [{ethertype: IPv6, protocol: tcp}]}\n",
+        "only IPv4 rules",
+    ),
+    ("  x:\n    type: OS::Neutron::FloatingIP\n", "needs its floating_network"),
+    (
+        "  f:\n    type: OS::Neutron::FloatingIP\n    properties: {floating_network: public}\n",
+        "of a OS::Neutron::Net in this template",
+    ),
     ("  x:\n    type: OS::Heat::None\n    deletion_policy: Retain\n", "deletion_policy 'Retain'"),
     ("  x:\n    type: OS::Heat::None\n    external_id: abc\n", "external_id is not supported"),
     (
@@ -391,7 +399,7 @@ REFUSED = [
     (
         "  p:\n    type: OS::Neutron::Port\n    properties: {network: {get_resource: net}, "
         "fixed_ips: [{ip_address: 198.18.70.9}], security_groups: [default]}\n",
-        "security groups",
+        "iacloud has no 'default' security group",
     ),
     (
         "  v:\n    type: OS::Cinder::Volume\n    properties: {size: 1, backup_id: abc}\n",
@@ -851,7 +859,7 @@ def test_one_refused_resource_is_one_error(tpl) -> None:
     """What refers to a resource that could not be mapped is not reported again."""
     path = tpl("""\
           sg:
-            type: OS::Neutron::SecurityGroup
+            type: OS::Trove::Instance
           x:
             type: OS::Heat::None
             depends_on: sg
@@ -880,3 +888,81 @@ def test_volume_snapshot_and_a_volume_from_it(tpl) -> None:
     assert config.resources["snap"].type == "volume_snapshot"
     assert config.resources["snap"].properties["volume"].address == "v"
     assert config.resources["copy"].properties["snapshot"].address == "snap"
+
+
+def test_security_groups_and_floating_ips(tpl) -> None:
+    from iacloud import expressions as ex
+
+    config = load(
+        tpl(f"""\
+          ext:
+            type: OS::Neutron::Net
+            properties: {{value_specs: {{"router:external": true}}}}
+          extsub:
+            type: OS::Neutron::Subnet
+            properties: {{network: {{get_resource: ext}}, cidr: 198.18.72.0/24}}
+          r:
+            type: OS::Neutron::Router
+            properties:
+              external_gateway_info:
+                network: {{get_resource: ext}}
+                external_fixed_ips: [{{ip_address: 198.18.72.2}}]
+          ri:
+            type: OS::Neutron::RouterInterface
+            properties: {{router: {{get_resource: r}}, subnet: {{get_resource: sub}}}}
+          admin:
+            type: OS::Neutron::SecurityGroup
+          sg:
+            type: OS::Neutron::SecurityGroup
+            properties:
+              description: web
+              rules:
+                - {{protocol: tcp, port_range_min: 80, port_range_max: 81}}
+                - {{protocol: 1, remote_mode: remote_group_id}}
+                - {{remote_group_id: {{get_resource: admin}}, remote_mode: remote_group_id}}
+                - {{direction: egress, protocol: udp, port_range_min: 53,
+                    remote_ip_prefix: 198.18.0.0/16}}
+          p:
+            type: OS::Neutron::Port
+            properties:
+              network: {{get_resource: net}}
+              fixed_ips: [{{ip_address: 198.18.70.9}}]
+              security_groups: [{{get_resource: sg}}]
+          fip:
+            type: OS::Neutron::FloatingIP
+            properties: {{floating_network: {{get_resource: ext}}, floating_ip_address: 198.18.72.9}}
+          assoc:
+            type: OS::Neutron::FloatingIPAssociation
+            properties: {{floatingip_id: {{get_resource: fip}}, port_id: {{get_resource: p}}}}
+          fip2:
+            type: OS::Neutron::FloatingIP
+            properties: {{floating_network: {{get_resource: ext}}}}
+          s:
+            type: OS::Nova::Server
+            properties:
+              {IMAGE}
+              security_groups: [{{get_resource: admin}}]
+              networks:
+                - {{network: {{get_resource: net}}}}
+                - {{network: {{get_resource: net}}, fixed_ip: 198.18.70.20,
+                    floating_ip: {{get_resource: fip2}}}}
+        outputs:
+          public: {{value: {{get_attr: [fip, floating_ip_address]}}}}
+        """)
+    )
+    res = config.resources
+    assert res["sg"].type == "security_group"
+    assert res["sg"].properties["rules"][:2] == [
+        {"direction": "ingress", "protocol": "tcp", "port_min": 80, "port_max": 81},
+        {"direction": "ingress", "protocol": "icmp", "remote_group": "self"},
+    ]
+    assert res["sg"].properties["rules"][2]["remote_group"] == ex.GetResource("admin")
+    assert res["p"].properties["security_groups"] == [ex.GetResource("sg")]
+    assert res["fip"].properties["port"] == ex.GetResource("p")
+    assert res["fip"].properties["ip"] == "198.18.72.9"
+    assert res["fip2"].properties["port"] == ex.GetResource("s-nic1")
+    assert "assoc" not in res
+    nics = res["s"].properties["networks"]
+    assert nics[0]["security_groups"] == [ex.GetResource("admin")]
+    assert res["s-nic1"].properties["security_groups"] == [ex.GetResource("admin")]
+    assert config.outputs["public"].value == ex.GetAttr("fip", None, "floating_ip_address")
