@@ -1,7 +1,9 @@
 """End to end through the installed `iacloud` command on real libvirtd and netlink: the HOT
-example examples/heat/two-servers.yaml (a Net + Subnet, a Router with its RouterInterface, a
-Port, two servers from the tiny image, a Volume with its VolumeAttachment, a KeyPair chosen by a
-condition), applied, read back, planned again (empty), checked for drift, and destroyed clean."""
+example examples/heat/two-servers.yaml (a private and an "external" Net + Subnet, a Router with
+its RouterInterface and gateway, two SecurityGroups, a Port with a FloatingIP and its
+association, two servers from the tiny image, a Volume with its VolumeAttachment, a KeyPair
+chosen by a condition), applied, read back, planned again (empty), checked for drift, and
+destroyed clean; and examples/heat/group.yaml (a ResourceGroup of servers, each with a volume)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ pytestmark = [
 ]
 
 TEMPLATE = ROOT / "examples" / "heat" / "two-servers.yaml"
-NET = "198.18.62"  # a /24 of 198.18.0.0/15 of this test's own
+NET, PUBLIC = "198.18.62", "198.18.63"  # /24s of 198.18.0.0/15 of this test's own
 POOL = "iacloud"  # HOT has no provider settings: the provider's default pool
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeatTemplateEndToEndTestKeyOnly0123456789 t@h"
 
@@ -44,15 +46,9 @@ def heat_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
     conn = libvirt.open("qemu:///system")
     pool_before = _pool_exists(conn)
-    args = [
-        str(TEMPLATE),
-        "-p",
-        f"cidr={NET}.0/24",
-        "-p",
-        f"db_ip={NET}.10",
-        "-p",
-        f"admin_key={KEY}",
-    ]
+    args = [str(TEMPLATE), "-p", f"cidr={NET}.0/24", "-p", f"db_ip={NET}.10"]
+    args += ["-p", f"public_cidr={PUBLIC}.0/24", "-p", f"router_ip={PUBLIC}.2"]
+    args += ["-p", f"public_ip={PUBLIC}.10", "-p", f"admin_key={KEY}"]
     try:
         yield args
     finally:
@@ -83,6 +79,15 @@ def test_heat_template_applies_and_destroys_clean(heat_stack: list[str]) -> None
     assert res["web"]["inputs"]["ssh_keys"] == "(sensitive)"  # admin_key is hidden
     assert res["data"]["id"] in res["db"]["inputs"]["volumes"]  # the VolumeAttachment
     assert res["router"]["inputs"]["networks"] == [res["net"]["id"]]  # the RouterInterface
+    assert res["router"]["inputs"]["external"]["network"] == res["public"]["id"]
+    # the security groups: the port's, and the server's on the NIC it makes
+    assert res["db_port"]["inputs"]["security_groups"] == [res["db_sg"]["id"], res["web_sg"]["id"]]
+    assert res["web"]["inputs"]["networks"][0]["security_groups"] == [res["web_sg"]["id"]]
+    # the FloatingIPAssociation: the floating IP reaches db's port through the router
+    assert res["db_public"]["inputs"]["port"] == res["db_port"]["id"]
+    assert res["db_public"]["inputs"]["router"] == res["router"]["id"]
+    public = json.loads(iacloud("output", "db_public_address", "--json", "--stack", args[0]))
+    assert public == f"{PUBLIC}.10"
     db_ip = json.loads(iacloud("output", "db_address", "--json", *stack))
     assert db_ip == f"{NET}.10"
     web_ip = json.loads(iacloud("output", "web_address", "--json", *stack))

@@ -930,7 +930,8 @@ def test_security_groups_and_floating_ips(tpl) -> None:
               security_groups: [{{get_resource: sg}}]
           fip:
             type: OS::Neutron::FloatingIP
-            properties: {{floating_network: {{get_resource: ext}}, floating_ip_address: 198.18.72.9}}
+            properties:
+              {{floating_network: {{get_resource: ext}}, floating_ip_address: 198.18.72.9}}
           assoc:
             type: OS::Neutron::FloatingIPAssociation
             properties: {{floatingip_id: {{get_resource: fip}}, port_id: {{get_resource: p}}}}
