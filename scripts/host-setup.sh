@@ -51,6 +51,13 @@ esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
+# libvirtd and virtlogd outlive this script: they must not inherit its open files (the lock of
+# `flock LOCK scripts/restart-libvirtd.sh` would otherwise stay held by the new libvirtd)
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+done
+
 # ------------------------------------------------------------------ 1. packages
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -30,6 +30,14 @@ say() { echo "lab-hosts: $*"; }
 die() { echo "lab-hosts: ERROR: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
+
+# the daemons started here outlive this script: they must not inherit its open files (a lock
+# held by a caller, `flock LOCK scripts/lab-hosts.sh up`, would otherwise stay held for as
+# long as the lab runs)
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+done
 for tool in libvirtd virtlogd sshd ssh-keygen ip unshare; do
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/host-setup.sh first"
 done
