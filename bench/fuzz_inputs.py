@@ -1,7 +1,7 @@
-"""Fuzzing the inputs a user (or a pull request) hands iacloud: generated bad stack files, env
-files, -p values and saved plan files, run through the CLI in-process (click's CliRunner, the
-real commands and engine). Prints the count of each outcome per kind of input; targets: 0
-tracebacks, 0 runs over 2 s.
+"""Fuzzing the inputs a user (or a pull request) hands iacloud: generated bad stack files, HOT
+templates, env files, -p values and saved plan files, run through the CLI in-process (click's
+CliRunner, the real commands and engine). Prints the count of each outcome per kind of input;
+targets: 0 tracebacks, 0 runs over 2 s.
 
 Nothing here touches the host: stacks go through `validate`, `plan --no-refresh`, `graph` and
 the read commands; saved plans through `apply PLAN.json` with the executor's run replaced by one
@@ -40,7 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 LIMIT_S = 2.0
 
+import yaml  # noqa: E402
 from toml_text import toml_string, toml_value  # noqa: E402
+
+from iacloud.loading.yaml_input import parse_yaml  # noqa: E402
+
+BASE_TEMPLATE = (ROOT / "examples" / "heat" / "two-servers.yaml").read_text()
 
 BASE_STACK = """
 version = 1
@@ -332,6 +337,22 @@ class Bench:
         }[command]
         self.invoke("stack file", args, {"stack.toml": data})
 
+    def hot_template(self) -> None:
+        rng = self.rng
+        if rng.random() < 0.6:
+            tree = mutate_tree(parse_yaml(BASE_TEMPLATE)[0], rng)  # dates stay text
+            data = yaml.safe_dump(tree, default_flow_style=rng.random() < 0.5).encode()
+        else:
+            data = mutate_bytes(BASE_TEMPLATE.encode(), rng)
+        path = self.write("stack.yaml", data)
+        command = rng.choice(["validate", "validate", "plan", "graph"])
+        args = {
+            "validate": ["validate", str(path)],
+            "plan": ["plan", "--no-refresh", "--state", str(self.work / "state.db"), str(path)],
+            "graph": ["graph", str(path)],
+        }[command]
+        self.invoke("HOT template", args, {"stack.yaml": data})
+
     def env_and_params(self) -> None:
         rng = self.rng
         stack = self.write("stack.toml", BASE_STACK.encode())
@@ -413,7 +434,8 @@ def main() -> int:
             bench.special_files()
         seed_plan = bench.seed_plan()
         kinds: list[tuple[float, Callable[[], None]]] = [
-            (0.5, bench.stack_file),
+            (0.35, bench.stack_file),
+            (0.15, bench.hot_template),
             (0.25, bench.env_and_params),
             (0.25, lambda: bench.plan_file(seed_plan)),
         ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iacloud.errors import Diagnostic
 from iacloud.rules import Lifecycle
 
 
@@ -47,6 +48,8 @@ class StackConfig:
     groups: dict[str, list[str]]  # counted resource name -> its addresses (possibly empty)
     outputs: dict[str, OutputConfig]
     provider_settings: dict[str, Any] = field(default_factory=dict)  # name -> ProviderSettings
+    # what the file asked for that was accepted but has no effect here (HOT's availability_zone)
+    notes: list[Diagnostic] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:

@@ -32,9 +32,12 @@ class Diagnostic:
     address: str | None = None  # "resources.web[0]", "parameters.web_count", "outputs.ips"
     field: str | None = None  # dotted path inside the resource: "networks[0].network"
     hint: str | None = None
+    line: int | None = None  # 1-based, where the format keeps positions (HOT YAML)
 
     def __str__(self) -> str:
         where = [p for p in (self.file, self.address) if p]
+        if self.line and self.file:
+            where.insert(1, f"line {self.line}")
         if self.field:
             where.append(f"field '{self.field}'")
         text = ": ".join([", ".join(where), self.message]) if where else self.message
@@ -47,6 +50,7 @@ class Diagnostic:
             "address": self.address,
             "field": self.field,
             "hint": self.hint,
+            "line": self.line,
         }
 
 

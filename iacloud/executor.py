@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -131,7 +131,9 @@ class Executor:
         self.groups = plan.groups
         self.clock = clock
         self.interrupts = interrupts or Interrupts()
-        self.redactor = Redactor(plan.hidden_values)
+        # hidden parameters, and the sensitive attributes of what exists (a random string's
+        # value): where they flow into another resource's inputs, those inputs are sensitive too
+        self.redactor = Redactor([*plan.hidden_values, *_secret_attributes(self.current.values())])
         self.resolver = StateResolver(self.groups, self.current)
         self.resolved: dict[tuple[str, str], dict[str, Any]] = {}  # step -> inputs it ran with
 
@@ -348,12 +350,16 @@ class Executor:
 
     def _resource_state(self, step: Step, observed: Observed) -> ResourceState:
         c = step.change
-        return resource_state(
+        rs = resource_state(
             self.registry.types[c.type], c.address, c.provider, self.resolved.pop(step.key),
             observed, c.dependencies, f"{self.event_action or step.event_action}_COMPLETE",
             self.redactor,
             lifecycle=c.lifecycle,
         )  # fmt: skip
+        secrets = _secret_attributes([rs])
+        if secrets:
+            self.redactor = Redactor([*self.redactor.values, *secrets])
+        return rs
 
     def _event(
         self, step: Step, status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"], reason: str = ""
@@ -393,6 +399,16 @@ def _describe(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
     return f"{type(exc).__name__}: {exc}{where} (a bug: please report it)"
+
+
+def _secret_attributes(resources: Iterable[ResourceState]) -> list[str]:
+    """The string values of sensitive attributes (long enough not to mask everything)."""
+    return [
+        v
+        for rs in resources
+        for name in rs.sensitive_attributes
+        if isinstance(v := rs.attributes.get(name), str) and len(v) >= 8
+    ]
 
 
 def resource_state(

@@ -3,6 +3,11 @@
 `get_param` is evaluated at load time (parameters are known then); `get_resource` and `get_attr`
 may only be known once the referenced resource exists, so evaluation returns `Unknown` holding the
 partly evaluated expression, and the executor evaluates it again when its dependencies are done.
+
+Heat's other functions (`repeat`, `map_merge`, `equals`, `if`, ...) are `Call` nodes whose
+meaning lives in `iacloud.functions`: pure functions of their evaluated arguments, shared by TOML
+stacks and HOT templates. `if` is lazy: only the branch its condition picks is evaluated, and
+its two-argument form (HOT 2021-04-16) elides the enclosing item (`ELIDED`) when false.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-FUNCTIONS = ("get_param", "get_resource", "get_attr", "str_replace", "list_join")
+from iacloud import functions as fn
+
+BASIC_FUNCTIONS = ("get_param", "get_resource", "get_attr", "str_replace", "list_join")
+FUNCTIONS = (*BASIC_FUNCTIONS, *fn.CALLS)
 _ADDRESS = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)(?:\[(?P<index>\d+)\])?")
 
 
@@ -65,8 +73,25 @@ class ListJoin:
     lists: tuple[Any, ...]
 
 
-Expr = GetParam | GetResource | GetAttr | StrReplace | ListJoin
-EXPR_TYPES = (GetParam, GetResource, GetAttr, StrReplace, ListJoin)
+@dataclass(frozen=True)
+class Call:
+    """One of Heat's pure functions (iacloud.functions.CALLS) with its parsed arguments."""
+
+    name: str
+    args: Any
+
+
+class _Elided:
+    """What a two-argument `if` whose condition is false leaves: the enclosing item goes."""
+
+    def __repr__(self) -> str:
+        return "ELIDED"
+
+
+ELIDED = _Elided()
+
+Expr = GetParam | GetResource | GetAttr | StrReplace | ListJoin | Call
+EXPR_TYPES = (GetParam, GetResource, GetAttr, StrReplace, ListJoin, Call)
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,12 @@ def _parse_function(key: str, arg: Any, path: str) -> Expr:
                 f"str_replace expects {{ template = ..., params = {{ ... }} }}, found {arg!r}", path
             )
         return StrReplace(parse(arg["template"], path), parse(arg["params"], path))
+    if key in fn.CALLS:
+        try:
+            fn.check_shape(key, arg)
+        except fn.FunctionError as exc:
+            raise ExpressionError(str(exc), path) from None
+        return Call(key, parse(arg, path))
     # list_join
     if not (isinstance(arg, list) and len(arg) >= 2):
         raise ExpressionError(f"list_join expects [delimiter, [items...]], found {arg!r}", path)
@@ -146,6 +177,8 @@ def walk(value: Any) -> Iterator[Expr]:
             yield from walk(value.delimiter)
             for item in value.lists:
                 yield from walk(item)
+        elif isinstance(value, Call):
+            yield from walk(value.args)
     elif isinstance(value, Unknown):
         yield from walk(value.expr)
     elif isinstance(value, dict):
@@ -192,10 +225,30 @@ def evaluate(value: Any, resolver: Resolver) -> Any:
     if isinstance(value, EXPR_TYPES):
         return _evaluate_expr(value, resolver)
     if isinstance(value, dict):
-        return {k: evaluate(v, resolver) for k, v in value.items()}
+        out = {k: evaluate(v, resolver) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not ELIDED}
     if isinstance(value, list):
-        return [evaluate(v, resolver) for v in value]
+        return [v for v in (evaluate(v, resolver) for v in value) if v is not ELIDED]
     return value
+
+
+def _evaluate_call(call: Call, resolver: Resolver) -> Any:
+    if call.name == "if":
+        condition = evaluate(call.args[0], resolver)
+        if has_unknown(condition):
+            return Unknown(Call("if", [condition, *call.args[1:]]))
+        if not isinstance(condition, bool):
+            raise ExpressionError(f"if: the condition must be true or false, found {condition!r}")
+        if condition:
+            return evaluate(call.args[1], resolver)
+        return evaluate(call.args[2], resolver) if len(call.args) > 2 else ELIDED
+    args = evaluate(call.args, resolver)
+    if has_unknown(args):
+        return Unknown(Call(call.name, args))
+    try:
+        return fn.apply(call.name, args)
+    except fn.FunctionError as exc:
+        raise ExpressionError(str(exc)) from None
 
 
 def _select(value: Any, path: tuple[str | int, ...], what: str) -> Any:
@@ -239,17 +292,17 @@ def _evaluate_expr(expr: Expr, resolver: Resolver) -> Any:
             lambda a: _select(resolver.attribute(a, expr.attribute), expr.path, what),
         )
         return Unknown(expr) if has_unknown(value) else value
+    if isinstance(expr, Call):
+        return _evaluate_call(expr, resolver)
     if isinstance(expr, StrReplace):
         template = evaluate(expr.template, resolver)
         params = evaluate(expr.params, resolver)
         if has_unknown(template) or has_unknown(params):
             return Unknown(StrReplace(template, params))
-        if not isinstance(template, str) or not isinstance(params, dict):
-            raise ExpressionError("str_replace needs a string template and a table of params")
-        # longest keys first, so "$IP" is not eaten by "$I"
-        for key in sorted(params, key=len, reverse=True):
-            template = template.replace(str(key), _scalar_text(params[key]))
-        return template
+        try:
+            return fn.str_replace(template, params)
+        except fn.FunctionError as exc:
+            raise ExpressionError(str(exc)) from None
     delimiter = evaluate(expr.delimiter, resolver)
     lists = [evaluate(item, resolver) for item in expr.lists]
     if has_unknown(delimiter) or has_unknown(lists):
@@ -261,11 +314,10 @@ def _evaluate_expr(expr: Expr, resolver: Resolver) -> Any:
 
 
 def _scalar_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        raise ExpressionError(f"expected a string or number, found {value!r}")
-    return str(value)
+    try:
+        return fn.scalar_text(value)
+    except fn.FunctionError as exc:
+        raise ExpressionError(str(exc)) from None
 
 
 def substitute_index(value: Any, index: int) -> Any:
@@ -296,6 +348,8 @@ def to_json(value: Any) -> Any:
         }
     if isinstance(value, ListJoin):
         return {"list_join": [to_json(value.delimiter), *(to_json(v) for v in value.lists)]}
+    if isinstance(value, Call):
+        return {value.name: to_json(value.args)}
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -309,10 +363,22 @@ def from_json(value: Any) -> Any:
         if len(value) == 1 and "__unknown__" in value:
             return Unknown(from_json(value["__unknown__"]))
         if len(value) == 1 and next(iter(value)) in FUNCTIONS:
-            return parse(value)
+            # a function's arguments may hold values still unknown when the plan was made
+            return parse(_unknowns(value))
         return {k: from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_json(v) for v in value]
+    return value
+
+
+def _unknowns(value: Any) -> Any:
+    """{"__unknown__": ...} markers as Unknown, everything else left for parse."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "__unknown__" in value:
+            return Unknown(from_json(value["__unknown__"]))
+        return {k: _unknowns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unknowns(v) for v in value]
     return value
 
 
@@ -328,4 +394,6 @@ def describe(value: Any) -> str:
         return "str_replace"
     if isinstance(value, ListJoin):
         return "list_join"
+    if isinstance(value, Call):
+        return value.name
     return repr(value)

@@ -80,6 +80,8 @@ class ObjectRef:
     address: str
     id: str | None
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    # the attributes recorded: what a type whose objects live in state only reads back
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

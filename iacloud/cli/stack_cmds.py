@@ -54,8 +54,13 @@ def validate(
             continue
         if not as_json:
             click.echo(f"{stack}: valid ({len(config.resources)} resources).")
-        results.append({"file": str(stack), "valid": True, "stack": config.name,
-                        "resources": len(config.resources)})  # fmt: skip
+            for note in config.notes:  # accepted, but without effect here (HOT properties)
+                click.echo(f"  note: {note}")
+        result = {"file": str(stack), "valid": True, "stack": config.name,
+                  "resources": len(config.resources)}  # fmt: skip
+        if config.notes:
+            result["notes"] = [n.to_json() for n in config.notes]
+        results.append(result)
     if as_json:
         # one stack: the object as before (without "file"); several: a list of them
         echo_json({k: v for k, v in results[0].items() if k != "file"}

@@ -35,7 +35,7 @@ def refresh_refs(snapshot: Snapshot) -> dict[str, list[ObjectRef]]:
     """What a refresh asks each resource type for: everything recorded or pending."""
     refs: dict[str, list[ObjectRef]] = {}
     for rs in snapshot.resources.values():
-        refs.setdefault(rs.type, []).append(ObjectRef(rs.address, rs.id, rs.inputs))
+        refs.setdefault(rs.type, []).append(ObjectRef(rs.address, rs.id, rs.inputs, rs.attributes))
     for op in snapshot.pending:
         if op.address not in snapshot.resources:
             refs.setdefault(op.type, []).append(ObjectRef(op.address, op.id, op.inputs))

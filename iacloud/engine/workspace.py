@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from iacloud import limits
 from iacloud.config import StackConfig
 from iacloud.errors import Diagnostic, UserError
-from iacloud.loading import load_stack
+from iacloud.loading import hot_front, load_stack
 from iacloud.loading.site_file import load_site
 from iacloud.paths import data_root
 from iacloud.plan import Plan
@@ -30,7 +30,17 @@ from iacloud.state.pg_url import mask_url
 def stack_name(path: Path) -> str:
     """The stack's name without loading it whole (commands that only read state need no
     parameters), by the loader's rules: `name` if set, else the file name, either a valid
-    stack name."""
+    stack name. A HOT template's name is its file name."""
+    if hot_front.is_template(path):
+        if not STACK_NAME.fullmatch(path.stem):
+            raise UserError(
+                Diagnostic(
+                    f"the file name {json.dumps(path.stem)} is not a valid stack name: 1 to 63 "
+                    "letters, digits, '_' or '-', starting with a letter or digit",
+                    file=str(path),
+                )
+            )
+        return path.stem
     try:
         data = limits.parse_toml(limits.read_text(path))
     except FileNotFoundError:

@@ -26,8 +26,9 @@ import networkx as nx
 
 from iacloud.config import ResourceConfig, StackConfig
 from iacloud.graph import cycle_diagnostics
-from iacloud.loading import toml_front
+from iacloud.loading import hot_front, toml_front
 from iacloud.loading.catalog_refs import resolve_names
+from iacloud.loading.conditions import apply_conditions
 from iacloud.loading.declare import declare_resources
 from iacloud.loading.diagnostics import Sink, fail
 from iacloud.loading.document import StackDocument
@@ -51,10 +52,10 @@ def load_stack(
     of the site catalog `site` resolved. Raises UserError listing every problem found; nothing
     else escapes for bad input."""
     with _gc_paused():
-        return _load_toml(Path(path), registry, params, env_files, site)
+        return _load(Path(path), registry, params, env_files, site)
 
 
-def _load_toml(
+def _load(
     path: Path,
     registry: Registry,
     params: Sequence[str],
@@ -66,12 +67,17 @@ def _load_toml(
     document = read_document(path, registry, sink)
     if document is None:
         fail(sink, (), {})
-    return resolve(document, registry, params, env_files, sink, site=site)
+    # `-e env.yaml` works for a TOML stack too: a Heat environment with its parameters
+    read_env = hot_front.env_reader(document, toml_front.read_env_file)
+    return resolve(document, registry, params, env_files, sink, read_env, site=site)
 
 
 def read_document(path: Path, registry: Registry, sink: Sink) -> StackDocument | None:
-    """The file as the neutral document, by its format's front; None when it cannot be read
-    (reported to `sink`)."""
+    """The file as the neutral document, by its format's front (a HOT template by its
+    `heat_template_version`/suffix, else TOML); None when it cannot be read (reported to
+    `sink`)."""
+    if hot_front.is_template(path):
+        return hot_front.read_template(path, registry, sink)
     return toml_front.read_stack(path, sink)
 
 
@@ -89,6 +95,7 @@ def resolve(
     is the front's reader of environment files; `site` the catalog that names in the document
     (flavor, image, key pairs, networks) and custom constraints are resolved against."""
     params = load_parameters(document.parameters, assignments, env_files, read_env, sink, site)
+    document = apply_conditions(document, params, sink)
     document = resolve_names(document, site, params, sink)
     symbols, declared = declare_resources(document.resources, registry, params, sink)
     budget = DependencyBudget()
@@ -107,7 +114,7 @@ def resolve(
     name_graph.add_edges_from(symbols.edges)
     sink.extend(cycle_diagnostics(name_graph, sink.file))
     if sink.items:
-        fail(sink, params.secrets, document.positions)
+        fail(sink, params.secrets, document.positions, document.lines)
     return StackConfig(
         name=document.name,
         file=document.path,
@@ -118,6 +125,7 @@ def resolve(
         groups=groups,
         outputs=outputs,
         provider_settings=provider_settings,
+        notes=list(document.notes),
     )
 
 

@@ -33,8 +33,11 @@ class Sink:
         field: str | None = None,
         hint: str | None = None,
         file: str | None = None,
+        line: int | None = None,
     ) -> None:
-        self.items.append(Diagnostic(message, file or self.file, address, field or None, hint))
+        self.items.append(
+            Diagnostic(message, file or self.file, address, field or None, hint, line)
+        )
 
     def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.items.extend(diagnostics)
@@ -63,6 +66,7 @@ class GroupSink(Sink):
         field: str | None = None,
         hint: str | None = None,
         file: str | None = None,
+        line: int | None = None,
     ) -> None:
         self._total += 1
         key = (field or None, message)
@@ -74,7 +78,7 @@ class GroupSink(Sink):
             return
         self._per_field[key[0]] = self._per_field.get(key[0], 0) + 1
         self._same[key] = 0
-        super().add(message, address, field, hint, file)
+        super().add(message, address, field, hint, file, line)
 
     def flush_into(self, target: Sink) -> None:
         for d in self.items:
@@ -93,11 +97,30 @@ class GroupSink(Sink):
             )
 
 
+def line_of(lines: Mapping[str, int], address: str | None, field: str | None) -> int | None:
+    """The line of the most specific known place: address + field, its first steps, then the
+    entry itself. `lines` keys are "resources.web" and "resources.web.flavor"."""
+    if not address:
+        return None
+    entry = address.split("[", 1)[0]
+    if field:
+        parts = field.replace("[", ".").replace("]", "").split(".")
+        for n in range(len(parts), 0, -1):
+            found = lines.get(".".join([entry, *parts[:n]]))
+            if found:
+                return found
+    return lines.get(entry)
+
+
 def fail(
-    sink: Sink, secrets: Iterable[str], positions: Mapping[tuple[str, str], int]
+    sink: Sink,
+    secrets: Iterable[str],
+    positions: Mapping[tuple[str, str], int],
+    lines: Mapping[str, int] | None = None,
 ) -> typing.NoReturn:
     """Raise every collected diagnostic as one UserError, in file order: top level, then
-    parameters, resources, outputs and providers, each entry's problems together."""
+    parameters, resources, outputs and providers, each entry's problems together. `lines`
+    (formats that keep them) adds the line of each diagnostic about the stack file."""
     # last line of defence: a hidden value that slipped into a message through an evaluation
     # error; very short values are left alone (they would blank out numbers)
     redactor = Redactor(secrets, mask=DIAGNOSTIC_MASK, min_length=3)
@@ -108,6 +131,8 @@ def fail(
             d.address,
             d.field,
             redactor.text(d.hint) if d.hint else d.hint,
+            d.line
+            or (line_of(lines, d.address, d.field) if lines and d.file == sink.file else None),
         )
         for d in sink.items
     ]

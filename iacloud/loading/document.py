@@ -9,9 +9,11 @@ The shape of each entry, whatever the format wrote:
   whose format nests them under `properties`, as HOT does, lifts them up)
 - outputs: NAME -> {value, description, sensitive}
 - provider: NAME -> that provider's settings
-Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT. HOT's `conditions`
-(and a resource's or output's `condition`) have no place here yet: until the document grows a
-field for them, a HOT front reports them as unsupported.
+Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT. HOT's conditions are
+`conditions`: (section, entry name) -> a condition expression (equals/not/and/or over
+parameters, condition names already inlined by the front); an entry whose condition is false is
+left out once parameters are known. `lines` ("resources.web.flavor" -> line) and `notes` (what
+was accepted but ignored) come from formats that keep them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from iacloud.errors import Diagnostic
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class StackDocument:
     provider: dict[str, Any] = field(default_factory=dict)
     # (section, entry name) -> the entry's place in its section, for reporting in file order
     positions: dict[tuple[str, str], int] = field(default_factory=dict)
+    conditions: dict[tuple[str, str], Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    notes: list[Diagnostic] = field(default_factory=list)
 
     @property
     def file(self) -> str:

@@ -75,6 +75,8 @@ def expand_resource(
         if prepared is BROKEN:
             unresolved.add(key)
             continue
+        if prepared is ex.ELIDED:  # a two-argument `if` that is false: the field is unset
+            continue
         shared[key] = prepared
         if has_expr(prepared):
             unresolved.add(key)
@@ -118,6 +120,9 @@ def expand_resource(
                 )
                 if prepared is BROKEN:
                     instance_unresolved.add(key)
+                    continue
+                if prepared is ex.ELIDED:
+                    properties.pop(key, None)
                     continue
                 properties[key] = prepared
                 if has_expr(prepared):

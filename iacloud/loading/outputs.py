@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iacloud import expressions as ex
 from iacloud.config import OutputConfig
 from iacloud.loading.diagnostics import Sink
 from iacloud.loading.model_errors import validate_model
@@ -36,6 +37,8 @@ def load_outputs(
         value = prepare(definition["value"], "value", sink, address, params)
         if value is BROKEN:
             continue
+        if value is ex.ELIDED:
+            value = None
         symbols.references(value, sink, address, "value", owner=None)
         if odef is not None:
             outputs[name] = OutputConfig(name, value, odef.description, odef.sensitive)

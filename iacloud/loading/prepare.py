@@ -32,7 +32,7 @@ def prepare(raw: Any, where: str, sink: Sink, address: str, params: ParameterSet
         return BROKEN
     before = sink.count
     value = _static(parsed, sink, address, where, params)
-    return BROKEN if sink.count > before else value
+    return BROKEN if sink.count > before else value  # ELIDED: a 2-argument `if` left nothing
 
 
 def _masked(text: str, params: ParameterSet) -> str:
@@ -42,6 +42,8 @@ def _masked(text: str, params: ParameterSet) -> str:
 def _static(value: Any, sink: Sink, address: str, where: str, params: ParameterSet) -> Any:
     if isinstance(value, ex.GetParam):
         return _param_value(value, sink, address, where, params)
+    if isinstance(value, ex.Call):
+        return _static_call(value, sink, address, where, params)
     if isinstance(value, (ex.StrReplace, ex.ListJoin)):
         if isinstance(value, ex.StrReplace):
             node: Any = ex.StrReplace(
@@ -66,13 +68,45 @@ def _static(value: Any, sink: Sink, address: str, where: str, params: ParameterS
             sink.add(_masked(str(exc), params), address, where)
             return node
     if isinstance(value, dict):
-        return {
+        out = {
             k: _static(v, sink, address, f"{where}.{k}" if where else str(k), params)
             for k, v in value.items()
         }
+        return {k: v for k, v in out.items() if v is not ex.ELIDED}
     if isinstance(value, list):
-        return [_static(v, sink, address, f"{where}[{i}]", params) for i, v in enumerate(value)]
+        items = [_static(v, sink, address, f"{where}[{i}]", params) for i, v in enumerate(value)]
+        return [v for v in items if v is not ex.ELIDED]
     return value
+
+
+def _static_call(call: ex.Call, sink: Sink, address: str, where: str, params: ParameterSet) -> Any:
+    """A Call with parameters substituted and, when nothing in it needs a resource, its value.
+    `if` is lazy: with its condition known, only the chosen branch is prepared, so a reference
+    in the branch not taken is never checked (Heat's meaning)."""
+    if call.name == "if":
+        condition = _static(call.args[0], sink, address, where, params)
+        if not has_expr(condition):
+            try:
+                chosen = ex.evaluate(ex.Call("if", [condition, 0, 1]), ex.Resolver())
+            except ex.ExpressionError as exc:
+                sink.add(_masked(str(exc), params), address, where)
+                return call
+            if chosen == 0:
+                return _static(call.args[1], sink, address, where, params)
+            if len(call.args) > 2:
+                return _static(call.args[2], sink, address, where, params)
+            return ex.ELIDED
+        args: Any = [condition, *(_static(a, sink, address, where, params) for a in call.args[1:])]
+    else:
+        args = _static(call.args, sink, address, where, params)
+    node = ex.Call(call.name, args)
+    if has_expr(args):  # needs a resource: the executor finishes it
+        return node
+    try:
+        return ex.evaluate(node, ex.Resolver())
+    except ex.ExpressionError as exc:
+        sink.add(_masked(str(exc), params), address, where)
+        return node
 
 
 def _param_value(

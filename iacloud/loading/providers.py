@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iacloud import expressions as ex
 from iacloud.config import ResourceConfig
 from iacloud.errors import did_you_mean
 from iacloud.loading.diagnostics import GroupSink, Sink
@@ -35,7 +36,7 @@ def load_provider_settings(
         data: dict[str, Any] = {}
         for key, value in table.items():
             prepared = prepare(value, key, sink, address, params)
-            if prepared is BROKEN:
+            if prepared is BROKEN or prepared is ex.ELIDED:
                 continue
             if has_expr(prepared):
                 sink.add("provider settings can use get_param, but not resources", address, key)

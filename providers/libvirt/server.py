@@ -442,7 +442,16 @@ class Server(LibvirtResource):
                   "and seed volume names (stack id and address)"),
     )  # fmt: skip
     Inputs = ServerInputs
-    attributes = ("id", "name", "addresses", "macs", "power_state", "console_log", "hostname")
+    attributes = (
+        "id",
+        "name",
+        "addresses",
+        "first_address",
+        "macs",
+        "power_state",
+        "console_log",
+        "hostname",
+    )
 
     # ---------------------------------------------------------------- plan-time checks
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
@@ -779,6 +788,8 @@ class Server(LibvirtResource):
                 "id": parsed.uuid,
                 "name": parsed.name,
                 "addresses": ip_map,
+                # Heat's first_address: the first address of the first NIC that has one
+                "first_address": next((ips[0] for ips in ip_map.values() if ips), None),
                 "macs": [n.mac for n in parsed.nics],
                 "power_state": power,
                 "console_log": parsed.console_path,

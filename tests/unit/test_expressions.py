@@ -172,3 +172,16 @@ def test_json_round_trip_and_walk() -> None:
 def test_describe(node: Any, text: str) -> None:
     assert ex.describe(node) == text
     assert ex.Unknown(node).describe() == f"(known after apply: {text})"
+
+
+def test_unknown_arguments_survive_a_plan_file() -> None:
+    """A str_replace whose param was unknown at plan time round-trips through the plan's JSON
+    and evaluates once the resource exists (it used to stay a raw {"__unknown__": ...})."""
+    value = ex.Unknown(ex.StrReplace("a $X", {"$X": ex.Unknown(ex.GetAttr("p", None, "ip"))}))
+    back = ex.from_json(ex.to_json(value))
+
+    class Done(ex.Resolver):
+        def attribute(self, address: str, attribute: str) -> str:
+            return "198.18.0.9"
+
+    assert ex.evaluate(back, Done()) == "a 198.18.0.9"

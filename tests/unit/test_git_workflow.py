@@ -475,6 +475,8 @@ def test_hooks_file_recognizes_stack_files_only() -> None:
         assert picked("stacks/web.toml") and picked("infra/stacks/prod/db.toml")
         assert not picked("pyproject.toml") and not picked("stacks/web.env.toml")
         assert not picked("stacks/README.md") and not picked("mystacks/web.toml")
+        assert picked("stacks/web.yaml") and picked("stacks/heat/db.yml")  # HOT templates
+        assert not picked("stacks/web.env.yaml") and not picked(".gitlab-ci.yml")
 
 
 def test_validate_takes_many_stacks_and_names_each_bad_file(write_stack) -> None:
