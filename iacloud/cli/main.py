@@ -12,6 +12,7 @@ from iacloud.cli import (
     admin_cmds,
     doctor_cmd,
     drift_cmd,
+    hosts_cmd,
     plan_apply,
     read_cmds,
     site_cmd,
@@ -35,6 +36,7 @@ for command in (
     state_cmds.import_cmd,
     doctor_cmd.doctor,
     site_cmd.site,
+    hosts_cmd.hosts,
     admin_cmds.admin,
 ):
     cli.add_command(command)
