@@ -9,7 +9,9 @@ network of another stack, or a stack with its own `state_dir`, would be invisibl
 network also writes one small file here, keyed by what both providers share, the bridge:
 
     <root>/<bridge>.json   {"bridge", "cidr", "gateway", "dns", "mtu", "dhcp", "leases",
-                            "stack_id", "address"}
+                            "stack_id", "address", "dns_domain"}
+
+Beside it, `<root>/<bridge>.hosts/` holds the DNS names servers register (`iacloud.netnames`).
 
 <root> is `$IACLOUD_NETFACTS_DIR`, else /run/iacloud/networks: /run, because bridges do not
 survive a reboot either, so a fact never outlives its bridge by more than a run. Files are
@@ -43,6 +45,7 @@ class NetworkFacts:
     leases: str | None = None  # dnsmasq's lease file
     stack_id: str | None = None
     address: str | None = None
+    dns_domain: str | None = None  # names of servers on it are served under this domain
 
     @property
     def prefixlen(self) -> int:
@@ -57,6 +60,11 @@ def _path(bridge: str) -> Path | None:
     if not _BRIDGE.fullmatch(bridge) or bridge in (".", ".."):
         return None
     return root() / f"{bridge}.json"
+
+
+def path_of(bridge: str) -> Path | None:
+    """The facts file of a bridge; None when `bridge` cannot be a bridge name."""
+    return _path(bridge)
 
 
 def write(facts: NetworkFacts) -> None:

@@ -11,7 +11,9 @@
 #     is started with /dev/kvm masked in its own mount namespace (a mode-000 character device
 #     bound over it), otherwise every domain define re-probes QEMU with KVM and takes ~40 s;
 #     a running libvirtd that sees /dev/kvm in a harmful way is reported (see below);
-#  4. waits for qemu:///system to answer and times a throw-away domain define.
+#  4. waits for qemu:///system to answer and times a throw-away domain define;
+#  5. lets conntrack see bridged IPv4 (br_netfilter, bridge-nf-call-iptables = 1), which
+#     security groups need for their stateful rules (`iacloud doctor`, "security groups").
 # With --packages-only, only step 1 is done.
 #
 # Environment:
@@ -248,4 +250,19 @@ XML
     fi
 else
     say "libvirt answers on $URI (defines will be slow: see warning)"
+fi
+
+# ------------------------------------------------------------------ 5. bridged conntrack
+# Security groups filter bridged traffic statefully, with conntrack reached through
+# br_netfilter, which every kernel has (nf_conntrack_bridge is missing from some, as here).
+# A host firewall that drops forwarded packets then drops bridged ones too (see the doctor).
+BRIDGE_NF=/proc/sys/net/bridge/bridge-nf-call-iptables
+[ -e "$BRIDGE_NF" ] || modprobe br_netfilter 2>/dev/null || true
+if [ -e "$BRIDGE_NF" ]; then
+    if [ "$(cat "$BRIDGE_NF")" != 1 ]; then
+        echo 1 > "$BRIDGE_NF"
+        say "net.bridge.bridge-nf-call-iptables = 1 (security groups need bridged conntrack)"
+    fi
+else
+    warn "br_netfilter is not available: security groups cannot be enforced on this host"
 fi

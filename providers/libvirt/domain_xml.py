@@ -37,6 +37,9 @@ class Disk:
 class Nic:
     bridge: str
     mac: str
+    # the host-side tap device (`<target dev>`): chosen by iacloud for the NICs it makes, so
+    # security group rules bound to it stay valid across restarts; None: libvirt's vnetN
+    tap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class NicRecord:
     key: str  # "network" | "bridge" | "port"
     explicit_mac: bool
     port: str | None = None  # the port id, for key "port"
+    groups: tuple[str, ...] = ()  # security group ids
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ def interface_element(nic: Nic) -> ET.Element:
     el = ET.Element("interface", type="bridge")
     _sub(el, "mac", address=nic.mac)
     _sub(el, "source", bridge=nic.bridge)
+    if nic.tap:
+        _sub(el, "target", dev=nic.tap)
     _sub(el, "model", type="virtio")
     return el
 
@@ -155,6 +161,8 @@ def metadata_element(owner: OwnerTag, record: ServerRecord, *, bare: bool = Fals
         )
         if nic.port is not None:
             el_nic.set("port", nic.port)
+        for group in nic.groups:
+            _sub(el_nic, _q("sg"), id=group)
     for vol in record.volumes:
         _sub(srv, _q("volume"), id=vol)
     if bare:
@@ -229,7 +237,11 @@ def _parse_record(domain: ET.Element) -> ServerRecord | None:
         return None
     nics = tuple(
         NicRecord(
-            n.get("mac", ""), n.get("key", "bridge"), n.get("explicit_mac") == "true", n.get("port")
+            n.get("mac", ""),
+            n.get("key", "bridge"),
+            n.get("explicit_mac") == "true",
+            n.get("port"),
+            tuple(g.get("id", "") for g in n.findall(_q("sg"))),
         )
         for n in srv.findall(_q("nic"))
     )
@@ -279,10 +291,14 @@ def parse(xml: str) -> ParsedDomain:
             )
         )
     for el in dom.findall("devices/interface"):
-        mac, source = el.find("mac"), el.find("source")
+        mac, source, target = el.find("mac"), el.find("source"), el.find("target")
         bridge = (source.get("bridge") or source.get("network") or "") if source is not None else ""
         parsed.nics.append(
-            Nic(bridge=bridge, mac=(mac.get("address", "") if mac is not None else ""))
+            Nic(
+                bridge=bridge,
+                mac=(mac.get("address", "") if mac is not None else ""),
+                tap=target.get("dev") if target is not None else None,
+            )
         )
     serial = dom.find("devices/serial[@type='file']/source")
     if serial is not None:

@@ -36,6 +36,14 @@ recorded values) and only import opens the seed ISO to recover them (with the ho
 domain that has no iacloud record). The metadata says whether user_data was given at all,
 since an empty user-data file may stand for "" or for none.
 
+Security groups: a NIC's `security_groups` (group ids) make it a member of those groups
+(`iacloud.secgroups`): the server writes one member record per such NIC (its bridge, MAC,
+tap device, the port's address for a port NIC, else none: the ruleset then allows the DHCP
+lease's) and the host's ruleset is rebuilt, before the domain first starts, so the guest is
+filtered from its first packet. Every NIC iacloud makes gets its own tap name
+(`<target dev='iacn...'>`, from the domain's uuid and the MAC) so rules bound to it stay
+valid across restarts. Changing a NIC's groups is a live update (the NIC stays plugged).
+
 `addresses` maps each NIC's network to the IPs it really has, matched by MAC (see
 `addresses`: guest agent, ready line, dnsmasq lease, port): the key is the network's address
 in its stack when the bridge carries a netlink tag (`/sys/class/net/<bridge>/ifalias` =
@@ -59,16 +67,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 import libvirt
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
 from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.secgroups import facts
+from iacloud.secgroups.rules import check_group_id
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
-from . import addresses, console, domain_xml, guest_agent, readiness, seed, storage
+from . import (
+    addresses,
+    console,
+    dns_names,
+    domain_xml,
+    guest_agent,
+    nic_filter,
+    readiness,
+    seed,
+    storage,
+)
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
@@ -122,6 +149,27 @@ class NetworkEntry(BaseModel):
     bridge: str | None = None
     port: str | None = None
     mac: str | None = None
+    security_groups: list[str] = []
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without groups, an entry has the shape it had before groups existed (recorded
+        states and plans compare equal)."""
+        out = handler(self)
+        if not out.get("security_groups"):
+            out.pop("security_groups", None)
+        return out
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for g in value:
+            check_group_id(g)
+        if len(set(value)) != len(value):
+            raise ValueError("a security group may be listed only once per NIC")
+        if len(value) > 16:
+            raise ValueError("at most 16 security groups per NIC")
+        return value
 
     @field_validator("network", "bridge")
     @classmethod
@@ -290,7 +338,9 @@ def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str
 
 
 def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
-    return NicRecord(mac, entry.key, entry.fixed_mac is not None, entry.port)
+    return NicRecord(
+        mac, entry.key, entry.fixed_mac is not None, entry.port, tuple(entry.security_groups)
+    )
 
 
 def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:
@@ -341,9 +391,14 @@ def _next_target(used: set[str]) -> str:
     raise ProviderError("no free disk target name")
 
 
-def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
+def _definition_inputs(
+    parsed: ParsedDomain, filtered: frozenset[str] | None = None
+) -> dict[str, Any]:
     """The inputs one definition of a domain (live or persistent) holds: vcpus, memory_mib,
-    networks and volumes, in the shape the inputs were written (the definition's own record)."""
+    networks and volumes, in the shape the inputs were written (the definition's own record).
+    filtered: the MACs whose member records exist (`iacloud.secgroups.facts`); a NIC whose
+    groups have none (the host was rebooted, the file removed) reads as having no groups, so
+    the next plan writes them again. None: not checked."""
     record = parsed.record
     by_mac = {n.mac: n for n in parsed.nics}
     networks: list[dict[str, Any]] = []
@@ -361,6 +416,8 @@ def _definition_inputs(parsed: ParsedDomain) -> dict[str, Any]:
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
+        groups = list(rec.groups)
+        entry["security_groups"] = groups if filtered is None or nic.mac in filtered else []
         networks.append(NetworkEntry(**entry).model_dump(mode="json"))
     for nic in parsed.nics:
         if nic.mac not in seen:
@@ -559,6 +616,8 @@ class Server(LibvirtResource):
         if self._lookup(name) is not None:
             raise ProviderError(f"a domain named {name} already exists")
         hostname = inputs.hostname or default_hostname(address)
+        who = dns_names.owner(stack.id, address)
+        dns_names.check(hostname)
         self._check_bridges(inputs.networks)
         nics = self._resolve_nics(address, inputs.networks)
         data_disks, used = [], {"vda"}
@@ -629,17 +688,23 @@ class Server(LibvirtResource):
                     Disk(cdrom_dev, "raw", pool.name, seed_name, device="cdrom", bus=cdrom_bus),
                     *data_disks,
                 ],
-                nics=[Nic(e.ifname, m) for e, m in nics],
+                nics=[Nic(e.ifname, m, nic_filter.tap_name(dom_uuid, m)) for e, m in nics],
                 console_path=str(console_path),
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
+            # filtered before the guest sends its first frame
+            members = nic_filter.sync(stack.id, address, dom, record.nics)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
+                nic_filter.learn_leases(members)
+            dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
+                dns_names.unregister(who, [Nic(e.ifname, m) for e, m in nics])
                 self._remove(dom, made)
+                nic_filter.drop(stack.id, address)
             except Exception as cleanup:
                 raise CleanupUnproven(f"{exc}; cleaning up failed too: {cleanup}") from exc
             raise
@@ -652,6 +717,7 @@ class Server(LibvirtResource):
         state: int | None = None,
         persistent: ParsedDomain | None = None,
         leases: addresses.Leases | None = None,
+        members: list[facts.MemberRecord] | None = None,
     ) -> Observed:
         """The server as it runs (`parsed`: its live XML) and, for a running domain, the inputs
         its persistent definition holds (`persistent`, read here when `parsed` is not given).
@@ -663,7 +729,13 @@ class Server(LibvirtResource):
         if state is None:
             state = dom.state(0)[0]
         record = parsed.record
-        definition = _definition_inputs(parsed)
+        owner = parsed.owner
+        filtered = (
+            nic_filter.filtered_macs(self.provider.stack.id, owner.address, members)
+            if owner is not None
+            else frozenset()
+        )
+        definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
         local = is_local(self.settings.uri)
         running = power == "running"
@@ -695,7 +767,7 @@ class Server(LibvirtResource):
             )
         next_boot = None
         if persistent is not None and state in _ACTIVE:
-            next_boot = _definition_inputs(persistent)
+            next_boot = _definition_inputs(persistent, filtered)
         return Observed(
             id=parsed.uuid,
             inputs=inputs,
@@ -720,6 +792,7 @@ class Server(LibvirtResource):
         states = listings.domain_states(self.conn)
         by_uuid = {d.UUIDString().lower(): d for d in domains}
         leases = addresses.Leases()
+        members = facts.members()  # once for all servers
         by_name = {d.name(): d for d in domains}
         out = {}
         for ref in refs:
@@ -748,7 +821,7 @@ class Server(LibvirtResource):
             # only a running domain has a persistent definition apart from the live one
             persistent = listings.persistent_domain(dom) if state in _ACTIVE else None
             try:
-                out[ref.address] = self._observe(dom, parsed, state, persistent, leases)
+                out[ref.address] = self._observe(dom, parsed, state, persistent, leases, members)
             except libvirt.libvirtError as exc:  # its state, for a domain defined meanwhile
                 if is_error(exc, NO_DOMAIN):
                     continue
@@ -854,6 +927,8 @@ class Server(LibvirtResource):
             record = self._update_networks(dom, address, parsed, record, inputs.networks)
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
+        if "networks" in changed:
+            nic_filter.sync(self.provider.stack.id, address, dom, record.nics)
         if "root_gib" in changed and inputs.root_gib is not None:
             # before a restart below, so the guest's next boot sees the larger disk
             self._grow_root(dom, record, inputs.root_gib)
@@ -872,6 +947,11 @@ class Server(LibvirtResource):
                 self._start(dom, address, parsed.console_path, inputs.ready)
         if want_running and not dom.isActive():
             self._start(dom, address, parsed.console_path, inputs.ready)
+        # DNS names: dropped for detached NICs, (re)registered for the others
+        who = dns_names.owner(self.provider.stack.id, address)
+        now = domain_xml.parse(dom.XMLDesc(0)).nics
+        dns_names.unregister(who, [n for n in parsed.nics if n not in now])
+        dns_names.register(who, record.hostname, now, record.nics)
         return self._observe(dom)
 
     def _grow_root(self, dom: libvirt.virDomain, record: ServerRecord, root_gib: int) -> None:
@@ -993,7 +1073,10 @@ class Server(LibvirtResource):
                     continue
                 with failing(f"detaching NIC {nic.mac} from {parsed.name}"):
                     dom.detachDeviceFlags(
-                        domain_xml.to_string(domain_xml.interface_element(nic)), flag
+                        domain_xml.to_string(
+                            domain_xml.interface_element(Nic(nic.bridge, nic.mac))
+                        ),
+                        flag,
                     )
                 if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
                     self._wait_gone(
@@ -1005,7 +1088,7 @@ class Server(LibvirtResource):
         for entry, mac in resolved:
             lacking = [flag for flag, macs in have if mac not in macs]
             if lacking:
-                nic = Nic(entry.ifname, mac)
+                nic = Nic(entry.ifname, mac, nic_filter.tap_name(parsed.uuid, mac))
                 with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
                     dom.attachDeviceFlags(
                         domain_xml.to_string(domain_xml.interface_element(nic)),
@@ -1068,12 +1151,14 @@ class Server(LibvirtResource):
                 own = [v for v in (parsed.record.seed, parsed.record.root) if v]
                 if parsed.record.boot_volume:
                     own = [parsed.record.seed]  # a boot volume belongs to its own resource
+            dns_names.unregister(dns_names.owner(stack.id, address), parsed.nics)
             if self._outliving(parsed, own):
                 # a graceful stop first, so a volume that outlives the server is clean
                 self._shutdown(dom)
             # else nothing worth a clean shutdown survives: powered off at once (as Nova's
             # delete does), by _remove
         self._remove(dom, own)
+        nic_filter.drop(stack.id, address)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
 

@@ -9,6 +9,8 @@ Ids the other providers rely on:
   three parts can contain '/'; `iacloud.ids.PortId` parses it. A NIC with that MAC on that
   bridge gets that address from the network's DHCP server.
 - router: its namespace name (`iacloud-rtr-` + 10 hex).
+- security_group: `sg-` + 10 hex; NICs and ports list it in `security_groups`.
+- floating_ip: `<external bridge>/<ip>` (see `floating_ip`).
 """
 
 from __future__ import annotations
@@ -20,20 +22,24 @@ from pathlib import Path
 from iacloud.errors import Diagnostic
 from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
 from iacloud.providers.netlink.crosscheck import check_stack as cross_check
+from iacloud.providers.netlink.floating_ip import FloatingIp
 from iacloud.providers.netlink.listings import Listings as NetlinkListings
 from iacloud.providers.netlink.network import Network
 from iacloud.providers.netlink.port import Port, parse_port_id, port_id
 from iacloud.providers.netlink.records import StateDir
 from iacloud.providers.netlink.router import Router
+from iacloud.providers.netlink.security_group import SecurityGroup
 from iacloud.providers.netlink.settings import NetlinkSettings
 from iacloud.stack_view import ResourceView
 
 __all__ = [
+    "FloatingIp",
     "NetlinkProvider",
     "NetlinkSettings",
     "Network",
     "Port",
     "Router",
+    "SecurityGroup",
     "parse_port_id",
     "port_id",
 ]
@@ -42,7 +48,7 @@ __all__ = [
 class NetlinkProvider(Provider):
     name = "netlink"
     Settings = NetlinkSettings
-    resource_types = (Network, Port, Router)
+    resource_types = (Network, Port, Router, SecurityGroup, FloatingIp)
     Listings = NetlinkListings  # the run's link dump and namespace listing, for reads
     listings: NetlinkListings
 

@@ -11,7 +11,11 @@ networks' records (`subnet.address_problem`, `gateway.problems`), so the message
   two ports with the same explicit mac;
 - a router: no network listed twice, no two networks with overlapping cidrs, no external
   network among its internal legs; its `external` network marked external, its address a free
-  host address outside that network's DHCP range, its subnet apart from the internal ones.
+  host address outside that network's DHCP range, its subnet apart from the internal ones;
+- a floating IP: its network marked external, its ip (if given) a free host address outside
+  the DHCP range, not held by a port or router of the stack; and when a router of the stack
+  joins both its network and its port's, that router named in `router`: the engine orders
+  steps by references only, so without it the floating IP could be made before the router.
 
 What is not known from the stack alone (a network named by a literal id, a cidr computed by
 get_attr, a default MAC that hashes the stack's id) is left to the plan-time `check`. A field
@@ -30,6 +34,7 @@ from pydantic import ValidationError
 
 from iacloud.errors import Diagnostic
 from iacloud.providers.netlink import gateway
+from iacloud.providers.netlink.floating_ip import ip_problem
 from iacloud.providers.netlink.network import NetworkInputs, resolve
 from iacloud.providers.netlink.port import mac_address
 from iacloud.providers.netlink.subnet import SubnetPlan, address_problem, ipv4
@@ -232,12 +237,57 @@ class _Checker:
                 ip = None
         self.take(key, address, f"router '{address}' (its external ip)", ("external.ip", ip))
 
+    def floating_ip(self, address: str, props: Mapping[str, Any]) -> None:
+        key = _key(props.get("network"))
+        if key is None:
+            return
+        ip = _ip(props.get("ip"))
+        net = self.networks.get(key)
+        if net is not None:
+            if not net.inputs.get("external"):
+                self.report(
+                    address,
+                    "network",
+                    f"{net.label} is not an external network (set external = true on it)",
+                )
+            elif ip is not None:
+                problem = ip_problem(net.plan, bool(net.inputs.get("dhcp")), ip, net.label)
+                if problem:
+                    self.report(address, "ip", problem)
+                    ip = None
+        self.take(key, address, f"floating IP '{address}'", ("ip", ip))
+        if props.get("router") is None and props.get("port") is not None:
+            self.unnamed_router(address, key, props["port"])
+
+    def unnamed_router(self, address: str, network: str, port: Any) -> None:
+        """A router of the stack that would carry the floating IP must be named in it."""
+        target = self.resources.get(port.address) if isinstance(port, Reference) else None
+        if target is None or target.type != "port":
+            return
+        port_network = _key(target.properties.get("network"))
+        for other, rc in self.resources.items():
+            ext = rc.properties.get("external") if rc.type == "router" else None
+            listed = rc.properties.get("networks")
+            if not isinstance(ext, dict) or not isinstance(listed, list):
+                continue
+            if _key(ext.get("network")) == network and port_network in map(_key, listed):
+                self.report(
+                    address,
+                    "router",
+                    f"router '{other}' of this stack joins both networks: name it with "
+                    f'router = {{ get_resource = "{other}" }} so that it is made before the '
+                    f"floating IP",
+                )
+                return
+
     def run(self) -> list[Diagnostic]:
         for address, rc in self.resources.items():  # file order: the first holder keeps it
             if rc.type == "port":
                 self.port(address, rc.properties)
             elif rc.type == "router":
                 self.router(address, rc.properties)
+            elif rc.type == "floating_ip":
+                self.floating_ip(address, rc.properties)
         return self.out
 
 

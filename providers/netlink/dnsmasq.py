@@ -6,8 +6,10 @@ Choices, and why:
   after start-up and re-reads files on SIGHUP as that user, who cannot traverse a 0700 data
   dir; files given only on the command line are never re-read. And /proc/PID/cmdline then
   shows exactly what the running server does, so a read observes the real configuration.
-- Any change (range, DNS, MTU, a port's reservation) therefore restarts dnsmasq instead of a
-  SIGHUP: about 15 ms here; the lease file survives, so clients keep their addresses.
+- Any change (range, DNS, MTU, a port's reservation, dns_domain) therefore restarts dnsmasq
+  instead of a SIGHUP: about 15 ms here; the lease file survives, so clients keep their
+  addresses. Server names (a network's `dns_domain`) are served by a second dnsmasq without
+  DHCP (`dns`), which re-reads its names by itself.
 - dnsmasq daemonizes itself (no --keep-in-foreground): the parent exits once the server is
   set up, reporting configuration errors on stderr with a non-zero status, and the daemon
   outlives the iacloud process. It writes its pid file before dropping root.
@@ -29,7 +31,7 @@ from typing import Any
 
 from iacloud.errors import ProviderError
 from iacloud.providers.netlink import netns
-from iacloud.providers.netlink.records import NetworkFiles
+from iacloud.providers.netlink.records import DnsFiles, NetworkFiles
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -49,6 +51,8 @@ class DhcpConfig:
     hosts: tuple[tuple[str, str], ...]  # (mac, ip) reservations, sorted
     lease_time: int
     user: str
+    domain: str | None = None  # handed out as the domain name (a network's dns_domain)
+    own_dns: str | None = None  # handed out as the DNS server when `dns` is empty (`dns`)
 
 
 def binary() -> str:
@@ -58,7 +62,7 @@ def binary() -> str:
     return path
 
 
-def build_args(cfg: DhcpConfig, files: NetworkFiles, program: str) -> list[str]:
+def build_args(cfg: DhcpConfig, files: NetworkFiles | DnsFiles, program: str) -> list[str]:
     args = [
         program,
         "--conf-file=/dev/null",
@@ -74,6 +78,11 @@ def build_args(cfg: DhcpConfig, files: NetworkFiles, program: str) -> list[str]:
     ]
     if cfg.dns:
         args.append("--dhcp-option=option:dns-server," + ",".join(cfg.dns))
+    if cfg.own_dns:
+        # by number, so a read does not take it for the `dns` input
+        args.append(f"--dhcp-option=6,{cfg.own_dns}")
+    if cfg.domain:
+        args.append(f"--dhcp-option=option:domain-name,{cfg.domain}")
     if cfg.mtu:
         args.append(f"--dhcp-option=option:mtu,{cfg.mtu}")
     args += [f"--dhcp-host={mac},{ip}" for mac, ip in cfg.hosts]
@@ -89,7 +98,14 @@ def build_args(cfg: DhcpConfig, files: NetworkFiles, program: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """What a running dnsmasq serves, read back from its command line (our own format)."""
-    out: dict[str, Any] = {"dns": [], "hosts": [], "mtu": None, "range": None, "gateway": None}
+    out: dict[str, Any] = {
+        "dns": [],
+        "hosts": [],
+        "mtu": None,
+        "range": None,
+        "gateway": None,
+        "domain": None,
+    }
     for arg in argv[1:]:
         key, _, value = arg.partition("=")
         if key == "--dhcp-range":
@@ -104,6 +120,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
                 out["dns"] = [x for x in rest.split(",") if x]
             elif option == "option:mtu" and rest.isdigit():
                 out["mtu"] = int(rest)
+        elif key == "--domain":  # the DNS server's (`dns`)
+            out["domain"] = value
         elif key == "--dhcp-host":
             mac, _, ip = value.partition(",")
             out["hosts"].append((mac, ip))
@@ -121,13 +139,13 @@ def cmdline(pid: int) -> list[str] | None:
     return raw.rstrip(b"\0").decode(errors="replace").split("\0")
 
 
-def _ours(argv: list[str] | None, files: NetworkFiles) -> bool:
+def _ours(argv: list[str] | None, files: NetworkFiles | DnsFiles) -> bool:
     return bool(
         argv and os.path.basename(argv[0]) == "dnsmasq" and f"--pid-file={files.pid}" in argv
     )
 
 
-def running(files: NetworkFiles) -> tuple[int, list[str]] | None:
+def running(files: NetworkFiles | DnsFiles) -> tuple[int, list[str]] | None:
     """(pid, argv) of this network's dnsmasq if it runs."""
     try:
         pid = int(files.pid.read_text().strip())
@@ -137,7 +155,7 @@ def running(files: NetworkFiles) -> tuple[int, list[str]] | None:
     return (pid, argv) if argv is not None and _ours(argv, files) else None
 
 
-def _strays(files: NetworkFiles) -> list[int]:
+def _strays(files: NetworkFiles | DnsFiles) -> list[int]:
     """dnsmasq processes of this network that its pid file does not name (a lost or
     overwritten pid file): found by their --pid-file argument."""
     found = []
@@ -147,7 +165,7 @@ def _strays(files: NetworkFiles) -> list[int]:
     return found
 
 
-def start(namespace: str, args: list[str], files: NetworkFiles) -> int:
+def start(namespace: str, args: list[str], files: NetworkFiles | DnsFiles) -> int:
     files.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     files.pid.unlink(missing_ok=True)
     try:
@@ -171,16 +189,28 @@ def start(namespace: str, args: list[str], files: NetworkFiles) -> int:
     return found[0]
 
 
-def _wait_gone(pid: int, files: NetworkFiles, timeout: float) -> bool:
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: its sockets are closed. (Its cmdline is empty earlier, from the
+    moment an exiting process drops its memory, while it may still hold its sockets: a new
+    dnsmasq started then cannot bind the DNS port.)"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
+def _wait_gone(pid: int, files: NetworkFiles | DnsFiles, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _ours(cmdline(pid), files):
+        argv = cmdline(pid)
+        if (argv is None and _exited(pid)) or (argv is not None and not _ours(argv, files)):
             return True
         time.sleep(0.005)
     return False
 
 
-def stop(files: NetworkFiles, search: bool = False) -> None:
+def stop(files: NetworkFiles | DnsFiles, search: bool = False) -> None:
     """Stop this network's dnsmasq (SIGTERM, then SIGKILL); nothing running is fine. search:
     also stop any that the pid file does not name (costs a scan of /proc)."""
     found = running(files)
@@ -199,7 +229,7 @@ def stop(files: NetworkFiles, search: bool = False) -> None:
     files.pid.unlink(missing_ok=True)
 
 
-def leases(files: NetworkFiles) -> list[dict[str, Any]]:
+def leases(files: NetworkFiles | DnsFiles) -> list[dict[str, Any]]:
     """Current leases: [{mac, ip, expires}] (guest-chosen hostnames are left out on purpose)."""
     try:
         text = files.leases.read_text()

@@ -1,5 +1,6 @@
 """Host checks for the netlink provider (`iacloud doctor`): privileges, dnsmasq, nft, the bridge
-firewall hook and 802.1Q support. Every check only reads (/proc, /sys, /lib/modules, `--version`
+firewall hook (both ways: a host firewall that sees bridged traffic, and security groups that
+need it to) and 802.1Q support. Every check only reads (/proc, /sys, /lib/modules, `--version`
 of the two programs): the doctor changes nothing on the host."""
 
 from __future__ import annotations
@@ -68,7 +69,29 @@ def dnsmasq() -> Check:
             "dnsmasq not found: networks with dhcp = true (the default) cannot be created",
             "apt-get install dnsmasq-base",
         )
+    if "no-inotify" in compile_options(path):
+        return Check(
+            "dnsmasq",
+            "warn",
+            f"{path}: {version(path)} is built without inotify: networks with dns_domain "
+            "would not see servers' names come and go",
+            "install a dnsmasq built with inotify (Debian's dnsmasq-base is)",
+        )
     return Check("dnsmasq", "ok", f"{path}: {version(path)}")
+
+
+def compile_options(path: str) -> list[str]:
+    """dnsmasq's "Compile time options:" words (from a bounded `--version` run)."""
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    for line in out.splitlines():
+        if line.startswith("Compile time options:"):
+            return line.split(":", 1)[1].split()
+    return []
 
 
 def nft() -> Check:
@@ -77,7 +100,8 @@ def nft() -> Check:
         return Check(
             "nftables",
             "warn",
-            "nft not found: routers with external.snat = true cannot be created",
+            "nft not found: routers with external.snat = true, security groups and floating "
+            "IPs cannot be created",
             "apt-get install nftables",
         )
     return Check("nftables", "ok", f"{path}: {version(path)}")
@@ -107,9 +131,77 @@ def bridge_netfilter() -> Check:
         "between guests and namespaces on iacloud networks pass the host's iptables/nftables "
         "forward rules, so a host firewall that drops forwarded traffic (Docker's DROP policy, "
         "for one) also drops traffic inside iacloud networks",
-        "sysctl -w net.bridge.bridge-nf-call-iptables=0 (and set it in /etc/sysctl.d/ to keep "
-        "it), or accept forwarded traffic on the iacb* bridges in the host firewall",
+        "accept forwarded traffic on the iacb* bridges in the host firewall; "
+        "sysctl -w net.bridge.bridge-nf-call-iptables=0 stops it too, but then security "
+        "groups cannot be enforced",
     )
+
+
+def security_groups() -> Check:
+    """Stateful filtering of bridged traffic needs conntrack to see it: this kernel's bridge
+    family has none of its own unless nf_conntrack_bridge is built, and iacloud uses the path
+    every kernel has, br_netfilter passing bridged IPv4 through the inet hooks."""
+    try:
+        value = BRIDGE_NF.read_text().strip()
+    except OSError:
+        value = None
+    if value == "1":
+        refused = ruleset_refused()
+        if refused:
+            return Check(
+                "security groups",
+                "fail",
+                f"this kernel or nft refuses iacloud's security group ruleset: {refused}",
+                "a kernel with nf_tables for the bridge and inet families, conntrack zones and "
+                "the ct expression (CONFIG_NF_TABLES_BRIDGE, CONFIG_NF_CONNTRACK_ZONES, "
+                "CONFIG_NFT_CT), and nftables >= 0.9",
+            )
+        return Check(
+            "security groups",
+            "ok",
+            "bridged IPv4 reaches conntrack through br_netfilter (bridge-nf-call-iptables = 1) "
+            "and the kernel accepts iacloud's ruleset (nft -c): security groups are enforced "
+            "statefully in the nftables tables 'bridge iacloud' and 'inet iacloud'",
+        )
+    why = "br_netfilter is not loaded" if value is None else "bridge-nf-call-iptables = 0"
+    return Check(
+        "security groups",
+        "warn",
+        f"{why}, so conntrack never sees bridged traffic: a stack whose NICs or ports list "
+        "security_groups fails to apply (NICs without groups are not affected)",
+        "modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 (keep both in "
+        "/etc/modules-load.d/ and /etc/sysctl.d/); the host firewall then sees bridged traffic "
+        "too (see 'bridge netfilter')",
+    )
+
+
+def ruleset_refused() -> str | None:
+    """nft's complaint about a sample of iacloud's ruleset, checked by the kernel without
+    being applied (`nft -c`, which changes nothing), or None when it is accepted (or nft is
+    missing: the nftables check says so)."""
+    path = find("nft")
+    if path is None:
+        return None
+    from iacloud.secgroups.compiler import Group, Member, compile_ruleset
+    from iacloud.secgroups.rules import Rule
+
+    group = "sg-0000000000"
+    rules = (
+        Rule(direction="ingress", protocol="tcp", port_min=22, remote_cidr="198.18.0.0/15"),
+        Rule(direction="ingress", protocol="icmp", remote_group="self"),
+    )
+    member = Member("iacbdoctor", "52:54:00:00:00:01", "iacndoctor", ("198.18.0.2",), (group,))
+    text = compile_ruleset({group: Group(group, rules)}, [member]).text
+    try:
+        out = subprocess.run(
+            [path, "-c", "-f", "-"], input=text, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if out.returncode == 0:
+        return None
+    lines = [line for line in out.stderr.splitlines() if "Error" in line]
+    return (lines[0] if lines else out.stderr.strip())[:300] or f"exit status {out.returncode}"
 
 
 def vlan_available(release: str) -> str | None:
@@ -147,4 +239,4 @@ def vlan() -> Check:
 
 
 def checks() -> list[Check]:
-    return [privileges(), dnsmasq(), nft(), bridge_netfilter(), vlan()]
+    return [privileges(), dnsmasq(), nft(), bridge_netfilter(), security_groups(), vlan()]

@@ -125,3 +125,8 @@ def default_mac(stack_id: str, address: str) -> str:
 def port_record(stack_id: str, address: str) -> str:
     """File name of a port's reservation record in its network's state directory."""
     return "port-" + digest(stack_id, address) + ".json"
+
+
+def floating_record(stack_id: str, address: str) -> str:
+    """File name of a floating IP's record in its external network's state directory."""
+    return "fip-" + digest(stack_id, address) + ".json"

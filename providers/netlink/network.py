@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from iacloud import netfacts
+from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, TaggedObject
-from iacloud.providers.netlink import dnsmasq, links, names, netns
+from iacloud.providers.netlink import dns, dnsmasq, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
 from iacloud.providers.netlink.names import NetworkNames
@@ -154,6 +154,11 @@ class NetworkInputs(Inputs):
     # iacloud router joins it only through `external = {...}` (an address of its own, a default
     # route and SNAT), never as an internal leg that would take the gateway address.
     external: bool = prop(False, update=Disruption.LIVE)
+    # Servers on the network are resolvable as HOSTNAME.<dns_domain> through its dnsmasq
+    # (`iacloud.netnames`, `dns`). Changing it restarts its dnsmasq processes (live).
+    dns_domain: str | None = prop(
+        None, update=Disruption.LIVE, description="e.g. lab.internal: servers get DNS names"
+    )
 
     @field_validator("cidr")
     @classmethod
@@ -170,6 +175,11 @@ class NetworkInputs(Inputs):
     def _dns(cls, v: list[str]) -> list[str]:
         return [ipv4(x) for x in v]
 
+    @field_validator("dns_domain")
+    @classmethod
+    def _dns_domain(cls, v: str | None) -> str | None:
+        return None if v is None else netnames.check_domain(v)
+
     @model_validator(mode="after")
     def _subnet(self) -> NetworkInputs:
         prefix = int(self.cidr.split("/")[1])
@@ -179,6 +189,11 @@ class NetworkInputs(Inputs):
                 f"{self.cidr} is too small: set dhcp = false"
             )
         plan_subnet(self.cidr, self.gateway, _range_tuple(self.dhcp_range))
+        if self.dns_domain and not self.dhcp:
+            raise ValueError(
+                "dns_domain needs dhcp = true: the network's DHCP server (dnsmasq) answers "
+                "the names"
+            )
         return self
 
 
@@ -225,6 +240,8 @@ def dhcp_config(
             if plan.is_host(ipaddress.IPv4Address(p["ip"]))
         }
     )
+    domain = inputs.get("dns_domain")
+    own_dns = str(plan.server) if domain and not inputs.get("dns") else None
     return dnsmasq.DhcpConfig(
         interface=names_.dhcp_inner,
         range_start=str(plan.range_start),
@@ -236,6 +253,8 @@ def dhcp_config(
         hosts=tuple(hosts),
         lease_time=lease_time,
         user=user,
+        domain=domain,
+        own_dns=own_dns,
     )
 
 
@@ -377,8 +396,9 @@ class Network(NetlinkResource):
                 {"start": start_end[0], "end": start_end[1]} if start_end else None
             )
             inputs["dns"] = served["dns"]
+            inputs["dns_domain"] = dns.served_domain(files, n.dhcp_namespace)
         else:
-            for key in ("dhcp_range", "dns"):
+            for key in ("dhcp_range", "dns", "dns_domain"):
                 if key in recorded:
                     inputs[key] = recorded[key]
         inputs["mtu"] = bridge.mtu
@@ -671,20 +691,22 @@ class Network(NetlinkResource):
         cfg = dhcp_config(n, files, record, self.settings.dhcp_user, self.settings.lease_time)
         args = dnsmasq.build_args(cfg, files, dnsmasq.binary())
         running = dnsmasq.running(files)
-        if (
+        if not (
             running
             and not rebuilt
             and running[1] == args
             and netns.process_in(running[0], n.dhcp_namespace)
         ):
-            return
-        dnsmasq.stop(files)
-        dnsmasq.start(n.dhcp_namespace, args, files)
+            dnsmasq.stop(files)
+            dnsmasq.start(n.dhcp_namespace, args, files)
+        domain = record["inputs"].get("dns_domain")
+        dns.converge(n, files, domain, self.settings.dhcp_user, rebuilt)
 
     def _teardown_dhcp(self, n: NetworkNames, files: NetworkFiles, thorough: bool = False) -> None:
         """thorough: also look for a dnsmasq of this network that its pid file does not name
         (a scan of /proc: done on delete, not on every update of a network without DHCP)."""
         dnsmasq.stop(files, search=thorough)
+        dns.stop(files, search=thorough)
         # The veth before the namespace: deleting one end removes the pair at once, while a
         # removed namespace is dismantled by the kernel later.
         with IPRoute() as ipr:
@@ -701,6 +723,7 @@ class Network(NetlinkResource):
             for name in (n.vlan, n.vxlan, bridge):
                 links.delete(ipr, name)
         netfacts.remove(bridge)
+        netnames.remove_dir(bridge)
         if remove_dir:
             files.remove()
 
@@ -722,6 +745,7 @@ def publish_facts(files: NetworkFiles) -> None:
         leases=str(files.leases) if inputs.get("dhcp") else None,
         stack_id=record.get("stack_id"),
         address=record.get("address"),
+        dns_domain=inputs.get("dns_domain"),
     )
     try:
         netfacts.write(facts)

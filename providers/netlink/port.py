@@ -13,6 +13,12 @@ Reading: a port exists while its record does and, if the network's dnsmasq runs,
 serves the reservation; a reservation that is not in effect reads as absent so the next apply
 puts it back.
 
+Security groups: `security_groups` lists groups whose rules filter the NIC that takes the port
+(a server NIC on it, or `device`: an interface already on the bridge that iacloud did not
+make, such as a namespace's or a container's veth). The port writes a member record (its MAC,
+IP, groups and device) to the host's security group facts and the ruleset is rebuilt
+(`iacloud.secgroups`); changing either field is a live update.
+
 Uniqueness: `check` and `create` refuse an IP or MAC that another port's record on the same
 network already holds (naming that port). Ports of one stack that are still to be created are
 compared with each other, and with their network's subnet, at load time (`crosscheck`).
@@ -37,6 +43,8 @@ from iacloud.providers.netlink.network import plan_of, sync_reservations
 from iacloud.providers.netlink.records import NetworkFiles, write_json
 from iacloud.providers.netlink.subnet import address_problem, ipv4
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.secgroups import enforce, facts
+from iacloud.secgroups.rules import check_group_id
 from iacloud.validators import is_mac, is_multicast_mac
 
 
@@ -72,10 +80,33 @@ class PortInputs(Inputs):
         description="default: 52:54:00 and a hash of the stack id and address",
     )
 
+    security_groups: list[str] = prop(
+        [], update=Disruption.LIVE, max_length=16, description="security group ids"
+    )
+    device: str | None = prop(
+        None,
+        update=Disruption.LIVE,
+        description="an interface on the bridge that takes this port (filtered by its groups)",
+    )
+
     @field_validator("network")
     @classmethod
     def _network(cls, v: str) -> str:
         return names.validate_ifname(v)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else names.validate_ifname(v)
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for g in v:
+            check_group_id(g)
+        if len(set(v)) != len(v):
+            raise ValueError("a security group may be listed only once")
+        return v
 
     @field_validator("ip")
     @classmethod
@@ -130,6 +161,10 @@ class Port(NetlinkResource):
                 out.append(("ip", f"{ip} on network {files.bridge} is already reserved by {whose}"))
             if other["mac"] == mac:
                 out.append(("mac", f"{mac} on network {files.bridge} is already used by {whose}"))
+        for fip in files.read_floating():
+            if fip["ip"] == ip:
+                whose = f"floating IP '{fip.get('address')}'"
+                out.append(("ip", f"{ip} on network {files.bridge} is already taken by {whose}"))
         return out
 
     # ---- read ----------------------------------------------------------------------------
@@ -157,8 +192,35 @@ class Port(NetlinkResource):
             hosts = served[bridge]
             if hosts is not None and (record["mac"], record["ip"]) not in hosts:
                 continue  # dnsmasq runs without it: not in effect
-            out[ref.address] = self._observe(bridge, record)
+            out[ref.address] = self._observe(bridge, record, self._membership(ref.address))
         return out
+
+    def _membership(self, address: str) -> facts.MemberRecord | None:
+        for rec in facts.members():
+            if (rec.source, rec.stack_id, rec.address) == ("port", self.stack.id, address):
+                return rec
+        return None
+
+    def _set_membership(self, address: str, record: dict[str, Any], inputs: PortInputs) -> None:
+        """Write (or remove) the port's member record and rebuild the ruleset. A port without
+        groups that never had any leaves the ruleset (and nft) alone."""
+        if not (inputs.security_groups or inputs.device) and self._membership(address) is None:
+            return
+        with enforce.change():
+            facts.remove_members("port", self.stack.id, address)
+            if inputs.security_groups or inputs.device:
+                facts.write_member(
+                    facts.MemberRecord(
+                        "port",
+                        self.stack.id,
+                        address,
+                        str(record["bridge"]),
+                        record["mac"],
+                        inputs.device,
+                        (record["ip"],),
+                        tuple(inputs.security_groups),
+                    )
+                )
 
     def _match(
         self, records: list[dict[str, Any]], address: str, mac: str, ip: str
@@ -174,12 +236,20 @@ class Port(NetlinkResource):
         return same[0] if same else None
 
     @staticmethod
-    def _observe(bridge: str, record: dict[str, Any]) -> Observed:
+    def _observe(
+        bridge: str, record: dict[str, Any], member: facts.MemberRecord | None = None
+    ) -> Observed:
         mac, ip = record["mac"], record["ip"]
         id = port_id(bridge, mac, ip)
         return Observed(
             id=id,
-            inputs={"network": bridge, "ip": ip, "mac": mac},
+            inputs={
+                "network": bridge,
+                "ip": ip,
+                "mac": mac,
+                "security_groups": list(member.groups) if member else [],
+                "device": member.device if member else None,
+            },
             attributes={"id": id, "ip": ip, "mac": mac, "network": bridge},
         )
 
@@ -202,17 +272,27 @@ class Port(NetlinkResource):
             write_json(path, record)
             try:
                 sync_reservations(self, bridge, serve=True)
+                self._set_membership(address, {**record, "bridge": bridge}, inputs)
             except BaseException:
                 path.unlink(missing_ok=True)
                 with contextlib.suppress(Exception):
                     sync_reservations(self, bridge)
+                if self._membership(address) is not None:
+                    with contextlib.suppress(Exception), enforce.change():
+                        facts.remove_members("port", self.stack.id, address)
                 raise
-        return self._observe(bridge, record)
+        return self._observe(bridge, record, self._membership(address))
 
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
-        raise ProviderError("every field of a port forces a replacement")
+        assert isinstance(inputs, PortInputs)
+        if changed - {"security_groups", "device"}:
+            raise ProviderError("only security_groups and device of a port change in place")
+        bridge, mac, ip = parse_port_id(prior.id)
+        record = {"bridge": bridge, "mac": mac, "ip": ip}
+        self._set_membership(address, record, inputs)
+        return self._observe(bridge, record, self._membership(address))
 
     def delete(self, address: str, prior: Observed) -> None:
         try:
@@ -226,6 +306,9 @@ class Port(NetlinkResource):
                 return
             files.port(record["stack_id"], record["address"]).unlink(missing_ok=True)
             sync_reservations(self, bridge)
+        if self._membership(address) is not None:
+            with enforce.change():
+                facts.remove_members("port", self.stack.id, address)
 
     def import_(self, address: str, id: str) -> Observed:
         try:
@@ -235,7 +318,7 @@ class Port(NetlinkResource):
         record = self._match(self.state.network(bridge).read_ports(), address, mac, ip)
         if record is None:
             raise ProviderError(f"no reservation {mac} {ip} on network {bridge}")
-        return self._observe(bridge, record)
+        return self._observe(bridge, record, self._membership(address))
 
     def list_tagged(self) -> list[TaggedObject]:
         return [

@@ -4,7 +4,8 @@ An isolated bridge has no address, so a network's cidr and gateway are not obser
 kept in `<state_dir>/<bridge>/network.json`, written before anything is created so an
 interrupted create is still understood. The same directory holds the network's port
 reservations (`ports/port-<hash>.json`, one file per port, so ports created in parallel never
-rewrite each other's lines) and dnsmasq's pid, lease and log files. Routers keep
+rewrite each other's lines), the floating IPs taken from it (`floating/fip-<hash>.json`, on an
+external network) and dnsmasq's pid, lease and log files. Routers keep
 `<state_dir>/routers/<namespace>.json` (a namespace cannot carry an alias).
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file.
@@ -65,6 +66,7 @@ class StateDir:
 
 
 _PORT_KEYS = ("stack_id", "address", "mac", "ip")
+_FLOATING_KEYS = ("stack_id", "address", "ip")
 
 
 class NetworkFiles:
@@ -72,6 +74,7 @@ class NetworkFiles:
         self.dir = directory
         self.record = directory / "network.json"
         self.ports = directory / "ports"
+        self.floating = directory / "floating"
         self.pid = directory / "dnsmasq.pid"
         self.leases = directory / "dnsmasq.leases"
         self.log = directory / "dnsmasq.log"
@@ -100,9 +103,37 @@ class NetworkFiles:
                 out.append(data)
         return out
 
+    def floating_ip(self, stack_id: str, address: str) -> Path:
+        return self.floating / names.floating_record(stack_id, address)
+
+    def read_floating(self) -> list[dict[str, Any]]:
+        """Every floating IP taken from this network, in a stable order."""
+        if not self.floating.is_dir():
+            return []
+        out = []
+        for f in sorted(self.floating.glob("fip-*.json")):
+            data = read_json(f)
+            if data and all(isinstance(data.get(k), str) for k in _FLOATING_KEYS):
+                out.append(data)
+        return out
+
+    def dns(self) -> DnsFiles:
+        return DnsFiles(self.dir)
+
     def remove_dhcp_files(self) -> None:
-        for f in (self.pid, self.leases, self.log):
+        for f in (self.pid, self.leases, self.log, self.dns().pid, self.dns().log):
             f.unlink(missing_ok=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DnsFiles:
+    """The pid and log file of a network's DNS server (a second dnsmasq, see `dns`), in the
+    network's directory; the same attributes `dnsmasq` uses for the DHCP server's."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.pid = directory / "dns.pid"
+        self.log = directory / "dns.log"
+        self.leases = directory / "dns.leases"  # never written: the DNS server has no DHCP

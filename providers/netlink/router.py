@@ -108,6 +108,14 @@ class Router(NetlinkResource):
                     {f"network {b}": p for b, p in plans.items()},
                 )
                 out += [Diagnostic(m, address=address, field=f) for f, m in found]
+            for fip in self.state.network(ext.network).read_floating():
+                if fip["ip"] == ext.ip:
+                    taken = f"{ext.ip} on network {ext.network} is already taken by floating IP"
+                    out.append(
+                        Diagnostic(
+                            f"{taken} '{fip.get('address')}'", address=address, field="external.ip"
+                        )
+                    )
         return out
 
     def _known_plans(self, bridges: list[str]) -> dict[str, SubnetPlan]:

@@ -75,7 +75,8 @@ def ruleset(rule: SnatRule) -> str:
     )
 
 
-def _nft(namespace: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+def nft(namespace: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run nft inside the namespace (bounded); `floating_nat` uses it too."""
     try:
         return subprocess.run(
             netns.exec_args(namespace, [binary(), *args]),
@@ -90,14 +91,14 @@ def _nft(namespace: str, args: list[str], stdin: str | None = None) -> subproces
 
 
 def apply(namespace: str, rule: SnatRule) -> None:
-    result = _nft(namespace, ["-f", "-"], ruleset(rule))
+    result = nft(namespace, ["-f", "-"], ruleset(rule))
     if result.returncode != 0:
         raise ProviderError(f"nft in {namespace} refused the SNAT rule: {result.stderr.strip()}")
 
 
 def remove(namespace: str) -> None:
     """Drop the table; a table that does not exist is fine (declared first, then deleted)."""
-    result = _nft(namespace, ["-f", "-"], f"table ip {TABLE}\ndelete table ip {TABLE}\n")
+    result = nft(namespace, ["-f", "-"], f"table ip {TABLE}\ndelete table ip {TABLE}\n")
     if result.returncode != 0:
         raise ProviderError(f"nft in {namespace} cannot remove {TABLE}: {result.stderr.strip()}")
 
@@ -105,7 +106,7 @@ def remove(namespace: str) -> None:
 def read(namespace: str) -> SnatRule | None:
     """The SNAT rule in the namespace's table, or None when there is no table or no such rule
     (something else was put there by hand)."""
-    result = _nft(namespace, ["-j", "list", "table", "ip", TABLE])
+    result = nft(namespace, ["-j", "list", "table", "ip", TABLE])
     if result.returncode != 0:
         return None
     try:

@@ -325,6 +325,7 @@ def test_network_lifecycle(lab: Lab) -> None:
         "mtu": 1500,
         "segment": None,
         "external": False,
+        "dns_domain": None,
     }
     assert net.attributes["dhcp_server"] == "198.18.10.254"
     # Refresh right after create: identical; found by tag when the id was never recorded.
@@ -353,7 +354,13 @@ def test_dhcp_lease_and_port_reservation(lab: Lab) -> None:
 
     port = lab.port.create("p", PortInputs(network=net.id, ip="198.18.11.5", mac=mac))
     assert port.id == f"{net.id}/{mac}/198.18.11.5"
-    assert port.inputs == {"network": net.id, "ip": "198.18.11.5", "mac": mac}
+    assert port.inputs == {
+        "network": net.id,
+        "ip": "198.18.11.5",
+        "mac": mac,
+        "security_groups": [],
+        "device": None,
+    }
     assert f"--dhcp-host={mac},198.18.11.5" in served(lab.provider.state.network(net.id).dir)[1]
     assert dhcp_address(client) == "198.18.11.5"
 
@@ -942,6 +949,7 @@ def test_doctor_on_this_host(lab: Lab) -> None:
         "dnsmasq",
         "nftables",
         "bridge netfilter",
+        "security groups",
         "802.1Q VLAN",
     ]
     assert checks["netlink privileges"].status == "ok"  # these tests run as root
@@ -953,6 +961,7 @@ def test_doctor_on_this_host(lab: Lab) -> None:
     bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
     calls_iptables = bridge_nf.exists() and bridge_nf.read_text().strip() == "1"
     assert checks["bridge netfilter"].status == ("warn" if calls_iptables else "ok")
+    assert checks["security groups"].status == ("ok" if calls_iptables else "warn")
     # the doctor only reads; the probe really creates a VLAN link: they must agree
     assert (checks["802.1Q VLAN"].status == "ok") == _kernel_has_vlan(lab)
     for check in checks.values():
@@ -985,6 +994,7 @@ def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> Non
         "dnsmasq": ("fail", "apt-get install dnsmasq-base"),
         "nftables": ("warn", "apt-get install nftables"),
         "bridge netfilter": ("warn", checks["bridge netfilter"].fix),
+        "security groups": ("ok", ""),
         "802.1Q VLAN": ("warn", checks["802.1Q VLAN"].fix),
     }
     assert "missing CAP_SYS_ADMIN" in checks["netlink privileges"].message
@@ -997,6 +1007,18 @@ def test_doctor_says_how_to_fix_each_problem(tmp_path: Path, monkeypatch) -> Non
     # and what makes each one pass
     (tmp_path / "nf").write_text("0\n")
     assert doctor.bridge_netfilter().status == "ok"
+    groups = doctor.security_groups()
+    assert groups.status == "warn" and "bridge-nf-call-iptables = 0" in groups.message
+    assert "sysctl -w net.bridge.bridge-nf-call-iptables=1" in groups.fix
+    # an nft (or kernel) that refuses the ruleset in check mode
+    (tmp_path / "nf").write_text("1\n")
+    fake = tmp_path / "nft"
+    fake.write_text("#!/bin/sh\necho 'Error: Could not process rule: Protocol error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(doctor, "find", lambda program: str(fake))
+    refused = doctor.security_groups()
+    assert refused.status == "fail" and "Protocol error" in refused.message
+    assert "CONFIG_NF_CONNTRACK_ZONES" in refused.fix
     (tmp_path / "nf").unlink()
     assert doctor.bridge_netfilter().status == "ok"
     modules = tmp_path / "modules" / "6.1.0-test"

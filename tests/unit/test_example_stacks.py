@@ -113,6 +113,8 @@ def test_two_tier():
         "front": "network",
         "back": "network",
         "router": "router",
+        "web_sg": "security_group",
+        "db_sg": "security_group",
         "db_port": "port",
         "db_data": "volume",
         "db": "server",
@@ -123,6 +125,8 @@ def test_two_tier():
     assert types(config) == expected
     assert set(config.resources["web[2]"].depends_on) == {"debian", "web_port[2]", "web_data[2]"}
     assert set(config.resources["router"].depends_on) == {"front", "back"}
+    assert set(config.resources["db_port"].depends_on) == {"back", "db_sg"}
+    assert set(config.resources["db_sg"].depends_on) == {"web_sg"}
     the_plan = plan("two-tier.toml", f"ssh_key={KEY}", "web_count=3")
     after = creates(the_plan)
     assert after["db_port"]["ip"] == "198.18.41.10"

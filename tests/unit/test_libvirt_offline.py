@@ -84,7 +84,7 @@ def test_domain_xml_round_trips_what_the_provider_records() -> None:
         seed="default/iac-3fa2b1c4-web.0.seed.raw",
         nics=(
             NicRecord("52:54:00:00:00:01", "port", True, "br1/52:54:00:00:00:01/198.18.0.5"),
-            NicRecord("52:54:00:00:00:02", "bridge", False),
+            NicRecord("52:54:00:00:00:02", "bridge", False, None, ("sg-0123456789",)),
         ),
         volumes=("default/iac-3fa2b1c4-data.qcow2",),
         user_data=True,
@@ -96,7 +96,7 @@ def test_domain_xml_round_trips_what_the_provider_records() -> None:
                Disk("hdc", "raw", "default", "iac-3fa2b1c4-web.0.seed.raw", device="cdrom",
                     bus="ide"),
                Disk("vdb", "qcow2", "default", "iac-3fa2b1c4-data.qcow2")],
-        nics=[Nic("br1", "52:54:00:00:00:01"), Nic("br2", "52:54:00:00:00:02")],
+        nics=[Nic("br1", "52:54:00:00:00:01", "iacn0123456789"), Nic("br2", "52:54:00:00:00:02")],
         console_path="/var/lib/iacloud/c.log",
     )  # fmt: skip
     parsed = domain_xml.parse(domain_xml.build(spec))
@@ -108,6 +108,34 @@ def test_domain_xml_round_trips_what_the_provider_records() -> None:
     ]  # fmt: skip
     assert parsed.nics == spec.nics and parsed.console_path == spec.console_path
     assert parsed.machine == "pc"
+
+
+def test_server_nic_security_groups_and_tap_names() -> None:
+    from pydantic import ValidationError
+
+    from iacloud.providers.libvirt.nic_filter import tap_name
+    from iacloud.providers.libvirt.server import NetworkEntry, ServerInputs
+
+    entry = NetworkEntry(network="br1", security_groups=["sg-0123456789"])
+    assert entry.model_dump()["security_groups"] == ["sg-0123456789"]
+    # without groups an entry keeps the shape recorded before groups existed
+    assert NetworkEntry(network="br1").model_dump() == {
+        "network": "br1", "bridge": None, "port": None, "mac": None
+    }  # fmt: skip
+    for bad in (["web"], ["sg-0123456789", "sg-0123456789"], ["sg-0123456789; x"]):
+        with pytest.raises(ValidationError):
+            NetworkEntry(network="br1", security_groups=bad)
+    with pytest.raises(ValidationError):
+        ServerInputs(
+            networks=[{"network": "br1", "security_groups": [f"sg-{i:010x}" for i in range(17)]}]
+        )
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    tap = tap_name(uuid, "52:54:00:00:00:01")
+    assert tap == tap_name(uuid.upper(), "52:54:00:00:00:01") and len(tap) <= 15
+    assert tap.startswith("iacn") and is_interface_name(tap)
+    assert tap != tap_name(uuid, "52:54:00:00:00:02")
+    el = domain_xml.interface_element(Nic("br1", "52:54:00:00:00:01", tap))
+    assert el.find("target").get("dev") == tap
 
 
 def test_domain_xml_escapes_what_it_is_given() -> None:

@@ -161,13 +161,18 @@ def test_network_update_policy() -> None:
         "dns",
         "mtu",
         "external",
+        "dns_domain",
     }
     assert {k for k, f in fields.items() if field_flag(f, "computed_default")} == {
         "gateway",
         "dhcp_range",
         "mtu",
     }
-    assert all(field_update(f) is Disruption.REPLACE for f in PortInputs.model_fields.values())
+    port_live = {"security_groups", "device"}  # the port's filtering, not its address
+    assert all(
+        field_update(f) is (Disruption.LIVE if k in port_live else Disruption.REPLACE)
+        for k, f in PortInputs.model_fields.items()
+    )
     assert field_update(RouterInputs.model_fields["networks"]) is Disruption.LIVE
     assert field_update(RouterInputs.model_fields["external"]) is Disruption.LIVE
 
@@ -215,6 +220,7 @@ def test_dnsmasq_arguments_read_back(tmp_path: Path) -> None:
         "dns": ["198.18.0.53", "198.18.0.54"],
         "mtu": 1400,
         "hosts": [("52:54:00:00:00:01", "198.18.10.5")],
+        "domain": None,
     }
 
 

@@ -1,0 +1,105 @@
+"""A server's NICs as security group members (`iacloud.secgroups`): what the server writes.
+
+Each NIC with security groups, or on a port (whose own groups then filter it: the record binds
+the port to the NIC's tap), gets a member record: bridge, MAC, tap device, the port's address
+(a DHCP NIC has none: the ruleset takes its lease) and the NIC's groups. Every change goes
+through `enforce.change`, which rebuilds the host's ruleset when what it is made of changed.
+Tap devices are named by iacloud (`tap_name`, set as `<target dev>`), so a rule bound to one
+holds across restarts of the domain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+
+import libvirt
+
+from iacloud.ids import PortId
+from iacloud.secgroups import enforce, facts
+
+from . import domain_xml
+from .domain_xml import NicRecord
+
+SOURCE = "server"
+
+
+def tap_name(domain_uuid: str, mac: str) -> str:
+    """The tap device of a NIC iacloud makes: stable for the domain's life (libvirt keeps
+    'vnet' for the names it picks itself)."""
+    return "iacn" + hashlib.sha256(f"{domain_uuid.lower()}\0{mac}".encode()).hexdigest()[:10]
+
+
+def _taps(dom: libvirt.virDomain) -> dict[str, str]:
+    """The tap of each NIC by MAC: the running definition's, else the persistent one's."""
+    taps: dict[str, str] = {}
+    for flags in (libvirt.VIR_DOMAIN_XML_INACTIVE, 0):
+        if flags == 0 and not dom.isActive():
+            continue
+        for nic in domain_xml.parse(dom.XMLDesc(flags)).nics:
+            if nic.tap:
+                taps[nic.mac] = nic.tap
+    return taps
+
+
+def sync(
+    stack_id: str, address: str, dom: libvirt.virDomain, nics: Sequence[NicRecord]
+) -> list[facts.MemberRecord]:
+    """Write the member records of the server's bound NICs and remove its others. A server
+    that has and had none leaves the ruleset (and nft) alone."""
+    bound = [n for n in nics if n.groups or n.key == "port"]
+    if not bound and not has_members(stack_id, address):
+        return []
+    taps = _taps(dom)
+    bridges = {n.mac: n.bridge for n in domain_xml.parse(dom.XMLDesc(0)).nics}
+    members = []
+    for rec in bound:
+        if rec.mac not in bridges:
+            continue
+        ips: tuple[str, ...] = ()
+        if rec.key == "port" and rec.port:
+            with contextlib.suppress(ValueError):
+                ips = (PortId.parse(rec.port).ip,)
+        members.append(
+            facts.MemberRecord(
+                SOURCE, stack_id, address, bridges[rec.mac], rec.mac, taps.get(rec.mac), ips,
+                rec.groups,
+            )
+        )  # fmt: skip
+    with enforce.change():
+        facts.remove_members(SOURCE, stack_id, address)
+        for m in members:
+            facts.write_member(m)
+    return members
+
+
+def learn_leases(members: Sequence[facts.MemberRecord]) -> None:
+    """After the guest is up: a filtered NIC on DHCP is allowed the address of its lease,
+    which exists only now, so the ruleset is rebuilt."""
+    if any(m.groups and not m.ips for m in members):
+        with enforce.change(force=True):
+            pass
+
+
+def has_members(stack_id: str, address: str) -> bool:
+    return any(
+        (m.source, m.stack_id, m.address) == (SOURCE, stack_id, address) for m in facts.members()
+    )
+
+
+def drop(stack_id: str, address: str) -> None:
+    if has_members(stack_id, address):
+        with enforce.change():
+            facts.remove_members(SOURCE, stack_id, address)
+
+
+def filtered_macs(
+    stack_id: str, address: str, members: Sequence[facts.MemberRecord] | None = None
+) -> frozenset[str]:
+    """The MACs of the server's NICs that have member records."""
+    return frozenset(
+        m.mac
+        for m in (facts.members() if members is None else members)
+        if (m.source, m.stack_id, m.address) == (SOURCE, stack_id, address)
+    )
