@@ -141,7 +141,9 @@ def test_orphans_and_unmanaged(run, stack, data_dir):
     ]
     assert report["unmanaged"] is None and report["totals"]["orphaned"] == 1
     report = _drift(run, stack, "--all", code=2)
-    assert report["unmanaged"] == [
+    # --all also lists the host's own untagged bridges (the real netlink provider is loaded):
+    # only the fake provider's objects are this test's to know
+    assert [u for u in report["unmanaged"] if u["type"].startswith("fake")] == [
         {"type": "fake_thing", "id": "loose1", "address": None, "suppressed": False}
     ]
     assert "orphan      fake_thing ghost1, tagged as old" in run("drift", str(stack), code=2)
