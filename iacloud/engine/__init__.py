@@ -115,7 +115,11 @@ def doctor(site_file: Path | None = None) -> list[Check]:
     virtualization, the pool, SSH and the network tools on it)."""
     registry = Registry.discover()
     checks = run_checks(registry)
-    site = load_site(site_file)
+    try:
+        site = load_site(site_file)
+    except UserError as exc:  # a bad catalog is a finding; the other checks still run
+        detail = "; ".join(str(d) for d in exc.diagnostics) if exc.diagnostics else str(exc)
+        return [*checks, Check("site catalog", "fail", detail, "fix the site file")]
     if site is not None and site.hosts:
         checks += host_doctor(site, compute_provider(registry))
     return checks

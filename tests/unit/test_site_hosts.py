@@ -212,3 +212,33 @@ def test_ssh_check_for_a_remote_host_without_target_says_how_to_add_one() -> Non
     (check,) = ssh_checks(CatalogHost(uri="qemu+ssh://h/system"))
     assert check.status == "warn" and 'ssh = "root@HOST"' in check.fix
     assert ssh_checks(CatalogHost(uri="qemu:///system")) == []
+
+
+def test_doctor_reports_a_bad_catalog_as_a_finding(tmp_path: Path, monkeypatch) -> None:
+    from iacloud import engine
+
+    monkeypatch.setattr(engine, "run_checks", lambda registry: [])
+    path = _site(tmp_path, 'version = 1\n[hosts.h1]\nuri = "qemu+ssh://h/system?command=x"\n')
+    (check,) = engine.doctor(path)
+    assert check.status == "fail" and check.name == "site catalog"
+    assert "hosts.h1" in check.message and "'command' is not accepted" in check.message
+
+
+def test_doctor_runs_each_catalog_hosts_checks_in_parallel(tmp_path: Path) -> None:
+    from iacloud.hosts import host_doctor
+    from iacloud.provider import Check
+
+    class Checked(_SlowProvider):
+        @classmethod
+        def host_checks(cls, host: CatalogHost, timeout: float) -> list[Check]:
+            time.sleep(float(host.labels["delay"]))
+            return [Check("libvirtd", "ok", host.uri)]
+
+    hosts = "".join(
+        f'[hosts.h{i}]\nuri = "qemu:///system"\nlabels = {{ delay = "0.5" }}\n' for i in range(4)
+    )
+    site = read_site(_site(tmp_path, f"version = 1\n{hosts}"))
+    start = time.monotonic()
+    checks = host_doctor(site, Checked)
+    assert time.monotonic() - start < 1.5
+    assert [c.name for c in checks] == [f"host h{i}: libvirtd" for i in range(4)]
