@@ -54,6 +54,7 @@ from iacloud.config import ResourceConfig
 from iacloud.errors import Diagnostic
 from iacloud.listings import HostListings
 from iacloud.schema import Disruption, Inputs
+from iacloud.site_hosts import CatalogHost
 from iacloud.stack_view import Computed, Reference, ResourceView
 
 ENTRY_POINT_GROUP = "iacloud.providers"
@@ -246,6 +247,26 @@ class Check:
     fix: str = ""
 
 
+@dataclass(frozen=True)
+class HostReading:
+    """What a compute provider read from one catalog host for `iacloud hosts` and the
+    scheduler: the host's own capacity and what its domains and pool use."""
+
+    hostname: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int | None  # the pool's capacity; None while the pool does not exist
+    used_vcpus: int
+    used_memory_mib: int
+    used_disk_gib: int
+    domains: int
+    iacloud_domains: int  # domains carrying iacloud's owner tag
+
+
+class HostDown(Exception):
+    """A catalog host cannot be read; the message is the reason (refused, auth, timeout)."""
+
+
 class ProviderSettings(BaseModel):
     """Base of a provider's `[provider.NAME]` table."""
 
@@ -315,6 +336,21 @@ class Provider:
     @classmethod
     def doctor(cls, settings: ProviderSettings) -> list[Check]:
         """Check that the host can serve this provider; say how to fix what is wrong."""
+        return []
+
+    # a compute provider reads the site catalog's hosts (one connection each, closed after)
+    reads_hosts: ClassVar[bool] = False
+
+    @classmethod
+    def read_host(cls, host: CatalogHost, timeout: float) -> HostReading:
+        """Capacity and use of one catalog host; HostDown with the reason when unreachable.
+        Must finish within about `timeout` seconds and close what it opened."""
+        raise HostDown(f"provider {cls.name} does not read hosts")
+
+    @classmethod
+    def host_checks(cls, host: CatalogHost, timeout: float) -> list[Check]:
+        """`iacloud doctor` for one catalog host: the compute side (libvirtd, virtualization,
+        pool). Check names carry no host name; the engine adds it."""
         return []
 
 

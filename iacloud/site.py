@@ -16,8 +16,9 @@ classic m1.* flavors); nothing here is a hidden default.
     [keypairs.alice]       public_key = "ssh-ed25519 AAAA... alice@laptop"
     [networks.public]      bridge = "br-ex", cidr = "203.0.113.0/24", gateway = "203.0.113.1"
 
-A later `[hosts]` table (several hosts, issue #16) is reserved: it is refused until it means
-something, so a file written for it never loads with its hosts silently ignored.
+    [hosts.h1]             uri = "qemu+ssh://root@h1/system", ssh = "root@h1", labels = {...}
+                           (several hosts, issue #16: `iacloud.site_hosts`; without a [hosts]
+                           table the one host is `local`, qemu:///system)
 
 Reading a file (limits, diagnostics naming the site file and field) is
 `iacloud.loading.site_file.read_site`; resolving names in stacks is
@@ -35,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from iacloud.site_hosts import CatalogHost, implicit_hosts
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name
 
 SITE_ENV = "IACLOUD_SITE"
@@ -165,7 +167,7 @@ class SiteFile(_Model):
     images: dict[str, Any] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     keypairs: dict[str, Any] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     networks: dict[str, Any] = Field(default_factory=dict, max_length=MAX_ENTRIES)
-    hosts: None = Field(None, description="reserved for several hosts (issue #16)")
+    hosts: dict[str, Any] = Field(default_factory=dict, max_length=MAX_ENTRIES)
 
     @field_validator("version")
     @classmethod
@@ -174,17 +176,13 @@ class SiteFile(_Model):
             raise ValueError(f"unsupported site file version: expected {SITE_FORMAT_VERSION}")
         return version
 
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _hosts(cls, value: object) -> None:
-        raise ValueError("a [hosts] table is not supported yet (reserved for several hosts)")
-
 
 ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "flavors": Flavor,
     "images": CatalogImage,
     "keypairs": KeyPair,
     "networks": ExternalNetwork,
+    "hosts": CatalogHost,
 }
 
 
@@ -198,10 +196,15 @@ class SiteCatalog:
     images: dict[str, CatalogImage] = field(default_factory=dict)
     keypairs: dict[str, KeyPair] = field(default_factory=dict)
     networks: dict[str, ExternalNetwork] = field(default_factory=dict)
+    hosts: dict[str, CatalogHost] = field(default_factory=dict)  # as written: may be empty
 
     def section(self, name: str) -> dict[str, BaseModel]:
-        """'flavors', 'images', 'keypairs' or 'networks' by name."""
+        """'flavors', 'images', 'keypairs', 'networks' or 'hosts' by name."""
         return dict(getattr(self, name))
+
+    def compute_hosts(self) -> dict[str, CatalogHost]:
+        """The hosts servers run on: the [hosts] table, or the implicit `local` one."""
+        return dict(self.hosts) if self.hosts else implicit_hosts()
 
 
 def site_file_candidates() -> list[Path]:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from iacloud import engine
-from iacloud.cli.app import EXIT_ERROR, echo_json, handled, json_opt
+from iacloud.cli.app import EXIT_ERROR, echo_json, handled, json_opt, site_opt
 
 
 @click.command()
+@site_opt
 @json_opt
 @handled
-def doctor(as_json: bool) -> None:
-    """Check the host: libvirtd, virtualization, slow defines, pool, dnsmasq, nftables."""
-    checks = engine.doctor()
+def doctor(site_file: Path | None, as_json: bool) -> None:
+    """Check the host: libvirtd, virtualization, slow defines, pool, dnsmasq, nftables; and
+    each host of the site catalog: libvirtd, virtualization, pool, SSH, network tools."""
+    checks = engine.doctor(site_file)
     if as_json:
         echo_json([c.__dict__ for c in checks])
     else:

@@ -12,6 +12,7 @@ from iacloud.cli import (
     admin_cmds,
     doctor_cmd,
     drift_cmd,
+    hosts_cmd,
     plan_apply,
     read_cmds,
     serve_cmd,
@@ -37,6 +38,7 @@ for command in (
     doctor_cmd.doctor,
     serve_cmd.serve,
     site_cmd.site,
+    hosts_cmd.hosts,
     admin_cmds.admin,
 ):
     cli.add_command(command)

@@ -23,7 +23,7 @@ def site() -> None:
 @json_opt
 @handled
 def show(site_file: Path | None, as_json: bool) -> None:
-    """List the catalog's flavors, images, key pairs and external networks."""
+    """List the catalog's flavors, images, key pairs, external networks and hosts."""
     view = engine.site_view(site_file)
     if as_json:
         echo_json(view)
@@ -38,6 +38,7 @@ def show(site_file: Path | None, as_json: bool) -> None:
     keys = {n: {"public_key": _short_key(e["public_key"])} for n, e in view["keypairs"].items()}
     _section("Key pairs", keys, ("public_key",))
     _section("Networks", view["networks"], ("bridge", "cidr", "gateway"))
+    _section("Hosts", view["hosts"], ("uri", "pool"))
 
 
 def _short_key(key: str) -> str:

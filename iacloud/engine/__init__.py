@@ -7,6 +7,8 @@ the renderers (`iacloud.render`), never the loader, providers or state backends 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from iacloud.doctor import run_checks
 from iacloud.drift import DriftReport
 from iacloud.engine.convert_ops import Conversion, convert
@@ -24,7 +26,7 @@ from iacloud.engine.runs import (
     refresh,
     refresh_refs,
 )
-from iacloud.engine.site_ops import site_view
+from iacloud.engine.site_ops import hosts_view, site_view
 from iacloud.engine.state_ops import (
     StateCopy,
     StateView,
@@ -44,7 +46,9 @@ from iacloud.engine.state_ops import (
 from iacloud.engine.workspace import Workspace, prepare_state, stack_name
 from iacloud.errors import IacloudError, UserError
 from iacloud.executor import ApplyResult, Reporter, Step, StepOutcome
+from iacloud.hosts import compute_provider, host_doctor
 from iacloud.interrupts import Interrupts
+from iacloud.loading.site_file import load_site
 from iacloud.paths import data_root
 from iacloud.plan import Action, Plan
 from iacloud.planner import PlanOptions
@@ -86,6 +90,7 @@ __all__ = [
     "drift",
     "evaluate_outputs",
     "events",
+    "hosts_view",
     "import_resource",
     "is_plan_file",
     "load_plan",
@@ -110,6 +115,17 @@ __all__ = [
 ]
 
 
-def doctor() -> list[Check]:
-    """The host checks of every installed provider (libvirtd, pool, dnsmasq, nftables, ...)."""
-    return run_checks(Registry.discover())
+def doctor(site_file: Path | None = None) -> list[Check]:
+    """The host checks of every installed provider (libvirtd, pool, dnsmasq, nftables, ...),
+    then each host of the site catalog's [hosts] table (libvirtd through its URI, the
+    virtualization, the pool, SSH and the network tools on it)."""
+    registry = Registry.discover()
+    checks = run_checks(registry)
+    try:
+        site = load_site(site_file)
+    except UserError as exc:  # a bad catalog is a finding; the other checks still run
+        detail = "; ".join(str(d) for d in exc.diagnostics) if exc.diagnostics else str(exc)
+        return [*checks, Check("site catalog", "fail", detail, "fix the site file")]
+    if site is not None and site.hosts:
+        checks += host_doctor(site, compute_provider(registry))
+    return checks

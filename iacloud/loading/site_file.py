@@ -23,6 +23,7 @@ from iacloud.site import (
     SiteFile,
     choose_site_file,
 )
+from iacloud.site_hosts import HOST_NAME, HOST_NAME_RULE
 
 
 def load_site(explicit: Path | None = None) -> SiteCatalog | None:
@@ -50,10 +51,14 @@ def read_site(path: Path) -> SiteCatalog:
         if isinstance(raw, dict):
             for name, entry in raw.items():
                 address = f"{section}.{json.dumps(name) if '.' in name else name}"
-                if not CATALOG_NAME.fullmatch(name):
+                pattern, rule = (
+                    (HOST_NAME, HOST_NAME_RULE)
+                    if section == "hosts"
+                    else (CATALOG_NAME, CATALOG_NAME_RULE)
+                )
+                if not pattern.fullmatch(name):
                     sink.add(
-                        f"invalid name {json.dumps(name, ensure_ascii=False)}: expected "
-                        f"{CATALOG_NAME_RULE}",
+                        f"invalid name {json.dumps(name, ensure_ascii=False)}: expected {rule}",
                         address,
                     )
                     continue
@@ -74,6 +79,7 @@ def read_site(path: Path) -> SiteCatalog:
         images=images,
         keypairs=sections["keypairs"],
         networks=sections["networks"],
+        hosts=sections["hosts"],
     )
 
 

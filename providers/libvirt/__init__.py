@@ -36,7 +36,8 @@ from contextlib import contextmanager
 import libvirt
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import Check, Provider, ProviderSettings, StackInfo
+from iacloud.provider import Check, HostReading, Provider, ProviderSettings, StackInfo
+from iacloud.site_hosts import CatalogHost
 from iacloud.stack_view import ResourceView
 
 from . import storage, virt_type
@@ -143,6 +144,20 @@ class LibvirtProvider(Provider):
 
         assert isinstance(settings, LibvirtSettings)
         return checks(settings)
+
+    reads_hosts = True
+
+    @classmethod
+    def read_host(cls, host: CatalogHost, timeout: float) -> HostReading:
+        from .remote_host import read_host
+
+        return read_host(host, timeout)
+
+    @classmethod
+    def host_checks(cls, host: CatalogHost, timeout: float) -> list[Check]:
+        from .remote_host import host_checks
+
+        return host_checks(host, timeout)
 
     @contextmanager
     def changing(self, operation: str) -> Iterator[None]:

@@ -1,0 +1,231 @@
+"""One catalog host through its libvirt URI: opened with a bounded connect, read for capacity
+and use (`host_facts`), checked for `iacloud doctor`, and closed again.
+
+libvirt.open has no timeout of its own, and an SSH transport to a host that drops packets
+waits for the kernel's TCP timeout (minutes). So a remote URI's port is first probed with a
+plain TCP connect bounded by `timeout` (which also tells "connection refused" from "timeout"
+clearly), and the open itself runs in a worker thread that is given up on after `timeout`
+(a late connection is closed by the worker). A failed open is classified by libvirt's error
+code and domain, never by message text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from urllib.parse import urlsplit
+
+import libvirt
+
+from iacloud.provider import Check, HostDown, HostReading
+from iacloud.site_hosts import CatalogHost
+
+from .connection import NO_POOL, is_error
+from .host_facts import read_host_facts
+from .tags import NS
+
+DEFAULT_PORTS = {
+    "qemu+ssh": 22,
+    "qemu+libssh2": 22,
+    "qemu+libssh": 22,
+    "qemu+tls": 16514,
+    "qemu+tcp": 16509,
+}
+_AUTH = (
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+)
+_NO_METADATA = (libvirt.VIR_ERR_NO_DOMAIN_METADATA,)
+
+
+def _probe_port(uri: str, timeout: float) -> None:
+    parts = urlsplit(uri)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    if not parts.hostname or port is None:
+        return
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        raise HostDown(f"connection refused ({parts.hostname} port {port})") from None
+    except TimeoutError:
+        raise HostDown(f"timeout: no answer from {parts.hostname} port {port} "
+                       f"within {timeout:g} s") from None  # fmt: skip
+    except OSError as exc:
+        raise HostDown(
+            f"unreachable ({parts.hostname} port {port}): {exc.strerror or exc}"
+        ) from None
+
+
+def describe_open_error(exc: libvirt.libvirtError) -> str:
+    """A reason for a failed open: the kind from libvirt's error code and domain, then
+    libvirt's own message for the detail."""
+    detail = exc.get_error_message() or str(exc)
+    if is_error(exc, _AUTH):
+        return f"auth failed: {detail}"
+    if exc.get_error_domain() in (libvirt.VIR_FROM_SSH, getattr(libvirt, "VIR_FROM_LIBSSH", -1)):
+        return f"ssh transport failed (auth or host key): {detail}"
+    if is_error(exc, (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT)):
+        return f"libvirtd not reachable: {detail}"
+    return f"cannot connect: {detail}"
+
+
+def open_bounded(host: CatalogHost, timeout: float) -> libvirt.virConnect:
+    """A connection to the host's libvirtd within about `timeout` seconds, or HostDown."""
+    _probe_port(host.uri, timeout)
+    result: dict[str, object] = {}
+    done = threading.Event()
+    gave_up = threading.Event()
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            conn = libvirt.open(host.uri)
+        except libvirt.libvirtError as exc:
+            result["error"] = exc
+        else:
+            with lock:
+                if gave_up.is_set():  # nobody waits any more: do not leak the connection
+                    with contextlib.suppress(libvirt.libvirtError):
+                        conn.close()
+                    return
+                result["conn"] = conn
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="iacloud-host-open", daemon=True).start()
+    if not done.wait(timeout):
+        with lock:
+            gave_up.set()
+            conn = result.get("conn")
+        if conn is None:
+            raise HostDown(f"timeout: libvirtd did not answer within {timeout:g} s")
+    error = result.get("error")
+    if isinstance(error, libvirt.libvirtError):
+        raise HostDown(describe_open_error(error))
+    conn = result["conn"]
+    assert isinstance(conn, libvirt.virConnect)
+    if not host.is_local:
+        # calls on a connection whose host went silent fail after ~interval*(count+1) s
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(max(1, int(timeout / 2)), 1)
+    return conn
+
+
+def _iacloud_domains(conn: libvirt.virConnect) -> int:
+    count = 0
+    for dom in conn.listAllDomains(0):
+        try:
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
+        except libvirt.libvirtError as exc:
+            if is_error(exc, (*_NO_METADATA, libvirt.VIR_ERR_NO_DOMAIN)):
+                continue
+            raise
+        count += 1
+    return count
+
+
+def read_host(host: CatalogHost, timeout: float) -> HostReading:
+    conn = open_bounded(host, timeout)
+    try:
+        facts = read_host_facts(conn, host.pool)
+        ours = _iacloud_domains(conn)
+    except libvirt.libvirtError as exc:
+        raise HostDown(f"reading the host failed: {exc.get_error_message() or exc}") from None
+    except Exception as exc:  # ProviderError from host_facts: the host answered, then failed
+        raise HostDown(f"reading the host failed: {exc}") from None
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+    return HostReading(
+        hostname=facts.hostname,
+        vcpus=facts.vcpus,
+        memory_mib=facts.memory_mib,
+        disk_gib=facts.disk_gib,
+        used_vcpus=facts.used_vcpus,
+        used_memory_mib=facts.used_memory_mib,
+        used_disk_gib=facts.used_disk_gib,
+        domains=facts.domains,
+        iacloud_domains=ours,
+    )
+
+
+def _offers(conn: libvirt.virConnect, virt_type: str) -> bool:
+    try:
+        conn.getDomainCapabilities(None, "x86_64", None, virt_type, 0)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def host_checks(host: CatalogHost, timeout: float) -> list[Check]:
+    """libvirtd reachable through the URI, KVM or QEMU emulation offered, the pool."""
+    try:
+        conn = open_bounded(host, timeout)
+    except HostDown as exc:
+        return [Check("libvirtd", "fail", f"{host.uri}: {exc}", _connect_fix(host, str(exc)))]
+    try:
+        version = conn.getLibVersion()
+        out = [
+            Check(
+                "libvirtd",
+                "ok",
+                f"connected (libvirt {version // 1000000}.{version // 1000 % 1000}, "
+                f"host {conn.getHostname()})",
+            )
+        ]
+        if _offers(conn, "kvm"):
+            out.append(Check("virtualization", "ok", "KVM offered by libvirt"))
+        elif _offers(conn, "qemu"):
+            out.append(Check("virtualization", "ok", "QEMU emulation (no KVM): guests are slower"))
+        else:
+            out.append(
+                Check(
+                    "virtualization",
+                    "fail",
+                    "libvirt offers neither KVM nor QEMU emulation for x86_64",
+                    "install qemu-system-x86 on the host and restart libvirtd",
+                )
+            )
+        out.append(_pool_check(conn, host))
+        return out
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _pool_check(conn: libvirt.virConnect, host: CatalogHost) -> Check:
+    try:
+        pool = conn.storagePoolLookupByName(host.pool)
+        active = pool.isActive()
+    except libvirt.libvirtError as exc:
+        if not is_error(exc, NO_POOL):
+            return Check("pool", "fail", f"pool {host.pool}: {exc.get_error_message()}")
+        return Check(
+            "pool",
+            "warn",
+            f"pool {host.pool} does not exist",
+            f"virsh -c '{host.uri}' pool-define-as {host.pool} dir --target "
+            f"/var/lib/iacloud/pool && virsh -c '{host.uri}' pool-build {host.pool} && "
+            f"virsh -c '{host.uri}' pool-start {host.pool} && "
+            f"virsh -c '{host.uri}' pool-autostart {host.pool}",
+        )
+    if not active:
+        return Check(
+            "pool", "fail", f"pool {host.pool} is not active",
+            f"virsh -c '{host.uri}' pool-start {host.pool}",
+        )  # fmt: skip
+    return Check("pool", "ok", f"pool {host.pool} is active")
+
+
+def _connect_fix(host: CatalogHost, reason: str) -> str:
+    if reason.startswith("connection refused"):
+        return "start sshd (or libvirtd's TLS/TCP listener) on the host, or fix the URI's port"
+    if reason.startswith("timeout") or reason.startswith("unreachable"):
+        return "check the host is up and routable from here (firewall, address in the URI)"
+    if reason.startswith(("auth", "ssh transport")):
+        return ("check the key (keyfile=), known_hosts= and that the user may use libvirt "
+                "(root or the libvirt group)")  # fmt: skip
+    return "start libvirtd on the host (systemctl start libvirtd) and check the URI"
