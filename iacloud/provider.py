@@ -71,6 +71,8 @@ class StackInfo:
     id: str  # stable across versions; part of every ownership tag
     directory: Path  # the stack file's directory: relative paths in inputs are resolved here
     data_dir: Path  # per-stack working files (seed ISOs, dnsmasq configs, console logs)
+    # the site catalog's [hosts] (issue #16); empty: one host, the provider's own settings
+    hosts: Mapping[str, CatalogHost] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@
 # Each host is a network namespace plus a mount namespace of its own:
 #  - network namespace iaclab-hN, joined to the underlay bridge iaclab0 (in this namespace, as
 #    the controller's leg, 198.19.250.1/24) by a veth pair; the host is 198.19.250.1N/24;
-#  - a UTS namespace (hostname iaclab-hN) and a mount namespace in which /etc/libvirt, /var/lib/libvirt, /var/log/libvirt,
-#    /var/cache/libvirt and /run are the host's own directories under $LAB_DIR/hN, and /dev/kvm
-#    is masked when KVM is unusable (as scripts/host-setup.sh does for the main libvirtd);
+#  - a UTS namespace (hostname iaclab-hN) and a mount namespace in which /etc/libvirt,
+#    /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt, /var/lib/iacloud (its pools: no
+#    storage is shared between hosts) and /run are the host's own directories under
+#    $LAB_DIR/hN, and /dev/kvm is masked when KVM is unusable (as scripts/host-setup.sh does);
 #  - its own virtlogd, libvirtd and sshd (listening on the host's underlay address only, root
 #    by key only, the key made here and kept in $LAB_DIR).
 # From this namespace a host is reached the way a real one would be: libvirt through
@@ -76,7 +77,7 @@ underlay() {
 # without any domain, network or pool of the main host
 host_dirs() {
     local d=$LAB_DIR/$1
-    mkdir -p "$d"/{lib,log,cache,run,ssh}
+    mkdir -p "$d"/{lib,log,cache,run,ssh,iacloud}
     if [ ! -d "$d/etc" ]; then
         mkdir -p "$d/etc.new/qemu/networks/autostart" "$d/etc.new/storage" "$d/etc.new/secrets"
         cp -p /etc/libvirt/*.conf "$d/etc.new/"
@@ -147,6 +148,8 @@ host_daemons() {
         mount --bind "$d/log" /var/log/libvirt
         mount --bind "$d/cache" /var/cache/libvirt
         mount --bind "$d/run" /run
+        mkdir -p /var/lib/iacloud
+        mount --bind "$d/iacloud" /var/lib/iacloud
         mkdir -p /run/libvirt /run/sshd
         [ -z "$mask" ] || mount --bind "$mask" /dev/kvm
         virtlogd -d

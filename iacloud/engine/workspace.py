@@ -21,6 +21,7 @@ from iacloud.loading.site_file import load_site
 from iacloud.paths import data_root
 from iacloud.plan import Plan
 from iacloud.provider import ProviderSet, Registry, StackInfo
+from iacloud.site_hosts import CatalogHost
 from iacloud.stack import STACK_NAME
 from iacloud.state import StateBackend, open_backend
 from iacloud.state.model import Snapshot
@@ -152,7 +153,13 @@ class Workspace:
             id=stack_id,
             directory=self.stack_dir,
             data_dir=data_root() / "stacks" / stack_id,
+            hosts=self.site_hosts(),
         )
+
+    def site_hosts(self) -> dict[str, CatalogHost]:
+        """The site catalog's [hosts] table (empty without a catalog or without hosts)."""
+        site = load_site(self.site_file)
+        return dict(site.hosts) if site is not None else {}
 
     def providers(
         self, name: str, source: Snapshot | Plan, settings: Mapping[str, Any]

@@ -8,14 +8,10 @@ Modules, one per concept:
   listings    the run's domain and pool listings, shared by the reads of every type
   storage     volume ids ("pool/name"), volume XML, streamed upload
   tags        ownership tags: domain metadata, and volume names that carry the tag
-<<<<<<< HEAD
-  image, volume, server    the resource types
-  site_image  a site catalog image: shared by stacks, uploaded on first use, kept by destroy
-=======
   image, volume, snapshot, server    the resource types (snapshot: `volume_snapshot`)
+  site_image  a site catalog image: shared by stacks, uploaded on first use, kept by destroy
   blockcopy   a point-in-time copy of a disk a running domain uses (block copy, no pivot)
   references  load-time checks that volumes and snapshots name resources of the right type
->>>>>>> main
   domain_xml  domain XML built and parsed with ElementTree
   seed        the NoCloud seed ISO (pycdlib): meta-data, user-data, network-config
   console     the serial console log and the test image's IACLOUD-READY line

@@ -83,6 +83,7 @@ from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.secgroups import facts
 from iacloud.secgroups.rules import check_group_id
+from iacloud.site_hosts import HOST_NAME
 from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
 from . import (
@@ -257,6 +258,14 @@ class ServerInputs(Inputs):
         max_length=63,
         description="the site catalog flavor that set vcpus, memory_mib and root_gib (set by "
         "the loader from `flavor = NAME`; a record, changes nothing by itself)",
+    )
+    host: str | None = prop(
+        None,
+        update=Disruption.LIVE,
+        computed_default=True,
+        pattern=HOST_NAME.pattern,
+        description="the site catalog host it runs on: named here, or chosen by the scheduler "
+        "at plan time and recorded; a change is a live migration",
     )
     networks: list[NetworkEntry] = prop([], update=Disruption.LIVE, max_length=16)
     volumes: list[str] = prop([], update=Disruption.LIVE, max_length=20)

@@ -30,6 +30,7 @@ from pydantic import field_validator
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.site_hosts import HOST_NAME
 
 from . import storage
 from .base import StorageResource
@@ -56,6 +57,14 @@ class VolumeInputs(Inputs):
     format: Literal["qcow2", "raw"] = prop("qcow2", update=Disruption.REPLACE)
     pool: PoolName | None = prop(
         None, update=Disruption.REPLACE, description="default: the provider's"
+    )
+    host: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        pattern=HOST_NAME.pattern,
+        description="the site catalog host whose pool holds it: named here, or the host of "
+        "the server it is attached to (set by the planner)",
     )
 
     @field_validator("snapshot")
