@@ -117,8 +117,8 @@ class _Pass:
             self.problem(
                 address,
                 "server_group",
-                "must refer to one server_group resource of this stack, e.g. "
-                '"${server_group.NAME.id}"',
+                "must refer to one server_group resource of this stack: "
+                '{ get_resource = "NAME" }',
             )
             return None
         return groups[0]
