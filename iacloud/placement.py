@@ -117,8 +117,7 @@ class _Pass:
             self.problem(
                 address,
                 "server_group",
-                "must refer to one server_group resource of this stack: "
-                '{ get_resource = "NAME" }',
+                'must refer to one server_group resource of this stack: { get_resource = "NAME" }',
             )
             return None
         return groups[0]
