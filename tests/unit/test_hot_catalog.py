@@ -8,12 +8,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import tomllib
 from test_site_catalog import KEY, SITE
 
+from iacloud import engine
 from iacloud.errors import UserError
 from iacloud.loading import load_stack
 from iacloud.loading.site_file import read_site
+from iacloud.planner import PlanOptions
 from iacloud.provider import Registry
+from iacloud.render import plan_json
 
 REGISTRY = Registry.discover()
 
@@ -122,3 +126,23 @@ def test_deletion_policy_snapshot_is_refused_with_the_alternative(tmp_path: Path
         load(tmp_path, text, site=False)
     assert "deletion_policy 'Snapshot' is not supported" in str(err.value)
     assert "volume_snapshot" in str(err.value)
+
+
+def test_a_template_naming_catalog_entries_converts_keeping_the_names(tmp_path: Path) -> None:
+    source = tmp_path / "t.yaml"
+    source.write_text(TEMPLATE)
+    site = tmp_path / "site" / "site.toml"
+    site.parent.mkdir()
+    site.write_text(SITE)
+    out = tmp_path / "t.toml"
+    result = engine.convert(engine.Workspace(source, site_file=site), (), (), out)
+    web = tomllib.loads(result.text)["resources"]["web"]
+    assert web["image"] == "debian-12" and web["key_name"] == "alice"
+    assert web["networks"] == [{"network": "public"}] and web["flavor"] == {"get_param": "flavor"}
+
+    def plan(path: Path, state: str) -> list:
+        ws = engine.Workspace(path, state_url=str(tmp_path / state), site_file=site)
+        the_plan, _ = engine.make_plan(ws, ws.load([]), PlanOptions(refresh=False))
+        return [{k: v for k, v in c.items() if k != "id"} for c in plan_json(the_plan)["changes"]]
+
+    assert plan(out, "a.db") == plan(source, "b.db")
