@@ -26,6 +26,7 @@ there by accident. Without a `[hosts]` table there is one implicit host `local`
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -152,7 +153,9 @@ class SshTarget(_Model):
         return None if value is None else _path(value, "path")
 
     def argv(self, *command: str, connect_timeout: int = 5) -> list[str]:
-        """The ssh command line that runs `command` on the host, never asking for input."""
+        """The ssh command line that runs `command` on the host, never asking for input.
+        ssh joins the words after the target into one string for the remote shell, so each
+        word is quoted: the host runs exactly `command`, whatever a word contains."""
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}"]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
@@ -160,7 +163,7 @@ class SshTarget(_Model):
             argv += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        return [*argv, self.target, "--", *command]
+        return [*argv, self.target, "--", *(shlex.quote(w) for w in command)]
 
 
 class CatalogHost(_Model):
