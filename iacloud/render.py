@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from iacloud.drift import DriftReport
-from iacloud.plan import Action, Change, FieldChange, Plan
+from iacloud.plan import Action, Change, DriftKind, FieldChange, Plan
 from iacloud.redact import MASK, Redactor
 
 _COLOURS = {
@@ -113,6 +113,9 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     if plan.drift:
         lines.append(styled("Changed outside iacloud:", bold=True))
         for d in plan.drift:
+            if d.kind is DriftKind.UNKNOWN:
+                lines.append(f"  {d.address} ({d.type}): unknown, not planned: {d.reason}")
+                continue
             lines.append(f"  {d.address} ({d.type}): {d.kind}")
             for f in d.fields:
                 before = _value(f.before, redactor, f.sensitive)
@@ -238,14 +241,20 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-_STATUS_COLOURS = {"modified": "yellow", "missing": "red", "interrupted": "magenta"}
+_STATUS_COLOURS = {
+    "modified": "yellow",
+    "missing": "red",
+    "interrupted": "magenta",
+    "unknown": "cyan",
+}
 
 
 def drift_summary(report: DriftReport) -> str:
     t = report.totals
     if not report.drifted:
         text = f"In sync: {t.in_sync} of {t.resources} resources match what was applied"
-        text += f" ({t.suppressed} suppressed)." if t.suppressed else "."
+        text += f" ({t.suppressed} suppressed)" if t.suppressed else ""
+        text += f"; {t.unknown} not checked (host down)." if t.unknown else "."
         return text
     parts = [
         f"{n} {label}"
@@ -279,6 +288,8 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         )
         if r.status == "missing":
             lines.append("      deleted outside iacloud; the next apply recreates it")
+        if r.status == "unknown":
+            lines.append(f"      not checked: {r.reason}")
         for d in r.differences:
             mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
             recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)

@@ -37,8 +37,10 @@ import libvirt
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import (
     Check,
+    HostDown,
     HostReading,
     ObjectRef,
+    Observed,
     Provider,
     ProviderSettings,
     StackInfo,
@@ -119,8 +121,10 @@ class LibvirtProvider(Provider):
                 ctx.listings.clear()
 
     def read_by_host(
-        self, refs: Sequence[ObjectRef], read: Callable[[Sequence[ObjectRef]], dict[str, T]]
-    ) -> dict[str, T]:
+        self,
+        refs: Sequence[ObjectRef],
+        read: Callable[[Sequence[ObjectRef]], dict[str, Observed]],
+    ) -> dict[str, Observed]:
         """`read` of the refs of each host, run on that host (the hosts in parallel; a stack
         on the default host alone reads as before, in the calling thread)."""
         groups: dict[str | None, list[ObjectRef]] = {}
@@ -129,30 +133,49 @@ class LibvirtProvider(Provider):
             groups.setdefault(host if isinstance(host, str) else None, []).append(ref)
         if set(groups) <= {None}:
             return read(refs)
-        out: dict[str, T] = {}
-        for part in self._per_host({h: functools.partial(read, g) for h, g in groups.items()}):
-            out.update(part)
+        out: dict[str, Observed] = {}
+        jobs = {h: functools.partial(read, g) for h, g in groups.items()}
+        for host, part in self._per_host(jobs).items():
+            if isinstance(part, HostDown):
+                # unknown, not gone: the plan leaves them as recorded and says why
+                why = f"host {host} is down: {part}"
+                for ref in groups[host]:
+                    out[ref.address] = Observed(
+                        ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=why
+                    )
+            else:
+                out.update(part)
         return out
 
     def on_every_host(self, job: Callable[[], list[T]]) -> list[T]:
-        """`job` run on the default host and on every catalog host, in parallel."""
+        """`job` run on the default host and on every catalog host, in parallel; a catalog
+        host that is down is left out (what is there cannot be listed until it answers)."""
         if not self.stack.hosts:
             return job()
         names: list[str | None] = [None, *self.stack.hosts]
-        return [x for part in self._per_host(dict.fromkeys(names, job)) for x in part]
+        parts = self._per_host(dict.fromkeys(names, job))
+        return [x for part in parts.values() if not isinstance(part, HostDown) for x in part]
 
-    def _per_host(self, jobs: Mapping[str | None, Callable[[], R]]) -> list[R]:
-        def run(host: str | None, job: Callable[[], R]) -> R:
+    def _per_host(
+        self, jobs: Mapping[str | None, Callable[[], R]]
+    ) -> dict[str | None, R | HostDown]:
+        """Each job on its host, in parallel: its result, or HostDown when a catalog host
+        cannot be reached (within a bounded time)."""
+
+        def run(host: str | None, job: Callable[[], R]) -> R | HostDown:
             try:
-                with self.on(host):
+                with self.on(host) as ctx:
+                    ctx.conn()
                     return job()
+            except HostDown as exc:
+                return exc
             except ProviderError as exc:
                 where = host or "the default host"
                 raise ProviderError(f"on {where}: {exc}") from exc
 
         with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
-            futures = [pool.submit(run, h, j) for h, j in jobs.items()]
-            return [f.result() for f in futures]
+            futures = {h: pool.submit(run, h, j) for h, j in jobs.items()}
+            return {h: f.result() for h, f in futures.items()}
 
     @property
     def here(self) -> HostContext:

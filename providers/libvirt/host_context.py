@@ -29,9 +29,11 @@ from . import storage
 from .connection import Connection, is_local
 from .listings import Listings
 from .pool import Pools
+from .remote_host import open_bounded
 from .tags import SITE_VOLUME_PREFIX
 
 COPY_PREFIX = f"{SITE_VOLUME_PREFIX}copy-"
+CONNECT_TIMEOUT = 5.0  # seconds to reach another host's libvirtd (a bounded open)
 _copy_locks: dict[tuple[str, str], threading.Lock] = {}
 _copy_locks_guard = threading.Lock()
 
@@ -46,7 +48,13 @@ class HostContext:
         self.name = name
         self.uri = uri
         self.entry = entry
-        self.connection = Connection(uri, on_reconnect=self.forget)
+        opener = None
+        if entry is not None and not entry.is_local:
+
+            def opener() -> libvirt.virConnect:
+                return open_bounded(entry, CONNECT_TIMEOUT)
+
+        self.connection = Connection(uri, on_reconnect=self.forget, opener=opener)
         self.pools = Pools(uri, pool, pool_path)
         self.listings = Listings()
         self.virt_type: str | None = None
