@@ -110,12 +110,17 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     def styled(text: str, fg: str | None = None, bold: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if colour else text
 
-    if plan.drift:
+    unknown = [d for d in plan.drift if d.kind is DriftKind.UNKNOWN]
+    if unknown:
+        lines.append(
+            styled("Not reachable (left as recorded, nothing planned for them):", bold=True)
+        )
+        lines.extend(f"  {d.address} ({d.type}): {d.reason}" for d in unknown)
+        lines.append("")
+    changed = [d for d in plan.drift if d.kind is not DriftKind.UNKNOWN]
+    if changed:
         lines.append(styled("Changed outside iacloud:", bold=True))
-        for d in plan.drift:
-            if d.kind is DriftKind.UNKNOWN:
-                lines.append(f"  {d.address} ({d.type}): unknown, not planned: {d.reason}")
-                continue
+        for d in changed:
             lines.append(f"  {d.address} ({d.type}): {d.kind}")
             for f in d.fields:
                 before = _value(f.before, redactor, f.sensitive)
@@ -280,7 +285,7 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
     for r in report.resources:
         if r.status == "in-sync":
             continue
-        note = "  (suppressed)" if not r.drifted else ""
+        note = "  (suppressed)" if not r.drifted and r.status != "unknown" else ""
         lines.append(
             styled(f"  {r.status:<11} {r.address} ({r.type})", _STATUS_COLOURS.get(r.status))
             + (f"  id {r.id}" if r.id else "")
