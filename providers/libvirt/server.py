@@ -812,10 +812,11 @@ class Server(LibvirtResource):
             record.nics if record and running else (),
             guest_ips,
             ready.by_mac() if ready else None,
-            (leases or addresses.Leases()) if running and local else (lambda _b, _m: None),
+            # the leases are the network node's (this machine's dnsmasq), wherever the guest is
+            (leases or addresses.Leases()) if running else (lambda _b, _m: None),
         )
         ip_map = addresses.by_network(
-            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
+            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, True)
         )
         hostname = record.hostname if record else (ready.hostname if ready else None)
         # what the guest calls itself (user-data may have set another name than the record's)
