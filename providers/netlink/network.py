@@ -453,7 +453,14 @@ class Network(NetlinkResource):
                 if key in recorded:
                     inputs[key] = recorded[key]
         inputs["mtu"] = bridge.mtu
-        inputs["segment"] = self._segment(bridge, table, fdb)
+        spanned = recorded.get("hosts") or []
+        if spanned and not recorded.get("segment"):
+            # the VXLAN device is the span's: the hosts are those its peers belong to (this
+            # machine's side; the hosts' own sides are set up and removed over SSH)
+            inputs["segment"] = None
+            inputs["hosts"] = self._span_hosts(bridge, table, fdb, spanned)
+        else:
+            inputs["segment"] = self._segment(bridge, table, fdb)
 
         server = None
         if record:
@@ -471,6 +478,21 @@ class Network(NetlinkResource):
             "leases": dnsmasq.leases(files) if dhcp_up else [],
         }
         return Observed(id=bridge.name, inputs=inputs, attributes=attributes)
+
+    def _span_hosts(
+        self, bridge: Link, table: LinkTable, fdb: dict[int, list[str]], recorded: list[str]
+    ) -> list[str]:
+        """The recorded hosts whose underlay address is a peer of the span's VXLAN device."""
+        s = table.get(NetworkNames(bridge.name).vxlan)
+        if s is None or s.master != bridge.index:
+            return []
+        peers = set(fdb.get(s.index, []))
+        out = []
+        for name in recorded:
+            entry = self.stack.hosts.get(name)
+            if entry is None or entry.is_local or entry.underlay_address in peers:
+                out.append(name)
+        return sorted(out)
 
     @staticmethod
     def _segment(bridge: Link, table: LinkTable, fdb: dict[int, list[str]]) -> dict | None:
