@@ -104,7 +104,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent)}
+    # the module's tests share one data dir (records of networks and volumes), not the
+    # per-test one the conftest gives
+    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
+           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "iacloud.cli.main", *args, "--site", str(work / "site.toml"),
          str(work / "rh.toml")],
@@ -162,9 +165,13 @@ def test_a_down_host_makes_its_servers_unknown_and_the_rest_is_planned(work: Pat
 
 
 def test_destroy_leaves_nothing_of_the_stack_on_either_host(work: Path) -> None:
+    # the stack's volumes carry its tag: iac-<first 8 of the stack id>-...
+    ids = [d for d in objects(HOSTS["h1"])[0] if d.startswith("rh-")]
+    assert ids
+    tag = "iac-" + ids[0].rsplit("-", 1)[1][:8] + "-"
     done = iacloud(work, "destroy", "--auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
     for addr in HOSTS.values():
         domains, volumes = objects(addr)
         assert not [d for d in domains if d.startswith("rh-")]
-        assert not [v for v in volumes if v.startswith("iac-")]
+        assert not [v for v in volumes if v.startswith(tag)]
