@@ -72,8 +72,9 @@ class MapperBase:
                     f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
                     f"template, found {value!r}",
                     path,
-                    "things that exist outside the template (by name or id) come from the "
-                    "site catalog, which iacloud does not have yet",
+                    "things outside the template are named from the site catalog only "
+                    "where iacloud maps them: a server's flavor, image, key_name and "
+                    "networks[].network, a volume's image",
                 )
             raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
         entry = self.entries.get(name)
@@ -82,6 +83,26 @@ class MapperBase:
         if entry.hot_type not in kinds:
             raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
         return name
+
+    def by_name(self, value: Any) -> bool:
+        """Whether a value names a thing of the site catalog: a string or a parameter (also
+        when chosen by `if`), not a resource of the template."""
+        if isinstance(value, str):
+            return True
+        if isinstance(value, dict) and len(value) == 1:
+            if "get_param" in value:
+                return True
+            branches = value.get("if")
+            if isinstance(branches, list) and len(branches) > 1:
+                return all(self.by_name(b) for b in branches[1:])
+        return False
+
+    def image_ref(self, value: Any, path: str) -> Any:
+        """An image: an OS::Glance::WebImage of the template, or a name of the site catalog
+        (catalog_refs makes it a site image)."""
+        if self.by_name(value):
+            return value
+        return self.ref(value, path, "OS::Glance::WebImage")
 
     def ref(self, value: Any, path: str, *kinds: str) -> Any:
         """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""

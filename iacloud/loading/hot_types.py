@@ -40,10 +40,13 @@ class _Mapper(NetworkTypes):
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.image_ref(v, "image")
 
         def key_name(v: Any) -> None:
-            out["ssh_keys"] = [self.public_key(v, "key_name")]
+            if self.by_name(v):
+                out["key_name"] = v  # a key pair of the site catalog (catalog_refs)
+            else:
+                out["ssh_keys"] = [self.public_key(v, "key_name")]
 
         def nets(v: Any) -> None:
             if not isinstance(v, list):
@@ -77,12 +80,9 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            raise HotError(
-                f"flavor {v!r}: flavors come from the site catalog, which iacloud does not "
-                "have yet",
-                "flavor",
-                "leave flavor out (1 vCPU, 256 MiB) until the site catalog is available",
-            )
+            if not self.by_name(v):
+                raise HotError(f"flavor {v!r}: a flavor is a name of the site catalog", "flavor")
+            out["flavor"] = v  # its sizes come from the site catalog (catalog_refs)
 
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
@@ -176,7 +176,7 @@ class _Mapper(NetworkTypes):
                     raise HotError(f"the implicit volume {volume!r} clashes with a resource", path)
                 self.result.resources[volume] = {
                     "type": "volume",
-                    "image": {"get_resource": self.target(image, path, "OS::Glance::WebImage")},
+                    "image": self.image_ref(image, path),
                     "size_gib": item["volume_size"],
                     **({"count": e.count} if e.count is not None else {}),
                 }
@@ -223,6 +223,9 @@ class _Mapper(NetworkTypes):
             )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
+            if self.by_name(net_value):
+                # an external network of the site catalog (catalog_refs makes it its bridge)
+                return {"network": net_value}
             return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
@@ -265,7 +268,7 @@ class _Mapper(NetworkTypes):
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.image_ref(v, "image")
 
         def snapshot(v: Any) -> None:
             if "volume_snapshot" not in self.types:
