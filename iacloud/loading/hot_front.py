@@ -308,14 +308,8 @@ def _entry(
     for key in ("metadata", "update_policy"):
         if key in rdef:
             notes.append((address, key, f"'{key}' is accepted and has no effect"))
-    policy = rdef.get("deletion_policy")
-    if policy is not None and str(policy).lower() != "delete":
-        sink.add(
-            f"deletion_policy {policy!r} is not supported yet (only Delete)",
-            address,
-            "deletion_policy",
-            line=lines.get(f"{address}.deletion_policy"),
-        )
+    policy = _deletion_policy(rdef.get("deletion_policy"), address, sink, lines)
+    if policy is _BAD:
         return None
     if "external_id" in rdef:
         sink.add(
@@ -333,7 +327,40 @@ def _entry(
             "depends_on is a resource name or a list of them", address, "depends_on", line=line
         )
         return None
-    return ht.Entry(name, rtype, dict(props), list(deps), count)
+    return ht.Entry(name, rtype, dict(props), list(deps), count, deletion_policy=policy)
+
+
+_BAD = "bad"
+# Heat's DeletionPolicy values (HOT spells them either way) -> ours; Snapshot has no equivalent
+_POLICIES = {"delete": "delete", "retain": "retain"}
+
+
+def _deletion_policy(value: Any, address: str, sink: Sink, lines: dict[str, int]) -> str:
+    """A resource's deletion_policy as ours ("delete", "retain"), or _BAD (reported)."""
+    if value is None:
+        return "delete"
+    line = lines.get(f"{address}.deletion_policy")
+    policy = _POLICIES.get(str(value).lower()) if isinstance(value, str) else None
+    if policy is not None:
+        return policy
+    if isinstance(value, str) and value.lower() == "snapshot":
+        sink.add(
+            "deletion_policy Snapshot is not supported: iacloud does not snapshot a resource "
+            "as it deletes it",
+            address,
+            "deletion_policy",
+            "use Retain to keep the object, or take a snapshot first "
+            "(an OS::Cinder::VolumeSnapshot of the volume)",
+            line=line,
+        )
+    else:
+        sink.add(
+            f"deletion_policy {value!r} is not one of Delete, Retain, Snapshot",
+            address,
+            "deletion_policy",
+            line=line,
+        )
+    return _BAD
 
 
 def _group(

@@ -530,6 +530,9 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             )
             result.problems.append((f"resources.{entry.name}", problem))
     mapper.floating_ip_routers()
+    for entry in order:
+        if entry.deletion_policy == "retain" and entry.name not in failed:
+            _retain(result, entry, failed)
     result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:
@@ -537,6 +540,8 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
+        if entry.deletion_policy == "retain":
+            out["deletion_policy"] = "retain"
         deps = [
             redirect(raw, d)
             for d in entry.depends_on
@@ -547,6 +552,31 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             out["depends_on"] = deps
         result.resources[entry.name] = out
     return result
+
+
+def _retain(result: Translation, entry: Entry, failed: set[str]) -> None:
+    """deletion_policy Retain lives on a resource of ours: a resource merged into another
+    (a Subnet into its Net...) retains with it, and is refused when that one does not."""
+    if entry.inline is not None:
+        result.notes.append(
+            (f"resources.{entry.name}", "deletion_policy", "a config is text: nothing to retain")
+        )
+        return
+    holder = result.entries.get(entry.into) if entry.into is not None else None
+    if holder is None or holder.deletion_policy == "retain":
+        return
+    result.problems.append(
+        (
+            f"resources.{entry.name}",
+            HotError(
+                f"deletion_policy Retain: a {entry.hot_type} is part of {holder.name!r} in "
+                "iacloud, which is deleted",
+                "deletion_policy",
+                f"give {holder.name!r} deletion_policy Retain too",
+            ),
+        )
+    )
+    failed.add(entry.name)
 
 
 __all__ = [
