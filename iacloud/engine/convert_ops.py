@@ -3,20 +3,21 @@ TOML stack, for a team that moves it over for good.
 
 The source is loaded in full first (with the parameters and site catalog given, as `plan`
 would), so only a valid one is converted. What is written is the neutral document the front
-made (`loading.read_document`): resources already mapped onto iacloud's types, names of the
+made (`loading.read_document`): resources already mapped onto iacloud's types (a Subnet as its
+network's cidr, a ResourceGroup as `count`, get_attr names translated), parameters with their
+constraints (hidden ones stay `hidden`; an output that shows one is `sensitive`), outputs, HOT
+conditions as a `condition` key on the entries they guard (decided when the TOML is loaded,
+not now: the result is good for every parameter value), `deletion_policy`, and names of the
 site catalog kept as names. Where the mapping is lossy a comment says so: above an entry, each
-note the front made (`StackDocument.notes`, where a front keeps them). The result is then
-loaded again, with the same parameters, and must give the same resources, inputs and
-dependencies as the source, else nothing is written.
-
-Until the HOT front is in main, `read_document` knows TOML only (convert then normalizes a TOML
-stack). Still to do with it: pick the HOT front by extension, and decide HOT `conditions` with
-the parameters given (TOML stacks have none), saying so in the header.
+note the front made (`StackDocument.notes`). The result is then loaded again, with the same
+parameters, and must give the same resources, inputs and dependencies as the source, else
+nothing is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ def convert(
     document = read_document(source, ws.registry, sink)
     if document is None:  # pragma: no cover - it loaded just above
         fail(sink, (), {})
+    document = _tidy(document)
     notes = _entry_notes(document)
     header = [f"Converted from {source.name} by 'iacloud convert'."]
     lossy = [
@@ -72,6 +74,17 @@ def convert(
     if out is not None:
         out.write_text(text)
     return Conversion(text, lossy)
+
+
+def _tidy(document: StackDocument) -> StackDocument:
+    """What reads better left out: an output's empty description."""
+    outputs = {
+        name: {k: v for k, v in o.items() if not (k == "description" and v == "")}
+        if isinstance(o, dict)
+        else o
+        for name, o in document.outputs.items()
+    }
+    return dataclasses.replace(document, outputs=outputs)
 
 
 def _notes(document: StackDocument) -> list[Diagnostic]:

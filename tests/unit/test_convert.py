@@ -40,10 +40,17 @@ def no_host(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(libvirt, name, refuse)
 
 
-def planned(path: Path, params: tuple[str, ...], state: Path, site: Path | None = None) -> list:
+def planned(
+    path: Path,
+    params: tuple[str, ...],
+    state: Path,
+    site: Path | None = None,
+    env: tuple[Path, ...] = (),
+) -> list:
     """The plan's changes as JSON, without what names the file planned."""
     ws = engine.Workspace(path, state_url=str(state), site_file=site)
-    the_plan, _ = engine.make_plan(ws, ws.load(list(params)), PlanOptions(refresh=False))
+    config = ws.load(list(params), list(env))
+    the_plan, _ = engine.make_plan(ws, config, PlanOptions(refresh=False))
     data = plan_json(the_plan)
     return [{k: v for k, v in change.items() if k not in ("id",)} for change in data["changes"]]
 
@@ -107,3 +114,94 @@ def test_convert_command(run, tmp_path: Path) -> None:
     err = run("convert", str(source), "-o", str(source), code=1)
     assert "would overwrite the template" in err
     assert json.loads(json.dumps(tomllib.loads((tmp_path / "o.toml").read_text())))["version"] == 1
+
+
+HEAT = ROOT / "examples" / "heat"
+TEMPLATES = sorted(p.name for p in HEAT.glob("*.yaml") if not p.name.endswith(".env.yaml"))
+# each template's parameter sets: (-p values, -e files); conditions are tried both ways
+HEAT_PARAMS: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "two-servers.yaml": [
+        ((), ()),
+        ((), ("two-servers.env.yaml",)),
+        ((f"admin_key={KEY}", "data_size=3"), ("two-servers.env.yaml",)),
+    ],
+    "group.yaml": [((), ()), (("count=1",), ())],
+}
+
+
+def test_every_heat_example_has_parameter_sets() -> None:
+    assert TEMPLATES and sorted(HEAT_PARAMS) == TEMPLATES
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_converting_a_heat_example_gives_the_same_plans(tmp_path: Path, name: str) -> None:
+    # at the same depth as in the repository, so that ../../build/images/... resolves the same
+    work = tmp_path / "examples" / "heat"
+    work.mkdir(parents=True)
+    for path in HEAT.iterdir():
+        shutil.copy(path, work / path.name)
+    (tmp_path / "build").symlink_to(ROOT / "build")
+    source, out = work / name, work / "converted.toml"
+    sets = HEAT_PARAMS[name]
+    first_params, first_env = sets[0]
+    result = engine.convert(
+        engine.Workspace(source), first_params, [work / e for e in first_env], out
+    )
+    assert tomllib.loads(out.read_text())["name"] == source.stem
+    # converted once, the TOML keeps parameters and conditions: it plans as the template
+    # does for every parameter set, not only the one it was converted with
+    for i, (params, env) in enumerate(sets):
+        envs = tuple(work / e for e in env)
+        before = planned(source, params, tmp_path / f"a{i}.db", env=envs)
+        after = planned(out, params, tmp_path / f"b{i}.db", env=envs)
+        assert before, (params, env)
+        assert [c["address"] for c in after] == [c["address"] for c in before]
+        assert after == before, (params, env)
+    assert "hidden = true" in result.text or name != "two-servers.yaml"
+
+
+def test_conditions_are_written_and_decided_in_toml(tmp_path: Path) -> None:
+    source = tmp_path / "c.yaml"
+    source.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "parameters:\n  big: {type: boolean, default: false}\n"
+        "conditions:\n  is_big: {get_param: big}\n  small: {not: is_big}\n"
+        "resources:\n"
+        "  extra: {type: OS::Cinder::Volume, condition: is_big, properties: {size: 1}}\n"
+        "  data:\n    type: OS::Cinder::Volume\n"
+        "    properties: {size: {if: [is_big, 10, 1]}}\n"
+        "outputs:\n  extra: {condition: is_big, value: {get_resource: extra}}\n"
+        "  small: {condition: small, value: yes}\n"
+    )
+    out = tmp_path / "c.toml"
+    engine.convert(engine.Workspace(source), (), (), out)
+    data = tomllib.loads(out.read_text())
+    assert data["resources"]["extra"]["condition"] == {"get_param": "big"}
+    assert data["outputs"]["small"]["condition"] == {"not": {"get_param": "big"}}
+    for params in ((), ("big=true",)):
+        a = engine.Workspace(source).load(list(params))
+        b = engine.Workspace(out).load(list(params))
+        assert sorted(a.resources) == sorted(b.resources)
+        assert sorted(a.outputs) == sorted(b.outputs)
+        assert a.resources["data"].properties == b.resources["data"].properties
+    assert "extra" not in engine.Workspace(out).load([]).resources
+    assert sorted(engine.Workspace(out).load(["big=true"]).outputs) == ["extra"]
+
+
+def test_hidden_parameters_stay_hidden_and_their_outputs_sensitive(tmp_path: Path) -> None:
+    source = tmp_path / "h.yaml"
+    source.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "parameters:\n  token: {type: string, hidden: true, default: s3cret}\n"
+        "resources:\n  none: {type: OS::Heat::None}\n"
+        "outputs:\n  token: {value: {list_join: ['-', [{get_param: token}, x]]}}\n"
+        "  plain: {value: x, description: ''}\n"
+    )
+    text = engine.convert(engine.Workspace(source), (), (), tmp_path / "h.toml").text
+    data = tomllib.loads(text)
+    assert data["parameters"]["token"]["hidden"] is True
+    assert data["outputs"]["token"]["sensitive"] is True
+    assert data["outputs"]["plain"] == {"value": "x"}
+    assert "s3cret" not in text.replace('default = "s3cret"', "")
+    config = engine.Workspace(tmp_path / "h.toml").load([])
+    assert config.outputs["token"].sensitive and not config.outputs["plain"].sensitive
