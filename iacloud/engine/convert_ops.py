@@ -3,15 +3,17 @@ TOML stack, for a team that moves it over for good.
 
 The source is loaded in full first (with the parameters and site catalog given, as `plan`
 would), so only a valid one is converted. What is written is the neutral document the front
-made (`loading.read_document`): resources already mapped onto iacloud's types (a Subnet as its
-network's cidr, a ResourceGroup as `count`, get_attr names translated), parameters with their
-constraints (hidden ones stay `hidden`; an output that shows one is `sensitive`), outputs, HOT
-conditions as a `condition` key on the entries they guard (decided when the TOML is loaded,
-not now: the result is good for every parameter value), `deletion_policy`, and names of the
+made (`loading.read_document`): resources already mapped onto iacloud's types, names of the
 site catalog kept as names. Where the mapping is lossy a comment says so: above an entry, each
-note the front made (`StackDocument.notes`). The result is then loaded again, with the same
-parameters, and must give the same resources, inputs and dependencies as the source, else
-nothing is written.
+note the front made (`StackDocument.notes`, where a front keeps them). The result is then
+loaded again, with the same parameters, and must give the same resources, inputs and
+dependencies as the source, else nothing is written.
+
+HOT's conditions are kept: each becomes a `condition` key on the resource or output it guards
+(the TOML front reads it back), decided when the TOML stack is loaded, so the result is good
+for every parameter value and not only the ones given here; `if` expressions stay as they are
+(TOML stacks have the same functions). A hidden parameter stays `hidden`; an output that shows
+one is `sensitive` (the HOT front marks it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from iacloud.config import StackConfig
 from iacloud.engine.workspace import Workspace
@@ -57,9 +60,9 @@ def convert(
     document = read_document(source, ws.registry, sink)
     if document is None:  # pragma: no cover - it loaded just above
         fail(sink, (), {})
-    document = _tidy(document)
-    notes = _entry_notes(document)
     header = [f"Converted from {source.name} by 'iacloud convert'."]
+    document = _tidy(_toml_networks(document))
+    notes = _entry_notes(document)
     lossy = [
         f"{d.address}{f' {d.field}' if d.field else ''}: {d.message}" for d in _notes(document)
     ]
@@ -85,6 +88,24 @@ def _tidy(document: StackDocument) -> StackDocument:
         for name, o in document.outputs.items()
     }
     return dataclasses.replace(document, outputs=outputs)
+
+
+def _toml_networks(document: StackDocument) -> StackDocument:
+    """A HOT server's network by catalog name (`site_network`, the HOT front's marker) as a
+    TOML stack names one: `{network = NAME}`, resolved against the same catalog."""
+
+    def entry(e: Any) -> Any:
+        if isinstance(e, dict) and "site_network" in e:
+            return {"network": e["site_network"]}
+        return e
+
+    resources = {
+        name: {**r, "networks": [entry(e) for e in r["networks"]]}
+        if isinstance(r, dict) and isinstance(r.get("networks"), list)
+        else r
+        for name, r in document.resources.items()
+    }
+    return dataclasses.replace(document, resources=resources)
 
 
 def _notes(document: StackDocument) -> list[Diagnostic]:

@@ -159,12 +159,32 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         if not more:
             break
         broken |= more
+    retained = {
+        str(n)
+        for n, r in sections["resources"].items()
+        if isinstance(r, dict) and deletion_policy(r) == "retain"
+    }
+    for rname in sorted(retained):
+        part = entries.get(rname)
+        if part is not None and part.into is not None and part.into not in retained:
+            # a Subnet is its Net's cidr, an attachment an entry of its server's volumes...:
+            # Retain on the part alone would be silently dropped with the whole
+            sink.add(
+                f"deletion_policy Retain: a {part.hot_type} is part of {part.into!r} in "
+                "iacloud, which is deleted",
+                f"resources.{rname}",
+                "deletion_policy",
+                f"give {part.into!r} deletion_policy Retain too",
+                line=lines.get(f"resources.{rname}.deletion_policy"),
+            )
     for rname, rdef in translation.resources.items():
         if rname in broken:
             continue
         base = rname if rname in entries else rname.rsplit("-", 1)[0]  # SERVER-nic0
         if "depends_on" in rdef:
             rdef = {**rdef, "depends_on": [d for d in rdef["depends_on"] if d not in broken]}
+        if base in retained:  # a server's own ports are kept with it
+            rdef = {**rdef, "deletion_policy": "retain"}
         try:
             resources[rname] = ha.rewrite_references(rdef, entries, net_names, "")
         except hf.HotError as exc:
@@ -328,8 +348,19 @@ def _entry(
     for key in ("metadata", "update_policy"):
         if key in rdef:
             notes.append((address, key, f"'{key}' is accepted and has no effect"))
-    policy = _deletion_policy(rdef.get("deletion_policy"), address, sink, lines)
-    if policy is _BAD:
+    if deletion_policy(rdef) is None:
+        policy = rdef.get("deletion_policy")
+        hint = (
+            "take a volume_snapshot resource of the volume instead"
+            if str(policy).lower() == "snapshot"
+            else "Delete or Retain"
+        )
+        sink.add(
+            f"deletion_policy {policy!r} is not supported: {hint}",
+            address,
+            "deletion_policy",
+            line=lines.get(f"{address}.deletion_policy"),
+        )
         return None
     if "external_id" in rdef:
         sink.add(
@@ -347,40 +378,16 @@ def _entry(
             "depends_on is a resource name or a list of them", address, "depends_on", line=line
         )
         return None
-    return ht.Entry(name, rtype, dict(props), list(deps), count, deletion_policy=policy)
+    return ht.Entry(name, rtype, dict(props), list(deps), count)
 
 
-_BAD = "bad"
-# Heat's DeletionPolicy values (HOT spells them either way) -> ours; Snapshot has no equivalent
-_POLICIES = {"delete": "delete", "retain": "retain"}
-
-
-def _deletion_policy(value: Any, address: str, sink: Sink, lines: dict[str, int]) -> str:
-    """A resource's deletion_policy as ours ("delete", "retain"), or _BAD (reported)."""
-    if value is None:
-        return "delete"
-    line = lines.get(f"{address}.deletion_policy")
-    policy = _POLICIES.get(str(value).lower()) if isinstance(value, str) else None
-    if policy is not None:
-        return policy
-    if isinstance(value, str) and value.lower() == "snapshot":
-        sink.add(
-            "deletion_policy Snapshot is not supported: iacloud does not snapshot a resource "
-            "as it deletes it",
-            address,
-            "deletion_policy",
-            "use Retain to keep the object, or take a snapshot first "
-            "(an OS::Cinder::VolumeSnapshot of the volume)",
-            line=line,
-        )
-    else:
-        sink.add(
-            f"deletion_policy {value!r} is not one of Delete, Retain, Snapshot",
-            address,
-            "deletion_policy",
-            line=line,
-        )
-    return _BAD
+def deletion_policy(rdef: dict[str, Any]) -> str | None:
+    """Our deletion_policy for a HOT resource's (Heat spells it Delete/Retain, any case);
+    None for one we do not support."""
+    policy = rdef.get("deletion_policy", "Delete")
+    if isinstance(policy, str) and policy.lower() in ("delete", "retain"):
+        return policy.lower()
+    return None
 
 
 def _group(

@@ -28,7 +28,6 @@ class Entry:
     out: dict[str, Any] | None = None
     into: str | None = None
     inline: Any = None  # a software config: what get_resource of it stands for
-    deletion_policy: str = "delete"  # HOT deletion_policy as ours: "delete" or "retain"
 
 
 @dataclass
@@ -49,6 +48,13 @@ def ref_name(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("get_resource"), str):
         return str(value["get_resource"])
     return None
+
+
+def is_catalog_name(value: Any) -> bool:
+    """Whether a property names something by name (not a resource of the template)."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, dict) and len(value) == 1 and "get_param" in value
 
 
 class MapperBase:
@@ -73,9 +79,8 @@ class MapperBase:
                     f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
                     f"template, found {value!r}",
                     path,
-                    "things outside the template are named from the site catalog only "
-                    "where iacloud maps them: a server's flavor, image, key_name and "
-                    "networks[].network, a volume's image",
+                    "by name, only a server's flavor, image, key_name and networks and a "
+                    "volume's image can name things outside the template (the site catalog)",
                 )
             raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
         entry = self.entries.get(name)
@@ -85,25 +90,10 @@ class MapperBase:
             raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
         return name
 
-    def by_name(self, value: Any) -> bool:
-        """Whether a value names a thing of the site catalog: a string or a parameter (also
-        when chosen by `if`), not a resource of the template."""
-        if isinstance(value, str):
-            return True
-        if isinstance(value, dict) and len(value) == 1:
-            if "get_param" in value:
-                return True
-            branches = value.get("if")
-            if isinstance(branches, list) and len(branches) > 1:
-                return all(self.by_name(b) for b in branches[1:])
-        return False
-
-    def image_ref(self, value: Any, path: str) -> Any:
-        """An image: an OS::Glance::WebImage of the template, or a name of the site catalog
-        (catalog_refs makes it a site image)."""
-        if self.by_name(value):
-            return value
-        return self.ref(value, path, "OS::Glance::WebImage")
+    def named_or_ref(self, value: Any, path: str, *kinds: str) -> Any:
+        """A site catalog name (a string, or get_param of one) as it is, resolved by the loader
+        like a TOML stack's (`catalog_refs`); else `{get_resource: NAME}` of one of `kinds`."""
+        return value if is_catalog_name(value) else self.ref(value, path, *kinds)
 
     def ref(self, value: Any, path: str, *kinds: str) -> Any:
         """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""

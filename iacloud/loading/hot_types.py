@@ -23,6 +23,7 @@ from iacloud.loading.hot_mapping import (
     Entry,
     Translation,
     has_function,
+    is_catalog_name,
     notes_as_diagnostics,
     redirect,
     referenced,
@@ -40,11 +41,11 @@ class _Mapper(NetworkTypes):
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = self.image_ref(v, "image")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def key_name(v: Any) -> None:
-            if self.by_name(v):
-                out["key_name"] = v  # a key pair of the site catalog (catalog_refs)
+            if is_catalog_name(v):
+                out["key_name"] = v  # a key pair of the site catalog
             else:
                 out["ssh_keys"] = [self.public_key(v, "key_name")]
 
@@ -80,9 +81,10 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            if not self.by_name(v):
-                raise HotError(f"flavor {v!r}: a flavor is a name of the site catalog", "flavor")
-            out["flavor"] = v  # its sizes come from the site catalog (catalog_refs)
+            if not is_catalog_name(v):
+                raise HotError(f"flavor must be a flavor name of the site catalog, found {v!r}",
+                               "flavor")  # fmt: skip
+            out["flavor"] = v
 
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
@@ -176,7 +178,7 @@ class _Mapper(NetworkTypes):
                     raise HotError(f"the implicit volume {volume!r} clashes with a resource", path)
                 self.result.resources[volume] = {
                     "type": "volume",
-                    "image": self.image_ref(image, path),
+                    "image": {"get_resource": self.target(image, path, "OS::Glance::WebImage")},
                     "size_gib": item["volume_size"],
                     **({"count": e.count} if e.count is not None else {}),
                 }
@@ -223,9 +225,8 @@ class _Mapper(NetworkTypes):
             )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
-            if self.by_name(net_value):
-                # an external network of the site catalog (catalog_refs makes it its bridge)
-                return {"network": net_value}
+            if is_catalog_name(net_value):
+                return {"site_network": net_value}  # resolved by the loader (catalog_refs)
             return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
@@ -268,7 +269,7 @@ class _Mapper(NetworkTypes):
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = self.image_ref(v, "image")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def snapshot(v: Any) -> None:
             if "volume_snapshot" not in self.types:
@@ -530,9 +531,6 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             )
             result.problems.append((f"resources.{entry.name}", problem))
     mapper.floating_ip_routers()
-    for entry in order:
-        if entry.deletion_policy == "retain" and entry.name not in failed:
-            _retain(result, entry, failed)
     result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:
@@ -540,8 +538,6 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
-        if entry.deletion_policy == "retain":
-            out["deletion_policy"] = "retain"
         deps = [
             redirect(raw, d)
             for d in entry.depends_on
@@ -552,31 +548,6 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             out["depends_on"] = deps
         result.resources[entry.name] = out
     return result
-
-
-def _retain(result: Translation, entry: Entry, failed: set[str]) -> None:
-    """deletion_policy Retain lives on a resource of ours: a resource merged into another
-    (a Subnet into its Net...) retains with it, and is refused when that one does not."""
-    if entry.inline is not None:
-        result.notes.append(
-            (f"resources.{entry.name}", "deletion_policy", "a config is text: nothing to retain")
-        )
-        return
-    holder = result.entries.get(entry.into) if entry.into is not None else None
-    if holder is None or holder.deletion_policy == "retain":
-        return
-    result.problems.append(
-        (
-            f"resources.{entry.name}",
-            HotError(
-                f"deletion_policy Retain: a {entry.hot_type} is part of {holder.name!r} in "
-                "iacloud, which is deleted",
-                "deletion_policy",
-                f"give {holder.name!r} deletion_policy Retain too",
-            ),
-        )
-    )
-    failed.add(entry.name)
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """HOT deletion_policy as iacloud's lifecycle rule: Retain -> deletion_policy "retain" (as a
 TOML stack writes it), Delete the default, Snapshot and anything else clear errors; a resource
-merged into another (a Subnet into its Net) retains only with it."""
+merged into another (a Subnet into its Net) retains only with it. (More in test_hot_catalog.)"""
 
 from __future__ import annotations
 
@@ -114,9 +114,9 @@ def test_a_merged_resource_retains_with_its_holder(tmp_path: Path, registry: Reg
 
 
 BAD = [
-    ("Snapshot", "deletion_policy Snapshot is not supported"),
-    ("Keep", "deletion_policy 'Keep' is not one of Delete, Retain, Snapshot"),
-    ("[Retain]", "is not one of Delete, Retain, Snapshot"),
+    ("Snapshot", "deletion_policy 'Snapshot' is not supported: take a volume_snapshot"),
+    ("Keep", "deletion_policy 'Keep' is not supported: Delete or Retain"),
+    ("[Retain]", "is not supported: Delete or Retain"),
 ]
 
 
