@@ -92,6 +92,7 @@ from . import (
     dns_names,
     domain_xml,
     guest_agent,
+    migration,
     nic_filter,
     readiness,
     remote_console,
@@ -263,11 +264,11 @@ class ServerInputs(Inputs):
     )
     host: str | None = prop(
         None,
-        update=Disruption.REPLACE,
+        update=Disruption.LIVE,
         computed_default=True,
         pattern=HOST_NAME.pattern,
         description="the site catalog host it runs on: named here, or chosen by the scheduler "
-        "at plan time and recorded; a change replaces the server (no live migration yet)",
+        "at plan time and recorded; a change is a live migration (`migration`)",
     )
     server_group: str | None = prop(
         None,
@@ -493,6 +494,16 @@ class Server(LibvirtResource):
             return [
                 Diagnostic(
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
+                )
+            ]
+        moving = prior is not None and inputs.host != prior.inputs.get("host", inputs.host)
+        if moving and (inputs.volumes or inputs.boot_volume):
+            return [
+                Diagnostic(
+                    "moving a server with volumes to another host is not built yet: detach "
+                    "them first (or name the host it is on)",
+                    address=address,
+                    field="host",
                 )
             ]
         if inputs.host is not None and not self.provider.host(inputs.host).local:
@@ -978,8 +989,51 @@ class Server(LibvirtResource):
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
-        with self.provider.on(prior.inputs.get("host")):
+        assert isinstance(inputs, ServerInputs)
+        before = prior.inputs.get("host")
+        if "host" in changed and inputs.host != before:
+            self._move(address, prior, inputs)
+            changed = changed - {"host"}
+            if not changed:
+                with self.provider.on(inputs.host):
+                    dom = self._lookup(prior.id)
+                    if dom is None:
+                        raise ProviderError(
+                            f"server {address} is not on {inputs.host} after moving"
+                        )
+                    return self._observe(dom)
+            before = inputs.host
+        with self.provider.on(before):
             return self._update(address, prior, inputs, changed)
+
+    def _move(self, address: str, prior: Observed, inputs: ServerInputs) -> None:
+        """Live-migrate the running server to `inputs.host` (see `migration`)."""
+        source, target = (
+            self.provider.host(prior.inputs.get("host")),
+            self.provider.host(inputs.host),
+        )
+        if source.name is None or target.name is None:
+            raise ProviderError("live migration moves a server between catalog hosts")
+        with self.provider.on(source.name):
+            dom = self._lookup(prior.id)
+            if dom is None:
+                raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
+            if not dom.isActive():
+                raise ProviderError(
+                    f"server {address} is not running: only a running server moves live "
+                    "(start it first, or replace it with --replace)"
+                )
+            parsed = domain_xml.parse(dom.XMLDesc(0))
+            image = parsed.record.image if parsed.record is not None else None
+            if image is None:
+                raise ProviderError(f"server {address} boots from a volume: it cannot move yet")
+
+            def backing() -> tuple[str, str, int]:
+                with self.provider.on(target.name):
+                    return self.provider.backing_image(image)
+
+            console = str(Path(REMOTE_CONSOLE_DIR) / f"{parsed.name}.console.log")
+            migration.migrate(dom, parsed, source, target, backing, console)
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
