@@ -497,6 +497,15 @@ class Server(LibvirtResource):
                 )
             ]
         moving = prior is not None and inputs.host != prior.inputs.get("host", inputs.host)
+        if moving and (prior is None or prior.inputs.get("host") is None or inputs.host is None):
+            return [
+                Diagnostic(
+                    "live migration moves a server between hosts of the site catalog; this one "
+                    "is on (or goes to) the provider's own libvirtd: replace it (--replace)",
+                    address=address,
+                    field="host",
+                )
+            ]
         if moving and (inputs.volumes or inputs.boot_volume):
             return [
                 Diagnostic(
