@@ -1,7 +1,8 @@
 """Many hosts (#16) on the lab (scripts/lab-hosts.sh): an apply of N servers spread over the
 hosts against its critical path, and a drift read over all hosts against the slowest host.
 
-- apply: one image and `count = N` tiny servers in a soft-anti-affinity server group, placed
+- apply: one image and `count = N` tiny servers (plus M defined but not started, which make
+  the reads bigger) in a soft-anti-affinity server group, placed
   by the scheduler over the lab hosts, applied through the engine (`engine.make_plan`,
   `engine.apply` with jobs = N); the critical path is the sum of the executor's own step
   times along the longest chain of the step graph (`libvirt_apply.critical_path`). Target:
@@ -10,7 +11,7 @@ hosts against its critical path, and a drift read over all hosts against the slo
   same read of each host's servers alone, each with a fresh provider (no kept listings).
   Target: all hosts < 1.3x the slowest host. `engine.drift` wall is shown too.
 
-    python bench/multihost.py [--servers 6] [--hosts 3] [--repeat 3]
+    python bench/multihost.py [--servers 6] [--stopped 24] [--hosts 3] [--repeat 3]
 
 The stack is destroyed and the lab left up at the end (`make lab-hosts-down` takes it down).
 """
@@ -56,7 +57,7 @@ def site_text(hosts: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def stack_text(n: int) -> str:
+def stack_text(n: int, stopped: int) -> str:
     return f"""version = 1
 name = "mh"
 [provider.libvirt]
@@ -75,6 +76,13 @@ count = {n}
 image = {{ get_resource = "img" }}
 memory_mib = 128
 server_group = {{ get_resource = "spread" }}
+[resources.idle]
+type = "server"
+count = {stopped}
+image = {{ get_resource = "img" }}
+memory_mib = 128
+power_state = "shutoff"
+server_group = {{ get_resource = "spread" }}
 """
 
 
@@ -86,7 +94,8 @@ def timed(fn: object) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--servers", type=int, default=6)
+    ap.add_argument("--servers", type=int, default=6, help="running servers")
+    ap.add_argument("--stopped", type=int, default=24, help="defined, not started (reads)")
     ap.add_argument("--hosts", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
@@ -95,7 +104,7 @@ def main() -> None:
         base = Path(tmp)
         (base / "site.toml").write_text(site_text(args.hosts))
         stack = base / "mh.toml"
-        stack.write_text(stack_text(args.servers))
+        stack.write_text(stack_text(args.servers, args.stopped))
         ws = engine.Workspace(stack, state_url=str(base / "state.db"), site_file=base / "site.toml")
         try:
             config = ws.load()
@@ -104,7 +113,7 @@ def main() -> None:
                 c.address: (c.after or {}).get("host") for c in plan.changes if c.type == "server"
             }
             start = time.perf_counter()
-            result = engine.apply(ws, plan, jobs=args.servers)
+            result = engine.apply(ws, plan, jobs=max(args.servers, 4))
             wall = time.perf_counter() - start
             assert result is not None and not result.failed, "the apply failed"
             critical, chain = critical_path(plan, result)
@@ -112,7 +121,8 @@ def main() -> None:
             for address, host in placed.items():
                 per_host.setdefault(str(host), []).append(address)
             spread = ", ".join(f"{h}: {len(a)}" for h, a in sorted(per_host.items()))
-            print(f"apply of {args.servers} servers over {args.hosts} hosts ({spread})")
+            print(f"apply of {args.servers} running and {args.stopped} stopped servers over "
+                  f"{args.hosts} hosts ({spread})")  # fmt: skip
             print(f"  wall {wall:.2f} s, critical path {critical:.2f} s ({' -> '.join(chain)}), "
                   f"ratio {wall / critical:.2f} (target <= 1.15)")  # fmt: skip
 
