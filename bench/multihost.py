@@ -4,7 +4,7 @@ hosts against its critical path, and a drift read over all hosts against the slo
 - apply: one image and `count = N` tiny servers (plus M defined but not started, which make
   the reads bigger) in a soft-anti-affinity server group, placed
   by the scheduler over the lab hosts, applied through the engine (`engine.make_plan`,
-  `engine.apply` with jobs = N); the critical path is the sum of the executor's own step
+  `engine.apply` with one job per server); the critical path is the sum of the executor's own step
   times along the longest chain of the step graph (`libvirt_apply.critical_path`). Target:
   wall <= 1.15x the critical path (one host's work does not wait for another's).
 - drift: the servers' type `read()` of every server (the hosts read in parallel), against the
@@ -113,7 +113,7 @@ def main() -> None:
                 c.address: (c.after or {}).get("host") for c in plan.changes if c.type == "server"
             }
             start = time.perf_counter()
-            result = engine.apply(ws, plan, jobs=max(args.servers, 4))
+            result = engine.apply(ws, plan, jobs=args.servers + args.stopped)
             wall = time.perf_counter() - start
             assert result is not None and not result.failed, "the apply failed"
             critical, chain = critical_path(plan, result)
