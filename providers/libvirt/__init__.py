@@ -2,7 +2,8 @@
 
 Modules, one per concept:
   settings    the `[provider.libvirt]` table
-  connection  the run's shared libvirt connection; libvirt errors by code
+  connection  a host's shared libvirt connection; libvirt errors by code
+  host_context one host: its connection, pools, listings, virt type (`provider.host(name)`)
   virt_type   the cached "does KVM really run a guest here" probe behind virt_type = "auto"
   pool        the default directory storage pool, created when missing
   listings    the run's domain and pool listings, shared by the reads of every type
@@ -25,9 +26,8 @@ by every thread of the run.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import libvirt
 
@@ -36,18 +36,15 @@ from iacloud.provider import Check, HostReading, Provider, ProviderSettings, Sta
 from iacloud.site_hosts import CatalogHost
 from iacloud.stack_view import ResourceView
 
-from . import storage, virt_type
-from .connection import Connection, failing, unproven_on_loss
-from .domain_xml import parse
+from .connection import unproven_on_loss
+from .host_context import HostContext
 from .image import Image
 from .listings import Listings as LibvirtListings
-from .pool import Pools
 from .references import check_references
 from .server import Server
 from .settings import LibvirtSettings
 from .site_image import SiteImage
 from .snapshot import VolumeSnapshot
-from .tags import format_of, parse_volume_name
 from .volume import Volume
 
 
@@ -62,73 +59,61 @@ class LibvirtProvider(Provider):
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
-        self.connection = Connection(self.settings.uri, on_reconnect=self._forget_handles)
-        self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
-        self._virt_lock = threading.Lock()
-        self._virt_type: str | None = None
+        self.default_host = HostContext.default(self.settings)
+        # the default host's objects, under the names every single-host path used
+        self.connection = self.default_host.connection
+        self.pools = self.default_host.pools
+        self.listings = self.default_host.listings
+        # one context per catalog host, built now (connections open on first use) so that
+        # every change drops the listings of every host
+        self._hosts: dict[str, HostContext] = {}
+        for name, entry in stack.hosts.items():
+            if entry.uri == self.settings.uri and entry.pool == self.settings.pool:
+                self._hosts[name] = self.default_host  # the same libvirtd: one connection
+            else:
+                self._hosts[name] = HostContext.of_entry(name, entry, self.settings)
+
+    def host(self, name: str | None) -> HostContext:
+        """The context of catalog host `name`; None (or a site without `[hosts]`): the
+        default host, the provider's own `uri` and `pool`."""
+        if name is None:
+            return self.default_host
+        context = self._hosts.get(name)
+        if context is None:
+            known = ", ".join(sorted(self._hosts)) or "none: the site has no [hosts] table"
+            raise ProviderError(f"host {name!r} is not in the site catalog (hosts: {known})")
+        return context
+
+    def host_contexts(self) -> list[HostContext]:
+        """Every distinct host this run may touch: the default host first."""
+        out = [self.default_host]
+        for context in self._hosts.values():
+            if all(context is not seen for seen in out):
+                out.append(context)
+        return out
+
+    @property
+    def many_hosts(self) -> bool:
+        """Whether reads must look beyond the default host (the single-host fast path)."""
+        return len(self.host_contexts()) > 1
 
     def conn(self) -> libvirt.virConnect:
-        return self.connection.get()
+        return self.default_host.conn()
 
     def virt_type(self) -> str:
-        """'kvm' or 'qemu', probed at most once per run (and cached across runs)."""
-        with self._virt_lock:
-            if self._virt_type is None:
-                s = self.settings
-                self._virt_type = virt_type.resolve(
-                    self.conn(), s.uri, s.virt_type, s.virt_type_cache
-                )
-            return self._virt_type
+        """'kvm' or 'qemu' on the default host, probed at most once per run."""
+        return self.default_host.virt_type()
 
     def volume_ref(self, volume_id: str) -> tuple[str, str, str]:
-        """(pool, name, format) of an existing volume; its format must be in its name."""
-        pool_name, name = storage.split_id(volume_id)
-        fmt = format_of(name)
-        if fmt is None:
-            raise ProviderError(
-                f"cannot tell the format of volume {volume_id} without probing it: "
-                "its name must end in .qcow2 or .raw"
-            )
-        tag = parse_volume_name(name)
-        if tag is not None and tag.role == "snap":
-            # written to, it would change under the volumes made from it
-            raise ProviderError(
-                f"{volume_id} is a volume snapshot, which is read-only: make a volume from it "
-                "(`snapshot = ...` on a volume) and use that"
-            )
-        pool = self.pools.find(self.conn(), pool_name)
-        if pool is None or storage.lookup(pool, name) is None:
-            raise ProviderError(f"volume {volume_id} does not exist")
-        return pool_name, name, fmt
+        """(pool, name, format) of an existing volume on the default host."""
+        return self.default_host.volume_ref(volume_id)
 
     def image_file(self, image_id: str, what: str = "image") -> tuple[str, str, int]:
-        """(path, format, virtual size in bytes) of an image (or a volume snapshot: `what`),
-        to back an overlay with."""
-        pool_name, name = storage.split_id(image_id, f"{what} id")
-        fmt = format_of(name)
-        pool = self.pools.find(self.conn(), pool_name)
-        vol = storage.lookup(pool, name) if pool else None
-        if pool is None or vol is None:
-            raise ProviderError(f"{what} {image_id} does not exist")
-        if fmt is None:
-            raise ProviderError(f"cannot tell the format of {what} {image_id}")
-        info = storage.info(pool, vol)
-        return info.path, fmt, info.capacity
+        """(path, format, virtual size) of an image on the default host."""
+        return self.default_host.image_file(image_id, what)
 
     def running_users(self, volume_id: str, path: str) -> list[tuple[libvirt.virDomain, str]]:
-        """Running domains that have the volume attached, with its target device there."""
-        out = []
-        with failing("listing running domains"):
-            domains = self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        for dom in domains:
-            try:
-                parsed = parse(dom.XMLDesc(0))
-            except libvirt.libvirtError:
-                continue  # stopped meanwhile
-            for disk in parsed.disks:
-                if disk.id == volume_id or (disk.path and disk.path == path):
-                    out.append((dom, disk.target))
-        return out
+        return self.default_host.running_users(volume_id, path)
 
     @classmethod
     def check_stack(cls, resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
@@ -157,23 +142,23 @@ class LibvirtProvider(Provider):
 
     @contextmanager
     def changing(self, operation: str) -> Iterator[None]:
-        """A create, update or delete whose connection was lost fails unproven."""
-        if operation == "import_":
+        """A create, update or delete whose connection was lost fails unproven; every
+        host's listings are dropped around it."""
+        with ExitStack() as stack:
+            for context in self.host_contexts()[1:]:
+                stack.enter_context(context.listings.changing())
+            if operation == "import_":
+                with super().changing(operation):
+                    yield
+                return
+            for context in self.host_contexts():
+                stack.enter_context(unproven_on_loss(context.connection))
             with super().changing(operation):
                 yield
-            return
-        with unproven_on_loss(self.connection), super().changing(operation):
-            yield
-
-    def _forget_handles(self) -> None:
-        """The connection was reopened: pool and domain handles of the old one are dead."""
-        self.listings.clear()
-        self.pools.forget()
 
     def close(self) -> None:
-        self.listings.clear()
-        self.pools.forget()
-        self.connection.close()
+        for context in self.host_contexts():
+            context.close()
 
 
-__all__ = ["LibvirtProvider", "LibvirtSettings"]
+__all__ = ["HostContext", "LibvirtProvider", "LibvirtSettings"]
