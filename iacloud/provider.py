@@ -104,6 +104,14 @@ class Observed:
     inputs: dict[str, Any]
     attributes: dict[str, Any]
     next_boot: dict[str, Any] | None = None
+    # not read: the object's host could not be reached (the reason). The engine lists it as
+    # unknown and leaves it alone; `inputs` and `attributes` are the recorded ones.
+    unknown: str | None = None
+
+    @classmethod
+    def unknown_as(cls, ref: ObjectRef, reason: str) -> Observed:
+        """An object that could not be read, standing as recorded."""
+        return cls(ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=reason)
 
 
 @dataclass(frozen=True)

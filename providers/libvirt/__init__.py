@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 
 import libvirt
 
@@ -67,11 +68,30 @@ class LibvirtProvider(Provider):
         # one context per catalog host, built now (connections open on first use) so that
         # every change drops the listings of every host
         self._hosts: dict[str, HostContext] = {}
+        # per provider: two providers of one process (tests) never see each other's host
+        self._here: ContextVar[HostContext | None] = ContextVar(
+            f"iacloud-libvirt-host-{id(self)}", default=None
+        )
+        # catalog hosts whose orphans could not be searched in this run, with the reason
+        self.unreachable: dict[str, str] = {}
         for name, entry in stack.hosts.items():
             if entry.uri == self.settings.uri and entry.pool == self.settings.pool:
                 self._hosts[name] = self.default_host  # the same libvirtd: one connection
             else:
                 self._hosts[name] = HostContext.of_entry(name, entry, self.settings)
+
+    @contextmanager
+    def on_host(self, context: HostContext) -> Iterator[None]:
+        """Run the resource types' code inside on `context` (see `hosts`)."""
+        token = self._here.set(context)
+        try:
+            yield
+        finally:
+            self._here.reset(token)
+
+    def current_host(self) -> HostContext:
+        """The host the running step or read works on: the default one outside `on_host`."""
+        return self._here.get() or self.default_host
 
     def host(self, name: str | None) -> HostContext:
         """The context of catalog host `name`; None (or a site without `[hosts]`): the

@@ -14,6 +14,7 @@ file's sha256 read from disk, the console log file, sysfs bridges) whether they 
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import libvirt
@@ -32,6 +33,14 @@ from .tags import format_of, parse_volume_name
 # where a remote host's default pool is created when it is missing (the lab hosts and
 # `iacloud doctor`'s advice use it too)
 REMOTE_POOL_PATH = "/var/lib/iacloud/pool"
+# how long opening a catalog host's connection may take before the host counts as down
+CONNECT_TIMEOUT = 10.0
+
+
+def _open_bounded(entry: CatalogHost, _uri: str) -> libvirt.virConnect:
+    from .remote_host import open_bounded
+
+    return open_bounded(entry, CONNECT_TIMEOUT)
 
 
 class HostContext:
@@ -51,7 +60,10 @@ class HostContext:
         self.entry = entry
         self.settings = settings
         self.pool = pool  # this host's default pool
-        self.connection = Connection(uri, on_reconnect=self._forget_handles)
+        opener = None
+        if entry is not None and not entry.is_local:
+            opener = functools.partial(_open_bounded, entry)
+        self.connection = Connection(uri, on_reconnect=self._forget_handles, opener=opener)
         self.pools = Pools(uri, pool, pool_path)
         self.listings = Listings()
         self._virt_lock = threading.Lock()

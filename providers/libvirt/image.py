@@ -46,7 +46,7 @@ from iacloud.schema import Disruption, Inputs, prop
 
 from . import storage
 from .base import StorageResource
-from .connection import is_local
+from .image_copy import delete_copies
 from .pool import Pool
 from .tags import PoolName, format_of, volume_name
 
@@ -154,7 +154,7 @@ class Image(StorageResource):
         if problem := source_problem(inputs.source, inputs.sha256):
             raise ProviderError(problem)
         conn = self.conn
-        pool = self.provider.pools.get(conn, inputs.pool)
+        pool = self.host.pools.get(conn, inputs.pool)
         name = self.new_volume_name(address, inputs)
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
@@ -171,7 +171,7 @@ class Image(StorageResource):
             try:
                 with open(path, "rb") as f:
                     sha = storage.upload(conn, vol, storage.file_chunks(f), size, inputs.sha256)
-                if inputs.format == "qcow2" and is_local(self.provider.settings.uri):
+                if inputs.format == "qcow2" and self.host.is_local:
                     check_qcow2(vol.path())  # what QEMU will read, not what we read
                 self._sha_file(name).parent.mkdir(parents=True, exist_ok=True)
                 self._sha_file(name).write_text(sha + "\n")
@@ -267,7 +267,7 @@ class Image(StorageResource):
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id, "image id")
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"no image volume {id}")
@@ -277,7 +277,7 @@ class Image(StorageResource):
             )
         if why := self.wrong_role(name):
             raise ProviderError(f"cannot import {id} as an image: {why}")
-        local = is_local(self.provider.settings.uri)
+        local = self.host.is_local
         # the bytes as they are now: one full read
         digest = storage.sha256_of(self.conn, vol, vol.path() if local else None)
         record = self.load_inputs(name) if self._uploaded_sha(name) == digest else None
@@ -302,7 +302,9 @@ class Image(StorageResource):
         if not prior.id:
             return
         pool_name, name = storage.split_id(prior.id, "image id")
-        pool = self.provider.pools.find(self.conn, pool_name)
+        # copies on the catalog hosts first: once the image is gone nothing names them
+        delete_copies(self.provider.host_contexts(), pool_name, name)
+        pool = self.host.pools.find(self.conn, pool_name)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))
         self._sha_file(name).unlink(missing_ok=True)

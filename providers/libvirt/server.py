@@ -94,11 +94,12 @@ from . import (
     guest_agent,
     nic_filter,
     readiness,
+    remote_console,
     seed,
     storage,
 )
 from .base import LibvirtResource
-from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
+from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
@@ -485,7 +486,34 @@ class Server(LibvirtResource):
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
                 )
             ]
-        return []
+        return self._check_remote(address, inputs)
+
+    def _check_remote(self, address: str, inputs: ServerInputs) -> list[Diagnostic]:
+        """Security groups and ports are enforced by nftables on this machine's bridges: on a
+        remote host they would not be, so they are refused rather than silently ignored."""
+        if inputs.host is None:
+            return []
+        try:
+            context = self.provider.host(inputs.host)
+        except ProviderError as exc:
+            return [Diagnostic(str(exc), address=address, field="host")]
+        if context.is_local:
+            return []
+        out = []
+        for i, entry in enumerate(inputs.networks):
+            if entry.security_groups or entry.port is not None:
+                what = "security groups" if entry.security_groups else "a port"
+                out.append(
+                    Diagnostic(
+                        f"{what} on a server on remote host {inputs.host} cannot be enforced: "
+                        "iacloud filters traffic with nftables on this machine's bridges only",
+                        address=address,
+                        field=f"networks[{i}]",
+                        hint="place the server on a local host, or drop the security groups "
+                        "(and ports) from its NICs",
+                    )
+                )
+        return out
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -498,6 +526,20 @@ class Server(LibvirtResource):
 
     def _console_path(self, name: str) -> Path:
         return self.provider.stack.data_dir / "console" / f"{name}.log"
+
+    def _console_reset(self, path: str) -> None:
+        """Empty the log before a boot: a local file, or a remote host's log volume."""
+        if self.host.is_local:
+            console.reset(Path(path))
+        else:
+            remote_console.reset(self.host, path)
+
+    def _console_text(self, path: str | None) -> str:
+        if not path:
+            return ""
+        if self.host.is_local:
+            return console.read_tail(path, READY_TAIL)
+        return remote_console.read_tail(self.host, path, READY_TAIL)
 
     def _lookup(self, id: str) -> libvirt.virDomain | None:
         conn = self.conn
@@ -532,29 +574,29 @@ class Server(LibvirtResource):
         return out
 
     def _check_bridges(self, entries: Sequence[NetworkEntry]) -> None:
-        if not is_local(self.settings.uri):
+        if not self.host.is_local:
             return  # libvirt reports a missing bridge when the domain starts
         for entry in entries:
             if not Path("/sys/class/net", entry.ifname, "bridge").is_dir():
                 raise ProviderError(f"bridge {entry.ifname!r} does not exist on this host")
 
     def _data_disk(self, volume_id: str, target: str) -> Disk:
-        pool_name, name, fmt = self.provider.volume_ref(volume_id)
+        pool_name, name, fmt = self.host.volume_ref(volume_id)
         return Disk(target=target, format=fmt, pool=pool_name, volume=name)
 
     def _start(
         self, dom: libvirt.virDomain, address: str, console_path: str | None, ready: str | None
     ) -> None:
         if console_path:
-            console.reset(Path(console_path))
+            self._console_reset(console_path)
         with failing(f"starting server {address}"):
             dom.create()
         mode = ready or self.settings.default_ready
         if mode != "none":
-            self._wait_ready(dom, address, Path(console_path) if console_path else None, mode)
+            self._wait_ready(dom, address, console_path, mode)
 
     def _wait_ready(
-        self, dom: libvirt.virDomain, address: str, path: Path | None, mode: str
+        self, dom: libvirt.virDomain, address: str, path: str | None, mode: str
     ) -> None:
         """Until the guest is ready as `mode` says (see `readiness`); a timeout, a stopped
         guest or cloud-init's errors raise, with the last console lines, sanitized."""
@@ -573,7 +615,7 @@ class Server(LibvirtResource):
                 return False
 
         def text() -> str:
-            return console.read_tail(path, READY_TAIL) if path else ""
+            return self._console_text(path)
 
         verdict = readiness.wait(mode, timeout, text, alive, guest_agent.Probe(dom, connected))
         if verdict.failed is None:
@@ -623,7 +665,7 @@ class Server(LibvirtResource):
                     raise ProviderError(f"undefining {dom.name()}: {exc}") from exc
         for vid in volumes:
             pool_name, name = storage.split_id(vid)
-            pool = self.provider.pools.find(self.conn, pool_name)
+            pool = self.host.pools.find(self.conn, pool_name)
             if pool is not None:
                 storage.delete(storage.lookup(pool, name))
 
@@ -647,8 +689,8 @@ class Server(LibvirtResource):
             target = _next_target(used)
             used.add(target)
             data_disks.append(self._data_disk(vid, target))
-        virt_type = self.provider.virt_type()
-        pool = self.provider.pools.get(conn, None)
+        virt_type = self.host.virt_type()
+        pool = self.host.pools.get(conn, None)
         seed_name = volume_name(stack.id, address, "raw", "seed")
         root_name = volume_name(stack.id, address, "qcow2", "root")
         machine = inputs.machine or self.settings.machine
@@ -659,9 +701,16 @@ class Server(LibvirtResource):
         dom = None
         try:
             # leftovers of an interrupted create carry this server's names: they are ours
-            self._remove(None, [f"{pool.name}/{root_name}", f"{pool.name}/{seed_name}"])
+            self._remove(
+                None,
+                [
+                    f"{pool.name}/{root_name}",
+                    f"{pool.name}/{seed_name}",
+                    f"{pool.name}/{remote_console.name_for(stack.id, address)}",
+                ],
+            )
             if inputs.image is not None:
-                path, fmt, size = self.provider.image_file(inputs.image)
+                path, fmt, size = self.backing_image(inputs.image)
                 if inputs.root_gib is not None:
                     if inputs.root_gib * GiB < size:
                         raise ProviderError(
@@ -694,8 +743,14 @@ class Server(LibvirtResource):
                 volumes=tuple(inputs.volumes),
                 user_data=inputs.user_data is not None,
             )
-            console_path = self._console_path(name)
-            console.reset(console_path)
+            if self.host.is_local:
+                console_path = str(self._console_path(name))
+            else:
+                console_path = remote_console.path_in(
+                    pool, remote_console.name_for(stack.id, address)
+                )
+                made.append(f"{pool.name}/{remote_console.name_for(stack.id, address)}")
+            self._console_reset(console_path)
             spec = DomainSpec(
                 name=name,
                 uuid=dom_uuid,
@@ -711,14 +766,14 @@ class Server(LibvirtResource):
                     *data_disks,
                 ],
                 nics=[Nic(e.ifname, m, nic_filter.tap_name(dom_uuid, m)) for e, m in nics],
-                console_path=str(console_path),
+                console_path=console_path,
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
             # filtered before the guest sends its first frame
             members = nic_filter.sync(stack.id, address, dom, record.nics)
             if inputs.power_state == "running":
-                self._start(dom, address, str(console_path), inputs.ready)
+                self._start(dom, address, console_path, inputs.ready)
                 nic_filter.learn_leases(members)
             dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
@@ -759,7 +814,7 @@ class Server(LibvirtResource):
         )
         definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
-        local = is_local(self.settings.uri)
+        local = self.host.is_local
         running = power == "running"
         ready = console.last_ready(parsed.console_path) if running and local else None
         agent = running and parsed.agent == "connected"
@@ -810,7 +865,7 @@ class Server(LibvirtResource):
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         if not refs:
             return {}
-        listings = self.provider.listings
+        listings = self.host.listings
         # one listing, one state query and one XML per domain, whatever the number of servers
         domains = listings.domains(self.conn)
         states = listings.domain_states(self.conn)
@@ -913,7 +968,7 @@ class Server(LibvirtResource):
             pool_name, name = storage.split_id(volume_id)
         except ProviderError:
             return "is not a volume id"
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
         if pool is None or vol is None:
             return "no longer exists"
@@ -985,7 +1040,7 @@ class Server(LibvirtResource):
             raise ProviderError("root_gib sizes a root disk made from an image; this server boots "
                                 "from a volume")  # fmt: skip
         pool_name, name = storage.split_id(record.root)
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
         if pool is None or vol is None:
             raise ProviderError(f"root disk {record.root} does not exist")
@@ -1151,7 +1206,7 @@ class Server(LibvirtResource):
     # ---------------------------------------------------------------- delete
     def delete(self, address: str, prior: Observed) -> None:
         stack = self.provider.stack
-        pool_name = self.settings.pool
+        pool_name = self.host.pool
         own = [
             f"{pool_name}/{volume_name(stack.id, address, 'qcow2', 'root')}",
             f"{pool_name}/{volume_name(stack.id, address, 'raw', 'seed')}",
@@ -1183,7 +1238,9 @@ class Server(LibvirtResource):
             # delete does), by _remove
         self._remove(dom, own)
         nic_filter.drop(stack.id, address)
-        if console_path and Path(console_path).parent == self._console_path("x").parent:
+        if console_path and not self.host.is_local:
+            remote_console.remove(self.host, console_path)
+        elif console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
 
     def _outliving(self, parsed: ParsedDomain, own: Sequence[str]) -> list[str]:
@@ -1202,7 +1259,7 @@ class Server(LibvirtResource):
     # ---------------------------------------------------------------- orphans
     def list_tagged(self) -> list[TaggedObject]:
         out = []
-        listings = self.provider.listings
+        listings = self.host.listings
         for dom in listings.domains(self.conn):
             parsed = listings.domain(dom)
             if parsed is None:

@@ -136,7 +136,7 @@ class Volume(StorageResource):
         if problems := self.check(address, inputs, None):
             raise ProviderError(problems[0].message)
         conn = self.conn
-        pool = self.provider.pools.get(conn, inputs.pool)
+        pool = self.host.pools.get(conn, inputs.pool)
         name = volume_name(self.provider.stack.id, address, inputs.format)
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
@@ -145,7 +145,10 @@ class Volume(StorageResource):
         for what, source in (("image", inputs.image), ("snapshot", inputs.snapshot)):
             if source is None:
                 continue
-            path, fmt, size = self.provider.image_file(source, what)
+            if what == "image":
+                path, fmt, size = self.backing_image(source)
+            else:  # a snapshot is on the host of the volume it copies, as this one must be
+                path, fmt, size = self.host.image_file(source, what)
             if capacity < size:
                 raise ProviderError(
                     f"size_gib {inputs.size_gib} is smaller than {what} {source} "
@@ -168,7 +171,7 @@ class Volume(StorageResource):
         info = storage.info(pool, vol)
         image = snapshot = None
         if info.backing_path:
-            owner = self.provider.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
+            owner = self.host.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
             base = os.path.basename(info.backing_path)
             backing = f"{owner}/{base}" if owner else info.backing_path
             if owner and _role(backing) == "snap":
@@ -196,7 +199,7 @@ class Volume(StorageResource):
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"no volume {id}")
@@ -216,7 +219,7 @@ class Volume(StorageResource):
         if changed - {"size_gib"}:
             raise ProviderError(f"cannot change {', '.join(sorted(changed))} in place")
         pool_name, name = storage.split_id(prior.id)
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"volume {prior.id} no longer exists")
@@ -227,7 +230,7 @@ class Volume(StorageResource):
                 f"a volume cannot shrink (from {info.capacity} bytes to {new} bytes)"
             )
         if new > info.capacity:
-            users = self.provider.running_users(info.id, info.path)
+            users = self.host.running_users(info.id, info.path)
             if users:
                 # a running guest holds the image open: only QEMU may grow it
                 for dom, target in users:
@@ -243,7 +246,7 @@ class Volume(StorageResource):
         if not prior.id:
             return
         pool_name, name = storage.split_id(prior.id)
-        pool = self.provider.pools.find(self.conn, pool_name)
+        pool = self.host.pools.find(self.conn, pool_name)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))
         self.drop_inputs(name)
