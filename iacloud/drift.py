@@ -22,7 +22,8 @@ from iacloud.suppressions import Suppression
 
 DRIFT_FORMAT = 1
 
-Status = Literal["in-sync", "modified", "missing", "interrupted"]
+# unknown: not read, its host is down (`reason`); not drift, but not known to be in sync
+Status = Literal["in-sync", "modified", "missing", "interrupted", "unknown"]
 
 
 class _Frozen(BaseModel):
@@ -49,10 +50,11 @@ class ResourceDrift(_Frozen):
     status: Status
     differences: list[AttributeDrift] = Field(default_factory=list)
     suppressed: bool = False  # the whole finding is hidden by a suppression
+    reason: str = ""  # unknown: why it could not be read
 
     @property
     def drifted(self) -> bool:
-        if self.status == "in-sync" or self.suppressed:
+        if self.status in ("in-sync", "unknown") or self.suppressed:
             return False
         if self.status == "modified":
             return any(not d.suppressed for d in self.differences)
@@ -86,6 +88,7 @@ class Totals(_Frozen):
     orphaned: int
     unmanaged: int | None
     suppressed: int
+    unknown: int = 0  # not read: their hosts are down
 
 
 class DriftReport(_Frozen):
@@ -126,6 +129,12 @@ def build_report(
     resources: list[ResourceDrift] = []
     for address, rs in snapshot.resources.items():
         obs = observed.get(address)
+        if obs is not None and obs.unknown is not None:
+            resources.append(
+                ResourceDrift(address=address, type=rs.type, id=rs.id, status="unknown",
+                              reason=obs.unknown)
+            )  # fmt: skip
+            continue
         if obs is None:
             resources.append(
                 ResourceDrift(address=address, type=rs.type, id=rs.id, status="missing",
@@ -205,9 +214,10 @@ def build_report(
         status: sum(1 for r in resources if r.status == status and r.drifted)
         for status in ("modified", "missing", "interrupted")
     }
-    suppressed = sum(1 for r in resources if r.status != "in-sync" and not r.drifted) + sum(
-        1 for o in orphans if o.suppressed
-    )
+    unknown = sum(1 for r in resources if r.status == "unknown")
+    suppressed = sum(
+        1 for r in resources if r.status not in ("in-sync", "unknown") and not r.drifted
+    ) + sum(1 for o in orphans if o.suppressed)
     live_orphans = sum(1 for o in orphans if not o.suppressed)
     totals = Totals(
         resources=len(resources),
@@ -218,6 +228,7 @@ def build_report(
         orphaned=live_orphans,
         unmanaged=len(unmanaged) if include_unmanaged else None,
         suppressed=suppressed,
+        unknown=unknown,
     )
     return DriftReport(
         stack=snapshot.stack,

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from iacloud.drift import DriftReport
-from iacloud.plan import Action, Change, FieldChange, Plan
+from iacloud.plan import Action, Change, DriftKind, FieldChange, Plan
 from iacloud.redact import MASK, Redactor
 
 _COLOURS = {
@@ -69,7 +69,17 @@ def _field_line(f: FieldChange, redactor: Redactor) -> str:
     return f"      {f.field}: {before} -> {after}{note}"
 
 
+def _unknown_note(plan: Plan) -> str:
+    n = len(plan.unknown())
+    return f" {n} resource(s) unknown (host down), left alone." if n else ""
+
+
 def summary_line(plan: Plan) -> str:
+    """The plan's verdict in one line; resources left unknown are named after it."""
+    return _summary_line(plan) + _unknown_note(plan)
+
+
+def _summary_line(plan: Plan) -> str:
     if plan.refresh_only:
         if not plan.state_updates:
             return "No changes. State already matches the real objects."
@@ -110,9 +120,13 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     def styled(text: str, fg: str | None = None, bold: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if colour else text
 
-    if plan.drift:
+    if unknown := plan.unknown():
+        lines.append(styled("Unknown: not read, their host is down; left alone:", bold=True))
+        lines.extend(f"  {d.address} ({d.type}): unknown: {d.reason}" for d in unknown)
+        lines.append("")
+    if changed := [d for d in plan.drift if d.kind is not DriftKind.UNKNOWN]:
         lines.append(styled("Changed outside iacloud:", bold=True))
-        for d in plan.drift:
+        for d in changed:
             lines.append(f"  {d.address} ({d.type}): {d.kind}")
             for f in d.fields:
                 before = _value(f.before, redactor, f.sensitive)
@@ -214,6 +228,7 @@ def plan_markdown(plan: Plan) -> str:
         out += ["#### Changed outside iacloud", "", "| resource | type | drift |", "|---|---|---|"]
         out += [
             f"| `{d.address}` | {d.type} | {d.kind}"
+            + (f": {_cell(d.reason)}" if d.reason else "")
             + "".join(f"; `{f.field}`{_where(f.effective)}" for f in d.fields if f.effective)
             + " |"
             for d in plan.drift
@@ -238,10 +253,21 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-_STATUS_COLOURS = {"modified": "yellow", "missing": "red", "interrupted": "magenta"}
+_STATUS_COLOURS = {
+    "modified": "yellow",
+    "missing": "red",
+    "interrupted": "magenta",
+    "unknown": "cyan",
+}
 
 
 def drift_summary(report: DriftReport) -> str:
+    t = report.totals
+    unknown = f" {t.unknown} unknown (host down)." if t.unknown else ""
+    return _drift_summary(report) + unknown
+
+
+def _drift_summary(report: DriftReport) -> str:
     t = report.totals
     if not report.drifted:
         text = f"In sync: {t.in_sync} of {t.resources} resources match what was applied"
@@ -271,7 +297,7 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
     for r in report.resources:
         if r.status == "in-sync":
             continue
-        note = "  (suppressed)" if not r.drifted else ""
+        note = "  (suppressed)" if not r.drifted and r.status != "unknown" else ""
         lines.append(
             styled(f"  {r.status:<11} {r.address} ({r.type})", _STATUS_COLOURS.get(r.status))
             + (f"  id {r.id}" if r.id else "")
@@ -279,6 +305,8 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         )
         if r.status == "missing":
             lines.append("      deleted outside iacloud; the next apply recreates it")
+        if r.status == "unknown":
+            lines.append(f"      not read: {r.reason}; plans and applies leave it alone")
         for d in r.differences:
             mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
             recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)

@@ -83,7 +83,10 @@ class _FakeType(ResourceType):
                 found = (ref.id, json.loads((d / f"{ref.id}.json").read_text()))
             elif ref.id is None:
                 found = by_tag.get((self.provider.stack.id, ref.address))
-            if found:
+            if found and found[1].get("unreachable"):
+                # the test's stand-in for an object on a host that is down
+                out[ref.address] = Observed.unknown_as(ref, found[1]["unreachable"])
+            elif found:
                 out[ref.address] = self._observe(*found)
         return out
 

@@ -155,14 +155,9 @@ def _list_tagged(method: Callable[..., Any]) -> Callable[..., Any]:
                     return []
 
         out: list[TaggedObject] = []
-        seen: set[tuple[str, str]] = set()
         with ThreadPoolExecutor(len(contexts), thread_name_prefix="iacloud-orphans") as pool:
             for found in pool.map(list_on, contexts):
-                for t in found:
-                    # an image's copies carry the image's own name (and id) on every host
-                    if (t.type, t.id) not in seen:
-                        seen.add((t.type, t.id))
-                        out.append(t)
+                out.extend(found)
         return out
 
     return wrapper

@@ -25,6 +25,7 @@ naming another source plans a replacement.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -311,4 +312,9 @@ class Image(StorageResource):
         self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
-        return [t for t in self.tagged_volumes(("image",)) if t.stack_id is not None]
+        found = [t for t in self.tagged_volumes(("image",)) if t.stack_id is not None]
+        if self.host is self.provider.default_host:
+            return found
+        # on another host these are copies (`image_copy`): parts of the image at the address
+        part = f"copy on host {self.host.name}"
+        return [dataclasses.replace(t, part=part) for t in found]

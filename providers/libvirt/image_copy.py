@@ -2,11 +2,11 @@
 root disk or volume made from an image on another host is backed by a copy of the image in
 that host's pool.
 
-The copy has the image's own volume name (and so its id, `pool/name`, with the pool the
-image names), in the target host's pool of that name:
-- the name is the ownership tag: the orphan search counts a copy as the image's (the same
-  type, stack and address, the same id as state records), so no copy is ever an orphan of a
-  stack that has the image; a site catalog image's copy keeps its `iacsite-` name, which the
+The copy has the image's own volume name, in the target host's pool of the image's pool
+name when the host has one, else in the host's default pool:
+- the name is the ownership tag: the orphan search lists a copy as a part of the image
+  (`TaggedObject.part`, "copy on host NAME"), an orphan exactly when the stack no longer
+  records the image; a site catalog image's copy keeps its `iacsite-` name, which the
   orphan search leaves alone, as it does the original;
 - who deletes copies: the image's delete removes its copies from every catalog host (a
   stack's image); a site catalog image and its copies are kept, as destroy keeps the image;
@@ -68,16 +68,20 @@ def ensure_copy(
         return source.image_file(image_id, what)
     pool_name, name = storage.split_id(image_id, f"{what} id")
     with _lock(target.uri, image_id):
-        try:
-            pool = target.pools.get(target.conn(), pool_name)
-        except ProviderError as exc:
-            raise ProviderError(
-                f"{what} {image_id} cannot be copied to host {target.name}: {exc} there "
-                f"(give the host `pool = {pool_name!r}` in the site catalog, or create it)"
-            ) from exc
+        pool = _target_pool(target, pool_name, create=True)
+        assert pool is not None
         if storage.lookup(pool, name) is None:
             _copy(source, target, pool, name, expected_sha(data_dir, name))
-        return target.image_file(image_id, what)
+        return target.image_file(f"{pool.name}/{name}", what)
+
+
+def _target_pool(target: HostContext, pool_name: str, create: bool) -> Pool | None:
+    """The pool of that name on the host, else the host's default pool."""
+    conn = target.conn()
+    pool = target.pools.find(conn, pool_name)
+    if pool is None:
+        pool = target.pools.get(conn, None) if create else target.pools.find(conn, None)
+    return pool
 
 
 def _copy(source: HostContext, target: HostContext, pool: Pool, name: str, sha: str | None) -> None:
@@ -111,6 +115,6 @@ def _copy(source: HostContext, target: HostContext, pool: Pool, name: str, sha: 
 def delete_copies(contexts: list[HostContext], pool_name: str, name: str) -> None:
     """Remove an image's copies from the hosts other than the default one (the first)."""
     for context in contexts[1:]:
-        pool = context.pools.find(context.conn(), pool_name)
+        pool = _target_pool(context, pool_name, create=False)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))

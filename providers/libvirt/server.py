@@ -1276,7 +1276,7 @@ class Server(LibvirtResource):
             )
         for pool, name in self.pool_volumes():
             tag = parse_volume_name(name)
-            if tag is not None and tag.role in ("root", "seed"):
+            if tag is not None and tag.role in ("root", "seed", "console"):
                 out.append(
                     TaggedObject(
                         self.type_name,
