@@ -71,7 +71,7 @@ def ensure_copy(
         pool = _target_pool(target, pool_name, create=True)
         assert pool is not None
         if storage.lookup(pool, name) is None:
-            _copy(source, target, pool, name, expected_sha(data_dir, name))
+            _copy(source, target, pool_name, pool, name, expected_sha(data_dir, name))
         return target.image_file(f"{pool.name}/{name}", what)
 
 
@@ -84,8 +84,15 @@ def _target_pool(target: HostContext, pool_name: str, create: bool) -> Pool | No
     return pool
 
 
-def _copy(source: HostContext, target: HostContext, pool: Pool, name: str, sha: str | None) -> None:
-    pool_name = pool.name
+def _copy(
+    source: HostContext,
+    target: HostContext,
+    pool_name: str,
+    pool: Pool,
+    name: str,
+    sha: str | None,
+) -> None:
+    """Stream the image `pool_name/name` of the default host into `pool` of `target`."""
     src_pool = source.pools.find(source.conn(), pool_name)
     src = storage.lookup(src_pool, name) if src_pool else None
     if src_pool is None or src is None:

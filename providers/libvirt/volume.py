@@ -160,14 +160,20 @@ class Volume(StorageResource):
         )
         try:
             self.save_inputs(name, {"pool": inputs.pool})
-            return self._observe(pool, vol, inputs.pool)
+            return self._observe(pool, vol, inputs.pool, inputs.image)
         except BaseException:
             storage.delete(vol)
             self.drop_inputs(name)
             raise
 
     # ---------------------------------------------------------------- read
-    def _observe(self, pool: Pool, vol: libvirt.virStorageVol, recorded_pool: object) -> Observed:
+    def _observe(
+        self,
+        pool: Pool,
+        vol: libvirt.virStorageVol,
+        recorded_pool: object,
+        recorded_image: object = None,
+    ) -> Observed:
         info = storage.info(pool, vol)
         image = snapshot = None
         if info.backing_path:
@@ -176,6 +182,12 @@ class Volume(StorageResource):
             backing = f"{owner}/{base}" if owner else info.backing_path
             if owner and _role(backing) == "snap":
                 snapshot = backing
+            elif (
+                self.host is not self.provider.default_host
+                and isinstance(recorded_image, str)
+                and recorded_image.rpartition("/")[2] == base
+            ):
+                image = recorded_image  # backed by this host's copy of that image (image_copy)
             else:
                 image = backing
         inputs: dict[str, object] = {
@@ -194,7 +206,10 @@ class Volume(StorageResource):
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         return self.observe_located(
-            refs, lambda pool, vol, ref: self._observe(pool, vol, ref.inputs.get("pool"))
+            refs,
+            lambda pool, vol, ref: self._observe(
+                pool, vol, ref.inputs.get("pool"), ref.inputs.get("image")
+            ),
         )
 
     def import_(self, address: str, id: str) -> Observed:
@@ -240,7 +255,7 @@ class Volume(StorageResource):
                 with failing(f"growing volume {prior.id}"):
                     vol.resize(new, 0)
             vol = pool.handle.storageVolLookupByName(name)
-        return self._observe(pool, vol, inputs.pool)
+        return self._observe(pool, vol, inputs.pool, inputs.image)
 
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
