@@ -85,6 +85,19 @@ def volumes(conn: libvirt.virConnect) -> dict[str, str]:
     return out
 
 
+def _download(conn: libvirt.virConnect, name: str) -> str:
+    vol = conn.storagePoolLookupByName("iacloud").storageVolLookupByName(name)
+    stream = conn.newStream(0)
+    vol.download(stream, 0, 0, 0)
+    data = b""
+    while chunk := stream.recv(1 << 16):
+        if not isinstance(chunk, bytes):
+            break
+        data += chunk
+    stream.finish()
+    return data.decode(errors="replace")
+
+
 def domains(conn: libvirt.virConnect, stack_id: str) -> list[str]:
     return [d.name() for d in conn.listAllDomains(0) if stack_id in d.XMLDesc(0)]
 
@@ -220,6 +233,7 @@ def test_servers_and_volumes_on_two_hosts(lab_site: Lab) -> None:
             # the ready line came through the console volume: the server is ready
             console = Path(log.get("path", "")).name
             assert console in on_host and console.endswith(".console.raw")
+            assert "IACLOUD-READY" in _download(conn, console)
             assert image_name in on_host  # the copy, in the host's default pool
             copy = conn.storagePoolLookupByName("iacloud").storageVolLookupByName(image_name)
             copies[name] = copy.XMLDesc(0)
