@@ -159,12 +159,19 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         if not more:
             break
         broken |= more
+    retained = {
+        str(n)
+        for n, r in sections["resources"].items()
+        if isinstance(r, dict) and deletion_policy(r) == "retain"
+    }
     for rname, rdef in translation.resources.items():
         if rname in broken:
             continue
         base = rname if rname in entries else rname.rsplit("-", 1)[0]  # SERVER-nic0
         if "depends_on" in rdef:
             rdef = {**rdef, "depends_on": [d for d in rdef["depends_on"] if d not in broken]}
+        if base in retained:  # a server's own ports are kept with it
+            rdef = {**rdef, "deletion_policy": "retain"}
         try:
             resources[rname] = ha.rewrite_references(rdef, entries, net_names, "")
         except hf.HotError as exc:
@@ -308,10 +315,15 @@ def _entry(
     for key in ("metadata", "update_policy"):
         if key in rdef:
             notes.append((address, key, f"'{key}' is accepted and has no effect"))
-    policy = rdef.get("deletion_policy")
-    if policy is not None and str(policy).lower() != "delete":
+    if deletion_policy(rdef) is None:
+        policy = rdef.get("deletion_policy")
+        hint = (
+            "take a volume_snapshot resource of the volume instead"
+            if str(policy).lower() == "snapshot"
+            else "Delete or Retain"
+        )
         sink.add(
-            f"deletion_policy {policy!r} is not supported yet (only Delete)",
+            f"deletion_policy {policy!r} is not supported: {hint}",
             address,
             "deletion_policy",
             line=lines.get(f"{address}.deletion_policy"),
@@ -334,6 +346,15 @@ def _entry(
         )
         return None
     return ht.Entry(name, rtype, dict(props), list(deps), count)
+
+
+def deletion_policy(rdef: dict[str, Any]) -> str | None:
+    """Our deletion_policy for a HOT resource's (Heat spells it Delete/Retain, any case);
+    None for one we do not support."""
+    policy = rdef.get("deletion_policy", "Delete")
+    if isinstance(policy, str) and policy.lower() in ("delete", "retain"):
+        return policy.lower()
+    return None
 
 
 def _group(

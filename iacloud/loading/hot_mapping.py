@@ -50,6 +50,13 @@ def ref_name(value: Any) -> str | None:
     return None
 
 
+def is_catalog_name(value: Any) -> bool:
+    """Whether a property names something by name (not a resource of the template)."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, dict) and len(value) == 1 and "get_param" in value
+
+
 class MapperBase:
     """What every type's mapping uses."""
 
@@ -72,8 +79,8 @@ class MapperBase:
                     f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
                     f"template, found {value!r}",
                     path,
-                    "things that exist outside the template (by name or id) come from the "
-                    "site catalog, which iacloud does not have yet",
+                    "by name, only a server's flavor, image, key_name and networks and a "
+                    "volume's image can name things outside the template (the site catalog)",
                 )
             raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
         entry = self.entries.get(name)
@@ -82,6 +89,11 @@ class MapperBase:
         if entry.hot_type not in kinds:
             raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
         return name
+
+    def named_or_ref(self, value: Any, path: str, *kinds: str) -> Any:
+        """A site catalog name (a string, or get_param of one) as it is, resolved by the loader
+        like a TOML stack's (`catalog_refs`); else `{get_resource: NAME}` of one of `kinds`."""
+        return value if is_catalog_name(value) else self.ref(value, path, *kinds)
 
     def ref(self, value: Any, path: str, *kinds: str) -> Any:
         """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""

@@ -23,6 +23,7 @@ from iacloud.loading.hot_mapping import (
     Entry,
     Translation,
     has_function,
+    is_catalog_name,
     notes_as_diagnostics,
     redirect,
     referenced,
@@ -40,10 +41,13 @@ class _Mapper(NetworkTypes):
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def key_name(v: Any) -> None:
-            out["ssh_keys"] = [self.public_key(v, "key_name")]
+            if is_catalog_name(v):
+                out["key_name"] = v  # a key pair of the site catalog
+            else:
+                out["ssh_keys"] = [self.public_key(v, "key_name")]
 
         def nets(v: Any) -> None:
             if not isinstance(v, list):
@@ -77,12 +81,10 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            raise HotError(
-                f"flavor {v!r}: flavors come from the site catalog, which iacloud does not "
-                "have yet",
-                "flavor",
-                "leave flavor out (1 vCPU, 256 MiB) until the site catalog is available",
-            )
+            if not is_catalog_name(v):
+                raise HotError(f"flavor must be a flavor name of the site catalog, found {v!r}",
+                               "flavor")  # fmt: skip
+            out["flavor"] = v
 
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
@@ -223,6 +225,8 @@ class _Mapper(NetworkTypes):
             )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
+            if is_catalog_name(net_value):
+                return {"site_network": net_value}  # resolved by the loader (catalog_refs)
             return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
@@ -265,7 +269,7 @@ class _Mapper(NetworkTypes):
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def snapshot(v: Any) -> None:
             if "volume_snapshot" not in self.types:
