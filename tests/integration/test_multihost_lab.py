@@ -112,6 +112,7 @@ class Lab:
         self.stack = tmp / "multi.toml"
         self.sizes = {1: 1, 2: 1}
         self.extra = ""
+        self.prefix = ""  # the stack id's prefix, once applied
 
     def write(self) -> Path:
         pairs = "".join(PAIR.format(n=n, size=s) for n, s in self.sizes.items())
@@ -163,6 +164,8 @@ def lab_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for name in HOSTS:  # the pool a test made is removed with it, empty
         conn = _conn(name)
         try:
+            if state.prefix:  # what a failed destroy left (the test failed before)
+                _sweep(conn, state.prefix)
             with contextlib.suppress(libvirt.libvirtError):
                 if not had_pool[name]:
                     pool = conn.storagePoolLookupByName("iacloud")
@@ -184,6 +187,23 @@ def lab_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         main.close()
     shutil.rmtree(state.pool_dir, ignore_errors=True)
+
+
+def _sweep(conn: libvirt.virConnect, prefix: str) -> None:
+    """Remove the domains and volumes carrying the stack's id prefix."""
+    for dom in conn.listAllDomains(0):
+        if dom.name().endswith(f"-{prefix}"):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+    for pool in conn.listAllStoragePools(0):
+        if pool.isActive():
+            pool.refresh(0)
+            for vol in pool.listAllVolumes(0):
+                if vol.name().startswith(f"iac-{prefix}-"):
+                    with contextlib.suppress(libvirt.libvirtError):
+                        vol.delete(0)
 
 
 def _libvirtd_pid(name: str) -> int:
@@ -213,6 +233,7 @@ def test_servers_and_volumes_on_two_hosts(lab_site: Lab) -> None:
     print(f"\napply of two servers on two hosts: {time.monotonic() - start:.1f} s")
     resources = st.state()
     stack_id = resources["d1"]["id"].split("/")[1].split("-")[1]  # the stack id's prefix
+    st.prefix = stack_id
     image_name = resources["tiny"]["id"].split("/")[1]
     assert resources["tiny"]["id"].startswith(f"{st.pool}/")  # on the default host
 
