@@ -4,6 +4,9 @@ Modules, one per concept:
   settings    the `[provider.libvirt]` table
   connection  a host's shared libvirt connection; libvirt errors by code
   host_context one host: its connection, pools, listings, virt type (`provider.host(name)`)
+  hosts       which host a step or read works on; reads and orphan searches across hosts
+  image_copy  an image streamed from the default host to another host that needs it
+  remote_console  a remote server's console log: a pool volume read through libvirt
   virt_type   the cached "does KVM really run a guest here" probe behind virt_type = "auto"
   pool        the default directory storage pool, created when missing
   listings    the run's domain and pool listings, shared by the reads of every type
