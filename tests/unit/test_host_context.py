@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from iacloud.errors import ProviderError
-from iacloud.provider import StackInfo
+from iacloud.provider import ObjectRef, Observed, StackInfo
 from iacloud.providers.libvirt import LibvirtProvider, LibvirtSettings
+from iacloud.providers.libvirt.volume import Volume
 from iacloud.site_hosts import CatalogHost
 
 REMOTE = "qemu+tcp://198.19.250.12/system"
@@ -57,3 +58,35 @@ def test_a_change_drops_every_hosts_listings(tmp_path: Path) -> None:
     assert h2.listings._kept
     with p.changing("delete"):
         assert not h2.listings._kept
+
+
+DOWN = "qemu+tcp://127.0.0.1:1/system"  # nothing listens on port 1: refused at once
+
+
+def test_objects_on_a_host_that_refuses_are_unknown(tmp_path: Path) -> None:
+    p = provider(tmp_path, {"h9": CatalogHost(uri=DOWN)})
+    volumes = p.resource("volume")
+    ref = ObjectRef("d", "iacloud/iac-01234567-d.qcow2", {"size_gib": 1, "host": "h9"})
+    found = volumes.read([ref])
+    assert found["d"].unknown is not None and found["d"].unknown.startswith(
+        "h9: connection refused"
+    )
+    assert found["d"].id == ref.id and found["d"].inputs == dict(ref.inputs)
+    # a host the catalog does not have: unknown too, saying so
+    gone = ObjectRef("e", "iacloud/iac-01234567-e.qcow2", {"size_gib": 1, "host": "hx"})
+    assert "'hx' is not in the site catalog" in (volumes.read([gone])["e"].unknown or "")
+
+
+def test_steps_run_on_their_objects_host(tmp_path: Path) -> None:
+    p = provider(tmp_path, {"h9": CatalogHost(uri=DOWN)})
+    seen: list[str | None] = []
+
+    class Probe(Volume):
+        def delete(self, address: str, prior: Observed) -> None:
+            seen.append(self.host.name)
+
+    probe = Probe(p)
+    probe.delete("d", Observed("iacloud/x.qcow2", {"host": "h9"}, {}))
+    probe.delete("d", Observed("iacloud/x.qcow2", {}, {}))
+    assert seen == ["h9", None]
+    assert p.current_host() is p.default_host  # the scope ends with the step
