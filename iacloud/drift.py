@@ -22,7 +22,6 @@ from iacloud.suppressions import Suppression
 
 DRIFT_FORMAT = 1
 
-# unknown: not read, its host is down (`reason`); not drift, but not known to be in sync
 Status = Literal["in-sync", "modified", "missing", "interrupted", "unknown"]
 
 
@@ -50,7 +49,7 @@ class ResourceDrift(_Frozen):
     status: Status
     differences: list[AttributeDrift] = Field(default_factory=list)
     suppressed: bool = False  # the whole finding is hidden by a suppression
-    reason: str = ""  # unknown: why it could not be read
+    reason: str = ""  # why it is unknown (its host could not be read)
 
     @property
     def drifted(self) -> bool:
@@ -88,7 +87,7 @@ class Totals(_Frozen):
     orphaned: int
     unmanaged: int | None
     suppressed: int
-    unknown: int = 0  # not read: their hosts are down
+    unknown: int = 0  # not checked: their host could not be read
 
 
 class DriftReport(_Frozen):
@@ -129,16 +128,16 @@ def build_report(
     resources: list[ResourceDrift] = []
     for address, rs in snapshot.resources.items():
         obs = observed.get(address)
-        if obs is not None and obs.unknown is not None:
-            resources.append(
-                ResourceDrift(address=address, type=rs.type, id=rs.id, status="unknown",
-                              reason=obs.unknown)
-            )  # fmt: skip
-            continue
         if obs is None:
             resources.append(
                 ResourceDrift(address=address, type=rs.type, id=rs.id, status="missing",
                               suppressed=hidden(address))
+            )  # fmt: skip
+            continue
+        if obs.unknown is not None:
+            resources.append(
+                ResourceDrift(address=address, type=rs.type, id=rs.id, status="unknown",
+                              reason=obs.unknown)
             )  # fmt: skip
             continue
         type_cls = registry.types.get(rs.type)
@@ -214,7 +213,7 @@ def build_report(
         status: sum(1 for r in resources if r.status == status and r.drifted)
         for status in ("modified", "missing", "interrupted")
     }
-    unknown = sum(1 for r in resources if r.status == "unknown")
+    unknown = [r for r in resources if r.status == "unknown"]
     suppressed = sum(
         1 for r in resources if r.status not in ("in-sync", "unknown") and not r.drifted
     ) + sum(1 for o in orphans if o.suppressed)
@@ -228,8 +227,9 @@ def build_report(
         orphaned=live_orphans,
         unmanaged=len(unmanaged) if include_unmanaged else None,
         suppressed=suppressed,
-        unknown=unknown,
+        unknown=len(unknown),
     )
+    warnings = [*warnings, *(f"{r.address} not checked: {r.reason}" for r in unknown)]
     return DriftReport(
         stack=snapshot.stack,
         stack_id=snapshot.stack_id,

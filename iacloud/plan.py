@@ -101,7 +101,6 @@ class ReasonCode(str, Enum):
     DESTROY_REQUESTED = "destroy_requested"
     NOT_IN_STACK = "not_in_stack"  # in state, no longer in the stack file
     LEFT_BY_INTERRUPTED = "left_by_interrupted"  # `ids` found by tag after a cut-off `step`
-    UNKNOWN = "unknown"  # not read (its host is down, `detail`): planned as no change
     PLACED = "placed"  # the scheduler chose its host: `detail` says which and why
     OTHER = "other"  # a reason only known as text (`detail`): a plan saved by an older iacloud
 
@@ -132,8 +131,6 @@ class Reason(_Frozen):
                 )
             case ReasonCode.DESTROY_REQUESTED:
                 return "destroy requested"
-            case ReasonCode.UNKNOWN:
-                return f"unknown, left alone: {self.detail}"
             case ReasonCode.NOT_IN_STACK:
                 return "not in the stack any more"
             case ReasonCode.LEFT_BY_INTERRUPTED:
@@ -184,7 +181,7 @@ class DriftKind(str, Enum):
     MODIFIED = "modified"  # it exists, with other values
     MISSING = "missing"  # it is gone
     INTERRUPTED = "interrupted"  # a create was cut off and left it
-    UNKNOWN = "unknown"  # it could not be read (its host is down): left alone, see `reason`
+    UNKNOWN = "unknown"  # it could not be read (its host is down): `reason` says why
 
     def __str__(self) -> str:
         return self.value
@@ -197,7 +194,7 @@ class DriftItem(_Frozen):
     type: str
     kind: DriftKind
     fields: list[FieldChange] = Field(default_factory=list)
-    reason: str = ""  # unknown: why it could not be read
+    reason: str = ""
 
 
 class StateUpdate(_Frozen):
@@ -243,10 +240,6 @@ class Plan(_Frozen):
     # counted resource names and their instance addresses, as the loader expanded them: what a
     # reference to a whole group names when apply resolves the values left unknown at plan time
     groups: dict[str, list[str]] = Field(default_factory=dict)
-
-    def unknown(self) -> list[DriftItem]:
-        """Resources that could not be read (their host is down): the plan leaves them alone."""
-        return [d for d in self.drift if d.kind is DriftKind.UNKNOWN]
 
     def actionable(self) -> list[Change]:
         return [c for c in self.changes if c.action is not Action.NOOP]

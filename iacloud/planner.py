@@ -75,7 +75,7 @@ class Prior:
     type: str = ""
     provider: str = ""
     dependencies: list[str] = field(default_factory=list)
-    unknown: str | None = None  # not read (its host is down): why; planned as no change
+    unknown: str | None = None  # it could not be read: why (left as recorded, not planned)
 
 
 def reconcile(
@@ -100,9 +100,8 @@ def reconcile(
                 DriftItem(address=address, type=rs.type, kind=DriftKind.UNKNOWN, reason=obs.unknown)
             )
             priors[address] = Prior(
-                rs, None, True, dict(rs.inputs), dict(rs.attributes), rs.id,
-                type=rs.type, provider=rs.provider, dependencies=list(rs.dependencies),
-                unknown=obs.unknown,
+                rs, None, True, dict(rs.inputs), dict(rs.attributes), rs.id, type=rs.type,
+                provider=rs.provider, dependencies=list(rs.dependencies), unknown=obs.unknown,
             )  # fmt: skip
             continue
         if obs is None:
@@ -277,7 +276,19 @@ class _Planning:
 
     def _plan_resource(self, address: str, rc: ResourceConfig, prior: Prior | None) -> None:
         if prior is not None and prior.unknown is not None:
-            self._leave_unknown(address, prior)
+            # as recorded: its host cannot be reached, so nothing is planned for it
+            self.actions[address] = Action.NOOP
+            self.changes[address] = Change(
+                address=address,
+                type=rc.type,
+                provider=rc.provider,
+                action=Action.NOOP,
+                id=prior.id,
+                before=prior.inputs,
+                after=prior.inputs,
+                dependencies=list(rc.depends_on),
+                lifecycle=rc.lifecycle,
+            )
             return
         type_cls = self.registry.types[rc.type]
         where = f"resources.{address}"
@@ -333,23 +344,6 @@ class _Planning:
             lifecycle=rules,
         )
 
-    def _leave_unknown(self, address: str, prior: Prior) -> None:
-        """An object that could not be read is left as recorded: no change, whatever the
-        stack says of it; its recorded values are what dependents see."""
-        self.actions[address] = Action.NOOP
-        self.changes[address] = Change(
-            address=address,
-            type=prior.type,
-            provider=prior.provider,
-            action=Action.NOOP,
-            id=prior.id,
-            before=prior.inputs,
-            after=prior.inputs,
-            why=[Reason(code=ReasonCode.UNKNOWN, detail=prior.unknown or "")],
-            dependencies=prior.dependencies,
-            lifecycle=prior.state.lifecycle if prior.state is not None else None,
-        )
-
     def _take_in(
         self, address: str, prior: Prior, rs: ResourceState, rules: Lifecycle | None
     ) -> None:
@@ -382,9 +376,7 @@ class _Planning:
             if (address in self.config.resources and not destroy) or not prior.exists:
                 continue
             if prior.unknown is not None:
-                if address not in self.config.resources:
-                    self._leave_unknown(address, prior)
-                continue  # cannot be deleted while it cannot be reached
+                continue  # kept in state until its host answers again
             if self.selected is not None and address not in self.selected:
                 continue
             if prior.state is not None and lifecycle.recorded(prior.state).retain:

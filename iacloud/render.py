@@ -69,17 +69,7 @@ def _field_line(f: FieldChange, redactor: Redactor) -> str:
     return f"      {f.field}: {before} -> {after}{note}"
 
 
-def _unknown_note(plan: Plan) -> str:
-    n = len(plan.unknown())
-    return f" {n} resource(s) unknown (host down), left alone." if n else ""
-
-
 def summary_line(plan: Plan) -> str:
-    """The plan's verdict in one line; resources left unknown are named after it."""
-    return _summary_line(plan) + _unknown_note(plan)
-
-
-def _summary_line(plan: Plan) -> str:
     if plan.refresh_only:
         if not plan.state_updates:
             return "No changes. State already matches the real objects."
@@ -120,11 +110,15 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     def styled(text: str, fg: str | None = None, bold: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if colour else text
 
-    if unknown := plan.unknown():
-        lines.append(styled("Unknown: not read, their host is down; left alone:", bold=True))
-        lines.extend(f"  {d.address} ({d.type}): unknown: {d.reason}" for d in unknown)
+    unknown = [d for d in plan.drift if d.kind is DriftKind.UNKNOWN]
+    if unknown:
+        lines.append(
+            styled("Not reachable (left as recorded, nothing planned for them):", bold=True)
+        )
+        lines.extend(f"  {d.address} ({d.type}): {d.reason}" for d in unknown)
         lines.append("")
-    if changed := [d for d in plan.drift if d.kind is not DriftKind.UNKNOWN]:
+    changed = [d for d in plan.drift if d.kind is not DriftKind.UNKNOWN]
+    if changed:
         lines.append(styled("Changed outside iacloud:", bold=True))
         for d in changed:
             lines.append(f"  {d.address} ({d.type}): {d.kind}")
@@ -228,7 +222,6 @@ def plan_markdown(plan: Plan) -> str:
         out += ["#### Changed outside iacloud", "", "| resource | type | drift |", "|---|---|---|"]
         out += [
             f"| `{d.address}` | {d.type} | {d.kind}"
-            + (f": {_cell(d.reason)}" if d.reason else "")
             + "".join(f"; `{f.field}`{_where(f.effective)}" for f in d.fields if f.effective)
             + " |"
             for d in plan.drift
@@ -263,15 +256,10 @@ _STATUS_COLOURS = {
 
 def drift_summary(report: DriftReport) -> str:
     t = report.totals
-    unknown = f" {t.unknown} unknown (host down)." if t.unknown else ""
-    return _drift_summary(report) + unknown
-
-
-def _drift_summary(report: DriftReport) -> str:
-    t = report.totals
     if not report.drifted:
         text = f"In sync: {t.in_sync} of {t.resources} resources match what was applied"
-        text += f" ({t.suppressed} suppressed)." if t.suppressed else "."
+        text += f" ({t.suppressed} suppressed)" if t.suppressed else ""
+        text += f"; {t.unknown} not checked (host down)." if t.unknown else "."
         return text
     parts = [
         f"{n} {label}"
@@ -306,7 +294,7 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         if r.status == "missing":
             lines.append("      deleted outside iacloud; the next apply recreates it")
         if r.status == "unknown":
-            lines.append(f"      not read: {r.reason}; plans and applies leave it alone")
+            lines.append(f"      not checked: {r.reason}")
         for d in r.differences:
             mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
             recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)

@@ -85,7 +85,10 @@ class _FakeType(ResourceType):
                 found = by_tag.get((self.provider.stack.id, ref.address))
             if found and found[1].get("unreachable"):
                 # the test's stand-in for an object on a host that is down
-                out[ref.address] = Observed.unknown_as(ref, found[1]["unreachable"])
+                reason = found[1]["unreachable"]
+                out[ref.address] = Observed(
+                    ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=reason
+                )
             elif found:
                 out[ref.address] = self._observe(*found)
         return out

@@ -2,11 +2,7 @@
 
 Modules, one per concept:
   settings    the `[provider.libvirt]` table
-  connection  a host's shared libvirt connection; libvirt errors by code
-  host_context one host: its connection, pools, listings, virt type (`provider.host(name)`)
-  hosts       which host a step or read works on; reads and orphan searches across hosts
-  image_copy  an image streamed from the default host to another host that needs it
-  remote_console  a remote server's console log: a pool volume read through libvirt
+  connection  the run's shared libvirt connection; libvirt errors by code
   virt_type   the cached "does KVM really run a guest here" probe behind virt_type = "auto"
   pool        the default directory storage pool, created when missing
   listings    the run's domain and pool listings, shared by the reads of every type
@@ -29,27 +25,46 @@ by every thread of the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
+import functools
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
 
 import libvirt
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import Check, HostReading, Provider, ProviderSettings, StackInfo
+from iacloud.provider import (
+    Check,
+    HostDown,
+    HostReading,
+    ObjectRef,
+    Observed,
+    Provider,
+    ProviderSettings,
+    StackInfo,
+)
 from iacloud.site_hosts import CatalogHost
 from iacloud.stack_view import ResourceView
 
-from .connection import unproven_on_loss
-from .host_context import HostContext
+from . import storage, virt_type
+from .connection import Connection, failing, unproven_on_loss
+from .domain_xml import parse
+from .host_context import HostContext, copy_image
 from .image import Image
 from .listings import Listings as LibvirtListings
+from .pool import Pools
 from .references import check_references
 from .server import Server
 from .settings import LibvirtSettings
 from .site_image import SiteImage
 from .snapshot import VolumeSnapshot
+from .tags import format_of, parse_volume_name
 from .volume import Volume
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LibvirtProvider(Provider):
@@ -59,84 +74,218 @@ class LibvirtProvider(Provider):
     settings: LibvirtSettings
     # domains, their XML and states, pools, volumes: for reads
     Listings = LibvirtListings
-    listings: LibvirtListings
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
-        self.default_host = HostContext.default(self.settings)
-        # the default host's objects, under the names every single-host path used
-        self.connection = self.default_host.connection
-        self.pools = self.default_host.pools
-        self.listings = self.default_host.listings
-        # one context per catalog host, built now (connections open on first use) so that
-        # every change drops the listings of every host
+        s = self.settings
+        self.default = HostContext(None, s.uri, s.pool, s.pool_path, None)
+        self.default.listings = self._default_listings
         self._hosts: dict[str, HostContext] = {}
-        # per provider: two providers of one process (tests) never see each other's host
-        self._here: ContextVar[HostContext | None] = ContextVar(
-            f"iacloud-libvirt-host-{id(self)}", default=None
-        )
-        # catalog hosts whose orphans could not be searched in this run, with the reason
-        self.unreachable: dict[str, str] = {}
-        for name, entry in stack.hosts.items():
-            if entry.uri == self.settings.uri and entry.pool == self.settings.pool:
-                self._hosts[name] = self.default_host  # the same libvirtd: one connection
-            else:
-                self._hosts[name] = HostContext.of_entry(name, entry, self.settings)
+        self._hosts_lock = threading.Lock()
+        self._here = threading.local()
+
+    # -------------------------------------------------------------- hosts (issue #16)
+    def host(self, name: str | None) -> HostContext:
+        """The context of site catalog host `name` (None: the default host)."""
+        if name is None:
+            return self.default
+        entry = self.stack.hosts.get(name)
+        if entry is None:
+            known = ", ".join(self.stack.hosts) or "none: the site catalog has no [hosts]"
+            raise ProviderError(f"unknown host {name!r} (the site catalog's hosts: {known})")
+        with self._hosts_lock:
+            ctx = self._hosts.get(name)
+            if ctx is None:
+                s = self.settings
+                ctx = HostContext(name, entry.uri, entry.pool or s.pool, s.pool_path, entry)
+                self._hosts[name] = ctx
+            return ctx
+
+    def hosts(self) -> list[HostContext]:
+        """The default host and every catalog host: where objects of a stack may be."""
+        return [self.default, *(self.host(n) for n in self.stack.hosts)]
 
     @contextmanager
-    def on_host(self, context: HostContext) -> Iterator[None]:
-        """Run the resource types' code inside on `context` (see `hosts`)."""
-        token = self._here.set(context)
+    def on(self, name: str | None) -> Iterator[HostContext]:
+        """Run the block on host `name`: the calling thread's `conn()`, `pools` and
+        `listings` are that host's until the block ends (see `host_context`)."""
+        ctx = self.host(name)
+        before = getattr(self._here, "ctx", None)
+        self._here.ctx = ctx
         try:
-            yield
+            yield ctx
         finally:
-            self._here.reset(token)
+            self._here.ctx = before
+            if ctx is not self.default:
+                # what a step changed there is not seen by the listings kept for the run
+                ctx.listings.clear()
 
-    def current_host(self) -> HostContext:
-        """The host the running step or read works on: the default one outside `on_host`."""
-        return self._here.get() or self.default_host
-
-    def host(self, name: str | None) -> HostContext:
-        """The context of catalog host `name`; None (or a site without `[hosts]`): the
-        default host, the provider's own `uri` and `pool`."""
-        if name is None:
-            return self.default_host
-        context = self._hosts.get(name)
-        if context is None:
-            known = ", ".join(sorted(self._hosts)) or "none: the site has no [hosts] table"
-            raise ProviderError(f"host {name!r} is not in the site catalog (hosts: {known})")
-        return context
-
-    def host_contexts(self) -> list[HostContext]:
-        """Every distinct host this run may touch: the default host first."""
-        out = [self.default_host]
-        for context in self._hosts.values():
-            if all(context is not seen for seen in out):
-                out.append(context)
+    def read_by_host(
+        self,
+        refs: Sequence[ObjectRef],
+        read: Callable[[Sequence[ObjectRef]], dict[str, Observed]],
+    ) -> dict[str, Observed]:
+        """`read` of the refs of each host, run on that host (the hosts in parallel; a stack
+        on the default host alone reads as before, in the calling thread)."""
+        groups: dict[str | None, list[ObjectRef]] = {}
+        for ref in refs:
+            host = ref.inputs.get("host")
+            groups.setdefault(host if isinstance(host, str) else None, []).append(ref)
+        if set(groups) <= {None}:
+            return read(refs)
+        out: dict[str, Observed] = {}
+        jobs = {h: functools.partial(read, g) for h, g in groups.items()}
+        for host, part in self._per_host(jobs).items():
+            if isinstance(part, HostDown):
+                # unknown, not gone: the plan leaves them as recorded and says why
+                why = f"host {host} is down: {part}"
+                for ref in groups[host]:
+                    out[ref.address] = Observed(
+                        ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=why
+                    )
+            else:
+                out.update(part)
         return out
 
+    def on_every_host(self, job: Callable[[], list[T]]) -> list[T]:
+        """`job` run on the default host and on every catalog host, in parallel; a catalog
+        host that is down is left out (what is there cannot be listed until it answers)."""
+        if not self.stack.hosts:
+            return job()
+        names: list[str | None] = [None, *self.stack.hosts]
+        parts = self._per_host(dict.fromkeys(names, job))
+        return [x for part in parts.values() if not isinstance(part, HostDown) for x in part]
+
+    def _per_host(
+        self, jobs: Mapping[str | None, Callable[[], R]]
+    ) -> dict[str | None, R | HostDown]:
+        """Each job on its host, in parallel: its result, or HostDown when a catalog host
+        cannot be reached (within a bounded time)."""
+
+        def run(host: str | None, job: Callable[[], R]) -> R | HostDown:
+            try:
+                with self.on(host) as ctx:
+                    ctx.conn()
+                    return job()
+            except HostDown as exc:
+                return exc
+            except ProviderError as exc:
+                where = host or "the default host"
+                raise ProviderError(f"on {where}: {exc}") from exc
+
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
+            futures = {h: pool.submit(run, h, j) for h, j in jobs.items()}
+            return {h: f.result() for h, f in futures.items()}
+
     @property
-    def many_hosts(self) -> bool:
-        """Whether reads must look beyond the default host (the single-host fast path)."""
-        return len(self.host_contexts()) > 1
+    def here(self) -> HostContext:
+        """The calling thread's current host (the default one outside `on`)."""
+        return getattr(self._here, "ctx", None) or self.default
+
+    @property  # type: ignore[override]
+    def listings(self) -> LibvirtListings:
+        """The current host's listings (the base class sets the default host's)."""
+        ctx = getattr(self._here, "ctx", None) if hasattr(self, "_here") else None
+        return ctx.listings if ctx is not None else self._default_listings
+
+    @listings.setter
+    def listings(self, value: LibvirtListings) -> None:
+        self._default_listings = value
+
+    @property
+    def connection(self) -> Connection:
+        return self.here.connection
+
+    @property
+    def pools(self) -> Pools:
+        return self.here.pools
+
+    def backing_image(self, image_id: str) -> tuple[str, str, int]:
+        """`image_file` of an image as the current host sees it: on a catalog host, its copy
+        there (made on first use, see `host_context.copy_image`)."""
+        ctx = self.here
+        if ctx is self.default:
+            return self.image_file(image_id)
+        with self.on(None):
+            path, fmt, _ = self.image_file(image_id)
+
+            def digest() -> str:
+                image = self.resource("image")
+                assert isinstance(image, Image)
+                return image.content_sha256(image_id, path)
+
+            copy_path, size = copy_image(self.default, ctx, image_id, fmt, digest)
+        return copy_path, fmt, size
 
     def conn(self) -> libvirt.virConnect:
-        return self.default_host.conn()
+        return self.here.conn()
 
     def virt_type(self) -> str:
-        """'kvm' or 'qemu' on the default host, probed at most once per run."""
-        return self.default_host.virt_type()
+        """'kvm' or 'qemu', probed at most once per run and host (and cached across runs
+        for the default host; a catalog host is asked what libvirt offers there)."""
+        ctx = self.here
+        with ctx.lock:
+            if ctx.virt_type is None:
+                s = self.settings
+                if ctx is self.default:
+                    ctx.virt_type = virt_type.resolve(
+                        self.conn(), s.uri, s.virt_type, s.virt_type_cache
+                    )
+                elif s.virt_type != "auto":
+                    ctx.virt_type = s.virt_type
+                else:
+                    ctx.virt_type = "kvm" if virt_type.libvirt_offers_kvm(ctx.conn()) else "qemu"
+            return ctx.virt_type
 
     def volume_ref(self, volume_id: str) -> tuple[str, str, str]:
-        """(pool, name, format) of an existing volume on the default host."""
-        return self.default_host.volume_ref(volume_id)
+        """(pool, name, format) of an existing volume; its format must be in its name."""
+        pool_name, name = storage.split_id(volume_id)
+        fmt = format_of(name)
+        if fmt is None:
+            raise ProviderError(
+                f"cannot tell the format of volume {volume_id} without probing it: "
+                "its name must end in .qcow2 or .raw"
+            )
+        tag = parse_volume_name(name)
+        if tag is not None and tag.role == "snap":
+            # written to, it would change under the volumes made from it
+            raise ProviderError(
+                f"{volume_id} is a volume snapshot, which is read-only: make a volume from it "
+                "(`snapshot = ...` on a volume) and use that"
+            )
+        pool = self.pools.find(self.conn(), pool_name)
+        if pool is None or storage.lookup(pool, name) is None:
+            raise ProviderError(f"volume {volume_id} does not exist")
+        return pool_name, name, fmt
 
     def image_file(self, image_id: str, what: str = "image") -> tuple[str, str, int]:
-        """(path, format, virtual size) of an image on the default host."""
-        return self.default_host.image_file(image_id, what)
+        """(path, format, virtual size in bytes) of an image (or a volume snapshot: `what`),
+        to back an overlay with."""
+        pool_name, name = storage.split_id(image_id, f"{what} id")
+        fmt = format_of(name)
+        pool = self.pools.find(self.conn(), pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"{what} {image_id} does not exist")
+        if fmt is None:
+            raise ProviderError(f"cannot tell the format of {what} {image_id}")
+        info = storage.info(pool, vol)
+        return info.path, fmt, info.capacity
 
     def running_users(self, volume_id: str, path: str) -> list[tuple[libvirt.virDomain, str]]:
-        return self.default_host.running_users(volume_id, path)
+        """Running domains that have the volume attached, with its target device there."""
+        out = []
+        with failing("listing running domains"):
+            domains = self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        for dom in domains:
+            try:
+                parsed = parse(dom.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue  # stopped meanwhile
+            for disk in parsed.disks:
+                if disk.id == volume_id or (disk.path and disk.path == path):
+                    out.append((dom, disk.target))
+        return out
 
     @classmethod
     def check_stack(cls, resources: Mapping[str, ResourceView]) -> list[Diagnostic]:
@@ -165,23 +314,17 @@ class LibvirtProvider(Provider):
 
     @contextmanager
     def changing(self, operation: str) -> Iterator[None]:
-        """A create, update or delete whose connection was lost fails unproven; every
-        host's listings are dropped around it."""
-        with ExitStack() as stack:
-            for context in self.host_contexts()[1:]:
-                stack.enter_context(context.listings.changing())
-            if operation == "import_":
-                with super().changing(operation):
-                    yield
-                return
-            for context in self.host_contexts():
-                stack.enter_context(unproven_on_loss(context.connection))
+        """A create, update or delete whose connection was lost fails unproven."""
+        if operation == "import_":
             with super().changing(operation):
                 yield
+            return
+        with unproven_on_loss(self.connection), super().changing(operation):
+            yield
 
     def close(self) -> None:
-        for context in self.host_contexts():
-            context.close()
+        for ctx in [self.default, *self._hosts.values()]:
+            ctx.close()
 
 
-__all__ = ["HostContext", "LibvirtProvider", "LibvirtSettings"]
+__all__ = ["LibvirtProvider", "LibvirtSettings"]

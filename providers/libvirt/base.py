@@ -31,41 +31,18 @@ from .tags import FORMATS, SITE_VOLUME_PREFIX, parse_volume_name, stack_prefix, 
 
 if TYPE_CHECKING:
     from . import LibvirtProvider
-    from .host_context import HostContext
 
 
 class LibvirtResource(ResourceType):
-    """Every method runs against one host, `self.host`: the default host, or the catalog host
-    the `hosts` module scoped the step or read to (see there)."""
-
     provider: LibvirtProvider
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        from .hosts import scope_operations
-
-        scope_operations(cls)
-
-    @property
-    def host(self) -> HostContext:
-        """The host this step or read works on."""
-        return self.provider.current_host()
 
     @property
     def conn(self) -> libvirt.virConnect:
-        return self.host.conn()
-
-    def backing_image(self, image_id: str) -> tuple[str, str, int]:
-        """(path on this host, format, virtual size) of an image to back an overlay with:
-        the image on the default host, or its copy on this host (made on first use)."""
-        from .image_copy import ensure_copy
-
-        provider = self.provider
-        return ensure_copy(provider.default_host, self.host, image_id, provider.stack.data_dir)
+        return self.provider.conn()
 
     def observed_pool(self, actual: str, recorded: Any) -> str | None:
-        """Report the pool as the inputs wrote it: None meant the host's default pool."""
-        if recorded is None and actual == self.host.pool:
+        """Report the pool as the inputs wrote it: None meant the default pool."""
+        if recorded is None and actual == self.provider.settings.pool:
             return None
         return actual
 
@@ -78,9 +55,9 @@ class LibvirtResource(ResourceType):
         """(pool, volume name) of every volume of every active pool, for the orphan search.
         A pool removed or stopped meanwhile is skipped; of the pools, only the provider's
         default pool is refreshed (see `listings`)."""
-        listings = self.host.listings
+        listings = self.provider.listings
         for pool in listings.pools(self.conn):
-            volumes = listings.volumes(pool, refresh=pool.name == self.host.pool)
+            volumes = listings.volumes(pool, refresh=pool.name == self.provider.settings.pool)
             for name in volumes or ():
                 yield pool, name
 
@@ -152,14 +129,13 @@ class StorageResource(LibvirtResource):
             "root": "the root disk of server",
             "seed": "the NoCloud seed of server",
             "snap": "the volume snapshot",
-            "console": "the console log of server",
         }.get(tag.role or "", "the volume")
         noun = {"image": "an image", "snap": "a volume snapshot"}.get(self.role or "", "a volume")
         return f"{name} is {what} {tag.address}, not {noun}"
 
     def home_pool(self, ref: ObjectRef) -> str:
         """The pool an object without a recorded id would be in."""
-        return ref.inputs.get("pool") or self.host.pool
+        return ref.inputs.get("pool") or self.provider.settings.pool
 
     def candidate_names(self, ref: ObjectRef) -> list[str]:
         """Names an object without a recorded id may have (its format may be unknown)."""
@@ -184,10 +160,10 @@ class StorageResource(LibvirtResource):
             by_pool.setdefault(pool_name, []).append((ref, names))
         found = {}
         for pool_name, wanted in by_pool.items():
-            pool = self.host.pools.find(self.conn, pool_name)
+            pool = self.provider.pools.find(self.conn, pool_name)
             if pool is None:
                 continue
-            volumes = self.host.listings.volumes(pool, refresh=True)
+            volumes = self.provider.listings.volumes(pool, refresh=True)
             if volumes is None:
                 continue  # the pool was removed meanwhile: so were its volumes
             for ref, names in wanted:

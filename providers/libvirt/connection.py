@@ -90,11 +90,11 @@ class Connection:
         self,
         uri: str,
         on_reconnect: Callable[[], None] | None = None,
-        opener: Callable[[str], libvirt.virConnect] | None = None,
+        opener: Callable[[], libvirt.virConnect] | None = None,
     ) -> None:
         self.uri = uri
-        # a catalog host's opener is bounded in time and raises HostDown (`remote_host`)
-        self._open = opener or libvirt.open
+        # how to open it: libvirt.open, or a bounded open for another host (raises HostDown)
+        self._opener = opener
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._on_reconnect = on_reconnect
@@ -123,7 +123,7 @@ class Connection:
                         f"({self.lost}) after one reconnect in this run; is libvirtd restarting?"
                     )
             try:
-                conn = self._open(self.uri)
+                conn = self._opener() if self._opener is not None else libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 after = f" after the connection was lost ({self.lost})" if self.losses else ""
                 raise ProviderError(

@@ -25,7 +25,6 @@ naming another source plans a replacement.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -47,7 +46,7 @@ from iacloud.schema import Disruption, Inputs, prop
 
 from . import storage
 from .base import StorageResource
-from .image_copy import delete_copies
+from .connection import is_local
 from .pool import Pool
 from .tags import PoolName, format_of, volume_name
 
@@ -155,7 +154,7 @@ class Image(StorageResource):
         if problem := source_problem(inputs.source, inputs.sha256):
             raise ProviderError(problem)
         conn = self.conn
-        pool = self.host.pools.get(conn, inputs.pool)
+        pool = self.provider.pools.get(conn, inputs.pool)
         name = self.new_volume_name(address, inputs)
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
@@ -172,7 +171,7 @@ class Image(StorageResource):
             try:
                 with open(path, "rb") as f:
                     sha = storage.upload(conn, vol, storage.file_chunks(f), size, inputs.sha256)
-                if inputs.format == "qcow2" and self.host.is_local:
+                if inputs.format == "qcow2" and is_local(self.provider.settings.uri):
                     check_qcow2(vol.path())  # what QEMU will read, not what we read
                 self._sha_file(name).parent.mkdir(parents=True, exist_ok=True)
                 self._sha_file(name).write_text(sha + "\n")
@@ -230,6 +229,20 @@ class Image(StorageResource):
     def _sha_file(self, name: str) -> Path:
         return self.record_dir() / f"{name}.sha256"
 
+    def content_sha256(self, image_id: str, path: str) -> str:
+        """The sha256 of an image's bytes on the default host: as recorded when it was
+        uploaded, else read (a catalog image, or a record that was lost)."""
+        pool_name, name = storage.split_id(image_id, "image id")
+        recorded = self._uploaded_sha(name)
+        if recorded:
+            return recorded
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"image {image_id} does not exist")
+        local = is_local(self.provider.settings.uri)
+        return storage.sha256_of(self.conn, vol, path if local else None)
+
     def _uploaded_sha(self, name: str) -> str | None:
         try:
             return self._sha_file(name).read_text().strip() or None
@@ -268,7 +281,7 @@ class Image(StorageResource):
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id, "image id")
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"no image volume {id}")
@@ -278,7 +291,7 @@ class Image(StorageResource):
             )
         if why := self.wrong_role(name):
             raise ProviderError(f"cannot import {id} as an image: {why}")
-        local = self.host.is_local
+        local = is_local(self.provider.settings.uri)
         # the bytes as they are now: one full read
         digest = storage.sha256_of(self.conn, vol, vol.path() if local else None)
         record = self.load_inputs(name) if self._uploaded_sha(name) == digest else None
@@ -303,18 +316,11 @@ class Image(StorageResource):
         if not prior.id:
             return
         pool_name, name = storage.split_id(prior.id, "image id")
-        # copies on the catalog hosts first: once the image is gone nothing names them
-        delete_copies(self.provider.host_contexts(), pool_name, name)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))
         self._sha_file(name).unlink(missing_ok=True)
         self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
-        found = [t for t in self.tagged_volumes(("image",)) if t.stack_id is not None]
-        if self.host is self.provider.default_host:
-            return found
-        # on another host these are copies (`image_copy`): parts of the image at the address
-        part = f"copy on host {self.host.name}"
-        return [dataclasses.replace(t, part=part) for t in found]
+        return [t for t in self.tagged_volumes(("image",)) if t.stack_id is not None]

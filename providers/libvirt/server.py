@@ -104,6 +104,7 @@ from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRe
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
+REMOTE_CONSOLE_DIR = "/var/log/libvirt/qemu"  # exists wherever libvirt runs QEMU
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
@@ -262,11 +263,11 @@ class ServerInputs(Inputs):
     )
     host: str | None = prop(
         None,
-        update=Disruption.LIVE,
+        update=Disruption.REPLACE,
         computed_default=True,
         pattern=HOST_NAME.pattern,
         description="the site catalog host it runs on: named here, or chosen by the scheduler "
-        "at plan time and recorded; a change is a live migration",
+        "at plan time and recorded; a change replaces the server (no live migration yet)",
     )
     server_group: str | None = prop(
         None,
@@ -494,34 +495,18 @@ class Server(LibvirtResource):
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
                 )
             ]
-        return self._check_remote(address, inputs)
-
-    def _check_remote(self, address: str, inputs: ServerInputs) -> list[Diagnostic]:
-        """Security groups and ports are enforced by nftables on this machine's bridges: on a
-        remote host they would not be, so they are refused rather than silently ignored."""
-        if inputs.host is None:
-            return []
-        try:
-            context = self.provider.host(inputs.host)
-        except ProviderError as exc:
-            return [Diagnostic(str(exc), address=address, field="host")]
-        if context.is_local:
-            return []
-        out = []
-        for i, entry in enumerate(inputs.networks):
-            if entry.security_groups or entry.port is not None:
-                what = "security groups" if entry.security_groups else "a port"
-                out.append(
-                    Diagnostic(
-                        f"{what} on a server on remote host {inputs.host} cannot be enforced: "
-                        "iacloud filters traffic with nftables on this machine's bridges only",
-                        address=address,
-                        field=f"networks[{i}]",
-                        hint="place the server on a local host, or drop the security groups "
-                        "(and ports) from its NICs",
-                    )
-                )
-        return out
+        if inputs.host is not None and not self.provider.host(inputs.host).local:
+            for i, entry in enumerate(inputs.networks):
+                if entry.security_groups or entry.port is not None:
+                    return [
+                        Diagnostic(
+                            f"a server on host {inputs.host}: security groups and ports are "
+                            "enforced on this machine only (not built for other hosts yet)",
+                            address=address,
+                            field=f"networks[{i}]",
+                        )
+                    ]
+        return []
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -533,21 +518,20 @@ class Server(LibvirtResource):
         return domain_name(stack.name, stack.id, address)
 
     def _console_path(self, name: str) -> Path:
+        """Where QEMU writes the serial console: beside the stack's data on this machine; on
+        another host in libvirt's own log directory, which every libvirt host has."""
+        if not self.provider.here.local:
+            return Path(REMOTE_CONSOLE_DIR) / f"{name}.console.log"
         return self.provider.stack.data_dir / "console" / f"{name}.log"
 
-    def _console_reset(self, path: str) -> None:
-        """Empty the log before a boot: a local file, or a remote host's log volume."""
-        if self.host.is_local:
-            console.reset(Path(path))
-        else:
-            remote_console.reset(self.host, path)
-
-    def _console_text(self, path: str | None) -> str:
-        if not path:
+    def _console_text(self, path: Path | None) -> str:
+        """The console log's tail: read here, or over the host's SSH (argument list)."""
+        if path is None:
             return ""
-        if self.host.is_local:
+        ctx = self.provider.here
+        if ctx.local:
             return console.read_tail(path, READY_TAIL)
-        return remote_console.read_tail(self.host, path, READY_TAIL)
+        return remote_console.read_tail(ctx.entry, path, READY_TAIL)
 
     def _lookup(self, id: str) -> libvirt.virDomain | None:
         conn = self.conn
@@ -582,29 +566,29 @@ class Server(LibvirtResource):
         return out
 
     def _check_bridges(self, entries: Sequence[NetworkEntry]) -> None:
-        if not self.host.is_local:
+        if not self.provider.here.local:
             return  # libvirt reports a missing bridge when the domain starts
         for entry in entries:
             if not Path("/sys/class/net", entry.ifname, "bridge").is_dir():
                 raise ProviderError(f"bridge {entry.ifname!r} does not exist on this host")
 
     def _data_disk(self, volume_id: str, target: str) -> Disk:
-        pool_name, name, fmt = self.host.volume_ref(volume_id)
+        pool_name, name, fmt = self.provider.volume_ref(volume_id)
         return Disk(target=target, format=fmt, pool=pool_name, volume=name)
 
     def _start(
         self, dom: libvirt.virDomain, address: str, console_path: str | None, ready: str | None
     ) -> None:
-        if console_path:
-            self._console_reset(console_path)
+        if console_path and self.provider.here.local:
+            console.reset(Path(console_path))
         with failing(f"starting server {address}"):
             dom.create()
         mode = ready or self.settings.default_ready
         if mode != "none":
-            self._wait_ready(dom, address, console_path, mode)
+            self._wait_ready(dom, address, Path(console_path) if console_path else None, mode)
 
     def _wait_ready(
-        self, dom: libvirt.virDomain, address: str, path: str | None, mode: str
+        self, dom: libvirt.virDomain, address: str, path: Path | None, mode: str
     ) -> None:
         """Until the guest is ready as `mode` says (see `readiness`); a timeout, a stopped
         guest or cloud-init's errors raise, with the last console lines, sanitized."""
@@ -673,7 +657,7 @@ class Server(LibvirtResource):
                     raise ProviderError(f"undefining {dom.name()}: {exc}") from exc
         for vid in volumes:
             pool_name, name = storage.split_id(vid)
-            pool = self.host.pools.find(self.conn, pool_name)
+            pool = self.provider.pools.find(self.conn, pool_name)
             if pool is not None:
                 storage.delete(storage.lookup(pool, name))
 
@@ -682,6 +666,11 @@ class Server(LibvirtResource):
         assert isinstance(inputs, ServerInputs)
         if problems := self.check(address, inputs, None):
             raise ProviderError(problems[0].message)
+        with self.provider.on(inputs.host):
+            return self._create(address, inputs)
+
+    def _create(self, address: str, inputs: ServerInputs) -> Observed:
+        local = self.provider.here.local
         stack = self.provider.stack
         conn = self.conn
         name = self._name(address)
@@ -697,8 +686,8 @@ class Server(LibvirtResource):
             target = _next_target(used)
             used.add(target)
             data_disks.append(self._data_disk(vid, target))
-        virt_type = self.host.virt_type()
-        pool = self.host.pools.get(conn, None)
+        virt_type = self.provider.virt_type()
+        pool = self.provider.pools.get(conn, None)
         seed_name = volume_name(stack.id, address, "raw", "seed")
         root_name = volume_name(stack.id, address, "qcow2", "root")
         machine = inputs.machine or self.settings.machine
@@ -709,16 +698,9 @@ class Server(LibvirtResource):
         dom = None
         try:
             # leftovers of an interrupted create carry this server's names: they are ours
-            self._remove(
-                None,
-                [
-                    f"{pool.name}/{root_name}",
-                    f"{pool.name}/{seed_name}",
-                    f"{pool.name}/{remote_console.name_for(stack.id, address)}",
-                ],
-            )
+            self._remove(None, [f"{pool.name}/{root_name}", f"{pool.name}/{seed_name}"])
             if inputs.image is not None:
-                path, fmt, size = self.backing_image(inputs.image)
+                path, fmt, size = self.provider.backing_image(inputs.image)
                 if inputs.root_gib is not None:
                     if inputs.root_gib * GiB < size:
                         raise ProviderError(
@@ -751,14 +733,9 @@ class Server(LibvirtResource):
                 volumes=tuple(inputs.volumes),
                 user_data=inputs.user_data is not None,
             )
-            if self.host.is_local:
-                console_path = str(self._console_path(name))
-            else:
-                console_path = remote_console.path_in(
-                    pool, remote_console.name_for(stack.id, address)
-                )
-                made.append(f"{pool.name}/{remote_console.name_for(stack.id, address)}")
-            self._console_reset(console_path)
+            console_path = self._console_path(name)
+            if local:
+                console.reset(console_path)
             spec = DomainSpec(
                 name=name,
                 uuid=dom_uuid,
@@ -774,16 +751,19 @@ class Server(LibvirtResource):
                     *data_disks,
                 ],
                 nics=[Nic(e.ifname, m, nic_filter.tap_name(dom_uuid, m)) for e, m in nics],
-                console_path=console_path,
+                console_path=str(console_path),
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
-            # filtered before the guest sends its first frame
-            members = nic_filter.sync(stack.id, address, dom, record.nics)
+            # filtered before the guest sends its first frame (security groups and DNS names
+            # are this machine's: refused by check() for a server on another host)
+            members = nic_filter.sync(stack.id, address, dom, record.nics) if local else []
             if inputs.power_state == "running":
-                self._start(dom, address, console_path, inputs.ready)
-                nic_filter.learn_leases(members)
-            dns_names.register(who, hostname, spec.nics, record.nics)
+                self._start(dom, address, str(console_path), inputs.ready)
+                if local:
+                    nic_filter.learn_leases(members)
+            if local:
+                dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
@@ -822,7 +802,7 @@ class Server(LibvirtResource):
         )
         definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
-        local = self.host.is_local
+        local = self.provider.here.local
         running = power == "running"
         ready = console.last_ready(parsed.console_path) if running and local else None
         agent = running and parsed.agent == "connected"
@@ -832,10 +812,11 @@ class Server(LibvirtResource):
             record.nics if record and running else (),
             guest_ips,
             ready.by_mac() if ready else None,
-            (leases or addresses.Leases()) if running and local else (lambda _b, _m: None),
+            # the leases are the network node's (this machine's dnsmasq), wherever the guest is
+            (leases or addresses.Leases()) if running else (lambda _b, _m: None),
         )
         ip_map = addresses.by_network(
-            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
+            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, True)
         )
         hostname = record.hostname if record else (ready.hostname if ready else None)
         # what the guest calls itself (user-data may have set another name than the record's)
@@ -843,6 +824,8 @@ class Server(LibvirtResource):
             ready.hostname if ready else None
         )
         inputs: dict[str, Any] = {**definition, "power_state": power}
+        if self.provider.here.name is not None:
+            inputs["host"] = self.provider.here.name
         if record is not None:
             inputs.update(
                 image=record.image,
@@ -871,9 +854,13 @@ class Server(LibvirtResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        """Every server, read on its host (the hosts in parallel)."""
+        return self.provider.read_by_host(refs, self._read_here)
+
+    def _read_here(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         if not refs:
             return {}
-        listings = self.host.listings
+        listings = self.provider.listings
         # one listing, one state query and one XML per domain, whatever the number of servers
         domains = listings.domains(self.conn)
         states = listings.domain_states(self.conn)
@@ -976,7 +963,7 @@ class Server(LibvirtResource):
             pool_name, name = storage.split_id(volume_id)
         except ProviderError:
             return "is not a volume id"
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
         if pool is None or vol is None:
             return "no longer exists"
@@ -989,6 +976,12 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- update
     def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        with self.provider.on(prior.inputs.get("host")):
+            return self._update(address, prior, inputs, changed)
+
+    def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         assert isinstance(inputs, ServerInputs)
@@ -1048,7 +1041,7 @@ class Server(LibvirtResource):
             raise ProviderError("root_gib sizes a root disk made from an image; this server boots "
                                 "from a volume")  # fmt: skip
         pool_name, name = storage.split_id(record.root)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
         if pool is None or vol is None:
             raise ProviderError(f"root disk {record.root} does not exist")
@@ -1213,8 +1206,12 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- delete
     def delete(self, address: str, prior: Observed) -> None:
+        with self.provider.on(prior.inputs.get("host")):
+            self._delete(address, prior)
+
+    def _delete(self, address: str, prior: Observed) -> None:
         stack = self.provider.stack
-        pool_name = self.host.pool
+        pool_name = self.provider.pools.default
         own = [
             f"{pool_name}/{volume_name(stack.id, address, 'qcow2', 'root')}",
             f"{pool_name}/{volume_name(stack.id, address, 'raw', 'seed')}",
@@ -1246,9 +1243,7 @@ class Server(LibvirtResource):
             # delete does), by _remove
         self._remove(dom, own)
         nic_filter.drop(stack.id, address)
-        if console_path and not self.host.is_local:
-            remote_console.remove(self.host, console_path)
-        elif console_path and Path(console_path).parent == self._console_path("x").parent:
+        if console_path and Path(console_path).parent == self._console_path("x").parent:
             Path(console_path).unlink(missing_ok=True)
 
     def _outliving(self, parsed: ParsedDomain, own: Sequence[str]) -> list[str]:
@@ -1266,8 +1261,12 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- orphans
     def list_tagged(self) -> list[TaggedObject]:
+        """Tagged domains and disks on every host (the hosts in parallel)."""
+        return self.provider.on_every_host(self._tagged_here)
+
+    def _tagged_here(self) -> list[TaggedObject]:
         out = []
-        listings = self.host.listings
+        listings = self.provider.listings
         for dom in listings.domains(self.conn):
             parsed = listings.domain(dom)
             if parsed is None:
@@ -1284,7 +1283,7 @@ class Server(LibvirtResource):
             )
         for pool, name in self.pool_volumes():
             tag = parse_volume_name(name)
-            if tag is not None and tag.role in ("root", "seed", "console"):
+            if tag is not None and tag.role in ("root", "seed"):
                 out.append(
                     TaggedObject(
                         self.type_name,

@@ -29,6 +29,7 @@ from iacloud.provider import ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 
 from . import storage
+from .connection import is_local
 from .image import Image, ImageInputs, source_problem
 from .pool import Pool
 from .tags import SITE_VOLUME_PREFIX
@@ -102,7 +103,7 @@ class SiteImage(Image):
         assert isinstance(inputs, SiteImageInputs)
         name = self.new_volume_name(address, inputs)
         with self._upload_lock(name):
-            pool = self.host.pools.get(self.conn, inputs.pool)
+            pool = self.provider.pools.get(self.conn, inputs.pool)
             vol = storage.lookup(pool, name)
             if vol is None:
                 return super().create(address, inputs)
@@ -113,7 +114,7 @@ class SiteImage(Image):
         vol = pool.handle.storageVolLookupByName(name)
         sha = self._uploaded_sha(name)
         if sha != inputs.sha256:
-            local = self.host.is_local
+            local = is_local(self.provider.settings.uri)
             sha = storage.sha256_of(self.conn, vol, vol.path() if local else None)
             if sha != inputs.sha256:
                 raise ProviderError(

@@ -55,7 +55,6 @@ from pydantic import field_validator
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
-from iacloud.site_hosts import HOST_NAME
 
 from . import storage
 from .base import StorageResource
@@ -77,13 +76,6 @@ def _volume_id(value: str) -> str:
 
 class SnapshotInputs(Inputs):
     volume: str = prop(update=Disruption.REPLACE, description="the id of the volume to copy")
-    host: str | None = prop(
-        None,
-        update=Disruption.REPLACE,
-        computed_default=True,
-        pattern=HOST_NAME.pattern,
-        description="the site catalog host of the volume it copies (it lives in that pool)",
-    )
 
     @field_validator("volume")
     @classmethod
@@ -151,7 +143,7 @@ class VolumeSnapshot(StorageResource):
         if isinstance(volume, str):
             with contextlib.suppress(ProviderError):
                 return storage.split_id(volume)[0]
-        return self.host.pool
+        return self.provider.settings.pool
 
     def candidate_names(self, ref: ObjectRef) -> list[str]:
         return [volume_name(self.provider.stack.id, ref.address, FORMAT, ROLE)]
@@ -160,8 +152,8 @@ class VolumeSnapshot(StorageResource):
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, SnapshotInputs)
         conn = self.conn
-        pool_name, src_name, src_format = self.host.volume_ref(inputs.volume)
-        pool = self.host.pools.get(conn, pool_name)
+        pool_name, src_name, src_format = self.provider.volume_ref(inputs.volume)
+        pool = self.provider.pools.get(conn, pool_name)
         src = storage.lookup(pool, src_name)
         if src is None:
             raise ProviderError(f"volume {inputs.volume} does not exist")
@@ -170,7 +162,7 @@ class VolumeSnapshot(StorageResource):
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
         xml = storage.volume_xml(name, source.capacity, FORMAT)
-        users = self.host.running_users(source.id, source.path)
+        users = self.provider.running_users(source.id, source.path)
         consistency = "offline"
         if users:
             dom, target = users[0]
@@ -236,7 +228,7 @@ class VolumeSnapshot(StorageResource):
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"no volume {id}")
@@ -265,7 +257,7 @@ class VolumeSnapshot(StorageResource):
         if not prior.id:
             return
         pool_name, name = storage.split_id(prior.id)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
         if pool is not None and vol is not None:
             path = storage.info(pool, vol).path
@@ -280,7 +272,7 @@ class VolumeSnapshot(StorageResource):
         """(id, label) of every volume of every active pool whose backing file is `path`; the
         label adds its resource address when this stack made it. Pools are refreshed first: a
         delete must not miss a volume created since libvirt last looked."""
-        listings = self.host.listings
+        listings = self.provider.listings
         wanted = os.path.normpath(path)
         own = stack_prefix(self.provider.stack.id)
         for pool in listings.pools(self.conn):

@@ -33,7 +33,7 @@ ET.register_namespace(NS_PREFIX, NS)
 FORMATS = ("qcow2", "raw")
 # images of the site catalog (site_image): named by content, owned by no stack
 SITE_VOLUME_PREFIX = "iacsite-"
-ROLES = ("image", "root", "seed", "snap", "console")
+ROLES = ("image", "root", "seed", "snap")
 
 # an address as the engine writes it: a resource name, optionally with an index
 _ADDRESS = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?")
@@ -41,7 +41,7 @@ _ADDRESS = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,62})(?:\[(\d{1,6})\])?")
 _STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9_-]{0,62})?")
 _VOLUME_NAME = re.compile(
     r"iac-(?P<prefix>[A-Za-z0-9]{1,8})-(?P<name>[A-Za-z_][A-Za-z0-9_-]{0,62})"
-    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed|snap|console))?\.(?P<format>qcow2|raw)"
+    r"(?:\.(?P<index>\d{1,6}))?(?:\.(?P<role>image|root|seed|snap))?\.(?P<format>qcow2|raw)"
 )
 # a libvirt object name we accept from users (pools, volumes): no path separators, no NUL
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")

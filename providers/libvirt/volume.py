@@ -35,6 +35,7 @@ from iacloud.site_hosts import HOST_NAME
 from . import storage
 from .base import StorageResource
 from .connection import failing
+from .host_context import is_copy
 from .pool import Pool
 from .storage import GiB
 from .tags import PoolName, format_of, parse_volume_name, volume_name
@@ -120,6 +121,15 @@ class Volume(StorageResource):
                     hint="write `snapshot = ...` to make a volume from a snapshot",
                 )
             )
+        if inputs.snapshot is not None and inputs.host is not None:
+            out.append(
+                Diagnostic(
+                    "volumes from a snapshot are made on the default host only (not on catalog "
+                    "hosts yet)",
+                    address=address,
+                    field="snapshot",
+                )
+            )
         source = "an image" if inputs.image is not None else "a snapshot"
         if (inputs.image or inputs.snapshot) is not None and inputs.format != "qcow2":
             out.append(
@@ -136,8 +146,12 @@ class Volume(StorageResource):
         assert isinstance(inputs, VolumeInputs)
         if problems := self.check(address, inputs, None):
             raise ProviderError(problems[0].message)
+        with self.provider.on(inputs.host):
+            return self._create(address, inputs)
+
+    def _create(self, address: str, inputs: VolumeInputs) -> Observed:
         conn = self.conn
-        pool = self.host.pools.get(conn, inputs.pool)
+        pool = self.provider.pools.get(conn, inputs.pool)
         name = volume_name(self.provider.stack.id, address, inputs.format)
         if storage.lookup(pool, name) is not None:
             raise ProviderError(f"volume {pool.name}/{name} already exists")
@@ -147,9 +161,9 @@ class Volume(StorageResource):
             if source is None:
                 continue
             if what == "image":
-                path, fmt, size = self.backing_image(source)
-            else:  # a snapshot is on the host of the volume it copies, as this one must be
-                path, fmt, size = self.host.image_file(source, what)
+                path, fmt, size = self.provider.backing_image(source)
+            else:
+                path, fmt, size = self.provider.image_file(source, what)
             if capacity < size:
                 raise ProviderError(
                     f"size_gib {inputs.size_gib} is smaller than {what} {source} "
@@ -161,34 +175,22 @@ class Volume(StorageResource):
         )
         try:
             self.save_inputs(name, {"pool": inputs.pool})
-            return self._observe(pool, vol, inputs.pool, inputs.image)
+            return self._observe(pool, vol, inputs.pool)
         except BaseException:
             storage.delete(vol)
             self.drop_inputs(name)
             raise
 
     # ---------------------------------------------------------------- read
-    def _observe(
-        self,
-        pool: Pool,
-        vol: libvirt.virStorageVol,
-        recorded_pool: object,
-        recorded_image: object = None,
-    ) -> Observed:
+    def _observe(self, pool: Pool, vol: libvirt.virStorageVol, recorded_pool: object) -> Observed:
         info = storage.info(pool, vol)
         image = snapshot = None
         if info.backing_path:
-            owner = self.host.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
+            owner = self.provider.pools.name_of_path(self.conn, os.path.dirname(info.backing_path))
             base = os.path.basename(info.backing_path)
             backing = f"{owner}/{base}" if owner else info.backing_path
             if owner and _role(backing) == "snap":
                 snapshot = backing
-            elif (
-                self.host is not self.provider.default_host
-                and isinstance(recorded_image, str)
-                and recorded_image.rpartition("/")[2] == base
-            ):
-                image = recorded_image  # backed by this host's copy of that image (image_copy)
             else:
                 image = backing
         inputs: dict[str, object] = {
@@ -199,6 +201,8 @@ class Volume(StorageResource):
         }
         if fmt := format_of(info.name):
             inputs["format"] = fmt
+        if self.provider.here.name is not None:
+            inputs["host"] = self.provider.here.name
         return Observed(
             id=info.id,
             inputs=inputs,
@@ -206,16 +210,23 @@ class Volume(StorageResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
-        return self.observe_located(
-            refs,
-            lambda pool, vol, ref: self._observe(
-                pool, vol, ref.inputs.get("pool"), ref.inputs.get("image")
-            ),
-        )
+        """Every volume, read on its host (the hosts in parallel)."""
+        return self.provider.read_by_host(refs, self._read_here)
+
+    def _read_here(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        def observe(pool: Pool, vol: libvirt.virStorageVol, ref: ObjectRef) -> Observed:
+            obs = self._observe(pool, vol, ref.inputs.get("pool"))
+            image = obs.inputs.get("image")
+            if isinstance(image, str) and is_copy(image):
+                # on a catalog host a volume is backed by the host's copy of its image
+                obs.inputs["image"] = ref.inputs.get("image")
+            return obs
+
+        return self.observe_located(refs, observe)
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"no volume {id}")
@@ -231,11 +242,17 @@ class Volume(StorageResource):
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
+        with self.provider.on(prior.inputs.get("host")):
+            return self._update(address, prior, inputs, changed)
+
+    def _update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
         assert isinstance(inputs, VolumeInputs)
         if changed - {"size_gib"}:
             raise ProviderError(f"cannot change {', '.join(sorted(changed))} in place")
         pool_name, name = storage.split_id(prior.id)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
             raise ProviderError(f"volume {prior.id} no longer exists")
@@ -246,7 +263,7 @@ class Volume(StorageResource):
                 f"a volume cannot shrink (from {info.capacity} bytes to {new} bytes)"
             )
         if new > info.capacity:
-            users = self.host.running_users(info.id, info.path)
+            users = self.provider.running_users(info.id, info.path)
             if users:
                 # a running guest holds the image open: only QEMU may grow it
                 for dom, target in users:
@@ -256,16 +273,20 @@ class Volume(StorageResource):
                 with failing(f"growing volume {prior.id}"):
                     vol.resize(new, 0)
             vol = pool.handle.storageVolLookupByName(name)
-        return self._observe(pool, vol, inputs.pool, inputs.image)
+        return self._observe(pool, vol, inputs.pool)
 
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return
+        with self.provider.on(prior.inputs.get("host")):
+            self._delete(prior)
+
+    def _delete(self, prior: Observed) -> None:
         pool_name, name = storage.split_id(prior.id)
-        pool = self.host.pools.find(self.conn, pool_name)
+        pool = self.provider.pools.find(self.conn, pool_name)
         if pool is not None:
             storage.delete(storage.lookup(pool, name))
         self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
-        return self.tagged_volumes((None,))
+        return self.provider.on_every_host(lambda: self.tagged_volumes((None,)))

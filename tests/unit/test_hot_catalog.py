@@ -79,7 +79,7 @@ def test_catalog_names_in_a_template_resolve_as_in_a_toml_stack(tmp_path: Path) 
         ("image: debian-12\n", "image: debian-13\n", "image", "image 'debian-13' is not in"),
         ("key_name: alice", "key_name: bob", "key_name", "key pair 'bob' is not in"),
         ("network: public", "network: outside", "networks[0].network", "network 'outside'"),
-        ("default: m1.small", "default: m9", "flavor", "'m9'"),
+        ("default: m1.small", "default: m9", "flavor", "is not a flavor of the site catalog"),
     ],
 )
 def test_names_not_in_the_catalog_are_errors(
