@@ -83,7 +83,13 @@ class _FakeType(ResourceType):
                 found = (ref.id, json.loads((d / f"{ref.id}.json").read_text()))
             elif ref.id is None:
                 found = by_tag.get((self.provider.stack.id, ref.address))
-            if found:
+            if found and found[1].get("unreachable"):
+                # the test's stand-in for an object on a host that is down
+                reason = found[1]["unreachable"]
+                out[ref.address] = Observed(
+                    ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=reason
+                )
+            elif found:
                 out[ref.address] = self._observe(*found)
         return out
 
