@@ -235,6 +235,7 @@ def test_import_volume(lab: Lab) -> None:
         "snapshot": None,
         "format": "qcow2",
         "pool": lab.pool,
+        "host": None,  # on the default host
     }
     assert_plan_empty(ws)
 
