@@ -112,7 +112,8 @@ def custom_problem(name: str, value: Any, site: SiteCatalog | None) -> str | Non
         hint = did_you_mean(value, known)
         listed = ", ".join(sorted(known)) if len(known) <= 10 else f"{len(known)} {section}"
         suggestion = f"; {hint}" if hint else (f"; known: {listed}" if known else "")
-        return f"is not a {noun} of the site catalog {site.path}{suggestion}"
+        article = "an" if noun[0] in "aeiou" else "a"
+        return f"is not {article} {noun} of the site catalog {site.path}{suggestion}"
     try:
         if name == "ip_addr":
             ipaddress.ip_address(value)

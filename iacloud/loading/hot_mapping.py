@@ -72,8 +72,8 @@ class MapperBase:
                     f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
                     f"template, found {value!r}",
                     path,
-                    "things that exist outside the template (by name or id) come from the "
-                    "site catalog, which iacloud does not have yet",
+                    "things that exist outside the template are named from the site catalog "
+                    "where iacloud has one (flavor, image, key_name, a server's network)",
                 )
             raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
         entry = self.entries.get(name)
@@ -88,6 +88,19 @@ class MapperBase:
         if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
             cond, *branches = value["if"]
             return {"if": [cond, *(self.ref(b, path, *kinds) for b in branches)]}
+        return {"get_resource": self.target(value, path, *kinds)}
+
+    def catalog_or_ref(self, value: Any, path: str, *kinds: str) -> Any:
+        """A resource of the template (`{get_resource: NAME}` of one of `kinds`) or a name of
+        the site catalog (a string or get_param, resolved by `catalog_refs` at load time),
+        also when chosen by `if`."""
+        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
+            cond, *branches = value["if"]
+            return {"if": [cond, *(self.catalog_or_ref(b, path, *kinds) for b in branches)]}
+        if isinstance(value, str) or (
+            isinstance(value, dict) and len(value) == 1 and "get_param" in value
+        ):
+            return value
         return {"get_resource": self.target(value, path, *kinds)}
 
     def take(

@@ -14,6 +14,7 @@ from iacloud.loading.diagnostics import Sink
 from iacloud.loading.document import StackDocument
 from iacloud.loading.parameters import EnvReader
 from iacloud.loading.yaml_input import read_yaml_file
+from iacloud.stack import CUSTOM_CONSTRAINTS
 
 _PARAM_TYPES = {
     "string": "string",
@@ -71,7 +72,8 @@ def _constraints(value: Any, address: str, sink: Sink, notes: list[tuple[str, st
         return value  # reported by the loader
     out = []
     for i, c in enumerate(value):
-        if isinstance(c, dict) and "custom_constraint" in c:
+        known = isinstance(c, dict) and c.get("custom_constraint") in CUSTOM_CONSTRAINTS
+        if isinstance(c, dict) and "custom_constraint" in c and not known:
             notes.append(
                 (
                     address,

@@ -32,6 +32,15 @@ from iacloud.loading.hot_network import NetworkTypes
 _NOT_HOST = re.compile(r"[^A-Za-z0-9.-]+")
 
 
+def _has_key_pair(value: Any) -> bool:
+    """Whether a mapped key_name holds a KeyPair of the template (in some branch of an `if`)."""
+    if isinstance(value, dict):
+        return "get_attr" in value or any(_has_key_pair(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_key_pair(v) for v in value)
+    return False
+
+
 class _Mapper(NetworkTypes):
     def server(self, e: Entry) -> None:
         out = e.out = {"type": "server"}
@@ -40,10 +49,14 @@ class _Mapper(NetworkTypes):
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.catalog_or_ref(v, "image", "OS::Glance::WebImage")
 
         def key_name(v: Any) -> None:
-            out["ssh_keys"] = [self.public_key(v, "key_name")]
+            key = self.public_key(v, "key_name")
+            if _has_key_pair(key):
+                out["ssh_keys"] = [key]
+            else:
+                out["key_name"] = key  # a key pair of the site catalog
 
         def nets(v: Any) -> None:
             if not isinstance(v, list):
@@ -77,12 +90,12 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            raise HotError(
-                f"flavor {v!r}: flavors come from the site catalog, which iacloud does not "
-                "have yet",
-                "flavor",
-                "leave flavor out (1 vCPU, 256 MiB) until the site catalog is available",
-            )
+            if not (isinstance(v, str) or (isinstance(v, dict) and "get_param" in v)):
+                raise HotError(
+                    f"flavor {v!r}: a flavor is a name of the site catalog (a string or get_param)",
+                    "flavor",
+                )
+            out["flavor"] = v  # resolved against the site catalog at load time
 
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
@@ -176,7 +189,7 @@ class _Mapper(NetworkTypes):
                     raise HotError(f"the implicit volume {volume!r} clashes with a resource", path)
                 self.result.resources[volume] = {
                     "type": "volume",
-                    "image": {"get_resource": self.target(image, path, "OS::Glance::WebImage")},
+                    "image": self.catalog_or_ref(image, path, "OS::Glance::WebImage"),
                     "size_gib": item["volume_size"],
                     **({"count": e.count} if e.count is not None else {}),
                 }
@@ -198,10 +211,13 @@ class _Mapper(NetworkTypes):
                 out.setdefault("volumes", []).append(ref)
 
     def public_key(self, v: Any, path: str) -> Any:
-        """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key."""
+        """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key;
+        a name of the site catalog (a string or get_param) stays a name."""
         if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("if"), list):
             cond, *branches = v["if"]
             return {"if": [cond, *(self.public_key(b, path) for b in branches)]}
+        if isinstance(v, str) or (isinstance(v, dict) and len(v) == 1 and "get_param" in v):
+            return v
         return {"get_attr": [self.target(v, path, "OS::Nova::KeyPair"), "public_key"]}
 
     def server_nic(self, e: Entry, item: Any, path: str) -> Any:
@@ -223,7 +239,8 @@ class _Mapper(NetworkTypes):
             )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
-            return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
+            # a template's Net, or an external network of the site catalog by name
+            return {"network": self.catalog_or_ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
             net = self.entries[subnet].into
@@ -265,7 +282,7 @@ class _Mapper(NetworkTypes):
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = self.ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.catalog_or_ref(v, "image", "OS::Glance::WebImage")
 
         def snapshot(v: Any) -> None:
             if "volume_snapshot" not in self.types:
