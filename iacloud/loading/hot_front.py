@@ -126,7 +126,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
     entries: dict[str, ht.Entry] = {}
     for rname, rdef in sections["resources"].items():
         address = f"resources.{rname}"
-        entry = _entry(str(rname), rdef, address, sink, lines, notes, registry)
+        entry = _entry(str(rname), rdef, address, sink, lines, notes, registry, version)
         if entry is None:
             continue
         ok, props = rewrite(entry.properties, address, "")
@@ -260,6 +260,7 @@ def _entry(
     lines: dict[str, int],
     notes: list[tuple[str, str, str]],
     registry: Registry,
+    version: str,
 ) -> ht.Entry | None:
     line = lines.get(address)
     if not isinstance(rdef, dict):
@@ -308,14 +309,8 @@ def _entry(
     for key in ("metadata", "update_policy"):
         if key in rdef:
             notes.append((address, key, f"'{key}' is accepted and has no effect"))
-    policy = rdef.get("deletion_policy")
-    if policy is not None and str(policy).lower() != "delete":
-        sink.add(
-            f"deletion_policy {policy!r} is not supported yet (only Delete)",
-            address,
-            "deletion_policy",
-            line=lines.get(f"{address}.deletion_policy"),
-        )
+    policy = _deletion_policy(rdef, address, sink, lines, version)
+    if policy is False:
         return None
     if "external_id" in rdef:
         sink.add(
@@ -333,7 +328,42 @@ def _entry(
             "depends_on is a resource name or a list of them", address, "depends_on", line=line
         )
         return None
-    return ht.Entry(name, rtype, dict(props), list(deps), count)
+    entry = ht.Entry(name, rtype, dict(props), list(deps), count)
+    entry.deletion_policy = policy or None
+    return entry
+
+
+def _deletion_policy(
+    rdef: dict[str, Any], address: str, sink: Sink, lines: dict[str, int], version: str
+) -> str | bool:
+    """HOT's deletion_policy as ours ("retain"; "" for Delete or none), False when refused
+    (reported). Heat takes Delete/Retain/Snapshot, and lower case from 2016-10-14 on."""
+    policy = rdef.get("deletion_policy")
+    if policy is None:
+        return ""
+    line = lines.get(f"{address}.deletion_policy")
+    allowed = ["Delete", "Retain", "Snapshot"]
+    if version >= "2016-10-14":
+        allowed += ["delete", "retain", "snapshot"]
+    if policy not in allowed:
+        sink.add(
+            f"deletion_policy {policy!r} is not one of {', '.join(allowed)}",
+            address,
+            "deletion_policy",
+            line=line,
+        )
+        return False
+    if policy.lower() == "snapshot":
+        sink.add(
+            "deletion_policy Snapshot is not supported",
+            address,
+            "deletion_policy",
+            "use Retain (the object is kept and forgotten), or declare an "
+            "OS::Cinder::VolumeSnapshot of the volume",
+            line=line,
+        )
+        return False
+    return "retain" if policy.lower() == "retain" else ""
 
 
 def _group(

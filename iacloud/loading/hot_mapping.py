@@ -28,6 +28,7 @@ class Entry:
     out: dict[str, Any] | None = None
     into: str | None = None
     inline: Any = None  # a software config: what get_resource of it stands for
+    deletion_policy: str | None = None  # "retain" (Heat's Retain), else None
 
 
 @dataclass

@@ -544,6 +544,22 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             )
             result.problems.append((f"resources.{entry.name}", problem))
     mapper.floating_ip_routers()
+    for entry in raw.values():
+        if entry.deletion_policy and entry.out is None and entry.name not in failed:
+            # merged into another resource (a Subnet, a RouterInterface, an attachment) or
+            # text (a config): nothing of its own to keep
+            where = f" (part of {entry.into!r})" if entry.into else ""
+            result.problems.append(
+                (
+                    f"resources.{entry.name}",
+                    HotError(
+                        f"deletion_policy Retain on a {entry.hot_type}{where} is not supported",
+                        "deletion_policy",
+                        "put Retain on the resource it belongs to",
+                    ),
+                )
+            )
+            failed.add(entry.name)
     result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:
@@ -551,6 +567,8 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
+        if entry.deletion_policy:
+            out["deletion_policy"] = entry.deletion_policy
         deps = [
             redirect(raw, d)
             for d in entry.depends_on
