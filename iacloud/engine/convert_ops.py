@@ -9,9 +9,12 @@ note the front made (`StackDocument.notes`, where a front keeps them). The resul
 loaded again, with the same parameters, and must give the same resources, inputs and
 dependencies as the source, else nothing is written.
 
-Until the HOT front is in main, `read_document` knows TOML only (convert then normalizes a TOML
-stack). Still to do with it: pick the HOT front by extension, and decide HOT `conditions` with
-the parameters given (TOML stacks have none), saying so in the header.
+A HOT template (`loading.read_document` picks the HOT front by `hot_front.is_template`) is
+written as the document its front made: resources mapped onto ours, its `conditions` inlined
+into each entry's `condition` (and into `if`), names of the site catalog kept as names,
+`deletion_policy = "retain"` for Retain, pseudo-parameters (OS::stack_name) as their values
+for the stack's name, which the TOML states. Software configs become the user_data text of the
+servers that use them.
 """
 
 from __future__ import annotations
