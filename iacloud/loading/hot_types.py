@@ -32,6 +32,19 @@ from iacloud.loading.hot_network import NetworkTypes
 _NOT_HOST = re.compile(r"[^A-Za-z0-9.-]+")
 
 
+def _catalog_name(value: Any) -> bool:
+    """A string, a get_param, or an `if` choosing between such (a name known at load time)."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, dict) and len(value) == 1:
+        if "get_param" in value:
+            return True
+        branches = value.get("if")
+        if isinstance(branches, list) and len(branches) >= 2:
+            return all(_catalog_name(b) for b in branches[1:])
+    return False
+
+
 def _has_key_pair(value: Any) -> bool:
     """Whether a mapped key_name holds a KeyPair of the template (in some branch of an `if`)."""
     if isinstance(value, dict):
@@ -97,9 +110,10 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            if not (isinstance(v, str) or (isinstance(v, dict) and "get_param" in v)):
+            if not _catalog_name(v):
                 raise HotError(
-                    f"flavor {v!r}: a flavor is a name of the site catalog (a string or get_param)",
+                    f"flavor {v!r}: a flavor is a name of the site catalog (a string, "
+                    "get_param, or an `if` between them)",
                     "flavor",
                 )
             out["flavor"] = v  # resolved against the site catalog at load time

@@ -39,12 +39,15 @@ gateway = "203.0.113.1"
 """
 HEAD = """\
 heat_template_version: 2018-08-31
+conditions:
+  big: {equals: [{get_param: size}, m1.medium]}
 parameters:
   size: {type: string, default: m1.small, constraints: [{custom_constraint: nova.flavor}]}
   img: {type: string, default: debian-12, constraints: [{custom_constraint: glance.image}]}
   key: {type: string, default: alice, constraints: [{custom_constraint: nova.keypair}]}
   ext: {type: string, default: public, constraints: [{custom_constraint: neutron.network}]}
 resources:
+  x: {type: OS::Glance::WebImage, properties: {location: x.qcow2, disk_format: qcow2}}
 """
 
 
@@ -72,6 +75,8 @@ IMG = site_image_name("debian-12")
 GOOD = [
     ("{flavor: m1.medium}", {"flavor": "m1.medium", "vcpus": 2, "memory_mib": 4096}),
     ("{flavor: {get_param: size}}", {"flavor": "m1.small", "root_gib": 20}),
+    ("{flavor: {if: [big, m1.medium, m1.small]}}", {"flavor": "m1.small", "vcpus": 1}),
+    ("{image: {if: [big, {get_resource: x}, debian-12]}}", {"image": {"get_resource": IMG}}),
     ("{image: debian-12}", {"image": {"get_resource": IMG}}),
     ("{image: {get_param: img}}", {"image": {"get_resource": IMG}}),
     ("{key_name: alice}", {"ssh_keys": [KEY]}),
