@@ -101,6 +101,7 @@ class ReasonCode(str, Enum):
     DESTROY_REQUESTED = "destroy_requested"
     NOT_IN_STACK = "not_in_stack"  # in state, no longer in the stack file
     LEFT_BY_INTERRUPTED = "left_by_interrupted"  # `ids` found by tag after a cut-off `step`
+    PLACED = "placed"  # the scheduler chose its host: `detail` says which and why
     OTHER = "other"  # a reason only known as text (`detail`): a plan saved by an older iacloud
 
 
@@ -135,6 +136,8 @@ class Reason(_Frozen):
             case ReasonCode.LEFT_BY_INTERRUPTED:
                 ids = ", ".join(self.ids)
                 return f"left by an interrupted {self.step}: {ids} (found by its ownership tag)"
+            case ReasonCode.PLACED:
+                return f"placed on {self.detail}"
         return self.detail
 
 

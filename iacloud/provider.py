@@ -168,6 +168,10 @@ class ResourceType:
     create_before_destroy: ClassVar[bool] = False
     # what old and new object cannot share during a create-before-destroy replacement
     replace_collisions: ClassVar[tuple[Collision, ...]] = ()
+    # where the site's hosts come in (iacloud.placement): "placed" (the scheduler picks its
+    # `host`), "follows" (its `host` is that of the placed resource referring to it), "spans"
+    # (its `hosts` are those of the placed resources referring to it), or None
+    placement: ClassVar[str | None] = None
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider

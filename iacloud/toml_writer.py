@@ -155,8 +155,5 @@ def write_document(
             if not isinstance(entry, Mapping):
                 raise TomlWriteError(f"{section}.{name} is not a table")
             out.append(f"[{section}.{key(name)}]")
-            condition = document.conditions.get((section, name))
-            if condition is not None:
-                entry = {**entry, "condition": condition}
             out += _entry_lines(entry)
     return "\n".join(out) + "\n"

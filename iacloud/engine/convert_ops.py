@@ -9,29 +9,30 @@ note the front made (`StackDocument.notes`, where a front keeps them). The resul
 loaded again, with the same parameters, and must give the same resources, inputs and
 dependencies as the source, else nothing is written.
 
-A HOT template (`loading.read_document` picks the HOT front by `hot_front.is_template`) is
-written as the document its front made: resources mapped onto ours, its `conditions` inlined
-into each entry's `condition` (and into `if`), names of the site catalog kept as names,
-`deletion_policy = "retain"` for Retain, pseudo-parameters (OS::stack_name) as their values
-for the stack's name, which the TOML states. Software configs become the user_data text of the
-servers that use them.
+A TOML stack has no `conditions`: HOT's are decided with the parameters given (as `plan` would
+decide them), the entries whose condition is false are left out, and the header says which and
+with which parameters. `if` expressions stay: TOML stacks have the same functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from iacloud.config import StackConfig
 from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, UserError
-from iacloud.loading import load_stack, read_document
+from iacloud.loading import hot_front, load_stack, read_document, toml_front
+from iacloud.loading.conditions import apply_conditions
 from iacloud.loading.diagnostics import Sink, fail
 from iacloud.loading.document import StackDocument
+from iacloud.loading.parameters import load_parameters
 from iacloud.loading.site_file import load_site
 from iacloud.site import SiteCatalog
 from iacloud.toml_writer import TomlWriteError, write_document
@@ -59,8 +60,11 @@ def convert(
     document = read_document(source, ws.registry, sink)
     if document is None:  # pragma: no cover - it loaded just above
         fail(sink, (), {})
-    notes = _entry_notes(document)
     header = [f"Converted from {source.name} by 'iacloud convert'."]
+    document, decided = _decide_conditions(document, ws, params, env_files, site, sink)
+    header += decided
+    document = _toml_networks(document)
+    notes = _entry_notes(document)
     lossy = [
         f"{d.address}{f' {d.field}' if d.field else ''}: {d.message}" for d in _notes(document)
     ]
@@ -75,6 +79,53 @@ def convert(
     if out is not None:
         out.write_text(text)
     return Conversion(text, lossy)
+
+
+def _decide_conditions(
+    document: StackDocument,
+    ws: Workspace,
+    params: Sequence[str],
+    env_files: Sequence[Path],
+    site: SiteCatalog | None,
+    sink: Sink,
+) -> tuple[StackDocument, list[str]]:
+    """The document with its conditions decided (see the module docstring), and header lines
+    saying what that left out."""
+    if not document.conditions:
+        return document, []
+    read_env = hot_front.env_reader(document, toml_front.read_env_file)
+    values = load_parameters(document.parameters, list(params), list(env_files), read_env,
+                             sink, site)  # fmt: skip
+    decided = apply_conditions(document, values, sink)
+    if sink.items:  # pragma: no cover - the same source loaded above
+        fail(sink, values.secrets, document.positions, document.lines)
+    gone = [f"resources.{n}" for n in document.resources if n not in decided.resources]
+    gone += [f"outputs.{n}" for n in document.outputs if n not in decided.outputs]
+    given = ", ".join(p.split("=", 1)[0] for p in params) or "none; the defaults"
+    lines = [
+        "The template's conditions were decided with the parameters given "
+        f"(-p: {given}{'; -e ' + ', '.join(str(e) for e in env_files) if env_files else ''}).",
+        "Left out because their condition was false: " + (", ".join(gone) or "nothing") + ".",
+    ]
+    return dataclasses.replace(decided, conditions={}), lines
+
+
+def _toml_networks(document: StackDocument) -> StackDocument:
+    """A HOT server's network by catalog name (`site_network`, the HOT front's marker) as a
+    TOML stack names one: `{network = NAME}`, resolved against the same catalog."""
+
+    def entry(e: Any) -> Any:
+        if isinstance(e, dict) and "site_network" in e:
+            return {"network": e["site_network"]}
+        return e
+
+    resources = {
+        name: {**r, "networks": [entry(e) for e in r["networks"]]}
+        if isinstance(r, dict) and isinstance(r.get("networks"), list)
+        else r
+        for name, r in document.resources.items()
+    }
+    return dataclasses.replace(document, resources=resources)
 
 
 def _notes(document: StackDocument) -> list[Diagnostic]:

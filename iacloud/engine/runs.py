@@ -12,7 +12,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iacloud import expressions, interrupts, lifecycle, limits, lost_state, pending, plan_check
+from iacloud import (
+    expressions,
+    interrupts,
+    lifecycle,
+    limits,
+    lost_state,
+    pending,
+    placement,
+    plan_check,
+)
 from iacloud import rollback as undo
 from iacloud.config import StackConfig
 from iacloud.drift import DriftReport, build_report
@@ -20,11 +29,14 @@ from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, IacloudError, UserError
 from iacloud.executor import ApplyResult, Executor, Reporter, StateResolver
 from iacloud.graph import build_graph, to_dot
+from iacloud.hosts import compute_provider, host_states
+from iacloud.loading.site_file import load_site
 from iacloud.plan import Plan
 from iacloud.planner import PlanOptions
 from iacloud.planner import plan as compute_plan
 from iacloud.provider import ObjectRef, Observed, ProviderSet, Registry, TaggedObject
 from iacloud.rules import normal
+from iacloud.scheduler import Host as SchedulerHost
 from iacloud.schema import Disruption
 from iacloud.state import StateBackend
 from iacloud.state.model import Event, ResourceState, Snapshot
@@ -108,14 +120,16 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
     backend = ws.backend
     snapshot = backend.snapshot(config.name)
     if not options.refresh:
+        config, why = _placed(ws, config, snapshot, options)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
             plan = compute_plan(config, snapshot, None, ws.registry, options, providers.resource)
         finally:
             providers.close()
-        return plan, snapshot
+        return placement.annotate(plan, why), snapshot
     with ws.locked(config.name, "plan"):
         snapshot = backend.snapshot(config.name)
+        config, why = _placed(ws, config, snapshot, options)
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
             if snapshot.serial == 0 and not options.destroy:
@@ -127,7 +141,23 @@ def make_plan(ws: Workspace, config: StackConfig, options: PlanOptions) -> tuple
             )
         finally:
             providers.close()
-        return plan, snapshot
+        return placement.annotate(plan, why), snapshot
+
+
+def _placed(
+    ws: Workspace, config: StackConfig, snapshot: Snapshot, options: PlanOptions
+) -> tuple[StackConfig, dict[str, str]]:
+    """The stack with its servers placed on the site's hosts (iacloud.placement), and why."""
+    if options.destroy:
+        return config, {}
+    hosts = ws.site_hosts()
+
+    def read() -> list[SchedulerHost]:
+        states = host_states(load_site(ws.site_file), compute_provider(ws.registry))
+        return placement.scheduler_hosts(states)
+
+    placed = placement.place(config, snapshot, ws.registry, list(hosts), read)
+    return placed.config, placed.why
 
 
 def check_disruption(plan: Plan, limit: Disruption | None) -> None:

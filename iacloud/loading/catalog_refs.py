@@ -289,7 +289,12 @@ class _Resolver:
 
     def _networks(self, name: str, props: dict[str, Any]) -> None:
         raw = props.get("networks")
-        if not isinstance(raw, list) or self.site is None or not self.site.networks:
+        if not isinstance(raw, list):
+            return
+        if any(isinstance(e, dict) and "site_network" in e for e in raw):
+            raw = self._site_networks(name, raw)
+            props["networks"] = raw
+        if self.site is None or not self.site.networks:
             return
         out = []
         for i, entry in enumerate(raw):
@@ -300,3 +305,24 @@ class _Resolver:
                     entry = {**entry, "network": net.bridge}
             out.append(entry)
         props["networks"] = out
+
+    def _site_networks(self, name: str, raw: list[Any]) -> list[Any]:
+        """A HOT server's `{network: NAME}` that is no Net of its template: NAME must be an
+        external network of the site catalog (reported when it is not, entry left out)."""
+        self.changed = True
+        out = []
+        for i, entry in enumerate(raw):
+            if not (isinstance(entry, dict) and "site_network" in entry):
+                out.append(entry)
+                continue
+            where = f"networks[{i}].network"
+            key = self._static(entry["site_network"], name, where)
+            if key is _REPORTED:
+                continue
+            if not isinstance(key, str):
+                self.sink.add("a network by name must be known at load time",
+                              f"resources.{name}", where)  # fmt: skip
+                continue
+            if self._lookup("networks", key, name, where) is not None:
+                out.append({"network": key})  # the bridge is filled in with the others
+        return out

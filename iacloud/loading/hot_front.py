@@ -126,7 +126,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
     entries: dict[str, ht.Entry] = {}
     for rname, rdef in sections["resources"].items():
         address = f"resources.{rname}"
-        entry = _entry(str(rname), rdef, address, sink, lines, notes, registry, version)
+        entry = _entry(str(rname), rdef, address, sink, lines, notes, registry)
         if entry is None:
             continue
         ok, props = rewrite(entry.properties, address, "")
@@ -159,12 +159,19 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         if not more:
             break
         broken |= more
+    retained = {
+        str(n)
+        for n, r in sections["resources"].items()
+        if isinstance(r, dict) and deletion_policy(r) == "retain"
+    }
     for rname, rdef in translation.resources.items():
         if rname in broken:
             continue
         base = rname if rname in entries else rname.rsplit("-", 1)[0]  # SERVER-nic0
         if "depends_on" in rdef:
             rdef = {**rdef, "depends_on": [d for d in rdef["depends_on"] if d not in broken]}
+        if base in retained:  # a server's own ports are kept with it
+            rdef = {**rdef, "deletion_policy": "retain"}
         try:
             resources[rname] = ha.rewrite_references(rdef, entries, net_names, "")
         except hf.HotError as exc:
@@ -260,7 +267,6 @@ def _entry(
     lines: dict[str, int],
     notes: list[tuple[str, str, str]],
     registry: Registry,
-    version: str,
 ) -> ht.Entry | None:
     line = lines.get(address)
     if not isinstance(rdef, dict):
@@ -309,8 +315,19 @@ def _entry(
     for key in ("metadata", "update_policy"):
         if key in rdef:
             notes.append((address, key, f"'{key}' is accepted and has no effect"))
-    policy = _deletion_policy(rdef, address, sink, lines, version)
-    if policy is False:
+    if deletion_policy(rdef) is None:
+        policy = rdef.get("deletion_policy")
+        hint = (
+            "take a volume_snapshot resource of the volume instead"
+            if str(policy).lower() == "snapshot"
+            else "Delete or Retain"
+        )
+        sink.add(
+            f"deletion_policy {policy!r} is not supported: {hint}",
+            address,
+            "deletion_policy",
+            line=lines.get(f"{address}.deletion_policy"),
+        )
         return None
     if "external_id" in rdef:
         sink.add(
@@ -328,42 +345,16 @@ def _entry(
             "depends_on is a resource name or a list of them", address, "depends_on", line=line
         )
         return None
-    entry = ht.Entry(name, rtype, dict(props), list(deps), count)
-    entry.deletion_policy = policy or None
-    return entry
+    return ht.Entry(name, rtype, dict(props), list(deps), count)
 
 
-def _deletion_policy(
-    rdef: dict[str, Any], address: str, sink: Sink, lines: dict[str, int], version: str
-) -> str | bool:
-    """HOT's deletion_policy as ours ("retain"; "" for Delete or none), False when refused
-    (reported). Heat takes Delete/Retain/Snapshot, and lower case from 2016-10-14 on."""
-    policy = rdef.get("deletion_policy")
-    if policy is None:
-        return ""
-    line = lines.get(f"{address}.deletion_policy")
-    allowed = ["Delete", "Retain", "Snapshot"]
-    if version >= "2016-10-14":
-        allowed += ["delete", "retain", "snapshot"]
-    if policy not in allowed:
-        sink.add(
-            f"deletion_policy {policy!r} is not one of {', '.join(allowed)}",
-            address,
-            "deletion_policy",
-            line=line,
-        )
-        return False
-    if policy.lower() == "snapshot":
-        sink.add(
-            "deletion_policy Snapshot is not supported",
-            address,
-            "deletion_policy",
-            "use Retain (the object is kept and forgotten), or declare an "
-            "OS::Cinder::VolumeSnapshot of the volume",
-            line=line,
-        )
-        return False
-    return "retain" if policy.lower() == "retain" else ""
+def deletion_policy(rdef: dict[str, Any]) -> str | None:
+    """Our deletion_policy for a HOT resource's (Heat spells it Delete/Retain, any case);
+    None for one we do not support."""
+    policy = rdef.get("deletion_policy", "Delete")
+    if isinstance(policy, str) and policy.lower() in ("delete", "retain"):
+        return policy.lower()
+    return None
 
 
 def _group(

@@ -28,7 +28,6 @@ class Entry:
     out: dict[str, Any] | None = None
     into: str | None = None
     inline: Any = None  # a software config: what get_resource of it stands for
-    deletion_policy: str | None = None  # "retain" (Heat's Retain), else None
 
 
 @dataclass
@@ -49,6 +48,13 @@ def ref_name(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("get_resource"), str):
         return str(value["get_resource"])
     return None
+
+
+def is_catalog_name(value: Any) -> bool:
+    """Whether a property names something by name (not a resource of the template)."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, dict) and len(value) == 1 and "get_param" in value
 
 
 class MapperBase:
@@ -73,8 +79,8 @@ class MapperBase:
                     f"expected {{get_resource: NAME}} of a {' or '.join(kinds)} in this "
                     f"template, found {value!r}",
                     path,
-                    "things that exist outside the template are named from the site catalog "
-                    "where iacloud has one (flavor, image, key_name, a server's network)",
+                    "by name, only a server's flavor, image, key_name and networks and a "
+                    "volume's image can name things outside the template (the site catalog)",
                 )
             raise HotError(f"expected {{get_resource: NAME}}, found {value!r}", path)
         entry = self.entries.get(name)
@@ -84,24 +90,16 @@ class MapperBase:
             raise HotError(f"{name!r} is a {entry.hot_type}, expected a {' or '.join(kinds)}", path)
         return name
 
+    def named_or_ref(self, value: Any, path: str, *kinds: str) -> Any:
+        """A site catalog name (a string, or get_param of one) as it is, resolved by the loader
+        like a TOML stack's (`catalog_refs`); else `{get_resource: NAME}` of one of `kinds`."""
+        return value if is_catalog_name(value) else self.ref(value, path, *kinds)
+
     def ref(self, value: Any, path: str, *kinds: str) -> Any:
         """`{get_resource: NAME}` of one of `kinds`, also when chosen by `if`."""
         if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
             cond, *branches = value["if"]
             return {"if": [cond, *(self.ref(b, path, *kinds) for b in branches)]}
-        return {"get_resource": self.target(value, path, *kinds)}
-
-    def catalog_or_ref(self, value: Any, path: str, *kinds: str) -> Any:
-        """A resource of the template (`{get_resource: NAME}` of one of `kinds`) or a name of
-        the site catalog (a string or get_param, resolved by `catalog_refs` at load time),
-        also when chosen by `if`."""
-        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("if"), list):
-            cond, *branches = value["if"]
-            return {"if": [cond, *(self.catalog_or_ref(b, path, *kinds) for b in branches)]}
-        if isinstance(value, str) or (
-            isinstance(value, dict) and len(value) == 1 and "get_param" in value
-        ):
-            return value
         return {"get_resource": self.target(value, path, *kinds)}
 
     def take(

@@ -23,6 +23,7 @@ from iacloud.loading.hot_mapping import (
     Entry,
     Translation,
     has_function,
+    is_catalog_name,
     notes_as_diagnostics,
     redirect,
     referenced,
@@ -30,28 +31,6 @@ from iacloud.loading.hot_mapping import (
 from iacloud.loading.hot_network import NetworkTypes
 
 _NOT_HOST = re.compile(r"[^A-Za-z0-9.-]+")
-
-
-def _catalog_name(value: Any) -> bool:
-    """A string, a get_param, or an `if` choosing between such (a name known at load time)."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, dict) and len(value) == 1:
-        if "get_param" in value:
-            return True
-        branches = value.get("if")
-        if isinstance(branches, list) and len(branches) >= 2:
-            return all(_catalog_name(b) for b in branches[1:])
-    return False
-
-
-def _has_key_pair(value: Any) -> bool:
-    """Whether a mapped key_name holds a KeyPair of the template (in some branch of an `if`)."""
-    if isinstance(value, dict):
-        return "get_attr" in value or any(_has_key_pair(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_key_pair(v) for v in value)
-    return False
 
 
 class _Mapper(NetworkTypes):
@@ -62,14 +41,13 @@ class _Mapper(NetworkTypes):
         fmt = e.properties.get("user_data_format")
 
         def image(v: Any) -> None:
-            out["image"] = self.catalog_or_ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def key_name(v: Any) -> None:
-            key = self.public_key(v, "key_name")
-            if _has_key_pair(key):
-                out["ssh_keys"] = [key]
+            if is_catalog_name(v):
+                out["key_name"] = v  # a key pair of the site catalog
             else:
-                out["key_name"] = key  # a key pair of the site catalog
+                out["ssh_keys"] = [self.public_key(v, "key_name")]
 
         def nets(v: Any) -> None:
             if not isinstance(v, list):
@@ -110,13 +88,10 @@ class _Mapper(NetworkTypes):
                 out["hostname"] = host[:63]
 
         def flavor(v: Any) -> None:
-            if not _catalog_name(v):
-                raise HotError(
-                    f"flavor {v!r}: a flavor is a name of the site catalog (a string, "
-                    "get_param, or an `if` between them)",
-                    "flavor",
-                )
-            out["flavor"] = v  # resolved against the site catalog at load time
+            if not is_catalog_name(v):
+                raise HotError(f"flavor must be a flavor name of the site catalog, found {v!r}",
+                               "flavor")  # fmt: skip
+            out["flavor"] = v
 
         def block_devices(v: Any) -> None:
             self.block_devices(e, v, out)
@@ -210,7 +185,7 @@ class _Mapper(NetworkTypes):
                     raise HotError(f"the implicit volume {volume!r} clashes with a resource", path)
                 self.result.resources[volume] = {
                     "type": "volume",
-                    "image": self.catalog_or_ref(image, path, "OS::Glance::WebImage"),
+                    "image": {"get_resource": self.target(image, path, "OS::Glance::WebImage")},
                     "size_gib": item["volume_size"],
                     **({"count": e.count} if e.count is not None else {}),
                 }
@@ -232,13 +207,10 @@ class _Mapper(NetworkTypes):
                 out.setdefault("volumes", []).append(ref)
 
     def public_key(self, v: Any, path: str) -> Any:
-        """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key;
-        a name of the site catalog (a string or get_param) stays a name."""
+        """A key_name (a KeyPair of the template, possibly chosen by `if`) as its public key."""
         if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("if"), list):
             cond, *branches = v["if"]
             return {"if": [cond, *(self.public_key(b, path) for b in branches)]}
-        if isinstance(v, str) or (isinstance(v, dict) and len(v) == 1 and "get_param" in v):
-            return v
         return {"get_attr": [self.target(v, path, "OS::Nova::KeyPair"), "public_key"]}
 
     def server_nic(self, e: Entry, item: Any, path: str) -> Any:
@@ -260,8 +232,9 @@ class _Mapper(NetworkTypes):
             )
         net_value = item.get("network", item.get("uuid"))
         if net_value is not None and "fixed_ip" not in item:
-            # a template's Net, or an external network of the site catalog by name
-            return {"network": self.catalog_or_ref(net_value, path, "OS::Neutron::Net")}
+            if is_catalog_name(net_value):
+                return {"site_network": net_value}  # resolved by the loader (catalog_refs)
+            return {"network": self.ref(net_value, path, "OS::Neutron::Net")}
         if net_value is None and "subnet" in item:
             subnet = self.target(item["subnet"], path, "OS::Neutron::Subnet")
             net = self.entries[subnet].into
@@ -303,7 +276,7 @@ class _Mapper(NetworkTypes):
         out = e.out = {"type": "volume"}
 
         def image(v: Any) -> None:
-            out["image"] = self.catalog_or_ref(v, "image", "OS::Glance::WebImage")
+            out["image"] = self.named_or_ref(v, "image", "OS::Glance::WebImage")
 
         def snapshot(v: Any) -> None:
             if "volume_snapshot" not in self.types:
@@ -565,22 +538,6 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
             )
             result.problems.append((f"resources.{entry.name}", problem))
     mapper.floating_ip_routers()
-    for entry in raw.values():
-        if entry.deletion_policy and entry.out is None and entry.name not in failed:
-            # merged into another resource (a Subnet, a RouterInterface, an attachment) or
-            # text (a config): nothing of its own to keep
-            where = f" (part of {entry.into!r})" if entry.into else ""
-            result.problems.append(
-                (
-                    f"resources.{entry.name}",
-                    HotError(
-                        f"deletion_policy Retain on a {entry.hot_type}{where} is not supported",
-                        "deletion_policy",
-                        "put Retain on the resource it belongs to",
-                    ),
-                )
-            )
-            failed.add(entry.name)
     result.failed = failed
     for entry in raw.values():
         if entry.out is None or entry.name in failed:
@@ -588,8 +545,6 @@ def translate(raw: dict[str, Entry], types: frozenset[str]) -> Translation:
         out = dict(entry.out)
         if entry.count is not None:
             out["count"] = entry.count
-        if entry.deletion_policy:
-            out["deletion_policy"] = entry.deletion_policy
         deps = [
             redirect(raw, d)
             for d in entry.depends_on

@@ -56,23 +56,14 @@ def read_stack(path: Path, sink: Sink) -> StackDocument | None:
             field="name",
             hint='set name = "..." in the file: letters, digits, "_" or "-"',
         )
-    resources, outputs = section("resources"), section("outputs")
-    conditions: dict[tuple[str, str], Any] = {}
-    for key, entries in (("resources", resources), ("outputs", outputs)):
-        for entry_name, entry in list(entries.items()):
-            # `condition = { equals = [...] }`: the entry exists only when it is true (HOT's)
-            if isinstance(entry, dict) and "condition" in entry:
-                conditions[(key, entry_name)] = entry["condition"]
-                entries[entry_name] = {k: v for k, v in entry.items() if k != "condition"}
     return StackDocument(
         path=path,
         version=top.version if top is not None else doc.get("version", 0),
         name=name or path.stem,
         description=top.description if top is not None else "",
         parameters=section("parameters"),
-        resources=resources,
-        outputs=outputs,
-        conditions=conditions,
+        resources=section("resources"),
+        outputs=section("outputs"),
         provider=section("provider"),
         positions=positions,
     )

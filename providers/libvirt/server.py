@@ -267,6 +267,13 @@ class ServerInputs(Inputs):
         description="the site catalog host it runs on: named here, or chosen by the scheduler "
         "at plan time and recorded; a change is a live migration",
     )
+    server_group: str | None = prop(
+        None,
+        update=Disruption.NONE,
+        max_length=64,
+        description="the id of a server_group of this stack: its policy places the server "
+        "(at plan time; a record afterwards, it moves nothing)",
+    )
     networks: list[NetworkEntry] = prop([], update=Disruption.LIVE, max_length=16)
     volumes: list[str] = prop([], update=Disruption.LIVE, max_length=20)
     user_data: str | None = prop(None, update=Disruption.REPLACE, max_length=1 << 20)
@@ -446,6 +453,7 @@ def _definition_inputs(
 
 class Server(LibvirtResource):
     type_name = "server"
+    placement = "placed"
     replace_collisions = (
         Collision("the libvirt domain name (stack name, address and stack id), its root disk "
                   "and seed volume names (stack id and address)"),

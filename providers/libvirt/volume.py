@@ -82,6 +82,7 @@ class VolumeInputs(Inputs):
 
 class Volume(StorageResource):
     type_name = "volume"
+    placement = "follows"
     replace_collisions = (
         Collision("the volume name in its pool (stack id, address and format)",
                   unless=("format", "pool")),

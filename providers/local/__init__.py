@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -106,6 +106,15 @@ class NoneInputs(Inputs):
     pass
 
 
+class ServerGroupInputs(Inputs):
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] = prop(
+        "anti-affinity",
+        update=Disruption.REPLACE,
+        description="Nova's server group policies; placement reads it at plan time "
+        "(iacloud.placement)",
+    )
+
+
 def generate_keypair(comment: str) -> tuple[str, str]:
     """A new ed25519 key pair (private, public) made by ssh-keygen in a private directory."""
     with tempfile.TemporaryDirectory(prefix="iacloud-key-") as tmp:
@@ -186,9 +195,28 @@ class Nothing(_LocalType):
         return Observed(id, {}, {"id": id})
 
 
+class ServerGroup(_LocalType):
+    """Nova's server group: a placement policy its member servers (`server_group = ...`) are
+    scheduled by; it exists in state only."""
+
+    type_name = "server_group"
+    Inputs = ServerGroupInputs
+    attributes = ("id", "policy")
+
+    def create(self, address: str, inputs: Inputs) -> Observed:
+        assert isinstance(inputs, ServerGroupInputs)
+        id = str(uuid.uuid4())
+        return Observed(id, inputs.model_dump(), {"id": id, "policy": inputs.policy})
+
+
 class LocalProvider(Provider):
     name = "local"
-    resource_types: ClassVar[tuple[type[ResourceType], ...]] = (RandomString, KeyPair, Nothing)
+    resource_types: ClassVar[tuple[type[ResourceType], ...]] = (
+        RandomString,
+        KeyPair,
+        Nothing,
+        ServerGroup,
+    )
 
 
 __all__ = ["LocalProvider", "random_value"]

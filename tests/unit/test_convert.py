@@ -40,10 +40,17 @@ def no_host(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(libvirt, name, refuse)
 
 
-def planned(path: Path, params: tuple[str, ...], state: Path, site: Path | None = None) -> list:
+def planned(
+    path: Path,
+    params: tuple[str, ...],
+    state: Path,
+    site: Path | None = None,
+    env_files: list[Path] | None = None,
+) -> list:
     """The plan's changes as JSON, without what names the file planned."""
     ws = engine.Workspace(path, state_url=str(state), site_file=site)
-    the_plan, _ = engine.make_plan(ws, ws.load(list(params)), PlanOptions(refresh=False))
+    config = ws.load(list(params), env_files or [])
+    the_plan, _ = engine.make_plan(ws, config, PlanOptions(refresh=False))
     data = plan_json(the_plan)
     return [{k: v for k, v in change.items() if k not in ("id",)} for change in data["changes"]]
 
@@ -107,3 +114,38 @@ def test_convert_command(run, tmp_path: Path) -> None:
     err = run("convert", str(source), "-o", str(source), code=1)
     assert "would overwrite the template" in err
     assert json.loads(json.dumps(tomllib.loads((tmp_path / "o.toml").read_text())))["version"] == 1
+
+
+HEAT_CASES = {
+    "group": ("group.yaml", (), ()),
+    "two-servers-defaults": ("two-servers.yaml", (), ()),
+    "two-servers-env-and-key": (
+        "two-servers.yaml",
+        (f"admin_key={KEY}",),
+        ("two-servers.env.yaml",),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEAT_CASES))
+def test_a_heat_template_converts_to_a_stack_that_plans_the_same(tmp_path: Path, case: str) -> None:
+    name, params, envs = HEAT_CASES[case]
+    work = tmp_path / "examples" / "heat"
+    work.mkdir(parents=True)
+    for f in (ROOT / "examples" / "heat").iterdir():
+        shutil.copy(f, work / f.name)
+    (tmp_path / "build").symlink_to(ROOT / "build")
+    source = work / name
+    env_files = [work / e for e in envs]
+    out = work / f"{source.stem}.toml"
+    result = engine.convert(engine.Workspace(source), params, env_files, out)
+    assert result.text.startswith(f"# Converted from {name} by 'iacloud convert'.\n")
+    before = planned(source, params, tmp_path / "a.db", env_files=env_files)
+    after = planned(out, params, tmp_path / "b.db", env_files=env_files)
+    assert before and after == before
+    if name == "two-servers.yaml":
+        admin = any(c["address"] == "admin" for c in after)
+        assert admin is bool(params)  # the condition decided with the parameters given
+        assert ("Left out because their condition was false: resources.admin." in result.text) is (
+            not params
+        )

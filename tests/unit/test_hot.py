@@ -369,10 +369,7 @@ REFUSED = [
         "  f:\n    type: OS::Neutron::FloatingIP\n    properties: {floating_network: public}\n",
         "of a OS::Neutron::Net in this template",
     ),
-    (
-        "  x:\n    type: OS::Heat::None\n    deletion_policy: Snapshot\n",
-        "deletion_policy Snapshot is not supported",
-    ),
+    ("  x:\n    type: OS::Heat::None\n    deletion_policy: Snapshot\n", "'Snapshot'"),
     ("  x:\n    type: OS::Heat::None\n    external_id: abc\n", "external_id is not supported"),
     (
         "  s3:\n    type: OS::Neutron::Subnet\n"

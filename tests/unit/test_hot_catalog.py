@@ -1,6 +1,6 @@
-"""Names of the site catalog in HOT templates: a server's flavor, image, key_name and
-networks, a volume's image, and the catalog's custom constraints, each resolved the way a TOML
-stack resolves them (table-driven), and every misuse a clear error."""
+"""HOT templates naming things of the site catalog (flavor, image, key_name, a server's
+networks, a volume's image) load as a TOML stack naming them does; DeletionPolicy maps onto
+our lifecycle rule. Names that are not in the catalog are errors naming file, resource, field."""
 
 from __future__ import annotations
 
@@ -8,161 +8,171 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import tomllib
+from test_site_catalog import KEY, SITE
 
+from iacloud import engine
 from iacloud.errors import UserError
 from iacloud.loading import load_stack
-from iacloud.loading.catalog_refs import site_image_name
 from iacloud.loading.site_file import read_site
+from iacloud.planner import PlanOptions
 from iacloud.provider import Registry
+from iacloud.render import plan_json
 
-SHA = "72e8b4fef20d4b86b132e81d4c7c30724c878a8000dc002bc51bc2088c93006c"
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKq2b2Ym9nVv0b3Vb2Jvb2Jvb2Jvb2Jvb2Jvb2Jvb2Jv alice@lap"
-SITE = f"""
-version = 1
-[flavors."m1.small"]
-vcpus = 1
-memory_mib = 2048
-root_gib = 20
-[flavors."m1.medium"]
-vcpus = 2
-memory_mib = 4096
-[images.debian-12]
-source = "debian-12.qcow2"
-format = "qcow2"
-sha256 = "{SHA}"
-[keypairs.alice]
-public_key = "{KEY}"
-[networks.public]
-bridge = "br-ex"
-cidr = "203.0.113.0/24"
-gateway = "203.0.113.1"
-"""
-HEAD = """\
+REGISTRY = Registry.discover()
+
+TEMPLATE = """\
 heat_template_version: 2018-08-31
-conditions:
-  big: {equals: [{get_param: size}, m1.medium]}
 parameters:
-  size: {type: string, default: m1.small, constraints: [{custom_constraint: nova.flavor}]}
-  img: {type: string, default: debian-12, constraints: [{custom_constraint: glance.image}]}
-  key: {type: string, default: alice, constraints: [{custom_constraint: nova.keypair}]}
-  ext: {type: string, default: public, constraints: [{custom_constraint: neutron.network}]}
+  flavor: {type: string, default: m1.small, constraints: [{custom_constraint: nova.flavor}]}
 resources:
-  x: {type: OS::Glance::WebImage, properties: {location: x.qcow2, disk_format: qcow2}}
+  data:
+    type: OS::Cinder::Volume
+    properties: {size: 1, image: debian-12}
+  web:
+    type: OS::Nova::Server
+    properties:
+      flavor: {get_param: flavor}
+      image: debian-12
+      key_name: alice
+      networks: [{network: public}]
+  attach:
+    type: OS::Cinder::VolumeAttachment
+    properties: {instance_uuid: {get_resource: web}, volume_id: {get_resource: data}}
 """
 
 
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.discover()
+def load(tmp_path: Path, text: str, *params: str, site: bool = True):
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(text))
+    catalog = None
+    if site:
+        site_path = tmp_path / "site" / "site.toml"
+        site_path.parent.mkdir(exist_ok=True)
+        site_path.write_text(SITE)
+        catalog = read_site(site_path)
+    return load_stack(path, REGISTRY, list(params), (), catalog)
 
 
-@pytest.fixture
-def load(tmp_path: Path, registry: Registry):
-    site = tmp_path / "site.toml"
-    site.write_text(SITE)
-    catalog = read_site(site)
-
-    def run(body: str, *params: str, with_site: bool = True):
-        path = tmp_path / "t.yaml"
-        path.write_text(HEAD + textwrap.indent(textwrap.dedent(body), "  "))
-        return load_stack(path, registry, list(params), (), catalog if with_site else None)
-
-    return run
-
-
-IMG = site_image_name("debian-12")
-# (server properties in HOT, what the loaded server holds)
-GOOD = [
-    ("{flavor: m1.medium}", {"flavor": "m1.medium", "vcpus": 2, "memory_mib": 4096}),
-    ("{flavor: {get_param: size}}", {"flavor": "m1.small", "root_gib": 20}),
-    ("{flavor: {if: [big, m1.medium, m1.small]}}", {"flavor": "m1.small", "vcpus": 1}),
-    ("{image: {if: [big, {get_resource: x}, debian-12]}}", {"image": {"get_resource": IMG}}),
-    ("{image: debian-12}", {"image": {"get_resource": IMG}}),
-    ("{image: {get_param: img}}", {"image": {"get_resource": IMG}}),
-    ("{key_name: alice}", {"ssh_keys": [KEY]}),
-    ("{key_name: {get_param: key}}", {"ssh_keys": [KEY]}),
-    ("{networks: [{network: public}]}", {"networks": [{"network": "br-ex"}]}),
-    ("{networks: [{network: {get_param: ext}}]}", {"networks": [{"network": "br-ex"}]}),
-]
-
-
-@pytest.mark.parametrize(("props", "expected"), GOOD)
-def test_catalog_names_on_a_server(load, props: str, expected: dict) -> None:
-    config = load(f"web:\n  type: OS::Nova::Server\n  properties: {props}\n")
-    got = config.resources["web"].properties
-    for key, value in expected.items():
-        assert _plain(got[key]) == value, key
-    assert "key_name" not in got
-
-
-def test_a_volume_from_a_catalog_image_shares_the_servers_site_image(load) -> None:
-    config = load(
-        """\
-        disk:
-          type: OS::Cinder::Volume
-          properties: {size: 2, image: debian-12}
-        web:
-          type: OS::Nova::Server
-          properties: {image: debian-12, flavor: m1.small}
-        """
+def test_catalog_names_in_a_template_resolve_as_in_a_toml_stack(tmp_path: Path) -> None:
+    config = load(tmp_path, TEMPLATE)
+    web = config.resources["web"].properties
+    assert (web["flavor"], web["vcpus"], web["memory_mib"], web["root_gib"]) == (
+        "m1.small",
+        1,
+        2048,
+        20,
     )
-    assert _plain(config.resources["disk"].properties["image"]) == {"get_resource": IMG}
-    assert config.resources[IMG].type == "site_image"
-    assert sum(1 for r in config.resources.values() if r.type == "site_image") == 1
+    assert web["ssh_keys"] == [KEY]
+    assert web["networks"] == [{"network": "br-ex"}]
+    site_image = config.resources["site-image-debian-12"]
+    assert site_image.type == "site_image" and site_image.properties["name"] == "debian-12"
+    assert "site-image-debian-12" in config.resources["data"].depends_on
+    assert "site-image-debian-12" in config.resources["web"].depends_on
+    medium = load(tmp_path, TEMPLATE, "flavor=m1.medium").resources["web"].properties
+    assert (medium["vcpus"], medium["memory_mib"]) == (2, 4096)
 
 
-BAD = [
-    ("{flavor: m1.huge}", "flavor 'm1.huge' is not in the site catalog"),
-    ("{image: debain-12}", "did you mean 'debian-12'"),
-    ("{key_name: bob}", "key pair 'bob' is not in the site catalog"),
-    ("{flavor: [1, 2]}", "a flavor is a name of the site catalog"),
-    ("{image: {get_attr: [x, y]}}", "expected {get_resource: NAME}"),
-]
-
-
-@pytest.mark.parametrize(("props", "message"), BAD)
-def test_misused_catalog_names_are_clear_errors(load, props: str, message: str) -> None:
-    with pytest.raises(UserError) as info:
-        load(f"web:\n  type: OS::Nova::Server\n  properties: {props}\n")
-    text = str(info.value)
-    assert message in text
-    assert "resources.web" in text and "Traceback" not in text
-
-
-def test_without_a_site_catalog_a_name_says_so(load) -> None:
-    with pytest.raises(UserError) as info:
-        load("web:\n  type: OS::Nova::Server\n  properties: {flavor: m1.small}\n", with_site=False)
-    assert "names the site catalog, and there is none" in str(info.value)
-
-
-CONSTRAINED = [
-    ("size=m1.smal", "is not a flavor of the site catalog", "did you mean 'm1.small'"),
-    ("img=debian", "is not an image of the site catalog", "debian-12"),
-    ("key=bob", "is not a key pair of the site catalog", "alice"),
-    ("ext=private", "is not a network of the site catalog", "public"),
-]
-
-
-@pytest.mark.parametrize(("param", "message", "hint"), CONSTRAINED)
-def test_custom_constraints_are_checked_against_the_catalog(
-    load, param: str, message: str, hint: str
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        ("image: debian-12\n", "image: debian-13\n", "image", "image 'debian-13' is not in"),
+        ("key_name: alice", "key_name: bob", "key_name", "key pair 'bob' is not in"),
+        ("network: public", "network: outside", "networks[0].network", "network 'outside'"),
+        # the parameter's custom_constraint catches it first
+        ("default: m1.small", "default: m9", "parameters.flavor", "is not a flavor of the site"),
+    ],
+)
+def test_names_not_in_the_catalog_are_errors(
+    tmp_path: Path, old: str, new: str, field: str, message: str
 ) -> None:
-    with pytest.raises(UserError) as info:
-        load("n:\n  type: OS::Heat::None\n", param)
-    text = str(info.value)
-    assert message in text and hint in text
+    with pytest.raises(UserError) as err:
+        load(tmp_path, TEMPLATE.replace(old, new, 1))
+    text = str(err.value)
+    assert "t.yaml" in text and message in text and field in text
 
 
-def _plain(value):
-    """Expression nodes as their HOT-style dicts, to compare with literals."""
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    name = getattr(value, "name", None)
-    if type(value).__name__ == "GetResource" and name is not None:
-        return {"get_resource": name}
-    return value
+@pytest.mark.parametrize(
+    ("constraint", "value", "message"),
+    [
+        ("nova.flavor", "m1.smal", "is not a flavor of the site catalog"),
+        ("glance.image", "debian", "is not an image of the site catalog"),
+        ("nova.keypair", "bob", "is not a key pair of the site catalog"),
+        ("neutron.network", "private", "is not a network of the site catalog"),
+        ("nova.flavor", "m1.small", None),
+        ("ip_addr", "198.18.0.300", "is not an IP address"),
+    ],
+)
+def test_custom_constraints_of_a_template_are_checked_against_the_catalog(
+    tmp_path: Path, constraint: str, value: str, message: str | None
+) -> None:
+    text = f"""\
+    heat_template_version: 2018-08-31
+    parameters:
+      p: {{type: string, default: {value}, constraints: [{{custom_constraint: {constraint}}}]}}
+    resources:
+      n: {{type: OS::Heat::None}}
+    """
+    if message is None:
+        load(tmp_path, text)
+        return
+    with pytest.raises(UserError) as err:
+        load(tmp_path, text)
+    assert "parameters.p" in str(err.value) and message in str(err.value)
+
+
+def test_catalog_names_without_a_catalog_say_so(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        load(tmp_path, TEMPLATE, site=False)
+    assert "names the site catalog, and there is none" in str(err.value)
+
+
+@pytest.mark.parametrize(("policy", "retained"), [("Retain", True), ("Delete", False),
+                                                   ("retain", True)])  # fmt: skip
+def test_deletion_policy_maps_onto_the_lifecycle_rule(
+    tmp_path: Path, policy: str, retained: bool
+) -> None:
+    text = f"""\
+    heat_template_version: 2018-08-31
+    resources:
+      keep:
+        type: OS::Heat::RandomString
+        deletion_policy: {policy}
+    """
+    rules = load(tmp_path, text, site=False).resources["keep"].lifecycle
+    assert (rules is not None and rules.retain) is retained
+
+
+def test_deletion_policy_snapshot_is_refused_with_the_alternative(tmp_path: Path) -> None:
+    text = """\
+    heat_template_version: 2018-08-31
+    resources:
+      v:
+        type: OS::Cinder::Volume
+        deletion_policy: Snapshot
+        properties: {size: 1}
+    """
+    with pytest.raises(UserError) as err:
+        load(tmp_path, text, site=False)
+    assert "deletion_policy 'Snapshot' is not supported" in str(err.value)
+    assert "volume_snapshot" in str(err.value)
+
+
+def test_a_template_naming_catalog_entries_converts_keeping_the_names(tmp_path: Path) -> None:
+    source = tmp_path / "t.yaml"
+    source.write_text(TEMPLATE)
+    site = tmp_path / "site" / "site.toml"
+    site.parent.mkdir()
+    site.write_text(SITE)
+    out = tmp_path / "t.toml"
+    result = engine.convert(engine.Workspace(source, site_file=site), (), (), out)
+    web = tomllib.loads(result.text)["resources"]["web"]
+    assert web["image"] == "debian-12" and web["key_name"] == "alice"
+    assert web["networks"] == [{"network": "public"}] and web["flavor"] == {"get_param": "flavor"}
+
+    def plan(path: Path, state: str) -> list:
+        ws = engine.Workspace(path, state_url=str(tmp_path / state), site_file=site)
+        the_plan, _ = engine.make_plan(ws, ws.load([]), PlanOptions(refresh=False))
+        return [{k: v for k, v in c.items() if k != "id"} for c in plan_json(the_plan)["changes"]]
+
+    assert plan(out, "a.db") == plan(source, "b.db")

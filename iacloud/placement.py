@@ -1,0 +1,261 @@
+"""Placement at plan time (issue #16): which site host each server runs on, decided once and
+recorded in state through its `host` input, and the hosts that follow from it.
+
+Before the planner diffs anything, `place` fills in `host` on every resource whose type is
+"placed" (servers): the host the stack names, else the one state recorded (a placement is
+kept until the stack names another host, which is a live migration), else the scheduler's
+choice (`iacloud.scheduler`), with the hosts read in parallel only when something must be
+placed. Types that are "follows" (volumes) take the host of the placed resource that refers to
+them; types that are "spans" (networks) get the hosts of every placed resource that refers to
+them. Without a [hosts] table in the site catalog nothing is placed and a stack that names a
+host is an error. The reasons the scheduler gives go into the plan (`annotate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from iacloud import expressions, scheduler
+from iacloud.config import ResourceConfig, StackConfig
+from iacloud.errors import Diagnostic, UserError
+from iacloud.plan import Plan, Reason, ReasonCode
+from iacloud.provider import Registry
+from iacloud.state.model import Snapshot
+
+PLACED, FOLLOWS, SPANS = "placed", "follows", "spans"
+GROUP_TYPE = "server_group"
+GiB_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The stack with hosts filled in, and why each newly placed server went where it did."""
+
+    config: StackConfig
+    why: dict[str, str]
+
+
+def _referenced(value: Any) -> set[str]:
+    """The addresses of the resources an input value refers to."""
+    out: set[str] = set()
+    for node in expressions.walk(value):
+        if isinstance(node, (expressions.GetResource, expressions.GetAttr)):
+            out.add(node.address)
+    return out
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class _Pass:
+    def __init__(
+        self,
+        config: StackConfig,
+        snapshot: Snapshot,
+        registry: Registry,
+        hosts: Sequence[str],
+    ) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.hosts = list(hosts)
+        self.kind = {
+            a: getattr(registry.types.get(rc.type), "placement", None)
+            for a, rc in config.resources.items()
+        }
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, address: str, field: str, message: str) -> None:
+        self.problems.append(
+            Diagnostic(
+                message, file=str(self.config.file), address=f"resources.{address}", field=field
+            )
+        )
+
+    def named(self, address: str) -> str | None:
+        """The host the stack names for `address`, checked against the catalog."""
+        value = self.config.resources[address].properties.get("host")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(
+                address, "host", "must be a host name of the site catalog, not a reference"
+            )
+            return None
+        if not self.hosts:
+            self.problem(
+                address,
+                "host",
+                f"names host {value!r}, but the site catalog has no [hosts] table: add the "
+                "host there (README: Many hosts) or leave `host` out",
+            )
+            return None
+        if value not in self.hosts:
+            self.problem(
+                address,
+                "host",
+                f"unknown host {value!r}; the site catalog's hosts: {', '.join(self.hosts)}",
+            )
+            return None
+        return value
+
+    def recorded(self, address: str) -> str | None:
+        rs = self.snapshot.resources.get(address)
+        host = rs.inputs.get("host") if rs is not None else None
+        return host if isinstance(host, str) and host in self.hosts else None
+
+    def group_of(self, address: str) -> str | None:
+        value = self.config.resources[address].properties.get("server_group")
+        if value is None:
+            return None
+        refs = _referenced(value)
+        resources = self.config.resources
+        groups = [a for a in refs if a in resources and resources[a].type == GROUP_TYPE]
+        if len(groups) != 1:
+            self.problem(
+                address,
+                "server_group",
+                'must refer to one server_group resource of this stack: { get_resource = "NAME" }',
+            )
+            return None
+        return groups[0]
+
+    def policy(self, group: str) -> scheduler.GroupPolicy:
+        value = self.config.resources[group].properties.get("policy", "anti-affinity")
+        try:
+            return scheduler.GroupPolicy(value)
+        except ValueError:  # the type's own validation reports it with the allowed values
+            return scheduler.GroupPolicy.ANTI_AFFINITY
+
+    def request(self, address: str, group: str | None) -> scheduler.Request:
+        props = self.config.resources[address].properties
+        return scheduler.Request(
+            address=address,
+            vcpus=_int(props.get("vcpus"), 1),
+            memory_mib=_int(props.get("memory_mib"), 256),
+            disk_gib=_int(props.get("root_gib"), 0),
+            group=group,
+        )
+
+
+def place(
+    config: StackConfig,
+    snapshot: Snapshot,
+    registry: Registry,
+    hosts: Sequence[str],
+    read_hosts: Callable[[], Sequence[scheduler.Host]],
+    ram_multiplier: float = 1.0,
+) -> Placed:
+    """Fill in `host`/`hosts` (see the module docstring). `hosts`: the catalog's host names
+    (empty: no [hosts] table); `read_hosts` is called at most once, only when a server needs
+    the scheduler. UserError naming file, resource and field for every problem."""
+    p = _Pass(config, snapshot, registry, hosts)
+    servers = [a for a, k in p.kind.items() if k == PLACED]
+    decided: dict[str, str] = {}
+    for address in servers:
+        host = p.named(address) or p.recorded(address)
+        if host is not None:
+            decided[address] = host
+    for address, kind in p.kind.items():
+        if kind == FOLLOWS:
+            p.named(address)
+    if not hosts:
+        if p.problems:
+            raise UserError(p.problems)
+        return Placed(config, {})
+    member_of = {a: p.group_of(a) for a in servers}
+    if p.problems:
+        raise UserError(p.problems)
+    groups = {
+        g: scheduler.Group(
+            g,
+            p.policy(g),
+            {a: decided[a] for a, grp in member_of.items() if grp == g and a in decided},
+        )
+        for g in sorted({g for g in member_of.values() if g is not None})
+    }
+    need = sorted(a for a in servers if a not in decided)
+    why: dict[str, str] = {}
+    if need:
+        requests = [p.request(a, member_of[a]) for a in need]
+        try:
+            placed = scheduler.place_all(read_hosts(), requests, groups, ram_multiplier)
+        except scheduler.NoValidHost as exc:
+            raise UserError(
+                [
+                    Diagnostic(
+                        str(exc),
+                        file=str(config.file),
+                        address=f"resources.{exc.address}",
+                        field="host",
+                    )
+                ]
+            ) from None
+        for pl in placed:
+            decided[pl.address] = pl.host
+            why[pl.address] = pl.why
+    resources = dict(config.resources)
+    for address in servers:
+        resources[address] = _with(resources[address], "host", decided[address])
+    _follow(resources, p.kind, decided)
+    return Placed(replace(config, resources=resources), why)
+
+
+def _with(rc: ResourceConfig, field: str, value: Any) -> ResourceConfig:
+    if rc.properties.get(field) == value:
+        return rc
+    return replace(rc, properties={**rc.properties, field: value})
+
+
+def _follow(
+    resources: dict[str, ResourceConfig], kind: Mapping[str, str | None], decided: Mapping[str, str]
+) -> None:
+    """Hosts of the "follows" and "spans" resources, from the placed ones referring to them."""
+    users: dict[str, set[str]] = {}
+    for server, host in decided.items():
+        for ref in _referenced(resources[server].properties):
+            users.setdefault(ref, set()).add(host)
+    for address, k in kind.items():
+        rc = resources[address]
+        there = sorted(users.get(address, ()))
+        if k == FOLLOWS and rc.properties.get("host") is None and len(there) == 1:
+            resources[address] = _with(rc, "host", there[0])
+        elif k == FOLLOWS and rc.properties.get("host") is None and len(there) > 1:
+            raise UserError(
+                [
+                    Diagnostic(
+                        f"is used by servers on different hosts ({', '.join(there)}); a volume "
+                        "lives on one host: name `host` on the servers so they share one",
+                        address=f"resources.{address}",
+                        field="host",
+                    )
+                ]
+            )
+        elif k == SPANS and rc.properties.get("hosts") is None:
+            resources[address] = _with(rc, "hosts", there)
+
+
+def _placed(detail: str) -> Reason:
+    return Reason(code=ReasonCode.PLACED, detail=detail)
+
+
+def annotate(plan: Plan, why: Mapping[str, str]) -> Plan:
+    """The plan with each newly placed server's reason (`ReasonCode.PLACED`) on its change."""
+    if not why:
+        return plan
+    changes = [
+        c.model_copy(
+            update={"why": [*c.why, Reason(code=ReasonCode.PLACED, detail=why[c.address])]}
+        )
+        if c.address in why
+        else c
+        for c in plan.changes
+    ]
+    return plan.model_copy(update={"changes": changes})
+
+
+def scheduler_hosts(states: Iterable[Any]) -> list[scheduler.Host]:
+    """The scheduler's view of `iacloud.hosts.host_states`."""
+    return [s.host for s in states]

@@ -1,0 +1,31 @@
+"""The lab hosts of scripts/lab-hosts.sh as the tests reach them: their addresses, the script,
+their libvirt URIs and their [hosts] tables for a site file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "lab-hosts.sh"
+LAB_DIR = Path(os.environ.get("IACLOUD_LAB_DIR", "/var/lib/iacloud-lab"))
+HOSTS = {"h1": "198.19.250.11", "h2": "198.19.250.12"}
+
+
+def lab(*args: str) -> str:
+    done = subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def uri(addr: str, keyfile: Path = LAB_DIR / "id_ed25519") -> str:
+    return (f"qemu+libssh2://root@{addr}/system?sshauth=privkey&keyfile={keyfile}"
+            f"&known_hosts={LAB_DIR / 'known_hosts'}")  # fmt: skip
+
+
+def host_table(name: str, addr: str) -> str:
+    return (f'[hosts.{name}]\nuri = "{uri(addr)}"\nlabels = {{ zone = "z{name[-1]}" }}\n'
+            f'ssh = {{ target = "{name}", ssh_config = "{LAB_DIR}/ssh_config" }}\n')  # fmt: skip
