@@ -22,7 +22,7 @@ from iacloud.suppressions import Suppression
 
 DRIFT_FORMAT = 1
 
-Status = Literal["in-sync", "modified", "missing", "interrupted"]
+Status = Literal["in-sync", "modified", "missing", "interrupted", "unknown"]
 
 
 class _Frozen(BaseModel):
@@ -49,10 +49,11 @@ class ResourceDrift(_Frozen):
     status: Status
     differences: list[AttributeDrift] = Field(default_factory=list)
     suppressed: bool = False  # the whole finding is hidden by a suppression
+    reason: str = ""  # why it is unknown (its host could not be read)
 
     @property
     def drifted(self) -> bool:
-        if self.status == "in-sync" or self.suppressed:
+        if self.status in ("in-sync", "unknown") or self.suppressed:
             return False
         if self.status == "modified":
             return any(not d.suppressed for d in self.differences)
@@ -86,6 +87,7 @@ class Totals(_Frozen):
     orphaned: int
     unmanaged: int | None
     suppressed: int
+    unknown: int = 0  # not checked: their host could not be read
 
 
 class DriftReport(_Frozen):
@@ -130,6 +132,12 @@ def build_report(
             resources.append(
                 ResourceDrift(address=address, type=rs.type, id=rs.id, status="missing",
                               suppressed=hidden(address))
+            )  # fmt: skip
+            continue
+        if obs.unknown is not None:
+            resources.append(
+                ResourceDrift(address=address, type=rs.type, id=rs.id, status="unknown",
+                              reason=obs.unknown)
             )  # fmt: skip
             continue
         type_cls = registry.types.get(rs.type)
@@ -205,9 +213,10 @@ def build_report(
         status: sum(1 for r in resources if r.status == status and r.drifted)
         for status in ("modified", "missing", "interrupted")
     }
-    suppressed = sum(1 for r in resources if r.status != "in-sync" and not r.drifted) + sum(
-        1 for o in orphans if o.suppressed
-    )
+    unknown = [r for r in resources if r.status == "unknown"]
+    suppressed = sum(
+        1 for r in resources if r.status not in ("in-sync", "unknown") and not r.drifted
+    ) + sum(1 for o in orphans if o.suppressed)
     live_orphans = sum(1 for o in orphans if not o.suppressed)
     totals = Totals(
         resources=len(resources),
@@ -218,7 +227,9 @@ def build_report(
         orphaned=live_orphans,
         unmanaged=len(unmanaged) if include_unmanaged else None,
         suppressed=suppressed,
+        unknown=len(unknown),
     )
+    warnings = [*warnings, *(f"{r.address} not checked: {r.reason}" for r in unknown)]
     return DriftReport(
         stack=snapshot.stack,
         stack_id=snapshot.stack_id,

@@ -181,6 +181,7 @@ class DriftKind(str, Enum):
     MODIFIED = "modified"  # it exists, with other values
     MISSING = "missing"  # it is gone
     INTERRUPTED = "interrupted"  # a create was cut off and left it
+    UNKNOWN = "unknown"  # it could not be read (its host is down): `reason` says why
 
     def __str__(self) -> str:
         return self.value
@@ -193,6 +194,7 @@ class DriftItem(_Frozen):
     type: str
     kind: DriftKind
     fields: list[FieldChange] = Field(default_factory=list)
+    reason: str = ""
 
 
 class StateUpdate(_Frozen):

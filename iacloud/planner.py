@@ -75,6 +75,7 @@ class Prior:
     type: str = ""
     provider: str = ""
     dependencies: list[str] = field(default_factory=list)
+    unknown: str | None = None  # it could not be read: why (left as recorded, not planned)
 
 
 def reconcile(
@@ -94,6 +95,15 @@ def reconcile(
             )  # fmt: skip
             continue
         obs = observed.get(address)
+        if obs is not None and obs.unknown is not None:
+            drift.append(
+                DriftItem(address=address, type=rs.type, kind=DriftKind.UNKNOWN, reason=obs.unknown)
+            )
+            priors[address] = Prior(
+                rs, None, True, dict(rs.inputs), dict(rs.attributes), rs.id, type=rs.type,
+                provider=rs.provider, dependencies=list(rs.dependencies), unknown=obs.unknown,
+            )  # fmt: skip
+            continue
         if obs is None:
             drift.append(DriftItem(address=address, type=rs.type, kind=DriftKind.MISSING))
             priors[address] = Prior(rs, None, False, type=rs.type, provider=rs.provider)
@@ -265,6 +275,21 @@ class _Planning:
             raise UserError(self.diagnostics)
 
     def _plan_resource(self, address: str, rc: ResourceConfig, prior: Prior | None) -> None:
+        if prior is not None and prior.unknown is not None:
+            # as recorded: its host cannot be reached, so nothing is planned for it
+            self.actions[address] = Action.NOOP
+            self.changes[address] = Change(
+                address=address,
+                type=rc.type,
+                provider=rc.provider,
+                action=Action.NOOP,
+                id=prior.id,
+                before=prior.inputs,
+                after=prior.inputs,
+                dependencies=list(rc.depends_on),
+                lifecycle=rc.lifecycle,
+            )
+            return
         type_cls = self.registry.types[rc.type]
         where = f"resources.{address}"
         try:
@@ -350,6 +375,8 @@ class _Planning:
         for address, prior in self.priors.items():
             if (address in self.config.resources and not destroy) or not prior.exists:
                 continue
+            if prior.unknown is not None:
+                continue  # kept in state until its host answers again
             if self.selected is not None and address not in self.selected:
                 continue
             if prior.state is not None and lifecycle.recorded(prior.state).retain:

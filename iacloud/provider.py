@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iacloud import expressions as ex
 from iacloud.config import ResourceConfig
-from iacloud.errors import Diagnostic
+from iacloud.errors import Diagnostic, ProviderError
 from iacloud.listings import HostListings
 from iacloud.schema import Disruption, Inputs
 from iacloud.site_hosts import CatalogHost
@@ -104,6 +104,9 @@ class Observed:
     inputs: dict[str, Any]
     attributes: dict[str, Any]
     next_boot: dict[str, Any] | None = None
+    # the object could not be read (its host is down): why. `inputs` and `attributes` are
+    # then the recorded ones; the plan leaves it as it is and says so
+    unknown: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ class HostReading:
     iacloud_domains: int  # domains carrying iacloud's owner tag
 
 
-class HostDown(Exception):
+class HostDown(ProviderError):
     """A catalog host cannot be read; the message is the reason (refused, auth, timeout)."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from iacloud.drift import DriftReport
-from iacloud.plan import Action, Change, FieldChange, Plan
+from iacloud.plan import Action, Change, DriftKind, FieldChange, Plan
 from iacloud.redact import MASK, Redactor
 
 _COLOURS = {
@@ -110,9 +110,17 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
     def styled(text: str, fg: str | None = None, bold: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if colour else text
 
-    if plan.drift:
+    unknown = [d for d in plan.drift if d.kind is DriftKind.UNKNOWN]
+    if unknown:
+        lines.append(
+            styled("Not reachable (left as recorded, nothing planned for them):", bold=True)
+        )
+        lines.extend(f"  {d.address} ({d.type}): {d.reason}" for d in unknown)
+        lines.append("")
+    changed = [d for d in plan.drift if d.kind is not DriftKind.UNKNOWN]
+    if changed:
         lines.append(styled("Changed outside iacloud:", bold=True))
-        for d in plan.drift:
+        for d in changed:
             lines.append(f"  {d.address} ({d.type}): {d.kind}")
             for f in d.fields:
                 before = _value(f.before, redactor, f.sensitive)
@@ -238,14 +246,20 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-_STATUS_COLOURS = {"modified": "yellow", "missing": "red", "interrupted": "magenta"}
+_STATUS_COLOURS = {
+    "modified": "yellow",
+    "missing": "red",
+    "interrupted": "magenta",
+    "unknown": "cyan",
+}
 
 
 def drift_summary(report: DriftReport) -> str:
     t = report.totals
     if not report.drifted:
         text = f"In sync: {t.in_sync} of {t.resources} resources match what was applied"
-        text += f" ({t.suppressed} suppressed)." if t.suppressed else "."
+        text += f" ({t.suppressed} suppressed)" if t.suppressed else ""
+        text += f"; {t.unknown} not checked (host down)." if t.unknown else "."
         return text
     parts = [
         f"{n} {label}"
@@ -271,7 +285,7 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
     for r in report.resources:
         if r.status == "in-sync":
             continue
-        note = "  (suppressed)" if not r.drifted else ""
+        note = "  (suppressed)" if not r.drifted and r.status != "unknown" else ""
         lines.append(
             styled(f"  {r.status:<11} {r.address} ({r.type})", _STATUS_COLOURS.get(r.status))
             + (f"  id {r.id}" if r.id else "")
@@ -279,6 +293,8 @@ def drift_text(report: DriftReport, colour: bool = False) -> str:
         )
         if r.status == "missing":
             lines.append("      deleted outside iacloud; the next apply recreates it")
+        if r.status == "unknown":
+            lines.append(f"      not checked: {r.reason}")
         for d in r.differences:
             mark = "  (suppressed)" if d.suppressed and not r.suppressed else ""
             recorded, actual = _plain(d.recorded, d.sensitive), _plain(d.actual, d.sensitive)

@@ -25,7 +25,9 @@ there by accident. Without a `[hosts]` table there is one implicit host `local`
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -152,7 +154,9 @@ class SshTarget(_Model):
         return None if value is None else _path(value, "path")
 
     def argv(self, *command: str, connect_timeout: int = 5) -> list[str]:
-        """The ssh command line that runs `command` on the host, never asking for input."""
+        """The ssh command line that runs `command` on the host, never asking for input.
+        ssh joins the words after the target into one string for the remote shell, so each
+        word is quoted: the host runs exactly `command`, whatever a word contains."""
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}"]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
@@ -160,7 +164,7 @@ class SshTarget(_Model):
             argv += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        return [*argv, self.target, "--", *command]
+        return [*argv, self.target, "--", *(shlex.quote(w) for w in command)]
 
 
 class CatalogHost(_Model):
@@ -180,6 +184,9 @@ class CatalogHost(_Model):
     reserved_host_memory_mib: int = Field(512, ge=0, le=1 << 26)
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     description: str = Field("", max_length=1000)
+    # the IPv4 address networks reach the host at over VXLAN (default: the SSH target's or
+    # the URI's host, when that is an IPv4 address)
+    underlay: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +200,32 @@ class CatalogHost(_Model):
     @classmethod
     def _uri(cls, value: str, info: ValidationInfo) -> str:
         return check_uri(value, bool(info.data.get("lab", False)))
+
+    @field_validator("underlay")
+    @classmethod
+    def _underlay(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"underlay {value!r} is not an IPv4 address") from None
+
+    @property
+    def underlay_address(self) -> str | None:
+        """Where VXLAN reaches the host: `underlay`, else an IPv4 literal of its SSH target
+        or URI."""
+        if self.underlay is not None:
+            return self.underlay
+        hosts = [urlsplit(self.uri).hostname]
+        if self.ssh is not None:
+            hosts.insert(0, self.ssh.target.rpartition("@")[2])
+        for host in hosts:
+            try:
+                return str(ipaddress.IPv4Address(host or ""))
+            except ValueError:
+                continue
+        return None
 
     @field_validator("labels")
     @classmethod

@@ -5,7 +5,8 @@ Each parameter, resource, output and provider is its own `[section.name]` table 
 document's order; values are inline (function calls read as `{ get_resource = "base" }`, as a
 person writes them); a long list goes one item per line; a multi-line string (user_data) is a
 `\"\"\"` string when that keeps it byte for byte. Comments go where the caller says: a header,
-and notes above an entry (where a mapping was lossy). What is written reads back
+and notes above an entry (where a mapping was lossy). A resource's or output's HOT condition
+is its `condition` key (read back by the TOML front). What is written reads back
 (`tomllib.loads`) into exactly the document's values (tests/unit/test_toml_writer.py).
 
 Hand-written rather than tomli_w: it writes nested tables as `[a.b.c]` sections, has no inline
@@ -83,16 +84,19 @@ def value(v: Any, indent: int = 0) -> str:
     raise TomlWriteError(f"cannot write a {type(v).__name__} as TOML")
 
 
-def _one_line(v: Any) -> str:
-    """A value on one line: strings with newlines stay escaped inside arrays and tables."""
+def _one_line(v: Any, multiline: bool = False) -> str:
+    """A value on one line: strings with newlines stay escaped inside arrays and tables,
+    unless `multiline` (an inline table may hold a multi-line string: a script in a
+    `str_replace` template reads as the script)."""
     if isinstance(v, str):
-        return string(v)
+        return (_multiline(v) if multiline else None) or string(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_one_line(x) for x in v) + "]"
+        return "[" + ", ".join(_one_line(x, multiline) for x in v) + "]"
     if isinstance(v, Mapping):
         if not v:
             return "{}"
-        return "{ " + ", ".join(f"{key(str(k))} = {_one_line(x)}" for k, x in v.items()) + " }"
+        items = ", ".join(f"{key(str(k))} = {_one_line(x, multiline)}" for k, x in v.items())
+        return "{ " + items + " }"
     return value(v)
 
 
@@ -117,6 +121,8 @@ def _entry_lines(table: Mapping[str, Any]) -> list[str]:
     for k, v in table.items():
         if isinstance(v, str) and "\n" in v and _multiline(v) is not None:
             out.append(f"{key(k)} = {_multiline(v)}")
+        elif isinstance(v, Mapping):
+            out.append(f"{key(k)} = {_one_line(v, multiline=True)}")
         else:
             out.append(f"{key(k)} = {value(v)}")
     return out
@@ -129,6 +135,18 @@ def _comment(lines: Sequence[str]) -> list[str]:
     for line in lines:
         for part in str(line).split("\n"):
             out.append(f"# {printable(part)}".rstrip())
+    return out
+
+
+def _with_condition(entry: Mapping[str, Any], condition: Any) -> dict[str, Any]:
+    """The entry with its `condition` right after `type` (first when it has none)."""
+    out: dict[str, Any] = {}
+    if "type" not in entry:
+        out["condition"] = condition
+    for k, v in entry.items():
+        out[k] = v
+        if k == "type":
+            out["condition"] = condition
     return out
 
 
@@ -155,5 +173,9 @@ def write_document(
             if not isinstance(entry, Mapping):
                 raise TomlWriteError(f"{section}.{name} is not a table")
             out.append(f"[{section}.{key(name)}]")
+            condition = document.conditions.get((section, name))
+            if condition is not None:
+                # HOT's condition, decided once parameters are known (loading.conditions)
+                entry = _with_condition(entry, condition)
             out += _entry_lines(entry)
     return "\n".join(out) + "\n"

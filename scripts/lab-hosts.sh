@@ -77,7 +77,7 @@ underlay() {
 # without any domain, network or pool of the main host
 host_dirs() {
     local d=$LAB_DIR/$1
-    mkdir -p "$d"/{lib,log,cache,run,ssh,iacloud}
+    mkdir -p "$d"/{lib,log/qemu,cache,run,ssh,iacloud}
     if [ ! -d "$d/etc" ]; then
         mkdir -p "$d/etc.new/qemu/networks/autostart" "$d/etc.new/storage" "$d/etc.new/secrets"
         cp -p /etc/libvirt/*.conf "$d/etc.new/"

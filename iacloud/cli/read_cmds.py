@@ -46,7 +46,7 @@ def show(stack_file: Path, as_json: bool, serial: int | None, state_url: str | N
     )
     for address, r in data["resources"].items():
         # ids and statuses come from hosts and state files: escaped like any outside text
-        click.echo(printable(f"\n{address} ({r['type']}) id={r['id']} [{r['status']}]"))
+        click.echo("\n" + printable(f"{address} ({r['type']}) id={r['id']} [{r['status']}]"))
         for k, v in r["attributes"].items():
             click.echo(f"  {k} = {json.dumps(v, default=str)}")
     for p in data["pending"]:

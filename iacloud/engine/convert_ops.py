@@ -9,9 +9,11 @@ note the front made (`StackDocument.notes`, where a front keeps them). The resul
 loaded again, with the same parameters, and must give the same resources, inputs and
 dependencies as the source, else nothing is written.
 
-A TOML stack has no `conditions`: HOT's are decided with the parameters given (as `plan` would
-decide them), the entries whose condition is false are left out, and the header says which and
-with which parameters. `if` expressions stay: TOML stacks have the same functions.
+HOT's conditions are kept: each becomes a `condition` key on the resource or output it guards
+(the TOML front reads it back), decided when the TOML stack is loaded, so the result is good
+for every parameter value and not only the ones given here; `if` expressions stay as they are
+(TOML stacks have the same functions). A hidden parameter stays `hidden`; an output that shows
+one is `sensitive` (the HOT front marks it).
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ from typing import Any
 from iacloud.config import StackConfig
 from iacloud.engine.workspace import Workspace
 from iacloud.errors import Diagnostic, UserError
-from iacloud.loading import hot_front, load_stack, read_document, toml_front
-from iacloud.loading.conditions import apply_conditions
+from iacloud.loading import load_stack, read_document
 from iacloud.loading.diagnostics import Sink, fail
 from iacloud.loading.document import StackDocument
-from iacloud.loading.parameters import load_parameters
 from iacloud.loading.site_file import load_site
 from iacloud.site import SiteCatalog
 from iacloud.toml_writer import TomlWriteError, write_document
@@ -61,9 +61,7 @@ def convert(
     if document is None:  # pragma: no cover - it loaded just above
         fail(sink, (), {})
     header = [f"Converted from {source.name} by 'iacloud convert'."]
-    document, decided = _decide_conditions(document, ws, params, env_files, site, sink)
-    header += decided
-    document = _toml_networks(document)
+    document = _tidy(_toml_networks(document))
     notes = _entry_notes(document)
     lossy = [
         f"{d.address}{f' {d.field}' if d.field else ''}: {d.message}" for d in _notes(document)
@@ -81,33 +79,15 @@ def convert(
     return Conversion(text, lossy)
 
 
-def _decide_conditions(
-    document: StackDocument,
-    ws: Workspace,
-    params: Sequence[str],
-    env_files: Sequence[Path],
-    site: SiteCatalog | None,
-    sink: Sink,
-) -> tuple[StackDocument, list[str]]:
-    """The document with its conditions decided (see the module docstring), and header lines
-    saying what that left out."""
-    if not document.conditions:
-        return document, []
-    read_env = hot_front.env_reader(document, toml_front.read_env_file)
-    values = load_parameters(document.parameters, list(params), list(env_files), read_env,
-                             sink, site)  # fmt: skip
-    decided = apply_conditions(document, values, sink)
-    if sink.items:  # pragma: no cover - the same source loaded above
-        fail(sink, values.secrets, document.positions, document.lines)
-    gone = [f"resources.{n}" for n in document.resources if n not in decided.resources]
-    gone += [f"outputs.{n}" for n in document.outputs if n not in decided.outputs]
-    given = ", ".join(p.split("=", 1)[0] for p in params) or "none; the defaults"
-    lines = [
-        "The template's conditions were decided with the parameters given "
-        f"(-p: {given}{'; -e ' + ', '.join(str(e) for e in env_files) if env_files else ''}).",
-        "Left out because their condition was false: " + (", ".join(gone) or "nothing") + ".",
-    ]
-    return dataclasses.replace(decided, conditions={}), lines
+def _tidy(document: StackDocument) -> StackDocument:
+    """What reads better left out: an output's empty description."""
+    outputs = {
+        name: {k: v for k, v in o.items() if not (k == "description" and v == "")}
+        if isinstance(o, dict)
+        else o
+        for name, o in document.outputs.items()
+    }
+    return dataclasses.replace(document, outputs=outputs)
 
 
 def _toml_networks(document: StackDocument) -> StackDocument:

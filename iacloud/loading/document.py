@@ -9,11 +9,12 @@ The shape of each entry, whatever the format wrote:
   whose format nests them under `properties`, as HOT does, lifts them up)
 - outputs: NAME -> {value, description, sensitive}
 - provider: NAME -> that provider's settings
-Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT. HOT's conditions are
-`conditions`: (section, entry name) -> a condition expression (equals/not/and/or over
-parameters, condition names already inlined by the front); an entry whose condition is false is
-left out once parameters are known. `lines` ("resources.web.flavor" -> line) and `notes` (what
-was accepted but ignored) come from formats that keep them.
+Intrinsic functions are one-key tables ({get_param = "x"}), as in HOT. Conditions (HOT's, or a
+TOML entry's `condition` key) are `conditions`: (section, entry name) -> a condition expression
+(equals/not/and/or over parameters, condition names already inlined by the front); an entry
+whose condition is false is left out once parameters are known. `lines`
+("resources.web.flavor" -> line) and `notes` (what was accepted but ignored) come from formats
+that keep them.
 """
 
 from __future__ import annotations

@@ -164,6 +164,19 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         for n, r in sections["resources"].items()
         if isinstance(r, dict) and deletion_policy(r) == "retain"
     }
+    for rname in sorted(retained):
+        part = entries.get(rname)
+        if part is not None and part.into is not None and part.into not in retained:
+            # a Subnet is its Net's cidr, an attachment an entry of its server's volumes...:
+            # Retain on the part alone would be silently dropped with the whole
+            sink.add(
+                f"deletion_policy Retain: a {part.hot_type} is part of {part.into!r} in "
+                "iacloud, which is deleted",
+                f"resources.{rname}",
+                "deletion_policy",
+                f"give {part.into!r} deletion_policy Retain too",
+                line=lines.get(f"resources.{rname}.deletion_policy"),
+            )
     for rname, rdef in translation.resources.items():
         if rname in broken:
             continue
@@ -177,6 +190,7 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         except hf.HotError as exc:
             _report(sink, f"resources.{base}", exc, lines)
     outputs: dict[str, Any] = {}
+    hidden = {n for n, p in parameters.items() if isinstance(p, dict) and p.get("hidden") is True}
     for oname, odef in sections["outputs"].items():
         address = f"outputs.{oname}"
         if not isinstance(odef, dict):
@@ -196,6 +210,9 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         if "condition" in odef:
             condition(address, odef["condition"])
         outputs[oname] = {"value": value, "description": str(odef.get("description") or "")}
+        if _uses(value, hidden):
+            # Heat has no sensitive outputs: one that shows a hidden parameter is one
+            outputs[oname]["sensitive"] = True
     our_lines = _our_lines(lines)
     for hot_name, prop, ours in translation.renames:  # size -> size_gib, cidr -> the net's
         line = lines.get(f"resources.{hot_name}.properties.{prop}")
@@ -221,6 +238,22 @@ def read_template(path: Path, registry: Registry, sink: Sink) -> StackDocument |
         lines=our_lines,
         notes=ht.notes_as_diagnostics(notes, file, our_lines),
     )
+
+
+def _uses(value: Any, names: set[str]) -> bool:
+    """Whether a value reads one of the parameters `names` with get_param."""
+    if not names:
+        return False
+    if isinstance(value, dict):
+        if len(value) == 1 and "get_param" in value:
+            arg = value["get_param"]
+            first = arg[0] if isinstance(arg, list) and arg else arg
+            if isinstance(first, str) and first in names:
+                return True
+        return any(_uses(v, names) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses(v, names) for v in value)
+    return False
 
 
 def _report(sink: Sink, address: str, exc: hf.HotError, lines: dict[str, int]) -> None:

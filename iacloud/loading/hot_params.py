@@ -72,8 +72,11 @@ def _constraints(value: Any, address: str, sink: Sink, notes: list[tuple[str, st
         return value  # reported by the loader
     out = []
     for i, c in enumerate(value):
-        known = isinstance(c, dict) and c.get("custom_constraint") in CUSTOM_CONSTRAINTS
-        if isinstance(c, dict) and "custom_constraint" in c and not known:
+        if isinstance(c, dict) and c.get("custom_constraint") in CUSTOM_CONSTRAINTS:
+            # checked at load time: catalog names against the site catalog, addresses by syntax
+            out.append(c)
+            continue
+        if isinstance(c, dict) and "custom_constraint" in c:
             notes.append(
                 (
                     address,

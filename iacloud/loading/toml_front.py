@@ -26,6 +26,7 @@ _TOML_TWICE = re.compile(r"Cannot declare \((.*)\) twice")
 _TOML_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 _TOML_KEY = re.compile(r"^\s*([^=\[#\s][^=#]*?)\s*=")
 _TOML_TABLE = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+CONDITION = "condition"  # the key of a resource's or output's condition
 _ENTRY_KIND = {"resources": "resource", "parameters": "parameter", "outputs": "output"}
 
 
@@ -47,6 +48,7 @@ def read_stack(path: Path, sink: Sink) -> StackDocument | None:
         value = getattr(top, key) if top is not None else doc.get(key, {})
         return value if isinstance(value, dict) else {}
 
+    conditions, resources, outputs = _conditions(section("resources"), section("outputs"))
     name = top.name if top is not None else doc.get("name")
     if not isinstance(name, str) or not STACK_NAME.fullmatch(name):
         name = None  # reported by StackFile
@@ -62,11 +64,31 @@ def read_stack(path: Path, sink: Sink) -> StackDocument | None:
         name=name or path.stem,
         description=top.description if top is not None else "",
         parameters=section("parameters"),
-        resources=section("resources"),
-        outputs=section("outputs"),
+        resources=resources,
+        outputs=outputs,
         provider=section("provider"),
         positions=positions,
+        conditions=conditions,
     )
+
+
+def _conditions(
+    resources: dict[str, Any], outputs: dict[str, Any]
+) -> tuple[dict[tuple[str, str], Any], dict[str, Any], dict[str, Any]]:
+    """A resource's or output's `condition` (HOT's, as `iacloud convert` writes it: an
+    expression of equals/not/and/or/contains over parameters) taken out of its table into the
+    document's conditions, which loading decides once parameters are known."""
+    conditions: dict[tuple[str, str], Any] = {}
+    sections = []
+    for key, entries in (("resources", resources), ("outputs", outputs)):
+        out: dict[str, Any] = {}
+        for name, entry in entries.items():
+            if isinstance(entry, dict) and CONDITION in entry:
+                conditions[(key, name)] = entry[CONDITION]
+                entry = {k: v for k, v in entry.items() if k != CONDITION}
+            out[name] = entry
+        sections.append(out)
+    return conditions, sections[0], sections[1]
 
 
 def read_env_file(path: Path, sink: Sink) -> dict[str, Any] | None:

@@ -25,20 +25,33 @@ by every thread of the run.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
 import libvirt
 
 from iacloud.errors import Diagnostic, ProviderError
-from iacloud.provider import Check, HostReading, Provider, ProviderSettings, StackInfo
+from iacloud.provider import (
+    Check,
+    HostDown,
+    HostReading,
+    ObjectRef,
+    Observed,
+    Provider,
+    ProviderSettings,
+    StackInfo,
+)
 from iacloud.site_hosts import CatalogHost
 from iacloud.stack_view import ResourceView
 
 from . import storage, virt_type
 from .connection import Connection, failing, unproven_on_loss
 from .domain_xml import parse
+from .host_context import HostContext, copy_image
 from .image import Image
 from .listings import Listings as LibvirtListings
 from .pool import Pools
@@ -50,6 +63,9 @@ from .snapshot import VolumeSnapshot
 from .tags import format_of, parse_volume_name
 from .volume import Volume
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 class LibvirtProvider(Provider):
     name = "libvirt"
@@ -58,27 +74,168 @@ class LibvirtProvider(Provider):
     settings: LibvirtSettings
     # domains, their XML and states, pools, volumes: for reads
     Listings = LibvirtListings
-    listings: LibvirtListings
 
     def __init__(self, stack: StackInfo, settings: ProviderSettings) -> None:
         super().__init__(stack, settings)
-        self.connection = Connection(self.settings.uri, on_reconnect=self._forget_handles)
-        self.pools = Pools(self.settings.uri, self.settings.pool, self.settings.pool_path)
-        self._virt_lock = threading.Lock()
-        self._virt_type: str | None = None
+        s = self.settings
+        self.default = HostContext(None, s.uri, s.pool, s.pool_path, None)
+        self.default.listings = self._default_listings
+        self._hosts: dict[str, HostContext] = {}
+        self._hosts_lock = threading.Lock()
+        self._here = threading.local()
+
+    # -------------------------------------------------------------- hosts (issue #16)
+    def host(self, name: str | None) -> HostContext:
+        """The context of site catalog host `name` (None: the default host)."""
+        if name is None:
+            return self.default
+        entry = self.stack.hosts.get(name)
+        if entry is None:
+            known = ", ".join(self.stack.hosts) or "none: the site catalog has no [hosts]"
+            raise ProviderError(f"unknown host {name!r} (the site catalog's hosts: {known})")
+        with self._hosts_lock:
+            ctx = self._hosts.get(name)
+            if ctx is None:
+                s = self.settings
+                ctx = HostContext(name, entry.uri, entry.pool or s.pool, s.pool_path, entry)
+                self._hosts[name] = ctx
+            return ctx
+
+    def hosts(self) -> list[HostContext]:
+        """The default host and every catalog host: where objects of a stack may be."""
+        return [self.default, *(self.host(n) for n in self.stack.hosts)]
+
+    @contextmanager
+    def on(self, name: str | None) -> Iterator[HostContext]:
+        """Run the block on host `name`: the calling thread's `conn()`, `pools` and
+        `listings` are that host's until the block ends (see `host_context`)."""
+        ctx = self.host(name)
+        before = getattr(self._here, "ctx", None)
+        self._here.ctx = ctx
+        try:
+            yield ctx
+        finally:
+            self._here.ctx = before
+            if ctx is not self.default:
+                # what a step changed there is not seen by the listings kept for the run
+                ctx.listings.clear()
+
+    def read_by_host(
+        self,
+        refs: Sequence[ObjectRef],
+        read: Callable[[Sequence[ObjectRef]], dict[str, Observed]],
+    ) -> dict[str, Observed]:
+        """`read` of the refs of each host, run on that host (the hosts in parallel; a stack
+        on the default host alone reads as before, in the calling thread)."""
+        groups: dict[str | None, list[ObjectRef]] = {}
+        for ref in refs:
+            host = ref.inputs.get("host")
+            groups.setdefault(host if isinstance(host, str) else None, []).append(ref)
+        if set(groups) <= {None}:
+            return read(refs)
+        out: dict[str, Observed] = {}
+        jobs = {h: functools.partial(read, g) for h, g in groups.items()}
+        for host, part in self._per_host(jobs).items():
+            if isinstance(part, HostDown):
+                # unknown, not gone: the plan leaves them as recorded and says why
+                why = f"host {host} is down: {part}"
+                for ref in groups[host]:
+                    out[ref.address] = Observed(
+                        ref.id or "", dict(ref.inputs), dict(ref.attributes), unknown=why
+                    )
+            else:
+                out.update(part)
+        return out
+
+    def on_every_host(self, job: Callable[[], list[T]]) -> list[T]:
+        """`job` run on the default host and on every catalog host, in parallel; a catalog
+        host that is down is left out (what is there cannot be listed until it answers)."""
+        if not self.stack.hosts:
+            return job()
+        names: list[str | None] = [None, *self.stack.hosts]
+        parts = self._per_host(dict.fromkeys(names, job))
+        return [x for part in parts.values() if not isinstance(part, HostDown) for x in part]
+
+    def _per_host(
+        self, jobs: Mapping[str | None, Callable[[], R]]
+    ) -> dict[str | None, R | HostDown]:
+        """Each job on its host, in parallel: its result, or HostDown when a catalog host
+        cannot be reached (within a bounded time)."""
+
+        def run(host: str | None, job: Callable[[], R]) -> R | HostDown:
+            try:
+                with self.on(host) as ctx:
+                    ctx.conn()
+                    return job()
+            except HostDown as exc:
+                return exc
+            except ProviderError as exc:
+                where = host or "the default host"
+                raise ProviderError(f"on {where}: {exc}") from exc
+
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
+            futures = {h: pool.submit(run, h, j) for h, j in jobs.items()}
+            return {h: f.result() for h, f in futures.items()}
+
+    @property
+    def here(self) -> HostContext:
+        """The calling thread's current host (the default one outside `on`)."""
+        return getattr(self._here, "ctx", None) or self.default
+
+    @property  # type: ignore[override]
+    def listings(self) -> LibvirtListings:
+        """The current host's listings (the base class sets the default host's)."""
+        ctx = getattr(self._here, "ctx", None) if hasattr(self, "_here") else None
+        return ctx.listings if ctx is not None else self._default_listings
+
+    @listings.setter
+    def listings(self, value: LibvirtListings) -> None:
+        self._default_listings = value
+
+    @property
+    def connection(self) -> Connection:
+        return self.here.connection
+
+    @property
+    def pools(self) -> Pools:
+        return self.here.pools
+
+    def backing_image(self, image_id: str) -> tuple[str, str, int]:
+        """`image_file` of an image as the current host sees it: on a catalog host, its copy
+        there (made on first use, see `host_context.copy_image`)."""
+        ctx = self.here
+        if ctx is self.default:
+            return self.image_file(image_id)
+        with self.on(None):
+            path, fmt, _ = self.image_file(image_id)
+
+            def digest() -> str:
+                image = self.resource("image")
+                assert isinstance(image, Image)
+                return image.content_sha256(image_id, path)
+
+            copy_path, size = copy_image(self.default, ctx, image_id, fmt, digest)
+        return copy_path, fmt, size
 
     def conn(self) -> libvirt.virConnect:
-        return self.connection.get()
+        return self.here.conn()
 
     def virt_type(self) -> str:
-        """'kvm' or 'qemu', probed at most once per run (and cached across runs)."""
-        with self._virt_lock:
-            if self._virt_type is None:
+        """'kvm' or 'qemu', probed at most once per run and host (and cached across runs
+        for the default host; a catalog host is asked what libvirt offers there)."""
+        ctx = self.here
+        with ctx.lock:
+            if ctx.virt_type is None:
                 s = self.settings
-                self._virt_type = virt_type.resolve(
-                    self.conn(), s.uri, s.virt_type, s.virt_type_cache
-                )
-            return self._virt_type
+                if ctx is self.default:
+                    ctx.virt_type = virt_type.resolve(
+                        self.conn(), s.uri, s.virt_type, s.virt_type_cache
+                    )
+                elif s.virt_type != "auto":
+                    ctx.virt_type = s.virt_type
+                else:
+                    ctx.virt_type = "kvm" if virt_type.libvirt_offers_kvm(ctx.conn()) else "qemu"
+            return ctx.virt_type
 
     def volume_ref(self, volume_id: str) -> tuple[str, str, str]:
         """(pool, name, format) of an existing volume; its format must be in its name."""
@@ -165,15 +322,9 @@ class LibvirtProvider(Provider):
         with unproven_on_loss(self.connection), super().changing(operation):
             yield
 
-    def _forget_handles(self) -> None:
-        """The connection was reopened: pool and domain handles of the old one are dead."""
-        self.listings.clear()
-        self.pools.forget()
-
     def close(self) -> None:
-        self.listings.clear()
-        self.pools.forget()
-        self.connection.close()
+        for ctx in [self.default, *self._hosts.values()]:
+            ctx.close()
 
 
 __all__ = ["LibvirtProvider", "LibvirtSettings"]

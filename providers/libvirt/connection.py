@@ -86,8 +86,15 @@ class Connection:
     restarted) is opened again once per run, and the loss is named; a second loss is an error,
     since a daemon that keeps going away cannot be worked with."""
 
-    def __init__(self, uri: str, on_reconnect: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        on_reconnect: Callable[[], None] | None = None,
+        opener: Callable[[], libvirt.virConnect] | None = None,
+    ) -> None:
         self.uri = uri
+        # how to open it: libvirt.open, or a bounded open for another host (raises HostDown)
+        self._opener = opener
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._on_reconnect = on_reconnect
@@ -116,7 +123,7 @@ class Connection:
                         f"({self.lost}) after one reconnect in this run; is libvirtd restarting?"
                     )
             try:
-                conn = libvirt.open(self.uri)
+                conn = self._opener() if self._opener is not None else libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 after = f" after the connection was lost ({self.lost})" if self.losses else ""
                 raise ProviderError(

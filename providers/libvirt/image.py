@@ -229,6 +229,20 @@ class Image(StorageResource):
     def _sha_file(self, name: str) -> Path:
         return self.record_dir() / f"{name}.sha256"
 
+    def content_sha256(self, image_id: str, path: str) -> str:
+        """The sha256 of an image's bytes on the default host: as recorded when it was
+        uploaded, else read (a catalog image, or a record that was lost)."""
+        pool_name, name = storage.split_id(image_id, "image id")
+        recorded = self._uploaded_sha(name)
+        if recorded:
+            return recorded
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"image {image_id} does not exist")
+        local = is_local(self.provider.settings.uri)
+        return storage.sha256_of(self.conn, vol, path if local else None)
+
     def _uploaded_sha(self, name: str) -> str | None:
         try:
             return self._sha_file(name).read_text().strip() or None

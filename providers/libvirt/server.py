@@ -94,15 +94,17 @@ from . import (
     guest_agent,
     nic_filter,
     readiness,
+    remote_console,
     seed,
     storage,
 )
 from .base import LibvirtResource
-from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error, is_local
+from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
+REMOTE_CONSOLE_DIR = "/var/log/libvirt/qemu"  # exists wherever libvirt runs QEMU
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
@@ -261,11 +263,11 @@ class ServerInputs(Inputs):
     )
     host: str | None = prop(
         None,
-        update=Disruption.LIVE,
+        update=Disruption.REPLACE,
         computed_default=True,
         pattern=HOST_NAME.pattern,
         description="the site catalog host it runs on: named here, or chosen by the scheduler "
-        "at plan time and recorded; a change is a live migration",
+        "at plan time and recorded; a change replaces the server (no live migration yet)",
     )
     server_group: str | None = prop(
         None,
@@ -493,6 +495,17 @@ class Server(LibvirtResource):
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
                 )
             ]
+        if inputs.host is not None and not self.provider.host(inputs.host).local:
+            for i, entry in enumerate(inputs.networks):
+                if entry.security_groups or entry.port is not None:
+                    return [
+                        Diagnostic(
+                            f"a server on host {inputs.host}: security groups and ports are "
+                            "enforced on this machine only (not built for other hosts yet)",
+                            address=address,
+                            field=f"networks[{i}]",
+                        )
+                    ]
         return []
 
     # ---------------------------------------------------------------- helpers
@@ -505,7 +518,20 @@ class Server(LibvirtResource):
         return domain_name(stack.name, stack.id, address)
 
     def _console_path(self, name: str) -> Path:
+        """Where QEMU writes the serial console: beside the stack's data on this machine; on
+        another host in libvirt's own log directory, which every libvirt host has."""
+        if not self.provider.here.local:
+            return Path(REMOTE_CONSOLE_DIR) / f"{name}.console.log"
         return self.provider.stack.data_dir / "console" / f"{name}.log"
+
+    def _console_text(self, path: Path | None) -> str:
+        """The console log's tail: read here, or over the host's SSH (argument list)."""
+        if path is None:
+            return ""
+        ctx = self.provider.here
+        if ctx.local:
+            return console.read_tail(path, READY_TAIL)
+        return remote_console.read_tail(ctx.entry, path, READY_TAIL)
 
     def _lookup(self, id: str) -> libvirt.virDomain | None:
         conn = self.conn
@@ -540,7 +566,7 @@ class Server(LibvirtResource):
         return out
 
     def _check_bridges(self, entries: Sequence[NetworkEntry]) -> None:
-        if not is_local(self.settings.uri):
+        if not self.provider.here.local:
             return  # libvirt reports a missing bridge when the domain starts
         for entry in entries:
             if not Path("/sys/class/net", entry.ifname, "bridge").is_dir():
@@ -553,7 +579,7 @@ class Server(LibvirtResource):
     def _start(
         self, dom: libvirt.virDomain, address: str, console_path: str | None, ready: str | None
     ) -> None:
-        if console_path:
+        if console_path and self.provider.here.local:
             console.reset(Path(console_path))
         with failing(f"starting server {address}"):
             dom.create()
@@ -581,7 +607,7 @@ class Server(LibvirtResource):
                 return False
 
         def text() -> str:
-            return console.read_tail(path, READY_TAIL) if path else ""
+            return self._console_text(path)
 
         verdict = readiness.wait(mode, timeout, text, alive, guest_agent.Probe(dom, connected))
         if verdict.failed is None:
@@ -640,6 +666,11 @@ class Server(LibvirtResource):
         assert isinstance(inputs, ServerInputs)
         if problems := self.check(address, inputs, None):
             raise ProviderError(problems[0].message)
+        with self.provider.on(inputs.host):
+            return self._create(address, inputs)
+
+    def _create(self, address: str, inputs: ServerInputs) -> Observed:
+        local = self.provider.here.local
         stack = self.provider.stack
         conn = self.conn
         name = self._name(address)
@@ -669,7 +700,7 @@ class Server(LibvirtResource):
             # leftovers of an interrupted create carry this server's names: they are ours
             self._remove(None, [f"{pool.name}/{root_name}", f"{pool.name}/{seed_name}"])
             if inputs.image is not None:
-                path, fmt, size = self.provider.image_file(inputs.image)
+                path, fmt, size = self.provider.backing_image(inputs.image)
                 if inputs.root_gib is not None:
                     if inputs.root_gib * GiB < size:
                         raise ProviderError(
@@ -703,7 +734,8 @@ class Server(LibvirtResource):
                 user_data=inputs.user_data is not None,
             )
             console_path = self._console_path(name)
-            console.reset(console_path)
+            if local:
+                console.reset(console_path)
             spec = DomainSpec(
                 name=name,
                 uuid=dom_uuid,
@@ -723,12 +755,15 @@ class Server(LibvirtResource):
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
-            # filtered before the guest sends its first frame
-            members = nic_filter.sync(stack.id, address, dom, record.nics)
+            # filtered before the guest sends its first frame (security groups and DNS names
+            # are this machine's: refused by check() for a server on another host)
+            members = nic_filter.sync(stack.id, address, dom, record.nics) if local else []
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
-                nic_filter.learn_leases(members)
-            dns_names.register(who, hostname, spec.nics, record.nics)
+                if local:
+                    nic_filter.learn_leases(members)
+            if local:
+                dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
@@ -767,7 +802,7 @@ class Server(LibvirtResource):
         )
         definition = _definition_inputs(parsed, filtered)
         power = _state_name(state)
-        local = is_local(self.settings.uri)
+        local = self.provider.here.local
         running = power == "running"
         ready = console.last_ready(parsed.console_path) if running and local else None
         agent = running and parsed.agent == "connected"
@@ -777,10 +812,11 @@ class Server(LibvirtResource):
             record.nics if record and running else (),
             guest_ips,
             ready.by_mac() if ready else None,
-            (leases or addresses.Leases()) if running and local else (lambda _b, _m: None),
+            # the leases are the network node's (this machine's dnsmasq), wherever the guest is
+            (leases or addresses.Leases()) if running else (lambda _b, _m: None),
         )
         ip_map = addresses.by_network(
-            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, local)
+            parsed.nics, ips_by_mac, lambda bridge: network_label(bridge, True)
         )
         hostname = record.hostname if record else (ready.hostname if ready else None)
         # what the guest calls itself (user-data may have set another name than the record's)
@@ -788,6 +824,8 @@ class Server(LibvirtResource):
             ready.hostname if ready else None
         )
         inputs: dict[str, Any] = {**definition, "power_state": power}
+        if self.provider.here.name is not None:
+            inputs["host"] = self.provider.here.name
         if record is not None:
             inputs.update(
                 image=record.image,
@@ -816,6 +854,10 @@ class Server(LibvirtResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        """Every server, read on its host (the hosts in parallel)."""
+        return self.provider.read_by_host(refs, self._read_here)
+
+    def _read_here(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         if not refs:
             return {}
         listings = self.provider.listings
@@ -934,6 +976,12 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- update
     def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        with self.provider.on(prior.inputs.get("host")):
+            return self._update(address, prior, inputs, changed)
+
+    def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         assert isinstance(inputs, ServerInputs)
@@ -1158,8 +1206,12 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- delete
     def delete(self, address: str, prior: Observed) -> None:
+        with self.provider.on(prior.inputs.get("host")):
+            self._delete(address, prior)
+
+    def _delete(self, address: str, prior: Observed) -> None:
         stack = self.provider.stack
-        pool_name = self.settings.pool
+        pool_name = self.provider.pools.default
         own = [
             f"{pool_name}/{volume_name(stack.id, address, 'qcow2', 'root')}",
             f"{pool_name}/{volume_name(stack.id, address, 'raw', 'seed')}",
@@ -1209,6 +1261,10 @@ class Server(LibvirtResource):
 
     # ---------------------------------------------------------------- orphans
     def list_tagged(self) -> list[TaggedObject]:
+        """Tagged domains and disks on every host (the hosts in parallel)."""
+        return self.provider.on_every_host(self._tagged_here)
+
+    def _tagged_here(self) -> list[TaggedObject]:
         out = []
         listings = self.provider.listings
         for dom in listings.domains(self.conn):

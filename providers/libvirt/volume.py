@@ -35,6 +35,7 @@ from iacloud.site_hosts import HOST_NAME
 from . import storage
 from .base import StorageResource
 from .connection import failing
+from .host_context import is_copy
 from .pool import Pool
 from .storage import GiB
 from .tags import PoolName, format_of, parse_volume_name, volume_name
@@ -120,6 +121,15 @@ class Volume(StorageResource):
                     hint="write `snapshot = ...` to make a volume from a snapshot",
                 )
             )
+        if inputs.snapshot is not None and inputs.host is not None:
+            out.append(
+                Diagnostic(
+                    "volumes from a snapshot are made on the default host only (not on catalog "
+                    "hosts yet)",
+                    address=address,
+                    field="snapshot",
+                )
+            )
         source = "an image" if inputs.image is not None else "a snapshot"
         if (inputs.image or inputs.snapshot) is not None and inputs.format != "qcow2":
             out.append(
@@ -136,6 +146,10 @@ class Volume(StorageResource):
         assert isinstance(inputs, VolumeInputs)
         if problems := self.check(address, inputs, None):
             raise ProviderError(problems[0].message)
+        with self.provider.on(inputs.host):
+            return self._create(address, inputs)
+
+    def _create(self, address: str, inputs: VolumeInputs) -> Observed:
         conn = self.conn
         pool = self.provider.pools.get(conn, inputs.pool)
         name = volume_name(self.provider.stack.id, address, inputs.format)
@@ -146,7 +160,10 @@ class Volume(StorageResource):
         for what, source in (("image", inputs.image), ("snapshot", inputs.snapshot)):
             if source is None:
                 continue
-            path, fmt, size = self.provider.image_file(source, what)
+            if what == "image":
+                path, fmt, size = self.provider.backing_image(source)
+            else:
+                path, fmt, size = self.provider.image_file(source, what)
             if capacity < size:
                 raise ProviderError(
                     f"size_gib {inputs.size_gib} is smaller than {what} {source} "
@@ -184,6 +201,8 @@ class Volume(StorageResource):
         }
         if fmt := format_of(info.name):
             inputs["format"] = fmt
+        if self.provider.here.name is not None:
+            inputs["host"] = self.provider.here.name
         return Observed(
             id=info.id,
             inputs=inputs,
@@ -191,9 +210,19 @@ class Volume(StorageResource):
         )
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
-        return self.observe_located(
-            refs, lambda pool, vol, ref: self._observe(pool, vol, ref.inputs.get("pool"))
-        )
+        """Every volume, read on its host (the hosts in parallel)."""
+        return self.provider.read_by_host(refs, self._read_here)
+
+    def _read_here(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        def observe(pool: Pool, vol: libvirt.virStorageVol, ref: ObjectRef) -> Observed:
+            obs = self._observe(pool, vol, ref.inputs.get("pool"))
+            image = obs.inputs.get("image")
+            if isinstance(image, str) and is_copy(image):
+                # on a catalog host a volume is backed by the host's copy of its image
+                obs.inputs["image"] = ref.inputs.get("image")
+            return obs
+
+        return self.observe_located(refs, observe)
 
     def import_(self, address: str, id: str) -> Observed:
         pool_name, name = storage.split_id(id)
@@ -211,6 +240,12 @@ class Volume(StorageResource):
 
     # ---------------------------------------------------------------- update
     def update(
+        self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
+    ) -> Observed:
+        with self.provider.on(prior.inputs.get("host")):
+            return self._update(address, prior, inputs, changed)
+
+    def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
         assert isinstance(inputs, VolumeInputs)
@@ -243,6 +278,10 @@ class Volume(StorageResource):
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return
+        with self.provider.on(prior.inputs.get("host")):
+            self._delete(prior)
+
+    def _delete(self, prior: Observed) -> None:
         pool_name, name = storage.split_id(prior.id)
         pool = self.provider.pools.find(self.conn, pool_name)
         if pool is not None:
@@ -250,4 +289,4 @@ class Volume(StorageResource):
         self.drop_inputs(name)
 
     def list_tagged(self) -> list[TaggedObject]:
-        return self.tagged_volumes((None,))
+        return self.provider.on_every_host(lambda: self.tagged_volumes((None,)))

@@ -37,7 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
-from iacloud.providers.netlink import dns, dnsmasq, links, names, netns
+from iacloud.providers.netlink import dns, dnsmasq, links, names, netns, span
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
 from iacloud.providers.netlink.names import NetworkNames
@@ -50,6 +50,7 @@ from iacloud.providers.netlink.subnet import (
     plan_subnet,
 )
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.site_hosts import HOST_NAME, HOST_NAME_RULE
 
 _NO_IPV6 = {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}
 
@@ -159,6 +160,10 @@ class NetworkInputs(Inputs):
     dns_domain: str | None = prop(
         None, update=Disruption.LIVE, description="e.g. lab.internal: servers get DNS names"
     )
+    # The site catalog hosts its servers run on (filled at plan time from their placements,
+    # `iacloud.placement`): the network reaches each over VXLAN (`span`); adding a host
+    # extends it live.
+    hosts: list[str] = prop([], update=Disruption.LIVE, computed_default=True, max_length=64)
 
     @field_validator("cidr")
     @classmethod
@@ -174,6 +179,14 @@ class NetworkInputs(Inputs):
     @classmethod
     def _dns(cls, v: list[str]) -> list[str]:
         return [ipv4(x) for x in v]
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not HOST_NAME.fullmatch(h):
+                raise ValueError(f"host {h!r} is not {HOST_NAME_RULE}")
+        return sorted(set(v))
 
     @field_validator("dns_domain")
     @classmethod
@@ -260,6 +273,7 @@ def dhcp_config(
 
 class Network(NetlinkResource):
     type_name = "network"
+    placement = "spans"
     replace_collisions = (
         Collision("the subnet: two bridges with one cidr on a host conflict", unless=("cidr",)),
     )
@@ -288,7 +302,41 @@ class Network(NetlinkResource):
                     field="segment.uplink",
                 )
             ]
+        try:
+            spans = span.members(inputs.hosts, self.stack.hosts)
+        except ProviderError as exc:
+            return [Diagnostic(str(exc), address=address, field="hosts")]
+        if spans and seg is not None:
+            return [
+                Diagnostic(
+                    "a network with a segment cannot also span the site's hosts (its servers "
+                    "are on " + ", ".join(m.name for m in spans) + ")",
+                    address=address,
+                    field="segment",
+                )
+            ]
+        if spans and self.settings.underlay is None:
+            return [
+                Diagnostic(
+                    "its servers are on other hosts ("
+                    + ", ".join(m.name for m in spans)
+                    + '): set underlay = "IP" (this machine\'s underlay address) in '
+                    "[provider.netlink] so the network can reach them over VXLAN",
+                    address=address,
+                    field="hosts",
+                )
+            ]
         return []
+
+    def _span(
+        self, n: NetworkNames, tag: str, inputs: NetworkInputs, before: Sequence[str] = ()
+    ) -> None:
+        """The network's VXLAN side (see `span`): exactly its hosts, the others removed."""
+        wanted = span.members(inputs.hosts, self.stack.hosts)
+        gone = [m for m in span.members(before, self.stack.hosts) if m.name not in inputs.hosts]
+        if wanted or gone:
+            mtu = inputs.mtu or span.SPAN_MTU
+            span.ensure(n, tag, self.settings.underlay, wanted, gone, mtu)
 
     # ---- read ----------------------------------------------------------------------------
 
@@ -405,7 +453,14 @@ class Network(NetlinkResource):
                 if key in recorded:
                     inputs[key] = recorded[key]
         inputs["mtu"] = bridge.mtu
-        inputs["segment"] = self._segment(bridge, table, fdb)
+        spanned = recorded.get("hosts") or []
+        if spanned and not recorded.get("segment"):
+            # the VXLAN device is the span's: the hosts are those its peers belong to (this
+            # machine's side; the hosts' own sides are set up and removed over SSH)
+            inputs["segment"] = None
+            inputs["hosts"] = self._span_hosts(bridge, table, fdb, spanned)
+        else:
+            inputs["segment"] = self._segment(bridge, table, fdb)
 
         server = None
         if record:
@@ -423,6 +478,21 @@ class Network(NetlinkResource):
             "leases": dnsmasq.leases(files) if dhcp_up else [],
         }
         return Observed(id=bridge.name, inputs=inputs, attributes=attributes)
+
+    def _span_hosts(
+        self, bridge: Link, table: LinkTable, fdb: dict[int, list[str]], recorded: list[str]
+    ) -> list[str]:
+        """The recorded hosts whose underlay address is a peer of the span's VXLAN device."""
+        s = table.get(NetworkNames(bridge.name).vxlan)
+        if s is None or s.master != bridge.index:
+            return []
+        peers = set(fdb.get(s.index, []))
+        out = []
+        for name in recorded:
+            entry = self.stack.hosts.get(name)
+            if entry is None or entry.is_local or entry.underlay_address in peers:
+                out.append(name)
+        return sorted(out)
 
     @staticmethod
     def _segment(bridge: Link, table: LinkTable, fdb: dict[int, list[str]]) -> dict | None:
@@ -470,6 +540,8 @@ class Network(NetlinkResource):
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, NetworkInputs)
         _, resolved = resolve(inputs)
+        if inputs.hosts and inputs.mtu is None:
+            resolved["mtu"] = span.SPAN_MTU  # what dnsmasq hands out over VXLAN
         tag = links.set_alias_checked(names.tag(self.stack.id, address))
         bridge = names.bridge_name(self.stack.id, address, identity(resolved))
         n = NetworkNames(bridge)
@@ -491,6 +563,7 @@ class Network(NetlinkResource):
                     self._ensure_bridge(ipr, bridge, tag, inputs.mtu)
                     if inputs.segment is not None:
                         self._ensure_segment(ipr, n, tag, inputs.segment, inputs.mtu)
+                self._span(n, tag, inputs)
                 self._converge_dhcp(n, files, tag)
                 publish_facts(files)
                 if inputs.dhcp:
@@ -522,6 +595,10 @@ class Network(NetlinkResource):
             record = files.read_record() or {"stack_id": self.stack.id, "address": address}
             if resolved.get("mtu") is None:  # computed default: keep what the kernel chose
                 resolved["mtu"] = (record.get("inputs") or {}).get("mtu")
+            if inputs.hosts and inputs.mtu is None:
+                resolved["mtu"] = span.SPAN_MTU  # what dnsmasq hands out over VXLAN
+            before = (record.get("inputs") or {}).get("hosts") or prior.inputs.get("hosts") or []
+            self._span(n, tag, inputs, before)
             record["inputs"] = resolved
             files.write_record(record)
             self._converge_dhcp(n, files, tag)
@@ -532,10 +609,13 @@ class Network(NetlinkResource):
 
     def delete(self, address: str, prior: Observed) -> None:
         try:
-            NetworkNames(prior.id)
+            n = NetworkNames(prior.id)
         except ValueError:
             return  # not a name any link can have: nothing to delete
         with self.network_lock(prior.id):
+            tag = names.tag(self.stack.id, address)
+            for member in span.members(prior.inputs.get("hosts") or [], self.stack.hosts):
+                span.remove(member, n, tag)
             self._teardown(prior.id)
 
     def import_(self, address: str, id: str) -> Observed:

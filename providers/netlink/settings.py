@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -23,6 +24,19 @@ class NetlinkSettings(ProviderSettings):
     # dnsmasq drops root for this user once its sockets and files are open.
     dhcp_user: str = "nobody"
     lease_time: int = Field(3600, ge=120, description="DHCP lease time in seconds")
+    # This machine's address on the underlay between the site's hosts: where networks that
+    # span hosts (`hosts`, issue #16) send VXLAN to and from the network node.
+    underlay: str | None = None
+
+    @field_validator("underlay")
+    @classmethod
+    def _underlay(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"underlay {value!r} is not an IPv4 address") from None
 
     @field_validator("state_dir")
     @classmethod

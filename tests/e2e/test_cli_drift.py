@@ -598,7 +598,7 @@ def test_volumes_images_and_a_domain_removed_or_resized_are_reported_and_restore
     assert report["orphans"] == []
     assert report["totals"] == {
         "resources": 5, "in_sync": 1, "modified": 1, "missing": 3, "interrupted": 0,
-        "orphaned": 0, "unmanaged": None, "suppressed": 0,
+        "orphaned": 0, "unmanaged": None, "suppressed": 0, "unknown": 0,
     }  # fmt: skip
     values = read_metrics(metrics, lab.name)
     assert {k: v for k, v in values.items() if "duration" not in k and "timestamp" not in k} == {
@@ -974,6 +974,7 @@ def test_objects_made_by_hand_with_the_tag_are_orphans_until_imported(lab: Lab):
         "snapshot": None,
         "format": "qcow2",
         "pool": None,
+        "host": None,  # imported from the default host
     }
 
 

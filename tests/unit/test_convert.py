@@ -116,36 +116,95 @@ def test_convert_command(run, tmp_path: Path) -> None:
     assert json.loads(json.dumps(tomllib.loads((tmp_path / "o.toml").read_text())))["version"] == 1
 
 
-HEAT_CASES = {
-    "group": ("group.yaml", (), ()),
-    "two-servers-defaults": ("two-servers.yaml", (), ()),
-    "two-servers-env-and-key": (
-        "two-servers.yaml",
-        (f"admin_key={KEY}",),
-        ("two-servers.env.yaml",),
-    ),
+HEAT = ROOT / "examples" / "heat"
+TEMPLATES = sorted(p.name for p in HEAT.glob("*.yaml") if not p.name.endswith(".env.yaml"))
+# each template's parameter sets: (-p values, -e files); conditions are tried both ways
+HEAT_PARAMS: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "two-servers.yaml": [
+        ((), ()),
+        ((), ("two-servers.env.yaml",)),
+        ((f"admin_key={KEY}", "data_size=3"), ("two-servers.env.yaml",)),
+    ],
+    "group.yaml": [((), ()), (("count=1",), ())],
 }
 
 
-@pytest.mark.parametrize("case", sorted(HEAT_CASES))
-def test_a_heat_template_converts_to_a_stack_that_plans_the_same(tmp_path: Path, case: str) -> None:
-    name, params, envs = HEAT_CASES[case]
+def test_every_heat_example_has_parameter_sets() -> None:
+    assert TEMPLATES and sorted(HEAT_PARAMS) == TEMPLATES
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_converting_a_heat_example_gives_the_same_plans(tmp_path: Path, name: str) -> None:
+    # at the same depth as in the repository, so that ../../build/images/... resolves the same
     work = tmp_path / "examples" / "heat"
     work.mkdir(parents=True)
-    for f in (ROOT / "examples" / "heat").iterdir():
-        shutil.copy(f, work / f.name)
+    for path in HEAT.iterdir():
+        shutil.copy(path, work / path.name)
     (tmp_path / "build").symlink_to(ROOT / "build")
-    source = work / name
-    env_files = [work / e for e in envs]
-    out = work / f"{source.stem}.toml"
-    result = engine.convert(engine.Workspace(source), params, env_files, out)
+    source, out = work / name, work / "converted.toml"
+    sets = HEAT_PARAMS[name]
+    first_params, first_env = sets[0]
+    result = engine.convert(
+        engine.Workspace(source), first_params, [work / e for e in first_env], out
+    )
     assert result.text.startswith(f"# Converted from {name} by 'iacloud convert'.\n")
-    before = planned(source, params, tmp_path / "a.db", env_files=env_files)
-    after = planned(out, params, tmp_path / "b.db", env_files=env_files)
-    assert before and after == before
-    if name == "two-servers.yaml":
-        admin = any(c["address"] == "admin" for c in after)
-        assert admin is bool(params)  # the condition decided with the parameters given
-        assert ("Left out because their condition was false: resources.admin." in result.text) is (
-            not params
-        )
+    assert tomllib.loads(out.read_text())["name"] == source.stem
+    # converted once, the TOML keeps parameters and conditions: it plans as the template
+    # does for every parameter set, not only the one it was converted with
+    addresses = set()
+    for i, (params, env) in enumerate(sets):
+        envs = [work / e for e in env]
+        before = planned(source, params, tmp_path / f"a{i}.db", env_files=envs)
+        after = planned(out, params, tmp_path / f"b{i}.db", env_files=envs)
+        assert before, (params, env)
+        assert [c["address"] for c in after] == [c["address"] for c in before]
+        assert after == before, (params, env)
+        addresses.add(frozenset(c["address"] for c in after))
+    assert len(addresses) == len(sets) or name != "two-servers.yaml" or len(addresses) == 2
+
+
+def test_conditions_are_written_and_decided_in_toml(tmp_path: Path) -> None:
+    source = tmp_path / "c.yaml"
+    source.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "parameters:\n  big: {type: boolean, default: false}\n"
+        "conditions:\n  is_big: {get_param: big}\n  small: {not: is_big}\n"
+        "resources:\n"
+        "  extra: {type: OS::Cinder::Volume, condition: is_big, properties: {size: 1}}\n"
+        "  data:\n    type: OS::Cinder::Volume\n"
+        "    properties: {size: {if: [is_big, 10, 1]}}\n"
+        "outputs:\n  extra: {condition: is_big, value: {get_resource: extra}}\n"
+        "  small: {condition: small, value: yes}\n"
+    )
+    out = tmp_path / "c.toml"
+    engine.convert(engine.Workspace(source), (), (), out)
+    data = tomllib.loads(out.read_text())
+    assert data["resources"]["extra"]["condition"] == {"get_param": "big"}
+    assert data["outputs"]["small"]["condition"] == {"not": {"get_param": "big"}}
+    for params in ((), ("big=true",)):
+        a = engine.Workspace(source).load(list(params))
+        b = engine.Workspace(out).load(list(params))
+        assert sorted(a.resources) == sorted(b.resources)
+        assert sorted(a.outputs) == sorted(b.outputs)
+        assert a.resources["data"].properties == b.resources["data"].properties
+    assert "extra" not in engine.Workspace(out).load([]).resources
+    assert sorted(engine.Workspace(out).load(["big=true"]).outputs) == ["extra"]
+
+
+def test_hidden_parameters_stay_hidden_and_their_outputs_sensitive(tmp_path: Path) -> None:
+    source = tmp_path / "h.yaml"
+    source.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "parameters:\n  token: {type: string, hidden: true, default: s3cret}\n"
+        "resources:\n  none: {type: OS::Heat::None}\n"
+        "outputs:\n  token: {value: {list_join: ['-', [{get_param: token}, x]]}}\n"
+        "  plain: {value: x, description: ''}\n"
+    )
+    text = engine.convert(engine.Workspace(source), (), (), tmp_path / "h.toml").text
+    data = tomllib.loads(text)
+    assert data["parameters"]["token"]["hidden"] is True
+    assert data["outputs"]["token"]["sensitive"] is True
+    assert data["outputs"]["plain"] == {"value": "x"}
+    config = engine.Workspace(tmp_path / "h.toml").load([])
+    assert config.outputs["token"].sensitive and not config.outputs["plain"].sensitive
+    assert engine.Workspace(source).load([]).outputs["token"].sensitive

@@ -1,5 +1,5 @@
 """`iacloud convert TEMPLATE.yaml`: for every template in examples/heat/ and our own test
-templates (conditions decided both ways, catalog names, deletion_policy, configs as
+templates (conditions both ways, catalog names, deletion_policy, configs as
 user_data, hidden parameters, ResourceGroups, get_attr), the TOML written plans exactly as the
 template does (same addresses, actions, inputs; planned without refresh against empty state,
 which reads no host); bad templates get the same clean errors as `validate`."""
@@ -228,13 +228,10 @@ def test_own_templates_convert_to_the_same_plan(
         assert data["resources"]["disk"]["deletion_policy"] == "retain"
         assert "# from the template: availability_zone: " in text  # lossy: a comment
     if name == "conditions":
-        # conditions decided with the parameters given; the header says what was left out
-        big = params == ("big=true",)
-        assert ("extra" in data["resources"]) is big
-        assert ("small" in data["resources"]) is not big
-        assert "condition" not in data["resources"].get("extra", {})
-        left = "resources.small." if big else "resources.extra, outputs.extra_id."
-        assert "# Left out because their condition was false: " + left in text
+        # conditions kept as conditions: the TOML decides with the parameters it is given
+        assert data["resources"]["extra"]["condition"] == {"equals": [{"get_param": "big"}, True]}
+        assert "condition" in data["resources"]["small"]
+        assert "condition" in data["outputs"]["extra_id"]
         assert data["parameters"]["secret"]["hidden"] is True
         assert "# from the template: metadata:" in text
         assert "SOFTWARE_CONFIG: the config is passed as plain cloud-init" in text

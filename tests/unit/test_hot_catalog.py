@@ -79,8 +79,7 @@ def test_catalog_names_in_a_template_resolve_as_in_a_toml_stack(tmp_path: Path) 
         ("image: debian-12\n", "image: debian-13\n", "image", "image 'debian-13' is not in"),
         ("key_name: alice", "key_name: bob", "key_name", "key pair 'bob' is not in"),
         ("network: public", "network: outside", "networks[0].network", "network 'outside'"),
-        # the parameter's custom_constraint catches it first
-        ("default: m1.small", "default: m9", "parameters.flavor", "is not a flavor of the site"),
+        ("default: m1.small", "default: m9", "flavor", "is not a flavor of the site catalog"),
     ],
 )
 def test_names_not_in_the_catalog_are_errors(
@@ -90,35 +89,6 @@ def test_names_not_in_the_catalog_are_errors(
         load(tmp_path, TEMPLATE.replace(old, new, 1))
     text = str(err.value)
     assert "t.yaml" in text and message in text and field in text
-
-
-@pytest.mark.parametrize(
-    ("constraint", "value", "message"),
-    [
-        ("nova.flavor", "m1.smal", "is not a flavor of the site catalog"),
-        ("glance.image", "debian", "is not an image of the site catalog"),
-        ("nova.keypair", "bob", "is not a key pair of the site catalog"),
-        ("neutron.network", "private", "is not a network of the site catalog"),
-        ("nova.flavor", "m1.small", None),
-        ("ip_addr", "198.18.0.300", "is not an IP address"),
-    ],
-)
-def test_custom_constraints_of_a_template_are_checked_against_the_catalog(
-    tmp_path: Path, constraint: str, value: str, message: str | None
-) -> None:
-    text = f"""\
-    heat_template_version: 2018-08-31
-    parameters:
-      p: {{type: string, default: {value}, constraints: [{{custom_constraint: {constraint}}}]}}
-    resources:
-      n: {{type: OS::Heat::None}}
-    """
-    if message is None:
-        load(tmp_path, text)
-        return
-    with pytest.raises(UserError) as err:
-        load(tmp_path, text)
-    assert "parameters.p" in str(err.value) and message in str(err.value)
 
 
 def test_catalog_names_without_a_catalog_say_so(tmp_path: Path) -> None:

@@ -162,11 +162,13 @@ def test_network_update_policy() -> None:
         "mtu",
         "external",
         "dns_domain",
+        "hosts",
     }
     assert {k for k, f in fields.items() if field_flag(f, "computed_default")} == {
         "gateway",
         "dhcp_range",
         "mtu",
+        "hosts",
     }
     port_live = {"security_groups", "device"}  # the port's filtering, not its address
     assert all(
