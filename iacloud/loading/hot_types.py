@@ -61,6 +61,13 @@ class _Mapper(NetworkTypes):
                     f"user_data_format {v!r} is not one of RAW, SOFTWARE_CONFIG, HEAT_CFNTOOLS",
                     "user_data_format",
                 )
+            if v == "SOFTWARE_CONFIG":
+                self.note(
+                    e,
+                    "user_data_format",
+                    "SOFTWARE_CONFIG: the config is passed as plain cloud-init user data "
+                    "(no software deployments, no os-collect-config)",
+                )
             if v == "HEAT_CFNTOOLS":
                 self.note(
                     e,

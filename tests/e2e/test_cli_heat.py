@@ -8,6 +8,7 @@ destroyed clean; and examples/heat/group.yaml (a ResourceGroup of servers, each 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -139,3 +140,59 @@ def test_heat_resource_group_with_a_volume_each(tmp_path: Path, monkeypatch) -> 
                 pool.undefine()
         conn.close()
     assert not left & uuids
+
+
+CATALOG_TEMPLATE = """\
+heat_template_version: 2021-04-16
+parameters:
+  size: {type: string, default: m1.small, constraints: [{custom_constraint: nova.flavor}]}
+  ext: {type: string, default: public, constraints: [{custom_constraint: neutron.network}]}
+resources:
+  web:
+    type: OS::Nova::Server
+    properties:
+      flavor: {get_param: size}
+      image: tiny
+      key_name: alice
+      networks: [{network: {get_param: ext}}]
+  disk:
+    type: OS::Cinder::Volume
+    deletion_policy: Retain
+    properties: {size: 1, image: tiny}
+"""
+
+
+def test_heat_template_names_the_site_catalog(tmp_path: Path, monkeypatch) -> None:
+    """A template naming a flavor, an image, a key pair and an external network of a site
+    file, planned through the CLI on the real host: the server gets the flavor's sizes, the
+    key and the network's bridge, server and volume share one site image, Retain is a rule;
+    a misspelled flavor parameter is refused by its custom constraint, and convert keeps the
+    names."""
+    if not TINY.exists():
+        pytest.skip("no tiny image: make image")
+    monkeypatch.setenv("IACLOUD_STATE", str(tmp_path / "state.db"))
+    sha = hashlib.sha256(TINY.read_bytes()).hexdigest()
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f'version = 1\n[flavors."m1.small"]\nvcpus = 1\nmemory_mib = 256\n'
+        f'[images.tiny]\nsource = "{TINY}"\nformat = "qcow2"\nsha256 = "{sha}"\n'
+        f'[keypairs.alice]\npublic_key = "{KEY}"\n'
+        '[networks.public]\nbridge = "h2tbrnone"\ncidr = "198.18.64.0/24"\n'
+        'gateway = "198.18.64.1"\n'
+    )
+    template = tmp_path / "cat.yaml"
+    template.write_text(CATALOG_TEMPLATE)
+    plan = json.loads(iacloud("plan", "--json", "--site", str(site), str(template)))
+    changes = {c["address"]: c for c in plan["changes"]}
+    assert sorted(changes) == ["disk", "site-image-tiny", "web"]
+    assert all(c["action"] == "create" for c in changes.values())
+    web = changes["web"]["after"]
+    assert (web["flavor"], web["vcpus"], web["memory_mib"]) == ("m1.small", 1, 256)
+    assert web["ssh_keys"] == [KEY]
+    assert web["networks"][0]["network"] == "h2tbrnone"
+    assert changes["disk"]["lifecycle"]["deletion_policy"] == "retain"
+    out = iacloud("validate", "--site", str(site), str(template), "-p", "size=m1.smal", code=1)
+    assert "is not a flavor of the site catalog" in out and "did you mean 'm1.small'" in out
+    text = iacloud("convert", "--site", str(site), str(template))
+    assert 'image = "tiny"' in text and 'key_name = "alice"' in text
+    assert 'deletion_policy = "retain"' in text
