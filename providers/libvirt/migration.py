@@ -7,9 +7,11 @@ Storage is not shared between hosts, so the disks travel with the guest:
    size and format backed by that copy, and its seed ISO is copied over (read-only devices are
    not mirrored by QEMU);
 2. libvirt migrates the running domain (managed direct migration: this process talks to both
-   libvirtds) with LIVE, PERSIST_DEST and UNDEFINE_SOURCE, mirroring the root disk's top layer
-   only (NON_SHARED_INC: the backing image is already there) over NBD; the migration and disk
-   streams go to the target's underlay address, since the hosts' own names need not resolve;
+   libvirtds) with LIVE, PERSIST_DEST and UNDEFINE_SOURCE, mirroring the root disk over NBD
+   (NON_SHARED_DISK: the whole disk; libvirt cannot mirror only the top layer, NON_SHARED_INC,
+   of a disk that names a pool volume: it checks the target by file path); the migration and
+   disk streams go to the target's underlay address, since the hosts' own names need not
+   resolve;
    the destination XML carries the target's pool and console log path;
 3. only after libvirt says it is done are the source's root disk and seed removed.
 
@@ -36,7 +38,7 @@ FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
     | libvirt.VIR_MIGRATE_PERSIST_DEST
     | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-    | libvirt.VIR_MIGRATE_NON_SHARED_INC
+    | libvirt.VIR_MIGRATE_NON_SHARED_DISK
 )
 
 
