@@ -106,6 +106,12 @@ class _Pass:
         host = rs.inputs.get("host") if rs is not None else None
         return host if isinstance(host, str) and host in self.hosts else None
 
+    def on_default_host(self, address: str) -> bool:
+        """Whether state has it on the provider's own libvirtd (made before the site had
+        [hosts]): it stays there until the stack names a host."""
+        rs = self.snapshot.resources.get(address)
+        return rs is not None and rs.inputs.get("host") is None
+
     def group_of(self, address: str) -> str | None:
         value = self.config.resources[address].properties.get("server_group")
         if value is None:
@@ -176,7 +182,8 @@ def place(
         )
         for g in sorted({g for g in member_of.values() if g is not None})
     }
-    need = sorted(a for a in servers if a not in decided)
+    kept = {a for a in servers if a not in decided and p.on_default_host(a)}
+    need = sorted(a for a in servers if a not in decided and a not in kept)
     why: dict[str, str] = {}
     if need:
         requests = [p.request(a, member_of[a]) for a in need]
@@ -198,7 +205,8 @@ def place(
             why[pl.address] = pl.why
     resources = dict(config.resources)
     for address in servers:
-        resources[address] = _with(resources[address], "host", decided[address])
+        if address in decided:
+            resources[address] = _with(resources[address], "host", decided[address])
     _follow(resources, p.kind, decided)
     return Placed(replace(config, resources=resources), why)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator
 
 from iacloud import paths
 from iacloud.provider import ProviderSettings, StackInfo
+from iacloud.providers.netlink.subnet import ipv4
 
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
@@ -31,12 +31,7 @@ class NetlinkSettings(ProviderSettings):
     @field_validator("underlay")
     @classmethod
     def _underlay(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(ipaddress.IPv4Address(value))
-        except ValueError:
-            raise ValueError(f"underlay {value!r} is not an IPv4 address") from None
+        return None if value is None else ipv4(value)
 
     @field_validator("state_dir")
     @classmethod

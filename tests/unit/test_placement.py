@@ -192,3 +192,14 @@ def test_placement_never_breaks_a_hard_policy_or_capacity(
         assert len(set(placed)) == 1
     for h in host_list:
         assert placed.count(h.name) * 512 <= h.memory_mib - 512
+
+
+def test_a_server_made_before_the_site_had_hosts_stays_where_it_is(tmp_path: Path) -> None:
+    path = stack(tmp_path, servers(1))
+    rs = ResourceState(
+        address="web[0]", type="server", provider="libvirt", id="x", inputs={}, attributes={}
+    )
+    snap = EMPTY.model_copy(update={"serial": 1, "resources": {"web[0]": rs}})
+    props, why, reads = planned(path, hosts("h1", "h2"), snap)
+    assert "host" not in props["web[0]"] and why == {} and reads == 0
+    assert "host" not in props["data[0]"]  # its volume stays with it
