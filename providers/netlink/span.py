@@ -21,11 +21,9 @@ Hosts whose URI is this machine's (`qemu:///system`) need nothing: they share th
 
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -201,9 +199,3 @@ def _ensure_local(
 def _remove_local(n: NetworkNames) -> None:
     with IPRoute() as ipr:
         links.delete(ipr, n.vxlan)
-
-
-def check_underlay(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(ipaddress.IPv4Address(value))

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "lab-hosts.sh"
+TINY = ROOT / "build" / "images" / "tiny.qcow2"
 LAB_DIR = Path(os.environ.get("IACLOUD_LAB_DIR", "/var/lib/iacloud-lab"))
 HOSTS = {"h1": "198.19.250.11", "h2": "198.19.250.12"}
 
@@ -29,3 +31,22 @@ def uri(addr: str, keyfile: Path = LAB_DIR / "id_ed25519") -> str:
 def host_table(name: str, addr: str) -> str:
     return (f'[hosts.{name}]\nuri = "{uri(addr)}"\nlabels = {{ zone = "z{name[-1]}" }}\n'
             f'ssh = {{ target = "{name}", ssh_config = "{LAB_DIR}/ssh_config" }}\n')  # fmt: skip
+
+
+def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`iacloud ARGS` on the stack file `work/stack` with the site file `work/site.toml`: the
+    run commands (`plan`, `apply`, ...) take the stack as an argument, the read commands
+    (`show`, `state show`) as --stack. A module's tests share one data dir (the records of
+    its networks and volumes), not the per-test one the conftest gives."""
+    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
+           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
+    path = str(work / stack)
+    where = (
+        ["--stack", path]
+        if args[0] in ("show", "state")
+        else ["--site", str(work / "site.toml"), path]
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "iacloud.cli.main", *args, *where],
+        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
+    )  # fmt: skip

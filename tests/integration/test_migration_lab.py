@@ -6,17 +6,15 @@ its UUID, is gone from h1 with its disks, and the next plan is empty."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
-from lab import HOSTS, LAB_DIR, host_table, lab, uri
+from lab import HOSTS, LAB_DIR, host_table, lab, run_stack, uri
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -42,15 +40,7 @@ user_data = {json.dumps(TICK)}
 
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
-           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
-    stack_file = str(work / "mg.toml")
-    where = ["--stack", stack_file] if args[0] in ("show", "state") else [
-        "--site", str(work / "site.toml"), stack_file]  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "iacloud.cli.main", *args, *where],
-        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
-    )  # fmt: skip
+    return run_stack(work, "mg.toml", *args)
 
 
 def uptimes(host: str) -> list[float]:

@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
-from lab import HOSTS, host_table, lab, uri
+from lab import HOSTS, host_table, lab, run_stack, uri
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -104,15 +103,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # the module's tests share one data dir (records of networks and volumes), not the
-    # per-test one the conftest gives
-    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
-           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "iacloud.cli.main", *args, "--site", str(work / "site.toml"),
-         str(work / "rh.toml")],
-        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
-    )  # fmt: skip
+    return run_stack(work, "rh.toml", *args)
 
 
 def h2_libvirtd() -> int:

@@ -7,15 +7,13 @@ of the stack on any host."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, LAB_DIR, host_table, lab
+from lab import HOSTS, LAB_DIR, host_table, lab, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -62,22 +60,7 @@ networks = [{ network = { get_resource = "lan" } }]
 
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A command on the stack: `plan`/`apply`/... take it as an argument, the read commands
-    (`show`, `state show`) as --stack."""
-    # the module's tests share one data dir (records of networks and volumes), not the
-    # per-test one the conftest gives
-    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
-           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
-    stack = str(work / "vx.toml")
-    where = (
-        ["--stack", stack]
-        if args[0] in ("show", "state")
-        else ["--site", str(work / "site.toml"), stack]
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "iacloud.cli.main", *args, *where],
-        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
-    )  # fmt: skip
+    return run_stack(work, "vx.toml", *args)
 
 
 def on(host: str, *argv: str) -> str:
