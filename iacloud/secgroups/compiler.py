@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from iacloud.secgroups.rules import Rule, check_group_id
+from iacloud.site_hosts import HOST_NAME
 from iacloud.validators import is_interface_name, is_unicast_mac
 
 TABLE = "iacloud"
@@ -58,6 +59,9 @@ class Member:
     device: str
     ips: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    # the catalog host the NIC is on; None: this machine (not part of the key: a NIC that
+    # moves keeps its chains' names)
+    host: str | None = None
 
     @property
     def key(self) -> str:
@@ -82,6 +86,8 @@ def _check(member: Member) -> None:
         ipaddress.IPv4Address(ip)
     for g in member.groups:
         check_group_id(g)
+    if member.host is not None and not HOST_NAME.fullmatch(member.host):
+        raise ValueError(f"{member.host!r} is not a host name")
 
 
 def zone(bridge: str) -> int:
@@ -114,14 +120,42 @@ def _elements(values: Iterable[str]) -> str:
     return "{ " + ", ".join(values) + " }"
 
 
-def compile_ruleset(groups: Mapping[str, Group], members: Sequence[Member]) -> Ruleset:
-    """The whole ruleset; an empty text when no NIC is filtered (the tables are then removed,
-    see `nft.apply`)."""
+def by_host(members: Iterable[Member]) -> dict[str | None, list[Member]]:
+    """The members of each host (None: this machine)."""
+    out: dict[str | None, list[Member]] = {}
+    for m in members:
+        out.setdefault(m.host, []).append(m)
+    return out
+
+
+def compile_hosts(
+    groups: Mapping[str, Group], members: Sequence[Member], hosts: Iterable[str | None] = ()
+) -> dict[str | None, Ruleset]:
+    """One ruleset per host: this machine's (None) always, every host with members, and each
+    of `hosts` (where a table was applied before: an empty text removes it). Each host's
+    chains are its own members'; the remote-group sets hold the members of every host, since
+    a rule names a group wherever its members run."""
+    split = by_host(members)
+    out: dict[str | None, Ruleset] = {}
+    for host in sorted({None, *split, *hosts}, key=lambda h: (h is not None, h or "")):
+        out[host] = compile_ruleset(groups, split.get(host, []), everyone=members)
+    return out
+
+
+def compile_ruleset(
+    groups: Mapping[str, Group],
+    members: Sequence[Member],
+    everyone: Sequence[Member] | None = None,
+) -> Ruleset:
+    """The whole ruleset of one host for its `members`; an empty text when none is filtered
+    (the tables are then removed, see `nft.apply`). `everyone`: the members of all hosts,
+    whose addresses fill the remote-group sets (default: `members`)."""
     members = sorted(members, key=lambda m: m.key)
     for m in members:
         _check(m)
     if not members:
         return Ruleset("")
+    everyone = members if everyone is None else everyone
     for g in groups:
         check_group_id(g)
     expected: dict[str, dict[int, set[str]]] = {}
@@ -134,7 +168,7 @@ def compile_ruleset(groups: Mapping[str, Group], members: Sequence[Member]) -> R
                 if r is not None:
                     remotes.add(r)
     addresses: dict[str, set[str]] = {g: set() for g in remotes}
-    for m in members:
+    for m in everyone:
         for g in m.groups:
             if g in addresses:
                 addresses[g].update(m.ips)

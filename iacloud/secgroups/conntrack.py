@@ -10,7 +10,8 @@ conntrack table whose original direction starts or ends at a filtered NIC's addr
 against that NIC's rules as they are now (`allows`, the compiler's meaning in Python); an
 entry they no longer allow is deleted, and its next packet is judged as new. Entries of
 NICs that are not filtered are left alone. pyroute2 (already a dependency) speaks ctnetlink,
-so no conntrack tool is needed.
+so no conntrack tool is needed here; a catalog host's table is read and pruned with its
+`conntrack` tool over SSH (`remote`), judged by the same `stale`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from iacloud.secgroups.compiler import Group, Member, zone
 from iacloud.secgroups.rules import Rule
@@ -73,31 +75,64 @@ def member_sets(members: Sequence[Member]) -> dict[str, set[str]]:
     return out
 
 
-def prune(groups: Mapping[str, Group], members: Sequence[Member]) -> int:
-    """Delete the entries the rules no longer allow; the number deleted."""
+@dataclass(frozen=True)
+class Entry:
+    """A tracked connection's original direction, as far as the rules judge it."""
+
+    zone: int
+    proto: str  # tcp, udp, icmp or other
+    saddr: str
+    daddr: str
+    dport: int | None
+
+
+def stale(
+    entries: Iterable[Entry],
+    groups: Mapping[str, Group],
+    members: Sequence[Member],
+    everyone: Sequence[Member] | None = None,
+) -> list[Entry]:
+    """The entries of `members`' NICs that their rules no longer allow. `everyone`: the
+    members of all hosts, whose addresses fill the remote-group sets (default: `members`)."""
     by_ip: dict[tuple[int, str], list[Member]] = {}
     for m in members:
         for ip in m.ips:
             by_ip.setdefault((zone(m.bridge), ip), []).append(m)
-    if not by_ip:
+    sets = member_sets(members if everyone is None else everyone)
+    out = []
+    for e in entries:
+        verdicts = []
+        for m in by_ip.get((e.zone, e.saddr), []):
+            verdicts.append(allows(m, groups, "egress", e.daddr, e.proto, e.dport, sets))
+        for m in by_ip.get((e.zone, e.daddr), []):
+            verdicts.append(allows(m, groups, "ingress", e.saddr, e.proto, e.dport, sets))
+        if verdicts and not all(verdicts):
+            out.append(e)
+    return out
+
+
+def prune(
+    groups: Mapping[str, Group],
+    members: Sequence[Member],
+    everyone: Sequence[Member] | None = None,
+) -> int:
+    """Delete this machine's entries the rules no longer allow; the number deleted."""
+    if not any(m.ips for m in members):
         return 0
-    sets = member_sets(members)
     from pyroute2 import Conntrack
 
     deleted = 0
     with Conntrack() as ct:
+        dumped = []
         for entry in list(ct.dump_entries()):
             t = entry.tuple_orig
             proto = PROTOCOLS.get(t.proto, "other")
             dport = t.dport if proto in ("tcp", "udp") else None
-            z = entry.zone or 0
-            verdicts = []
-            for m in by_ip.get((z, t.saddr), []):
-                verdicts.append(allows(m, groups, "egress", t.daddr, proto, dport, sets))
-            for m in by_ip.get((z, t.daddr), []):
-                verdicts.append(allows(m, groups, "ingress", t.saddr, proto, dport, sets))
-            if verdicts and not all(verdicts):
+            dumped.append((Entry(entry.zone or 0, proto, t.saddr, t.daddr, dport), t))
+        doomed = set(stale([e for e, _ in dumped], groups, members, everyone))
+        for e, t in dumped:
+            if e in doomed:
                 with contextlib.suppress(Exception):  # gone meanwhile
-                    ct.entry("del", tuple_orig=t, zone=z or None)
+                    ct.entry("del", tuple_orig=t, zone=e.zone or None)
                     deleted += 1
     return deleted

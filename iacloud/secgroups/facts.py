@@ -2,7 +2,8 @@
 
     <root>/groups/<group id>.json      {"id", "stack_id", "address", "rules": [...]}
     <root>/members/<name>.json         {"source", "stack_id", "address", "bridge", "mac",
-                                        "device", "ips", "groups"}
+                                        "device", "ips", "groups", "host", "ssh"}
+    <root>/hosts/<host>.json           {"name", "ssh"}: a catalog host holding our tables
 
 A group is written by the netlink provider's `security_group`; a member by whatever owns a
 NIC: the libvirt provider for a server NIC (its tap, MAC, the port's address if any, its
@@ -11,6 +12,12 @@ that takes it, if one is named). Records of one NIC (same bridge and MAC) are me
 the ruleset is built: groups and addresses unite, the device is whichever names one. A NIC
 with groups but no known address is allowed the address its DHCP lease holds when the
 ruleset is built (`iacloud.netfacts`), else only DHCP itself.
+
+A member's `host` is the site catalog host its NIC is on (None: this machine), with the SSH
+target that reaches the host's network side (`ssh`): each host gets the ruleset of its own
+members. A host file says our tables were applied there, with the SSH target to reach it, so
+the tables are removed when the host's last member goes, even after every member record that
+named the target is gone.
 
 <root> is `$IACLOUD_SECGROUPS_DIR`, else /run/iacloud/secgroups: like the nft tables it
 describes, it does not outlive a reboot. One host-wide file lock (`<root>/.lock`) serializes
@@ -35,6 +42,7 @@ from pydantic import ValidationError
 from iacloud import netfacts
 from iacloud.secgroups.compiler import Group, Member
 from iacloud.secgroups.rules import GROUP_ID, Rule
+from iacloud.site_hosts import HOST_NAME, SshTarget
 from iacloud.validators import is_interface_name, is_unicast_mac
 
 DEFAULT_ROOT = "/run/iacloud/secgroups"
@@ -154,6 +162,8 @@ class MemberRecord:
     device: str | None
     ips: tuple[str, ...]
     groups: tuple[str, ...]
+    host: str | None = None  # the catalog host the NIC is on; None: this machine
+    ssh: SshTarget | None = None  # how the host's network side is reached (with `host`)
 
     @property
     def name(self) -> str:
@@ -162,7 +172,8 @@ class MemberRecord:
 
 
 def write_member(record: MemberRecord) -> None:
-    _write(root() / "members" / f"{record.name}.json", record.__dict__ | {})
+    ssh = record.ssh.model_dump(mode="json") if record.ssh is not None else None
+    _write(root() / "members" / f"{record.name}.json", record.__dict__ | {"ssh": ssh})
 
 
 def remove_members(source: str, stack_id: str, address: str) -> None:
@@ -182,8 +193,10 @@ def _member(data: dict[str, Any]) -> MemberRecord | None:
             device=data.get("device"),
             ips=tuple(data.get("ips") or ()),
             groups=tuple(data.get("groups") or ()),
+            host=data.get("host"),
+            ssh=None if data.get("ssh") is None else SshTarget.model_validate(data["ssh"]),
         )
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValidationError):
         return None
     valid = (
         rec.source in ("server", "port")
@@ -192,6 +205,8 @@ def _member(data: dict[str, Any]) -> MemberRecord | None:
         and (rec.device is None or is_interface_name(rec.device))
         and all(isinstance(g, str) and GROUP_ID.fullmatch(g) for g in rec.groups)
         and all(_ipv4(ip) for ip in rec.ips)
+        and (rec.host is None) == (rec.ssh is None)
+        and (rec.host is None or (isinstance(rec.host, str) and HOST_NAME.fullmatch(rec.host)))
     )
     return rec if valid else None
 
@@ -225,9 +240,11 @@ def merged(records: list[MemberRecord]) -> list[Member]:
     out = []
     for (bridge, mac), recs in sorted(by_nic.items()):
         groups_ = sorted({g for r in recs for g in r.groups})
-        device = next((r.device for r in recs if r.device), None)
-        if not groups_ or device is None:
+        holder = next((r for r in recs if r.device), None)
+        if not groups_ or holder is None:
             continue
+        # the record naming the device (the server's) knows where the NIC is; a port's does not
+        device, host = holder.device, holder.host
         ips = {ip for r in recs for ip in r.ips}
         if not ips:
             if bridge not in leases:
@@ -235,8 +252,53 @@ def merged(records: list[MemberRecord]) -> list[Member]:
                 leases[bridge] = netfacts.leases(facts) if facts else {}
             if mac in leases[bridge]:
                 ips.add(leases[bridge][mac])
-        out.append(Member(bridge, mac, device, tuple(sorted(ips)), tuple(groups_)))
+        out.append(Member(bridge, mac, device, tuple(sorted(ips)), tuple(groups_), host))
     return out
+
+
+# ---- hosts ---------------------------------------------------------------------------------
+
+
+def _host_path(name: str) -> Path:
+    if not HOST_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a host name")
+    return root() / "hosts" / f"{name}.json"
+
+
+def targets(records: list[MemberRecord]) -> dict[str, SshTarget]:
+    """The SSH target of every host that holds our tables or has a member (a member's target
+    wins: it is the site catalog's of the latest write)."""
+    out = applied()
+    for rec in records:
+        if rec.host is not None and rec.ssh is not None:
+            out[rec.host] = rec.ssh
+    return out
+
+
+def applied() -> dict[str, SshTarget]:
+    """The catalog hosts our tables were applied on, with their SSH targets."""
+    d = root() / "hosts"
+    out: dict[str, SshTarget] = {}
+    if not d.is_dir():
+        return out
+    for f in sorted(d.glob("*.json")):
+        data = _read(f)
+        try:
+            name = str((data or {})["name"])
+            ssh = SshTarget.model_validate((data or {})["ssh"])
+        except (KeyError, TypeError, ValidationError):
+            continue
+        if HOST_NAME.fullmatch(name) and f.name == f"{name}.json":
+            out[name] = ssh
+    return out
+
+
+def mark_applied(name: str, ssh: SshTarget) -> None:
+    _write(_host_path(name), {"name": name, "ssh": ssh.model_dump(mode="json")})
+
+
+def unmark_applied(name: str) -> None:
+    _host_path(name).unlink(missing_ok=True)
 
 
 def group_map(records: list[GroupRecord]) -> dict[str, Group]:

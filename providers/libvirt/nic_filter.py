@@ -5,7 +5,8 @@ the port to the NIC's tap), gets a member record: bridge, MAC, tap device, the p
 (a DHCP NIC has none: the ruleset takes its lease) and the NIC's groups. Every change goes
 through `enforce.change`, which rebuilds the host's ruleset when what it is made of changed.
 Tap devices are named by iacloud (`tap_name`, set as `<target dev>`), so a rule bound to one
-holds across restarts of the domain.
+holds across restarts of the domain. A server on a catalog host records that host and its SSH
+target (`placement`): the host's own ruleset filters the NIC, applied there over SSH.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import libvirt
 
+from iacloud.errors import ProviderError
 from iacloud.ids import PortId
 from iacloud.secgroups import enforce, facts
+from iacloud.site_hosts import SshTarget
 
 from . import domain_xml
 from .domain_xml import NicRecord
+
+if TYPE_CHECKING:
+    from .host_context import HostContext
 
 SOURCE = "server"
 
@@ -43,14 +50,33 @@ def _taps(dom: libvirt.virDomain) -> dict[str, str]:
     return taps
 
 
+def placement(ctx: HostContext | None) -> tuple[str | None, SshTarget | None]:
+    """Where the server's NICs are filtered: (None, None) for this machine's libvirtd, else
+    the catalog host's name and SSH target."""
+    if ctx is None or ctx.local or ctx.entry is None:
+        return None, None
+    if ctx.entry.ssh is None:
+        raise ProviderError(
+            f"host {ctx.name} has no ssh target: its security groups cannot be enforced "
+            "(add ssh = ... to the host in the site catalog)"
+        )
+    return ctx.name, ctx.entry.ssh
+
+
 def sync(
-    stack_id: str, address: str, dom: libvirt.virDomain, nics: Sequence[NicRecord]
+    stack_id: str,
+    address: str,
+    dom: libvirt.virDomain,
+    nics: Sequence[NicRecord],
+    ctx: HostContext | None = None,
 ) -> list[facts.MemberRecord]:
     """Write the member records of the server's bound NICs and remove its others. A server
-    that has and had none leaves the ruleset (and nft) alone."""
+    that has and had none leaves the ruleset (and nft) alone. `ctx`: the host the domain is
+    on (None: this machine)."""
     bound = [n for n in nics if n.groups or n.key == "port"]
     if not bound and not has_members(stack_id, address):
         return []
+    host, ssh = placement(ctx) if bound else (None, None)
     taps = _taps(dom)
     bridges = {n.mac: n.bridge for n in domain_xml.parse(dom.XMLDesc(0)).nics}
     members = []
@@ -64,7 +90,7 @@ def sync(
         members.append(
             facts.MemberRecord(
                 SOURCE, stack_id, address, bridges[rec.mac], rec.mac, taps.get(rec.mac), ips,
-                rec.groups,
+                rec.groups, host, ssh,
             )
         )  # fmt: skip
     with enforce.change():

@@ -515,13 +515,14 @@ class Server(LibvirtResource):
                     field="host",
                 )
             ]
-        if inputs.host is not None and not self.provider.host(inputs.host).local:
+        ctx = self.provider.host(inputs.host) if inputs.host is not None else None
+        if ctx is not None and not ctx.local and ctx.entry is not None and ctx.entry.ssh is None:
             for i, entry in enumerate(inputs.networks):
                 if entry.security_groups or entry.port is not None:
                     return [
                         Diagnostic(
-                            f"a server on host {inputs.host}: security groups and ports are "
-                            "enforced on this machine only (not built for other hosts yet)",
+                            f"host {inputs.host} has no ssh target: security groups and ports "
+                            "are enforced there over SSH (add ssh = ... to the host)",
                             address=address,
                             field=f"networks[{i}]",
                         )
@@ -775,13 +776,12 @@ class Server(LibvirtResource):
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
-            # filtered before the guest sends its first frame (security groups and DNS names
-            # are this machine's: refused by check() for a server on another host)
-            members = nic_filter.sync(stack.id, address, dom, record.nics) if local else []
+            # filtered before the guest sends its first frame (on another host by its own
+            # ruleset, over SSH; DNS names are this machine's)
+            members = nic_filter.sync(stack.id, address, dom, record.nics, self.provider.here)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
-                if local:
-                    nic_filter.learn_leases(members)
+                nic_filter.learn_leases(members)
             if local:
                 dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
@@ -1071,7 +1071,7 @@ class Server(LibvirtResource):
         if record != parsed.record:
             self._set_metadata(dom, parsed.owner, record)
         if "networks" in changed:
-            nic_filter.sync(self.provider.stack.id, address, dom, record.nics)
+            nic_filter.sync(self.provider.stack.id, address, dom, record.nics, self.provider.here)
         if "root_gib" in changed and inputs.root_gib is not None:
             # before a restart below, so the guest's next boot sees the larger disk
             self._grow_root(dom, record, inputs.root_gib)

@@ -24,7 +24,7 @@ from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Collision, ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.schema import Disruption, Inputs, prop
-from iacloud.secgroups import enforce, facts, nft
+from iacloud.secgroups import enforce, facts
 from iacloud.secgroups.compiler import Ruleset
 from iacloud.secgroups.rules import GROUP_ID, Rule
 
@@ -46,7 +46,7 @@ class SecurityGroup(NetlinkResource):
         if not refs:
             return {}
         expected = enforce.expected()
-        comments = nft.rule_comments(nft.read()) if expected.expected else {}
+        comments = enforce.rule_comments() if expected.expected else {}
         out = {}
         for ref in refs:
             gid = ref.id or facts.group_id(self.stack.id, ref.address)
@@ -84,7 +84,7 @@ class SecurityGroup(NetlinkResource):
         if record is None:
             raise ProviderError(f"security group {gid} has no record")
         expected = enforce.expected()
-        comments = nft.rule_comments(nft.read()) if expected.expected else {}
+        comments = enforce.rule_comments() if expected.expected else {}
         return self._observe(record, expected, comments)
 
     # ---- changes -------------------------------------------------------------------------
