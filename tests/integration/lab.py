@@ -33,6 +33,16 @@ def host_table(name: str, addr: str) -> str:
             f'ssh = {{ target = "{name}", ssh_config = "{LAB_DIR}/ssh_config" }}\n')  # fmt: skip
 
 
+def on(host: str, *argv: str) -> str:
+    """`argv` run on lab host `host` over its SSH (what it prints; a failure prints nothing).
+    ssh hands the words to the remote shell: one word with a glob is expanded there."""
+    done = subprocess.run(
+        ["ssh", "-F", str(LAB_DIR / "ssh_config"), host, "--", *argv],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout
+
+
 def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`iacloud ARGS` on the stack file `work/stack` with the site file `work/site.toml`: the
     run commands (`plan`, `apply`, ...) take the stack as an argument, the read commands

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, LAB_DIR, host_table, lab, run_stack
+from lab import HOSTS, host_table, lab, on, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -61,14 +61,6 @@ networks = [{ network = { get_resource = "lan" } }]
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_stack(work, "vx.toml", *args)
-
-
-def on(host: str, *argv: str) -> str:
-    done = subprocess.run(
-        ["ssh", "-F", str(LAB_DIR / "ssh_config"), host, "--", *argv],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    return done.stdout
 
 
 def links_of(host: str) -> list[str]:

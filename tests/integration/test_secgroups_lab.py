@@ -1,0 +1,220 @@
+"""Security groups and ports on another host (#16) on the real lab hosts: a guest on h1 pings a
+guest on h2 whose NIC takes a port (a fixed address from the network node's dnsmasq, over
+VXLAN) and lists a security group allowing ICMP: the pings are answered, h2's own nft table
+(read over its SSH) holds the group's rule bound to that NIC, and this machine's does not. A
+floating IP on the node's router reaches the h2 guest through its port. Changing the rule to
+TCP 22 only is a live update: h2's table follows and the pings from h1 go unanswered.
+Destroy removes our table from h2. Everything is named sg* and in 198.18.0.0/15; the stack is
+destroyed and the test's outside namespace removed whatever happened."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lab import HOSTS, TINY, host_table, lab, on, run_stack
+
+NODE = "198.19.250.1"
+LAN, EXT = "198.18.81", "198.19.81"
+FIXED = f"{LAN}.50"
+OUTSIDE_NS, OUTSIDE_LINK = "sgout", "sgout0"
+PING = (
+    "#!/bin/sh\nn=0; while true; do n=$((n+1)); "
+    f"if ping -c1 -W1 {FIXED} >/dev/null 2>&1; then echo SGPING $n OK; "
+    "else echo SGPING $n NO; fi; sleep 1; done &\n"
+)
+ICMP = '{ direction = "ingress", protocol = "icmp" }'
+SSH_ONLY = '{ direction = "ingress", protocol = "tcp", port_min = 22 }'
+
+
+def stack(rule: str) -> str:
+    return f"""
+version = 1
+name = "sg"
+[provider.netlink]
+underlay = "{NODE}"
+[resources.tiny]
+type = "image"
+source = "{TINY}"
+format = "qcow2"
+[resources.ext]
+type = "network"
+cidr = "{EXT}.0/24"
+dhcp = false
+external = true
+[resources.lan]
+type = "network"
+cidr = "{LAN}.0/24"
+dhcp_range = {{ start = "{LAN}.100", end = "{LAN}.110" }}
+[resources.rtr]
+type = "router"
+networks = [{{ get_resource = "lan" }}]
+external = {{ network = {{ get_resource = "ext" }}, ip = "{EXT}.2" }}
+[resources.icmp]
+type = "security_group"
+rules = [{rule}]
+[resources.pb]
+type = "port"
+network = {{ get_resource = "lan" }}
+ip = "{FIXED}"
+[resources.fip]
+type = "floating_ip"
+network = {{ get_resource = "ext" }}
+port = {{ get_resource = "pb" }}
+router = {{ get_resource = "rtr" }}
+[resources.a]
+type = "server"
+image = {{ get_resource = "tiny" }}
+memory_mib = 128
+host = "h1"
+networks = [{{ network = {{ get_resource = "lan" }} }}]
+user_data = {json.dumps(PING)}
+[resources.b]
+type = "server"
+image = {{ get_resource = "tiny" }}
+memory_mib = 128
+host = "h2"
+networks = [{{ port = {{ get_resource = "pb" }}, security_groups = [{{ get_resource = "icmp" }}] }}]
+"""
+
+
+def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_stack(work, "sg.toml", *args)
+
+
+def state(work: Path, address: str) -> dict[str, object]:
+    done = iacloud(work, "state", "show", address, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=False)
+
+
+def drop_outside() -> None:
+    ip("link", "del", OUTSIDE_LINK)
+    ip("netns", "del", OUTSIDE_NS)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    lab("up", str(len(HOSTS)))
+    path = tmp_path_factory.mktemp("sg")
+    (path / "site.toml").write_text(
+        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
+    )
+    (path / "sg.toml").write_text(stack(ICMP))
+    try:
+        yield path
+    finally:
+        drop_outside()
+        done = iacloud(path, "destroy", "--auto-approve")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def rounds(work: Path) -> list[tuple[int, bool]]:
+    """The h1 guest's ping rounds so far, from its console (read over h1's SSH)."""
+    text = on("h1", "cat /var/log/libvirt/qemu/sg-a-*.console.log")
+    return [(int(n), ok == "OK") for n, ok in re.findall(r"SGPING (\d+) (OK|NO)", text)]
+
+
+def wait_rounds(work: Path, after: int, count: int, timeout: float = 120) -> list[bool]:
+    """The outcomes of `count` rounds after round `after`."""
+    deadline = time.monotonic() + timeout
+    seen: list[tuple[int, bool]] = []
+    while time.monotonic() < deadline:
+        seen = [r for r in rounds(work) if r[0] > after]
+        if len(seen) >= count:
+            return [ok for _, ok in seen[:count]]
+        time.sleep(2)
+    raise AssertionError(f"only {len(seen)} ping rounds after round {after}: {seen}")
+
+
+def b_nic(work: Path) -> tuple[str, str]:
+    """The h2 guest's NIC: the port's bridge and MAC (`<bridge>/<mac>/<ip>`)."""
+    bridge, mac, _ = str(state(work, "pb")["id"]).split("/")
+    return bridge, mac
+
+
+def h2_table(family: str = "inet") -> str:
+    return on("h2", "nft", "list", "table", family, "iacloud")
+
+
+def test_a_port_and_a_group_on_h2_let_icmp_from_h1_in(work: Path) -> None:
+    done = iacloud(work, "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    gid = str(state(work, "icmp")["id"])
+    bridge, mac = b_nic(work)
+    # b leased the port's fixed address from the node's dnsmasq, over VXLAN
+    shown = iacloud(work, "show").stdout
+    assert FIXED in shown, shown
+    # answered: some round after boot succeeds, and then they keep succeeding
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(ok for _, ok in rounds(work)):
+        time.sleep(3)
+    last = max((n for n, ok in rounds(work) if ok), default=None)
+    assert last is not None, rounds(work)[-10:]
+    assert all(wait_rounds(work, last, 3))
+    # h2 holds the rule, bound to b's MAC; this machine's table does not filter b
+    table = h2_table()
+    assert f'comment "{gid}:0"' in table and "icmp" in table and mac in table, table
+    assert mac in h2_table("bridge")
+    local = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    assert mac not in local
+    assert bridge in on("h2", "ip", "-br", "link")
+    # the group reads back from h2's table as applied: no drift, nothing to do
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    assert not [c for c in plan["changes"] if c["action"] != "no-op"], plan
+
+
+def test_a_floating_ip_reaches_the_guest_on_h2_through_its_port(work: Path) -> None:
+    fip = str(state(work, "fip")["id"]).split("/")[1]
+    ext = str(state(work, "ext")["id"])
+    drop_outside()
+    for args in (
+        ("netns", "add", OUTSIDE_NS),
+        ("link", "add", OUTSIDE_LINK, "type", "veth", "peer", "name", "eth0", "netns", OUTSIDE_NS),
+        ("link", "set", OUTSIDE_LINK, "master", ext, "up"),
+        ("-n", OUTSIDE_NS, "link", "set", "lo", "up"),
+        ("-n", OUTSIDE_NS, "addr", "add", f"{EXT}.1/24", "dev", "eth0"),
+        ("-n", OUTSIDE_NS, "link", "set", "eth0", "up"),
+    ):
+        done = ip(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    ping = subprocess.run(
+        ["ip", "netns", "exec", OUTSIDE_NS, "ping", "-c", "3", "-W", "2", fip],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_changing_the_rule_is_live_on_h2(work: Path) -> None:
+    gid = str(state(work, "icmp")["id"])
+    (work / "sg.toml").write_text(stack(SSH_ONLY))
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    changes = [c for c in plan["changes"] if c["action"] != "no-op"]
+    assert [(c["address"], c["action"], c["disruption"]) for c in changes] == [
+        ("icmp", "update", "live")
+    ], changes
+    done = iacloud(work, "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = max(n for n, _ in rounds(work))
+    # a round under way while the rules changed may still pass: judge the ones after it
+    assert not any(wait_rounds(work, last + 1, 3))
+    table = h2_table()
+    assert f'comment "{gid}:0"' in table and "tcp dport 22" in table, table
+    assert "meta l4proto icmp" not in table
+
+
+def test_destroy_removes_the_table_on_h2(work: Path) -> None:
+    _, mac = b_nic(work)
+    done = iacloud(work, "destroy", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # b was h2's last filtered NIC: our tables are gone there
+    assert h2_table() == "" and h2_table("bridge") == "", mac

@@ -1,0 +1,209 @@
+"""Security groups across hosts (#16): member records naming a catalog host, one ruleset per
+host (its own members' chains, every host's addresses in the remote-group sets), the rebuild
+that applies each over SSH as an argument list with the ruleset on stdin, removal of a host's
+tables with its last member, and the conntrack listing of a host parsed and judged."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iacloud.errors import ProviderError
+from iacloud.secgroups import compiler, enforce, facts, nft, remote
+from iacloud.secgroups.compiler import Group, Member, compile_hosts, removal, zone
+from iacloud.secgroups.conntrack import Entry, stale
+from iacloud.secgroups.rules import Rule
+from iacloud.site_hosts import SshTarget
+
+G1 = "sg-0123456789"
+BR = "iacb0000000001"
+SSH = SshTarget(target="root@198.18.0.2", ssh_config="/etc/iacloud/ssh_config")
+GROUPS = {
+    G1: Group(
+        G1,
+        (
+            Rule(direction="ingress", protocol="icmp", remote_group="self"),
+            Rule(direction="ingress", protocol="tcp", port_min=22),
+        ),
+    )
+}
+HERE = Member(BR, "52:54:00:00:00:01", "iacn0000000001", ("198.18.0.5",), (G1,))
+THERE = Member(BR, "52:54:00:00:00:02", "iacn0000000002", ("198.18.0.6",), (G1,), host="h2")
+
+
+def test_each_host_gets_its_own_members_chains_and_everyones_addresses() -> None:
+    rulesets = compile_hosts(GROUPS, [HERE, THERE])
+    assert set(rulesets) == {None, "h2"}
+    here, there = rulesets[None].text, rulesets["h2"].text
+    assert f"in_{HERE.key}" in here and f"in_{THERE.key}" not in here
+    assert f"in_{THERE.key}" in there and f"in_{HERE.key}" not in there
+    # remote_group = "self" on h2 allows the member on this machine too
+    for text in (here, there):
+        assert "elements = { 198.18.0.5, 198.18.0.6 }" in text
+    assert "iacn0000000001" not in there and "iacn0000000002" not in here
+    # the chains of one NIC are named alike wherever it is (the key leaves the host out)
+    assert THERE.key == Member(BR, THERE.mac, THERE.device).key
+
+
+def test_this_machine_always_and_applied_hosts_without_members_get_an_empty_ruleset() -> None:
+    rulesets = compile_hosts(GROUPS, [THERE], hosts=["h3"])
+    assert list(rulesets) == [None, "h2", "h3"]
+    assert rulesets[None].text == "" and rulesets["h3"].text == ""
+    assert compile_hosts(GROUPS, [])[None].text == ""
+
+
+def test_a_bad_host_name_never_reaches_nft() -> None:
+    with pytest.raises(ValueError):
+        compiler.compile_ruleset(GROUPS, [Member(BR, THERE.mac, THERE.device, host="h2;x")])
+
+
+def test_conntrack_sets_come_from_every_host() -> None:
+    entries = [
+        Entry(zone(BR), "icmp", "198.18.0.5", "198.18.0.6", None),  # from a group member
+        Entry(zone(BR), "icmp", "198.18.0.9", "198.18.0.6", None),  # from outside: stale
+        Entry(zone(BR), "tcp", "198.18.0.9", "198.18.0.6", 22),
+    ]
+    assert stale(entries, GROUPS, [THERE], [HERE, THERE]) == [entries[1]]
+    # judged by h2's members alone, the member here is not in the set
+    assert stale(entries, GROUPS, [THERE]) == entries[:2]
+
+
+def test_conntrack_listing_of_a_host_parses_the_original_direction() -> None:
+    text = (
+        "icmp     1 29 src=198.18.0.5 dst=198.18.0.6 type=8 code=0 id=7 src=198.18.0.6 "
+        f"dst=198.18.0.5 type=0 code=0 id=7 mark=0 zone={zone(BR)} use=1\n"
+        "tcp      6 431999 ESTABLISHED src=198.18.0.9 dst=198.18.0.6 sport=5000 dport=22 "
+        "src=198.18.0.6 dst=198.18.0.9 sport=22 dport=5000 [ASSURED] mark=0 use=1\n"
+        "garbage\n"
+    )
+    assert remote.parse_entries(text) == [
+        Entry(zone(BR), "icmp", "198.18.0.5", "198.18.0.6", None),
+        Entry(0, "tcp", "198.18.0.9", "198.18.0.6", 22),
+    ]
+
+
+# ---- facts ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IACLOUD_SECGROUPS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def record(mac: str, host: str | None, device: str | None = "iacn0000000009") -> facts.MemberRecord:
+    return facts.MemberRecord(
+        "server", "stack", "srv", BR, mac, device, ("198.18.0.7",), (G1,),
+        host, SSH if host else None,
+    )  # fmt: skip
+
+
+def test_member_records_keep_host_and_target(root: Path) -> None:
+    facts.write_member(record("52:54:00:00:00:07", "h2"))
+    facts.write_member(record("52:54:00:00:00:08", None))
+    recs = {r.mac: r for r in facts.members()}
+    assert recs["52:54:00:00:00:07"].host == "h2" and recs["52:54:00:00:00:07"].ssh == SSH
+    assert recs["52:54:00:00:00:08"].host is None
+    assert {m.mac: m.host for m in facts.merged(facts.members())} == {
+        "52:54:00:00:00:07": "h2",
+        "52:54:00:00:00:08": None,
+    }
+    assert facts.targets(facts.members()) == {"h2": SSH}
+
+
+def test_a_port_record_takes_the_host_of_the_server_nic_holding_it(root: Path) -> None:
+    port = facts.MemberRecord("port", "stack", "p", BR, "52:54:00:00:00:07", None,
+                              ("198.18.0.7",), (G1,))  # fmt: skip
+    facts.write_member(port)
+    facts.write_member(record("52:54:00:00:00:07", "h2", device="iacn0000000007"))
+    (merged,) = facts.merged(facts.members())
+    assert merged.host == "h2" and merged.device == "iacn0000000007"
+
+
+def test_a_record_with_a_host_but_no_target_reads_as_damaged(root: Path) -> None:
+    facts.write_member(record("52:54:00:00:00:07", "h2"))
+    (path,) = (root / "members").glob("*.json")
+    path.write_text(path.read_text().replace('"ssh": {', '"sshx": {'))
+    assert facts.members() == []
+
+
+def test_applied_hosts_are_marked_and_unmarked(root: Path) -> None:
+    facts.mark_applied("h2", SSH)
+    assert facts.applied() == {"h2": SSH}
+    facts.unmark_applied("h2")
+    assert facts.applied() == {}
+
+
+# ---- rebuild over SSH ----------------------------------------------------------------------
+
+
+class FakeSsh:
+    """subprocess.run for ssh: records each remote argv and its stdin."""
+
+    def __init__(self, sysctl: str = "1") -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.sysctl = sysctl
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        remote_argv = argv[argv.index("--") + 1 :]
+        self.calls.append((remote_argv, kwargs.get("input")))
+        out = self.sysctl + "\n" if remote_argv[0] == "cat" else ""
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    def commands(self) -> list[list[str]]:
+        return [argv for argv, _ in self.calls]
+
+
+@pytest.fixture
+def fake(root: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSsh:
+    ssh = FakeSsh()
+    monkeypatch.setattr(remote.subprocess, "run", ssh)
+    applied_here: list[str] = []
+    monkeypatch.setattr(nft, "apply", applied_here.append)
+    monkeypatch.setattr(enforce.conntrack, "prune", lambda *a: 0)
+    return ssh
+
+
+def test_rebuild_applies_a_hosts_ruleset_over_ssh_on_stdin(fake: FakeSsh) -> None:
+    with enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        facts.write_member(record("52:54:00:00:00:07", "h2"))
+    assert ["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"] in fake.commands()
+    (text,) = [stdin for argv, stdin in fake.calls if argv == ["nft", "-f", "-"]]
+    assert text is not None and text.startswith(removal()) and "iacn0000000009" in text
+    # conntrack listed on the host (its members have addresses)
+    assert ["conntrack", "-L", "-f", "ipv4"] in fake.commands()
+    assert facts.applied() == {"h2": SSH}
+    # no value is spliced into a shell string: every word is its own argument
+    assert all(" " not in word for argv in fake.commands() for word in argv)
+
+
+def test_the_last_member_of_a_host_removes_its_tables(fake: FakeSsh) -> None:
+    with enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        facts.write_member(record("52:54:00:00:00:07", "h2"))
+    fake.calls.clear()
+    with enforce.change():
+        facts.remove_members("server", "stack", "srv")
+    assert fake.calls == [(["nft", "-f", "-"], removal())]
+    assert facts.applied() == {}
+
+
+def test_a_host_without_bridge_netfilter_is_refused(fake: FakeSsh) -> None:
+    fake.sysctl = "0"
+    refused = pytest.raises(ProviderError, match=r"host h2.*bridge-nf-call-iptables = 0")
+    with refused, enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        facts.write_member(record("52:54:00:00:00:07", "h2"))
+    assert not any(argv[:2] == ["nft", "-f"] for argv in fake.commands())
+
+
+def test_expected_rules_cover_every_host(fake: FakeSsh) -> None:
+    with enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        facts.write_member(record("52:54:00:00:00:07", "h2"))
+    (member,) = facts.merged(facts.members())
+    assert enforce.expected().expected[G1] == {0: {f"in_{member.key}"}, 1: {f"in_{member.key}"}}
