@@ -7,8 +7,9 @@ kept until the stack names another host, which is a live migration), else the sc
 choice (`iacloud.scheduler`), with the hosts read in parallel only when something must be
 placed. Types that are "follows" (volumes) take the host of the placed resource that refers to
 them; types that are "spans" (networks) get the hosts of every placed resource that refers to
-them. Without a [hosts] table in the site catalog nothing is placed and a stack that names a
-host is an error. The reasons the scheduler gives go into the plan (`annotate`).
+them, directly or through a "via" resource (a port: a server on h2 taking a port of a network
+makes the network span h2). Without a [hosts] table in the site catalog nothing is placed and a
+stack that names a host is an error. The reasons the scheduler gives go into the plan (`annotate`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from iacloud.plan import Plan, Reason, ReasonCode
 from iacloud.provider import Registry
 from iacloud.state.model import Snapshot
 
-PLACED, FOLLOWS, SPANS = "placed", "follows", "spans"
+PLACED, FOLLOWS, SPANS, VIA = "placed", "follows", "spans", "via"
 GROUP_TYPE = "server_group"
 GiB_MIB = 1024
 
@@ -223,7 +224,11 @@ def _follow(
     """Hosts of the "follows" and "spans" resources, from the placed ones referring to them."""
     users: dict[str, set[str]] = {}
     for server, host in decided.items():
-        for ref in _referenced(resources[server].properties):
+        refs = _referenced(resources[server].properties)
+        for ref in list(refs):
+            if kind.get(ref) == VIA:
+                refs |= _referenced(resources[ref].properties)
+        for ref in refs:
             users.setdefault(ref, set()).add(host)
     for address, k in kind.items():
         rc = resources[address]

@@ -121,6 +121,8 @@ class PortInputs(Inputs):
 
 class Port(NetlinkResource):
     type_name = "port"
+    # a server taking the port is on its network: the network spans the server's host
+    placement = "via"
     replace_collisions = (Collision("the port's ip and mac on its network", unless=("network",)),)
     Inputs = PortInputs
     attributes = ("id", "ip", "mac", "network")

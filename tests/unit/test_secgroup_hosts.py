@@ -207,3 +207,43 @@ def test_expected_rules_cover_every_host(fake: FakeSsh) -> None:
         facts.write_member(record("52:54:00:00:00:07", "h2"))
     (member,) = facts.merged(facts.members())
     assert enforce.expected().expected[G1] == {0: {f"in_{member.key}"}, 1: {f"in_{member.key}"}}
+
+
+# ---- placement: a port carries its server's host to the network -----------------------------
+
+
+def test_a_server_taking_a_port_makes_the_ports_network_span_its_host(tmp_path: Path) -> None:
+    from iacloud.loading import load_stack
+    from iacloud.placement import place
+    from iacloud.provider import Registry
+    from iacloud.scheduler import Host
+    from iacloud.state.model import Snapshot
+
+    path = tmp_path / "s.toml"
+    path.write_text("""version = 1
+name = "s"
+[resources.lan]
+type = "network"
+cidr = "198.18.82.0/24"
+[resources.pb]
+type = "port"
+network = { get_resource = "lan" }
+ip = "198.18.82.50"
+[resources.a]
+type = "server"
+image = "iacloud/img.qcow2"
+host = "h1"
+networks = [{ network = { get_resource = "lan" } }]
+[resources.b]
+type = "server"
+image = "iacloud/img.qcow2"
+host = "h2"
+networks = [{ port = { get_resource = "pb" } }]
+""")
+    registry = Registry.discover()
+    config = load_stack(path, registry)
+    snapshot = Snapshot(stack="s", stack_id="id", lineage="l", serial=0)
+    up = [Host(n, vcpus=4, memory_mib=4096, disk_gib=100, up=True) for n in ("h1", "h2")]
+    result = place(config, snapshot, registry, ["h1", "h2"], lambda: up)
+    assert result.config.resources["lan"].properties["hosts"] == ["h1", "h2"]
+    assert "hosts" not in result.config.resources["pb"].properties
