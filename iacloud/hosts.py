@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from iacloud.provider import Check, HostDown, HostReading, Provider, Registry
 from iacloud.scheduler import Host, Ratios
+from iacloud.secgroups import remote as secgroups_remote
 from iacloud.site import SiteCatalog
 from iacloud.site_hosts import CatalogHost, implicit_hosts
 
@@ -226,6 +227,7 @@ def ssh_checks(entry: CatalogHost, timeout: float = CONNECT_TIMEOUT) -> list[Che
         )
     else:
         out.append(Check("network tools", "ok", f"{', '.join(NETWORK_TOOLS)} found"))
+    out += secgroups_remote.checks(secgroups_remote.Host(entry.ssh.target, entry.ssh))
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iacloud.errors import ProviderError
+from iacloud.provider import Check
 from iacloud.secgroups import conntrack
 from iacloud.secgroups.bridge_nf import BRIDGE_NF, problem
 from iacloud.secgroups.compiler import FAMILIES, TABLE, Group, Member, removal
@@ -148,22 +149,27 @@ def prune(
     return deleted
 
 
-def checks(host: Host) -> list[tuple[str, str, str]]:
-    """(name, status, message) of what enforcing security groups needs on the host."""
-    out = []
-    why = bridged_conntrack(host)
-    out.append(("bridge netfilter", "fail" if why else "ok", why or "bridge-nf = 1"))
-    done = run(host, "nft", "--version")
-    out.append(
-        ("nft", "ok", done.stdout.strip())
-        if done.returncode == 0
-        else ("nft", "fail", "nft is not installed (apt install nftables)")
-    )
-    done = run(host, "conntrack", "--version")
-    out.append(
-        ("conntrack", "ok", done.stdout.strip() or done.stderr.strip())
-        if done.returncode == 0
-        else ("conntrack", "warn", "the conntrack tool is missing: removed rules do not end "
-              "established connections (apt install conntrack)")
-    )  # fmt: skip
+def checks(host: Host) -> list[Check]:
+    """What enforcing security groups needs on the host, for `iacloud doctor`: bridged IPv4
+    reaching conntrack, and the conntrack tool (nft is among the network tools)."""
+    try:
+        why = bridged_conntrack(host)
+        tool = run(host, "conntrack", "--version")
+    except ProviderError as exc:
+        return [Check("security groups", "fail", f"could not check over ssh: {exc}")]
+    out = [
+        Check("security groups", "ok", "bridged IPv4 reaches conntrack (bridge-nf-call-iptables "
+              "= 1): security groups of NICs on this host are enforced here")
+        if why is None
+        else Check("security groups", "warn", f"{why}: a NIC on this host that lists security "
+                   "groups fails to apply", "on the host: modprobe br_netfilter && sysctl -w "
+                   "net.bridge.bridge-nf-call-iptables=1 (keep both in /etc/modules-load.d/ "
+                   "and /etc/sysctl.d/)")
+    ]  # fmt: skip
+    if tool.returncode != 0:
+        out.append(
+            Check("conntrack", "warn", "the conntrack tool is missing: a removed security group "
+                  "rule does not end established connections", "apt-get install conntrack "
+                  "(on the host)")
+        )  # fmt: skip
     return out

@@ -188,7 +188,7 @@ def test_a_floating_ip_reaches_the_guest_on_h2_through_its_port(work: Path) -> N
         done = ip(*args)
         assert done.returncode == 0, (args, done.stderr)
     ping = subprocess.run(
-        ["ip", "netns", "exec", OUTSIDE_NS, "ping", "-c", "3", "-W", "2", fip],
+        ["ip", "netns", "exec", OUTSIDE_NS, "/bin/busybox", "ping", "-c", "3", "-W", "2", fip],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert ping.returncode == 0, ping.stdout + ping.stderr
