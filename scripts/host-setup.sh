@@ -26,6 +26,7 @@ PACKAGES=(
     libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static syslinux syslinux-common mtools linux-image-cloud-amd64 cpio
     graphviz nftables iproute2
+    conntrack                                # catalog hosts: security groups prune tracked connections
     mmdebstrap e2fsprogs fdisk               # scripts/build-cloud-image.sh (fdisk: sfdisk)
     openssh-client                           # e2e: log in to real-image guests
     libvirt-dev pkg-config gcc python3-dev   # pip builds libvirt-python from source
