@@ -23,10 +23,12 @@ NODE = "198.19.250.1"
 LAN, EXT = "198.18.81", "198.19.81"
 FIXED = f"{LAN}.50"
 OUTSIDE_NS, OUTSIDE_LINK = "sgout", "sgout0"
+# rounds of one ping each (a new ICMP id, so a new connection, every round), and one ping that
+# runs on (one id: after its first reply, conntrack holds it as established)
 PING = (
     "#!/bin/sh\nn=0; while true; do n=$((n+1)); "
     f"if ping -c1 -W1 {FIXED} >/dev/null 2>&1; then echo SGPING $n OK; "
-    "else echo SGPING $n NO; fi; sleep 1; done &\n"
+    f"else echo SGPING $n NO; fi; sleep 1; done &\nping {FIXED} &\n"
 )
 ICMP = '{ direction = "ingress", protocol = "icmp" }'
 SSH_ONLY = '{ direction = "ingress", protocol = "tcp", port_min = 22 }'
@@ -118,10 +120,21 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def console() -> str:
+    """The h1 guest's console log (read over h1's SSH): the running domain's, since the logs
+    of earlier runs' domains stay in the directory."""
+    (name,) = [n for n in on("h1", "virsh", "list", "--name").split() if n.startswith("sg-a-")]
+    return on("h1", "cat", f"/var/log/libvirt/qemu/{name}.console.log")
+
+
 def rounds(work: Path) -> list[tuple[int, bool]]:
-    """The h1 guest's ping rounds so far, from its console (read over h1's SSH)."""
-    text = on("h1", "cat /var/log/libvirt/qemu/sg-a-*.console.log")
-    return [(int(n), ok == "OK") for n, ok in re.findall(r"SGPING (\d+) (OK|NO)", text)]
+    """The h1 guest's ping rounds so far."""
+    return [(int(n), ok == "OK") for n, ok in re.findall(r"SGPING (\d+) (OK|NO)", console())]
+
+
+def last_reply() -> int:
+    """The sequence number of the last reply the running ping got (-1: none)."""
+    return max((int(n) for n in re.findall(rf"from {FIXED}: seq=(\d+) ttl", console())), default=-1)
 
 
 def wait_rounds(work: Path, after: int, count: int, timeout: float = 120) -> list[bool]:
@@ -161,6 +174,7 @@ def test_a_port_and_a_group_on_h2_let_icmp_from_h1_in(work: Path) -> None:
     last = max((n for n, ok in rounds(work) if ok), default=None)
     assert last is not None, rounds(work)[-10:]
     assert all(wait_rounds(work, last, 3))
+    assert last_reply() >= 0  # the running ping is answered too
     # h2 holds the rule, bound to b's MAC; this machine's table does not filter b
     table = h2_table()
     assert f'comment "{gid}:0"' in table and "icmp" in table and mac in table, table
@@ -204,9 +218,12 @@ def test_changing_the_rule_is_live_on_h2(work: Path) -> None:
     ], changes
     done = iacloud(work, "apply", "--auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
-    last = max(n for n, _ in rounds(work))
+    last, seq = max(n for n, _ in rounds(work)), last_reply()
     # a round under way while the rules changed may still pass: judge the ones after it
     assert not any(wait_rounds(work, last + 1, 3))
+    # the running ping's connection was established, which the rules let pass whatever they
+    # say: it stops only because h2's conntrack entry was deleted (over SSH) with the rule
+    assert last_reply() <= seq + 2, (seq, last_reply())
     table = h2_table()
     assert f'comment "{gid}:0"' in table and "tcp dport 22" in table, table
     assert "meta l4proto icmp" not in table
