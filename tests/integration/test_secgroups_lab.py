@@ -2,7 +2,8 @@
 guest on h2 whose NIC takes a port (a fixed address from the network node's dnsmasq, over
 VXLAN) and lists a security group allowing ICMP: the pings are answered, h2's own nft table
 (read over its SSH) holds the group's rule bound to that NIC, and this machine's does not. A
-floating IP on the node's router reaches the h2 guest through its port. Changing the rule to
+floating IP on the node's router reaches the h2 guest through its port. A rule deleted by hand
+on h2 is drift the next apply puts back. Changing the rule to
 TCP 22 only is a live update: h2's table follows and the pings from h1 go unanswered.
 Destroy removes our table from h2. Everything is named sg* and in 198.18.0.0/15; the stack is
 destroyed and the test's outside namespace removed whatever happened."""
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from lab import HOSTS, TINY, host_table, lab, on, run_stack
+
+from iacloud.secgroups.compiler import Member
 
 NODE = "198.19.250.1"
 LAN, EXT = "198.18.81", "198.19.81"
@@ -185,6 +188,20 @@ def test_a_port_and_a_group_on_h2_let_icmp_from_h1_in(work: Path) -> None:
     # the group reads back from h2's table as applied: no drift, nothing to do
     plan = json.loads(iacloud(work, "plan", "--json").stdout)
     assert not [c for c in plan["changes"] if c["action"] != "no-op"], plan
+
+
+def test_a_rule_deleted_on_h2_by_hand_is_drift_and_put_back(work: Path) -> None:
+    gid = str(state(work, "icmp")["id"])
+    bridge, mac = b_nic(work)
+    chain = f"in_{Member(bridge, mac, 'unused').key}"
+    on("h2", "nft", "flush", "chain", "inet", "iacloud", chain)
+    assert f'comment "{gid}:0"' not in h2_table()
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    changes = [(c["address"], c["action"]) for c in plan["changes"] if c["action"] != "no-op"]
+    assert changes == [("icmp", "update")], plan
+    done = iacloud(work, "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f'comment "{gid}:0"' in h2_table()
 
 
 def test_a_floating_ip_reaches_the_guest_on_h2_through_its_port(work: Path) -> None:
