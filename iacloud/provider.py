@@ -189,6 +189,12 @@ class ResourceType:
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
         return []
 
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        """Fields of `inputs` that change from `prior` and that this object cannot take in
+        place although the schema says they can, each with why: the plan replaces the object
+        instead and says so (a move libvirt migration cannot make). Same rules as check."""
+        return {}
+
     def check_delete(
         self, address: str, prior: Observed, remaining: Mapping[str, Remaining]
     ) -> list[Diagnostic]:

@@ -496,21 +496,14 @@ class Server(LibvirtResource):
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
                 )
             ]
-        moving = prior is not None and inputs.host != prior.inputs.get("host", inputs.host)
-        if moving and (prior is None or prior.inputs.get("host") is None or inputs.host is None):
+        if prior is not None and self._default_host_move(inputs, prior) and (
+            inputs.volumes or inputs.boot_volume
+        ):
             return [
                 Diagnostic(
-                    "live migration moves a server between hosts of the site catalog; this one "
-                    "is on (or goes to) the provider's own libvirtd: replace it (--replace)",
-                    address=address,
-                    field="host",
-                )
-            ]
-        if moving and (inputs.volumes or inputs.boot_volume):
-            return [
-                Diagnostic(
-                    "moving a server with volumes to another host is not built yet: detach "
-                    "them first (or name the host it is on)",
+                    "migration moves a server between hosts of the site catalog; this one is on "
+                    "(or goes to) the provider's own libvirtd, so it would be replaced, and its "
+                    "volumes cannot follow a replacement: detach them first",
                     address=address,
                     field="host",
                 )
@@ -527,6 +520,20 @@ class Server(LibvirtResource):
                         )
                     ]
         return []
+
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        assert isinstance(inputs, ServerInputs)
+        if self._default_host_move(inputs, prior):
+            return {
+                "host": "migration moves a server between hosts of the site catalog, and this "
+                "one is on (or goes to) the provider's own libvirtd, so it is replaced there"
+            }
+        return {}
+
+    @staticmethod
+    def _default_host_move(inputs: ServerInputs, prior: Observed) -> bool:
+        before = prior.inputs.get("host")
+        return inputs.host != before and (before is None or inputs.host is None)
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -1016,33 +1023,20 @@ class Server(LibvirtResource):
             return self._update(address, prior, inputs, changed)
 
     def _move(self, address: str, prior: Observed, inputs: ServerInputs) -> None:
-        """Live-migrate the running server to `inputs.host` (see `migration`)."""
+        """Migrate the server, running or stopped, to `inputs.host` (see `migration`)."""
         source, target = (
             self.provider.host(prior.inputs.get("host")),
             self.provider.host(inputs.host),
         )
         if source.name is None or target.name is None:
-            raise ProviderError("live migration moves a server between catalog hosts")
+            raise ProviderError("migration moves a server between catalog hosts")
         with self.provider.on(source.name):
             dom = self._lookup(prior.id)
             if dom is None:
                 raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
-            if not dom.isActive():
-                raise ProviderError(
-                    f"server {address} is not running: only a running server moves live "
-                    "(start it first, or replace it with --replace)"
-                )
             parsed = domain_xml.parse(dom.XMLDesc(0))
-            image = parsed.record.image if parsed.record is not None else None
-            if image is None:
-                raise ProviderError(f"server {address} boots from a volume: it cannot move yet")
-
-            def backing() -> tuple[str, str, int]:
-                with self.provider.on(target.name):
-                    return self.provider.backing_image(image)
-
             console = str(Path(REMOTE_CONSOLE_DIR) / f"{parsed.name}.console.log")
-            migration.migrate(dom, parsed, source, target, backing, console)
+            migration.migrate(dom, parsed, source, target, console)
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
