@@ -180,7 +180,6 @@ class Disk(_FakeType):
             ]
         return []
 
-
     def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
         # like a pool that grows a volume in place only within its free space
         if inputs.size_gib > GROWS_IN_PLACE_UP_TO >= prior.inputs.get("size_gib", 0):
