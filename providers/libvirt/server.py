@@ -782,15 +782,16 @@ class Server(LibvirtResource):
             )
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
-            # filtered before the guest sends its first frame (security groups and DNS names
-            # are this machine's: refused by check() for a server on another host)
+            # filtered before the guest sends its first frame (security groups are this
+            # machine's: refused by check() for a server on another host)
             members = nic_filter.sync(stack.id, address, dom, record.nics) if local else []
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
                 if local:
                     nic_filter.learn_leases(members)
-            if local:
-                dns_names.register(who, hostname, spec.nics, record.nics)
+            # the names are served by the network's dnsmasq on this machine, the network node,
+            # wherever the guest runs (a spanning network's guests lease from it too)
+            dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
