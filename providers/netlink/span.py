@@ -124,7 +124,7 @@ def run(member: Member, script: str, *args: str, timeout: float = SSH_TIMEOUT) -
     argv = member.entry.ssh.argv("sh", "-c", script, "sh", *args, connect_timeout=5)
     try:
         done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
             timeout=timeout, check=False,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:

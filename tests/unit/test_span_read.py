@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shlex
+import subprocess
 from collections.abc import Sequence
 from typing import Any
 
@@ -289,3 +292,42 @@ def test_nothing_is_asked_without_remote_members(monkeypatch: pytest.MonkeyPatch
     assert span_read.check([spanned(N, ["local"])], HOSTS, NODE) == {N.bridge: span_read.Verdict()}
     assert span_read.check([spanned(N, ["h1"])], HOSTS, None) == {N.bridge: span_read.Verdict()}
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (
+            subprocess.CompletedProcess([], 255, "", "ssh: connect to host h2 port 22: refused\n"),
+            "host h2 cannot be reached over ssh: ssh: connect to host h2 port 22: refused",
+        ),
+        (subprocess.CompletedProcess([], 1, "", "ip: oops\n"), "host h2: exit 1: ip: oops"),
+        (subprocess.TimeoutExpired(["ssh"], 15.0), "host h2: ssh failed: Command"),
+    ],
+)
+def test_ssh_failures_name_the_host(
+    monkeypatch: pytest.MonkeyPatch, outcome: object, message: str
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def run(argv: list[str], **kw: Any) -> object:
+        seen.update(kw, argv=argv)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(span.subprocess, "run", run)
+    member = span.members(["h2"], HOSTS)[0]
+    with pytest.raises(ProviderError, match=re.escape(message)):
+        span_read.read_host(member, [N])
+    assert seen["timeout"] == span_read.READ_TIMEOUT
+    # the script and every name are words of their own after `--`: nothing is built as text
+    words = seen["argv"][seen["argv"].index("--") + 1 :]
+    assert [shlex.split(w) for w in words] == [
+        ["sh"],
+        ["-c"],
+        [span_read._READ],
+        ["sh"],
+        [N.bridge],
+        [N.vxlan],
+    ]
