@@ -1,5 +1,5 @@
 """The lab hosts of scripts/lab-hosts.sh as the tests reach them: their addresses, the script,
-their libvirt URIs and their [hosts] tables for a site file."""
+their libvirt URIs, their [hosts] tables for a site file, and commands on them over SSH."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SCRIPT = ROOT / "scripts" / "lab-hosts.sh"
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
 LAB_DIR = Path(os.environ.get("IACLOUD_LAB_DIR", "/var/lib/iacloud-lab"))
 HOSTS = {"h1": "198.19.250.11", "h2": "198.19.250.12"}
+NODE = "198.19.250.1"  # this machine on the underlay: the network node
 
 
 def lab(*args: str) -> str:
@@ -50,3 +51,27 @@ def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess
         [sys.executable, "-m", "iacloud.cli.main", *args, *where],
         capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
     )  # fmt: skip
+
+
+def on(host: str, *argv: str) -> str:
+    """`argv` run on a lab host over SSH (ssh joins the words for the remote shell): stdout."""
+    done = subprocess.run(
+        ["ssh", "-F", str(LAB_DIR / "ssh_config"), host, "--", *argv],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout
+
+
+def links_of(host: str) -> list[str]:
+    """The host's links whose names start with iac (the ones iacloud makes)."""
+    return [line.split()[0].split("@")[0] for line in on(host, "ip", "-br", "link").splitlines()
+            if line.startswith("iac")]  # fmt: skip
+
+
+def fdb_peers(dump: str) -> set[str]:
+    """The unicast VXLAN peers (all-zero entries) in `bridge fdb show` output."""
+    return {
+        line.split(" dst ")[1].split()[0]
+        for line in dump.splitlines()
+        if line.startswith("00:00:00:00:00:00") and " dst " in line
+    }

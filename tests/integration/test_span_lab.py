@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, LAB_DIR, host_table, lab, run_stack
+from lab import HOSTS, NODE, fdb_peers, host_table, lab, links_of, on, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
-NODE = "198.19.250.1"
 RANGE = ("198.18.78.100", "198.18.78.101")
 PING = (
     "#!/bin/sh\nwhile true; do for ip in " + " ".join(RANGE) + "; do "
@@ -61,27 +60,6 @@ networks = [{ network = { get_resource = "lan" } }]
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_stack(work, "vx.toml", *args)
-
-
-def on(host: str, *argv: str) -> str:
-    done = subprocess.run(
-        ["ssh", "-F", str(LAB_DIR / "ssh_config"), host, "--", *argv],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    return done.stdout
-
-
-def links_of(host: str) -> list[str]:
-    return [line.split()[0].split("@")[0] for line in on(host, "ip", "-br", "link").splitlines()
-            if line.startswith("iac")]  # fmt: skip
-
-
-def fdb_peers(dump: str) -> set[str]:
-    return {
-        line.split(" dst ")[1].split()[0]
-        for line in dump.splitlines()
-        if line.startswith("00:00:00:00:00:00") and " dst " in line
-    }
 
 
 @pytest.fixture(scope="module")
