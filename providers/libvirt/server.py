@@ -95,7 +95,6 @@ from .server_inputs import NetworkEntry, ServerInputs, port_places
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
-REMOTE_CONSOLE_DIR = "/var/log/libvirt/qemu"  # exists wherever libvirt runs QEMU
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
@@ -329,7 +328,7 @@ class Server(LibvirtResource):
         """Where QEMU writes the serial console: beside the stack's data on this machine; on
         another host in libvirt's own log directory, which every libvirt host has."""
         if not self.provider.here.local:
-            return Path(REMOTE_CONSOLE_DIR) / f"{name}.console.log"
+            return remote_console.log_path(name)
         return self.provider.stack.data_dir / "console" / f"{name}.log"
 
     def _console_text(self, path: Path | None) -> str:
@@ -817,8 +816,10 @@ class Server(LibvirtResource):
             if dom is None:
                 raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
             parsed = domain_xml.parse(dom.XMLDesc(0))
-            console = str(Path(REMOTE_CONSOLE_DIR) / f"{parsed.name}.console.log")
-            migration.migrate(dom, parsed, source, target, console)
+            console = remote_console.log_path(parsed.name)
+            migration.migrate(dom, parsed, source, target, str(console))
+            if parsed.console_path and Path(parsed.console_path) == console:
+                remote_console.remove(source.entry, console)  # the log goes on on the target
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
@@ -1083,7 +1084,10 @@ class Server(LibvirtResource):
         self._remove(dom, own)
         nic_filter.drop(stack.id, address)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
-            Path(console_path).unlink(missing_ok=True)
+            if self.provider.here.local:
+                Path(console_path).unlink(missing_ok=True)
+            else:
+                remote_console.remove(self.provider.here.entry, Path(console_path))
 
     def _outliving(self, parsed: ParsedDomain, own: Sequence[str]) -> list[str]:
         """Disks of the domain that outlive it: neither its own (root, seed) nor deleted in
