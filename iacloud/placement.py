@@ -241,6 +241,18 @@ def _follow(
                     )
                 ]
             )
+        elif k == FOLLOWS and there and rc.properties.get("host") not in (None, *there):
+            raise UserError(
+                [
+                    Diagnostic(
+                        f"names host {rc.properties['host']} but is used by a server on "
+                        f"{', '.join(there)}; a volume lives on its server's host: leave "
+                        "`host` out, or name the same one",
+                        address=f"resources.{address}",
+                        field="host",
+                    )
+                ]
+            )
         elif k == SPANS and rc.properties.get("hosts") is None:
             resources[address] = _with(rc, "hosts", there)
 
