@@ -3,7 +3,7 @@ moves to h2 when its `host` changes; the plan calls it `update, live`; the guest
 (the uptime it prints on its console goes on from where it was, it does not start again near
 zero), keeps its UUID, what it wrote on its volume on h1 is in the volume on h2, it is gone
 from h1 with its disks, and the next plan is empty. A stopped server moves too and stays
-stopped. A server on the provider's own libvirtd cannot migrate to a catalog host: the plan
+stopped, and a detached volume is streamed over. A server on the provider's own libvirtd cannot migrate to a catalog host: the plan
 replaces it and says why, and --max-disruption live refuses that."""
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ memory_mib = 128
 host = "{host}"
 volumes = [{{ get_resource = "data" }}]
 user_data = {json.dumps(TICK)}
+[resources.spare]
+type = "volume"
+size_gib = 1
+host = "{stopped_host}"
 [resources.off]
 type = "server"
 image = {{ get_resource = "tiny" }}
@@ -137,12 +141,14 @@ def test_a_running_server_moves_live_to_another_host(work: Path) -> None:
     mark = MARK.search(console("h1", dom))
     assert mark, "the guest wrote no mark on its volume"
     data = next(v for v in volumes("h1") if v.endswith("-data.raw"))
+    spare = next(v for v in volumes("h1") if v.endswith("-spare.qcow2"))
+    spare_bytes = head("h1", spare, 1 << 20)
     stopped = {n: u for n, u in domains("h1", active=False).items() if n.startswith("mg-off-")}
     assert stopped
     (work / "mg.toml").write_text(stack("h2", "h2"))
     plan = json.loads(iacloud(work, "plan", "--json").stdout)
     moves = {c["address"]: c for c in plan["changes"] if c["action"] != "no-op"}
-    assert set(moves) == {"m", "off", "data"}
+    assert set(moves) == {"m", "off", "data", "spare"}
     for c in moves.values():
         assert (c["action"], c["disruption"], [f["field"] for f in c["fields"]]) == (
             "update",
@@ -161,9 +167,12 @@ def test_a_running_server_moves_live_to_another_host(work: Path) -> None:
     # the stopped one is defined on h2 with its UUID, still stopped, and gone from h1
     assert {n: u for n, u in domains("h2", active=False).items() if n in stopped} == stopped
     assert not [n for n in domains("h1", active=False) if n.startswith("mg-off-")]
-    left = [v for v in volumes("h1") if v.endswith(("-data.raw", ".root.qcow2", ".seed.raw"))]
-    assert not left  # the disks, seeds and the volume went with them
-    for address in ("m", "off", "data"):
+    # the detached volume was streamed over as it was
+    assert head("h2", spare, 1 << 20) == spare_bytes
+    left = [v for v in volumes("h1") if v.endswith(("-data.raw", "-spare.qcow2", ".root.qcow2",
+                                                    ".seed.raw"))]  # fmt: skip
+    assert not left  # the disks, seeds and the volumes went with them
+    for address in ("m", "off", "data", "spare"):
         state = json.loads(iacloud(work, "state", "show", address, "--json").stdout)
         assert state["inputs"]["host"] == "h2", address
     again = json.loads(iacloud(work, "plan", "--json").stdout)
