@@ -365,13 +365,14 @@ class _Planning:
         fields: Sequence[FieldChange],
     ) -> dict[str, str]:
         """The changed fields the existing object cannot take in place, with why."""
-        if not fields or prior is None or prior.observed is None or has_unknown(after):
+        if not fields or prior is None or has_unknown(after):
             return {}
         try:
             inputs = type_cls.Inputs(**after)
         except ValidationError:
             return {}  # reported by the check
-        found = self.resources(rc.type).not_in_place(address, inputs, prior.observed)
+        known = prior.observed or Observed(prior.id or "", prior.inputs, prior.attributes)
+        found = self.resources(rc.type).not_in_place(address, inputs, known)
         return {f.field: found[f.field] for f in fields if f.field in found}
 
     def _take_in(
