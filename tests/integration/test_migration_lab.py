@@ -3,8 +3,9 @@ moves to h2 when its `host` changes; the plan calls it `update, live`; the guest
 (the uptime it prints on its console goes on from where it was, it does not start again near
 zero), keeps its UUID, what it wrote on its volume on h1 is in the volume on h2, it is gone
 from h1 with its disks, and the next plan is empty. A stopped server moves too and stays
-stopped, and a detached volume is streamed over. A server on the provider's own libvirtd cannot migrate to a catalog host: the plan
-replaces it and says why, and --max-disruption live refuses that."""
+stopped, and a detached volume is streamed over. A server on the provider's own libvirtd
+cannot migrate to a catalog host: the plan replaces it and says why, and --max-disruption live
+refuses that."""
 
 from __future__ import annotations
 
