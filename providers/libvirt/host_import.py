@@ -41,6 +41,8 @@ def import_on_hosts(
     named = given.get("host")
     if isinstance(named, str):
         with provider.on(named):
+            if not present(id):
+                raise ProviderError(f"no {what} {id} on host {named} (the stack's `host`)")
             return _with_host(import_here(), named)
     if not provider.stack.hosts:
         return import_here()  # one host: nothing to search

@@ -85,6 +85,13 @@ def test_a_host_the_stack_names_is_the_only_one_asked() -> None:
     assert obs.inputs["host"] == "h1" and fake.asked == []
 
 
+def test_not_on_the_host_the_stack_names_is_an_error_naming_it() -> None:
+    fake = FakeHosts({"h1": True}, ["h1", "h2"])
+    with pytest.raises(ProviderError, match=r"no volume iacloud/v.qcow2 on host h2 \(the stack"):
+        run(fake, {"host": "h2"})
+    assert fake.asked == []
+
+
 def test_without_catalog_hosts_it_imports_from_the_default_host() -> None:
     fake = FakeHosts({None: True}, [])
     obs = run(fake)
