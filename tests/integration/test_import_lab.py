@@ -6,8 +6,8 @@ forgotten (`state rm`), are imported into a stack that does not name their host;
 them on h2, state records host h2, and the next plan is empty. An id on no host is an error
 naming the hosts searched.
 Snapshots: a volume named on h2, a snapshot of it and a volume made from the snapshot are all
-made in h2's pool (checked in h2's own libvirtd), the plan after is empty, and destroy leaves
-nothing of the stack on any host.
+made in h2's pool (checked in h2's own libvirtd), the plan after is empty, the snapshot
+forgotten is imported from h2, and destroy leaves nothing of the stack on any host.
 
 Everything made here is named "imp..." (the stacks "imp" and "impsnap", the volume
 "imp-data.qcow2"); the teardown destroys both stacks and removes whatever of that is left,
@@ -210,6 +210,13 @@ def test_a_snapshot_and_a_volume_made_from_it_stay_on_their_volumes_host(work: P
     backing = on_h2[names["copy"]].findtext("backingStore/path")
     assert backing == on_h2[names["snap"]].findtext("target/path")
     assert not set(names.values()) & set(volumes(HOSTS["h1"]))
+    assert_plan_empty(work, "impsnap.toml")
+    # a snapshot forgotten is imported from h2, where it is (the stack names no host for it)
+    done = run_stack(work, "impsnap.toml", "state", "rm", "snap")
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_stack(work, "impsnap.toml", "import", "snap", resources["snap"]["id"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert state(work, "impsnap.toml")["snap"]["inputs"]["host"] == "h2"
     assert_plan_empty(work, "impsnap.toml")
     done = run_stack(work, "impsnap.toml", "destroy", "--auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
