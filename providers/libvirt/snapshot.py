@@ -36,6 +36,11 @@ from is refused: at plan time when the volume stays in the plan (`check_delete`)
 delete time for any volume of any active pool whose backing file is the snapshot (volumes of
 other stacks, or ones left out of state), unless this run deletes that volume too.
 
+On a site catalog host (issue #16) a snapshot is made, read and deleted on its volume's host,
+given by its `host` input: placement (`iacloud.placement`) sets it to the volume's host, and
+puts a volume made from the snapshot on the same host. Import looks for it on every host
+(`host_import`).
+
 What libvirt cannot show, the volume a snapshot was taken from and its consistency, is
 recorded beside the stack's data (data_dir/snapshots/<name>.inputs.json, see `base`);
 `created_at` is the time the copy was completed (the file's modification time: nothing writes
@@ -200,7 +205,7 @@ class VolumeSnapshot(StorageResource):
             with failing(f"copying volume {inputs.volume} into {pool.name}/{name}"):
                 vol = pool.handle.createXMLFrom(xml, src, 0)
         try:
-            record = {"volume": inputs.volume, "consistency": consistency, "host": inputs.host}
+            record = {"volume": inputs.volume, "consistency": consistency}
             self.save_inputs(name, record)
             return self._observe(pool, vol, record)
         except BaseException:
