@@ -291,7 +291,8 @@ class LibvirtProvider(Provider):
         pool = self.pools.find(self.conn(), pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
-            raise ProviderError(f"{what} {image_id} does not exist")
+            where = "" if self.here is self.default else f" on {self.here.label}"
+            raise ProviderError(f"{what} {image_id} does not exist{where}")
         if fmt is None:
             raise ProviderError(f"cannot tell the format of {what} {image_id}")
         info = storage.info(pool, vol)

@@ -235,6 +235,7 @@ def _definition_inputs(
 class Server(LibvirtResource):
     type_name = "server"
     placement = "placed"
+    on_hosts, noun = True, "domain"  # import looks on every host (host_import)
     replace_collisions = (
         Collision("the libvirt domain name (stack name, address and stack id), its root disk "
                   "and seed volume names (stack id and address)"),
@@ -709,6 +710,9 @@ class Server(LibvirtResource):
                     continue
                 raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
         return out
+
+    def present_here(self, id: str) -> bool:
+        return self._lookup(id) is not None
 
     def import_(self, address: str, id: str) -> Observed:
         dom = self._lookup(id)

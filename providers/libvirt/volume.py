@@ -86,6 +86,7 @@ class VolumeInputs(Inputs):
 class Volume(StorageResource):
     type_name = "volume"
     placement = "follows"
+    on_hosts = True  # import looks on every host (host_import)
     replace_collisions = (
         Collision("the volume name in its pool (stack id, address and format)",
                   unless=("format", "pool")),
@@ -121,15 +122,6 @@ class Volume(StorageResource):
                     address=address,
                     field="image",
                     hint="write `snapshot = ...` to make a volume from a snapshot",
-                )
-            )
-        if inputs.snapshot is not None and inputs.host is not None:
-            out.append(
-                Diagnostic(
-                    "volumes from a snapshot are made on the default host only (not on catalog "
-                    "hosts yet)",
-                    address=address,
-                    field="snapshot",
                 )
             )
         source = "an image" if inputs.image is not None else "a snapshot"

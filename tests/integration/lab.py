@@ -37,16 +37,18 @@ def host_table(name: str, addr: str) -> str:
 def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`iacloud ARGS` on the stack file `work/stack` with the site file `work/site.toml`: the
     run commands (`plan`, `apply`, ...) take the stack as an argument, the read commands
-    (`show`, `state show`) as --stack. A module's tests share one data dir (the records of
-    its networks and volumes), not the per-test one the conftest gives."""
+    (`show`, `state show`) and `import` as --stack. A module's tests share one data dir (the
+    records of its networks and volumes), not the per-test one the conftest gives."""
     env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
            "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
     path = str(work / stack)
-    where = (
-        ["--stack", path]
-        if args[0] in ("show", "state")
-        else ["--site", str(work / "site.toml"), path]
-    )
+    site = ["--site", str(work / "site.toml")]
+    if args[0] in ("show", "state"):
+        where = ["--stack", path]
+    elif args[0] == "import":  # takes the stack as --stack, and finds objects on the hosts
+        where = ["--stack", path, *site]
+    else:
+        where = [*site, path]
     return subprocess.run(
         [sys.executable, "-m", "iacloud.cli.main", *args, *where],
         capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
