@@ -5,11 +5,13 @@ Before the planner diffs anything, `place` fills in `host` on every resource who
 "placed" (servers): the host the stack names, else the one state recorded (a placement is
 kept until the stack names another host, which is a live migration), else the scheduler's
 choice (`iacloud.scheduler`), with the hosts read in parallel only when something must be
-placed. Types that are "follows" (volumes) take the host of the placed resource that refers to
-them; types that are "spans" (networks) get the hosts of every placed resource that refers to
-them, directly or through a "via" resource (a port: a server on h2 taking a port of a network
-makes the network span h2). Without a [hosts] table in the site catalog nothing is placed and a
-stack that names a host is an error. The reasons the scheduler gives go into the plan (`annotate`).
+placed. Types that are "follows" (volumes, volume snapshots) take the host of the placed
+resource that refers to them, or else of the "follows" resource they refer to (a snapshot its
+volume's, a volume made from a snapshot the snapshot's); types that are "spans" (networks)
+get the hosts of every placed resource that refers to them, directly or through a "via"
+resource (a port: a server on h2 taking a port of a network makes the network span h2).
+Without a [hosts] table in the site catalog nothing is placed and a stack that names a host is
+an error. The reasons the scheduler gives go into the plan (`annotate`).
 """
 
 from __future__ import annotations
@@ -209,6 +211,7 @@ def place(
         if address in decided:
             resources[address] = _with(resources[address], "host", decided[address])
     _follow(resources, p.kind, decided)
+    _share_storage_hosts(resources, p.kind, snapshot, str(config.file))
     return Placed(replace(config, resources=resources), why)
 
 
@@ -246,8 +249,74 @@ def _follow(
                     )
                 ]
             )
+        elif k == FOLLOWS and there and rc.properties.get("host") not in (None, *there):
+            raise UserError(
+                [
+                    Diagnostic(
+                        f"names host {rc.properties['host']} but is used by a server on "
+                        f"{', '.join(there)}; a volume lives on its server's host: leave "
+                        "`host` out, or name the same one",
+                        address=f"resources.{address}",
+                        field="host",
+                    )
+                ]
+            )
         elif k == SPANS and rc.properties.get("hosts") is None:
             resources[address] = _with(rc, "hosts", there)
+
+
+def _label(host: str | None) -> str:
+    return host if host is not None else "the default host"
+
+
+def _share_storage_hosts(
+    resources: dict[str, ResourceConfig], kind: Mapping[str, str | None], snapshot: Snapshot,
+    file: str,
+) -> None:  # fmt: skip
+    """A "follows" resource referring to another one (a volume snapshot to its volume, a
+    volume to the snapshot it is made from) is on that one's host: a snapshot is a copy
+    libvirt makes inside the volume's pool, and a volume made from it is an overlay on its
+    file. One without a host of its own (named, from a server, or recorded in state) takes it;
+    two that disagree are an error, since no step could make one from the other."""
+    follows = [a for a, k in kind.items() if k == FOLLOWS]
+    where: dict[str, str | None] = {}
+    for a in follows:
+        host = resources[a].properties.get("host")
+        if isinstance(host, str):
+            where[a] = host
+        elif a in snapshot.resources:  # made already: where it is (None: the default host)
+            recorded = snapshot.resources[a].inputs.get("host")
+            where[a] = recorded if isinstance(recorded, str) else None
+    sources = {
+        a: sorted(r for r in _referenced(resources[a].properties) if kind.get(r) == FOLLOWS)
+        for a in follows
+    }
+    changed = True
+    while changed:  # along chains: volume, its snapshot, a volume made from that
+        changed = False
+        for a in follows:
+            known = [r for r in sources[a] if r in where]
+            if a not in where and known:
+                where[a] = where[known[0]]
+                if where[a] is not None:
+                    resources[a] = _with(resources[a], "host", where[a])
+                changed = True
+    problems = [
+        Diagnostic(
+            f"is on {_label(where[a])} but refers to {r}, which is on {_label(where[r])}: a "
+            "volume, its snapshots and the volumes made from them are on one host",
+            file=file,
+            address=f"resources.{a}",
+            field="host",
+            hint=f"leave `host` out to follow {r}, or name the same host on both",
+        )
+        for a in follows
+        if a in where
+        for r in sources[a]
+        if r in where and where[r] != where[a]
+    ]
+    if problems:
+        raise UserError(problems)
 
 
 def _placed(detail: str) -> Reason:

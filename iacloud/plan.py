@@ -102,6 +102,7 @@ class ReasonCode(str, Enum):
     NOT_IN_STACK = "not_in_stack"  # in state, no longer in the stack file
     LEFT_BY_INTERRUPTED = "left_by_interrupted"  # `ids` found by tag after a cut-off `step`
     PLACED = "placed"  # the scheduler chose its host: `detail` says which and why
+    NOT_IN_PLACE = "not_in_place"  # `fields` cannot change in place this time: `detail` why
     OTHER = "other"  # a reason only known as text (`detail`): a plan saved by an older iacloud
 
 
@@ -138,6 +139,8 @@ class Reason(_Frozen):
                 return f"left by an interrupted {self.step}: {ids} (found by its ownership tag)"
             case ReasonCode.PLACED:
                 return f"placed on {self.detail}"
+            case ReasonCode.NOT_IN_PLACE:
+                return f"{fields} cannot change in place: {self.detail}"
         return self.detail
 
 

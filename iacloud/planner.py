@@ -304,6 +304,13 @@ class _Planning:
             assert prior is not None
             after = lifecycle.keep_ignored(after, prior.inputs, rules)
         fields = diff_inputs(type_cls, prior.inputs, after) if exists else []
+        refused = self._not_in_place(address, rc, type_cls, after, prior, fields)
+        fields = [
+            f.model_copy(update={"forces_replacement": True, "disruption": Disruption.REPLACE})
+            if f.field in refused
+            else f
+            for f in fields
+        ]
         boot_fields = next_boot_changes(type_cls, prior.observed, after, fields) if exists else []
         fields = lifecycle.drop_ignored(fields + boot_fields, rules)
         boot_fields = lifecycle.drop_ignored(boot_fields, rules)
@@ -329,6 +336,10 @@ class _Planning:
         if action is Action.NOOP and prior is not None and prior.state is not None:
             self._take_in(address, prior, prior.state, rules)
         reasons = _reasons(action, prior, forces, requested, boot_fields)
+        reasons += [
+            Reason(code=ReasonCode.NOT_IN_PLACE, fields=[field], detail=why)
+            for field, why in refused.items()
+        ]
         self.changes[address] = Change(
             address=address,
             type=rc.type,
@@ -343,6 +354,26 @@ class _Planning:
             dependencies=list(rc.depends_on),
             lifecycle=rules,
         )
+
+    def _not_in_place(
+        self,
+        address: str,
+        rc: ResourceConfig,
+        type_cls: type[ResourceType],
+        after: dict[str, Any],
+        prior: Prior | None,
+        fields: Sequence[FieldChange],
+    ) -> dict[str, str]:
+        """The changed fields the existing object cannot take in place, with why."""
+        if not fields or prior is None or has_unknown(after):
+            return {}
+        try:
+            inputs = type_cls.Inputs(**after)
+        except ValidationError:
+            return {}  # reported by the check
+        known = prior.observed or Observed(prior.id or "", prior.inputs, prior.attributes)
+        found = self.resources(rc.type).not_in_place(address, inputs, known)
+        return {f.field: found[f.field] for f in fields if f.field in found}
 
     def _take_in(
         self, address: str, prior: Prior, rs: ResourceState, rules: Lifecycle | None

@@ -17,7 +17,8 @@ Contracts every resource type keeps:
 - update: applies only the changed fields, in the least disruptive way the schema declares.
 - delete: deleting an object that is already gone succeeds. If delete raises, the object still
   exists.
-- import: reads an existing object by its id into the same shape create would have recorded.
+- import: reads an existing object by its id into the same shape create would have recorded
+  (`import_given` passes what the stack writes for it, e.g. the host to look on).
 - check: plan-time validation against the prior object (e.g. a volume may not shrink). It may
   read the provider's own local records (a port checks its network's reservations) but never
   changes anything and opens no connection.
@@ -189,6 +190,12 @@ class ResourceType:
     def check(self, address: str, inputs: Inputs, prior: Observed | None) -> list[Diagnostic]:
         return []
 
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        """Fields of `inputs` that change from `prior` and that this object cannot take in
+        place although the schema says they can, each with why: the plan replaces the object
+        instead and says so (a move libvirt migration cannot make). Same rules as check."""
+        return {}
+
     def check_delete(
         self, address: str, prior: Observed, remaining: Mapping[str, Remaining]
     ) -> list[Diagnostic]:
@@ -212,6 +219,13 @@ class ResourceType:
 
     def import_(self, address: str, id: str) -> Observed:
         raise NotImplementedError
+
+    def import_given(self, address: str, id: str, given: Mapping[str, Any]) -> Observed:
+        """The engine's entry to `import_`: `given` is what the stack writes for the resource
+        (literal values, or expression nodes where it refers to others). A type whose objects
+        may be on one of several hosts overrides this to look where the stack says, or
+        everywhere (libvirt); the others import as `import_` does."""
+        return self.import_(address, id)
 
     def list_tagged(self) -> list[TaggedObject]:
         """Every object of this type on the host, with its ownership tag if any (for orphans)."""

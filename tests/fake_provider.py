@@ -180,6 +180,15 @@ class Disk(_FakeType):
             ]
         return []
 
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        # like a pool that grows a volume in place only within its free space
+        if inputs.size_gib > GROWS_IN_PLACE_UP_TO >= prior.inputs.get("size_gib", 0):
+            return {"size_gib": f"a fake disk grows in place up to {GROWS_IN_PLACE_UP_TO} GiB"}
+        return {}
+
+
+GROWS_IN_PLACE_UP_TO = 1000
+
 
 class Leaky(_FakeType):
     """A create that makes its object and then fails without proving it removed it (like a

@@ -205,7 +205,7 @@ def import_resource(ws: Workspace, config: StackConfig, address: str, id: str) -
             )
         providers = ws.providers(config.name, snapshot, config.provider_settings)
         try:
-            observed = providers.resource(rc.type).import_(address, id)
+            observed = providers.resource(rc.type).import_given(address, id, rc.properties)
         finally:
             providers.close()
         type_cls = ws.registry.types[rc.type]

@@ -126,12 +126,13 @@ class LibvirtProvider(Provider):
         read: Callable[[Sequence[ObjectRef]], dict[str, Observed]],
     ) -> dict[str, Observed]:
         """`read` of the refs of each host, run on that host (the hosts in parallel; a stack
-        on the default host alone reads as before, in the calling thread)."""
+        without catalog hosts reads as before, in the calling thread). What is not on its
+        recorded host is looked for on the others."""
         groups: dict[str | None, list[ObjectRef]] = {}
         for ref in refs:
             host = ref.inputs.get("host")
             groups.setdefault(host if isinstance(host, str) else None, []).append(ref)
-        if set(groups) <= {None}:
+        if set(groups) <= {None} and not self.stack.hosts:
             return read(refs)
         out: dict[str, Observed] = {}
         jobs = {h: functools.partial(read, g) for h, g in groups.items()}
@@ -145,7 +146,31 @@ class LibvirtProvider(Provider):
                     )
             else:
                 out.update(part)
+        missing = [r for r in refs if r.address not in out]
+        if missing:
+            out.update(self._elsewhere(missing, groups, read))
         return out
+
+    def _elsewhere(
+        self,
+        missing: Sequence[ObjectRef],
+        groups: Mapping[str | None, Sequence[ObjectRef]],
+        read: Callable[[Sequence[ObjectRef]], dict[str, Observed]],
+    ) -> dict[str, Observed]:
+        """The `missing` objects looked for on the other hosts: a migration cut off after
+        libvirt finished, or a volume recorded on the host its server was moving to, is where
+        the run could not record it (its read reports that host)."""
+        jobs = {
+            h: functools.partial(read, missing)
+            for h in [None, *self.stack.hosts]
+            if h not in groups or any(r not in groups[h] for r in missing)
+        }
+        found: dict[str, Observed] = {}
+        for part in self._per_host(jobs).values():
+            if not isinstance(part, HostDown):
+                for address, obs in part.items():
+                    found.setdefault(address, obs)
+        return found
 
     def on_every_host(self, job: Callable[[], list[T]]) -> list[T]:
         """`job` run on the default host and on every catalog host, in parallel; a catalog
@@ -266,7 +291,8 @@ class LibvirtProvider(Provider):
         pool = self.pools.find(self.conn(), pool_name)
         vol = storage.lookup(pool, name) if pool else None
         if pool is None or vol is None:
-            raise ProviderError(f"{what} {image_id} does not exist")
+            where = "" if self.here is self.default else f" on {self.here.label}"
+            raise ProviderError(f"{what} {image_id} does not exist{where}")
         if fmt is None:
             raise ProviderError(f"cannot tell the format of {what} {image_id}")
         info = storage.info(pool, vol)
@@ -274,9 +300,17 @@ class LibvirtProvider(Provider):
 
     def running_users(self, volume_id: str, path: str) -> list[tuple[libvirt.virDomain, str]]:
         """Running domains that have the volume attached, with its target device there."""
+        return self.users(volume_id, path, running=True)
+
+    def users(
+        self, volume_id: str, path: str, running: bool
+    ) -> list[tuple[libvirt.virDomain, str]]:
+        """Domains (only running ones with `running`) of the current host that have the
+        volume attached, with its target device there."""
         out = []
-        with failing("listing running domains"):
-            domains = self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if running else 0
+        with failing("listing domains"):
+            domains = self.conn().listAllDomains(flags)
         for dom in domains:
             try:
                 parsed = parse(dom.XMLDesc(0))

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import libvirt
 
@@ -26,6 +26,7 @@ from iacloud.provider import ObjectRef, Observed, ResourceType, TaggedObject
 
 from . import storage
 from .connection import NO_POOL, NO_VOLUME, is_error
+from .host_import import import_on_hosts
 from .pool import Pool
 from .tags import FORMATS, SITE_VOLUME_PREFIX, parse_volume_name, stack_prefix, volume_name
 
@@ -35,10 +36,25 @@ if TYPE_CHECKING:
 
 class LibvirtResource(ResourceType):
     provider: LibvirtProvider
+    # its objects may be on a site catalog host: import looks for them there (`host_import`)
+    on_hosts: ClassVar[bool] = False
+    noun: ClassVar[str] = "volume"  # what an id names, for import's messages
 
     @property
     def conn(self) -> libvirt.virConnect:
         return self.provider.conn()
+
+    def present_here(self, id: str) -> bool:
+        """Whether the current host has the object `id` (import's search of the hosts)."""
+        raise NotImplementedError
+
+    def import_given(self, address: str, id: str, given: Mapping[str, Any]) -> Observed:
+        if not self.on_hosts:
+            return self.import_(address, id)
+        return import_on_hosts(
+            self.provider, self.noun, id, given, self.present_here,
+            lambda: self.import_(address, id),
+        )  # fmt: skip
 
     def observed_pool(self, actual: str, recorded: Any) -> str | None:
         """Report the pool as the inputs wrote it: None meant the default pool."""
@@ -116,6 +132,14 @@ class StorageResource(LibvirtResource):
         """The pool as the inputs wrote it, when the record agrees with where the volume is."""
         written = record.get("pool") if record else None
         return self.observed_pool(actual, written if written == actual else None)
+
+    def present_here(self, id: str) -> bool:
+        try:
+            pool_name, name = storage.split_id(id)
+        except ProviderError:
+            return False  # import_ says what is wrong with it, on the default host
+        pool = self.provider.pools.find(self.conn, pool_name)
+        return pool is not None and storage.lookup(pool, name) is not None
 
     def wrong_role(self, name: str) -> str | None:
         """Why a volume named by iacloud for another use cannot be imported as this type."""

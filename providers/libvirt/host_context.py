@@ -28,7 +28,7 @@ from iacloud.site_hosts import CatalogHost
 from . import storage
 from .connection import Connection, is_local
 from .listings import Listings
-from .pool import Pools
+from .pool import Pool, Pools
 from .remote_host import open_bounded
 from .tags import SITE_VOLUME_PREFIX
 
@@ -112,7 +112,34 @@ def copy_image(
     if src_pool is None or src_vol is None:
         raise ProviderError(f"image {image_id} does not exist on {source.label}")
     digest = sha256()
-    copy = copy_name(digest, fmt)
+    return _ensure_copy(source, src_pool, src_vol, target, copy_name(digest, fmt), digest)
+
+
+def copy_between(source: HostContext, target: HostContext, name: str) -> tuple[str, int]:
+    """(path on `target`, virtual size) of the image copy `name` (an `iacsite-copy-*` volume
+    of `source`'s default pool), copied from `source` when `target` has none. The bytes are
+    checked against the hash in the name: a live migration brings the backing of the disks it
+    moves this way, so the image itself need not be read again."""
+    if not name.startswith(COPY_PREFIX):
+        raise ProviderError(f"{name} is not an image copy")
+    src_pool = source.pools.get(source.conn(), None)
+    src_vol = storage.lookup(src_pool, name)
+    if src_vol is None:
+        raise ProviderError(f"image copy {name} is not on {source.label}")
+    prefix = name[len(COPY_PREFIX) :].partition(".")[0]
+    return _ensure_copy(source, src_pool, src_vol, target, name, prefix)
+
+
+def _ensure_copy(
+    source: HostContext,
+    src_pool: Pool,
+    src_vol: libvirt.virStorageVol,
+    target: HostContext,
+    copy: str,
+    digest: str,
+) -> tuple[str, int]:
+    """The target's volume `copy` (made from `src_vol` when missing, its sha256 checked to
+    start with `digest`): (path, virtual size)."""
     conn = target.conn()
     pool = target.pools.get(conn, None)
     with _lock_for(target.uri, copy):
@@ -124,11 +151,16 @@ def copy_image(
                 pool,
                 # raw, so libvirt writes nothing into it; the bytes come from the upload
                 storage.volume_xml(copy, max(size, 1), "raw", mode="0444"),
-                f"copy of image {image_id} on {target.label}",
+                f"copy of {src_info.id} on {target.label}",
             )
             try:
                 chunks = storage.download(source.conn(), src_vol)
-                storage.upload(conn, vol, chunks, size, digest)
+                got = storage.upload(conn, vol, chunks, size)
+                if not got.startswith(digest.lower()):
+                    raise ProviderError(
+                        f"copy of {src_info.id} on {target.label}: sha256 {got}, "
+                        f"expected {digest.lower()}"
+                    )
                 pool.handle.refresh(0)
                 vol = pool.handle.storageVolLookupByName(copy)
             except BaseException:

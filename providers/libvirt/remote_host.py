@@ -6,13 +6,16 @@ waits for the kernel's TCP timeout (minutes). So a remote URI's port is first pr
 plain TCP connect bounded by `timeout` (which also tells "connection refused" from "timeout"
 clearly), and the open itself runs in a worker thread that is given up on after `timeout`
 (a late connection is closed by the worker). A failed open is classified by libvirt's error
-code and domain, never by message text.
+code and domain, never by message text; an SSH transport failure is told apart from a
+libvirtd that is not running by asking the host's shell, through its SSH target, whether a
+libvirt socket exists.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 from urllib.parse import urlsplit
 
@@ -38,6 +41,8 @@ _AUTH = (
     libvirt.VIR_ERR_AUTH_UNAVAILABLE,
 )
 _NO_METADATA = (libvirt.VIR_ERR_NO_DOMAIN_METADATA,)
+# the sockets a qemu:///system client reaches: libvirtd's, or virtqemud's (modular daemons)
+LIBVIRT_SOCKETS = ("/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock")
 
 
 def _probe_port(uri: str, timeout: float) -> None:
@@ -59,13 +64,31 @@ def _probe_port(uri: str, timeout: float) -> None:
         ) from None
 
 
+def _ssh_domain(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_domain() in (libvirt.VIR_FROM_SSH, getattr(libvirt, "VIR_FROM_LIBSSH", -1))
+
+
+def _no_libvirtd(host: CatalogHost, timeout: float) -> bool:
+    """Whether the host's SSH answers and shows no libvirt daemon socket (monolithic or
+    modular); False when SSH itself fails or the answer is unclear."""
+    assert host.ssh is not None
+    test = 'for s in "$@"; do [ -S "$s" ] && exit 0; done; exit 3'
+    argv = host.ssh.argv("sh", "-c", test, "sh", *LIBVIRT_SOCKETS,
+                         connect_timeout=max(1, int(timeout)))  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout + 1, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 3
+
+
 def describe_open_error(exc: libvirt.libvirtError) -> str:
     """A reason for a failed open: the kind from libvirt's error code and domain, then
     libvirt's own message for the detail."""
     detail = exc.get_error_message() or str(exc)
     if is_error(exc, _AUTH):
         return f"auth failed: {detail}"
-    if exc.get_error_domain() in (libvirt.VIR_FROM_SSH, getattr(libvirt, "VIR_FROM_LIBSSH", -1)):
+    if _ssh_domain(exc):
         return f"ssh transport failed (auth or host key): {detail}"
     if is_error(exc, (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT)):
         return f"libvirtd not reachable: {detail}"
@@ -104,7 +127,12 @@ def open_bounded(host: CatalogHost, timeout: float) -> libvirt.virConnect:
             raise HostDown(f"timeout: libvirtd did not answer within {timeout:g} s")
     error = result.get("error")
     if isinstance(error, libvirt.libvirtError):
-        raise HostDown(describe_open_error(error))
+        why = describe_open_error(error)
+        if _ssh_domain(error) and host.ssh is not None and _no_libvirtd(host, timeout):
+            # libssh2 reports a daemon that is not running behind a working sshd as a
+            # transport failure: the host's own shell tells the two apart
+            why = f"libvirtd is not running (its SSH answers, no libvirt socket): {why}"
+        raise HostDown(why)
     conn = result["conn"]
     assert isinstance(conn, libvirt.virConnect)
     if not host.is_local:

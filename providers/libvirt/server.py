@@ -64,27 +64,16 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import libvirt
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
 
 from iacloud import netfacts
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.ids import PortId
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
-from iacloud.schema import Disruption, Inputs, prop
+from iacloud.schema import Inputs
 from iacloud.secgroups import facts
-from iacloud.secgroups.rules import check_group_id
-from iacloud.site_hosts import HOST_NAME
-from iacloud.validators import INTERFACE_NAME_RULE, is_interface_name, is_unicast_mac
 
 from . import (
     addresses,
@@ -102,10 +91,10 @@ from . import (
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
+from .server_inputs import NetworkEntry, ServerInputs, port_places
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
-REMOTE_CONSOLE_DIR = "/var/log/libvirt/qemu"  # exists wherever libvirt runs QEMU
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
@@ -132,217 +121,6 @@ _ACTIVE = {
     libvirt.VIR_DOMAIN_SHUTDOWN,
     libvirt.VIR_DOMAIN_PMSUSPENDED,
 }
-
-
-def _check_volume_id(value: str) -> str:
-    try:
-        storage.split_id(value)
-    except ProviderError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-class NetworkEntry(BaseModel):
-    """One NIC: `{ network = ID }` (a network resource's id: its bridge), `{ bridge = NAME }`, or
-    `{ port = ID }` (a port resource's id `<bridge>/<mac>/<ip>`: the NIC gets that bridge and
-    MAC, so the network's DHCP server hands it the port's IP)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    network: str | None = None
-    bridge: str | None = None
-    port: str | None = None
-    mac: str | None = None
-    security_groups: list[str] = []
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without groups, an entry has the shape it had before groups existed (recorded
-        states and plans compare equal)."""
-        out = handler(self)
-        if not out.get("security_groups"):
-            out.pop("security_groups", None)
-        return out
-
-    @field_validator("security_groups")
-    @classmethod
-    def _groups(cls, value: list[str]) -> list[str]:
-        for g in value:
-            check_group_id(g)
-        if len(set(value)) != len(value):
-            raise ValueError("a security group may be listed only once per NIC")
-        if len(value) > 16:
-            raise ValueError("at most 16 security groups per NIC")
-        return value
-
-    @field_validator("network", "bridge")
-    @classmethod
-    def _ifname(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_bridge(value)
-        return value
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, value: str | None) -> str | None:
-        return None if value is None else _check_mac(value)
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return str(PortId.parse(value))
-
-    @model_validator(mode="after")
-    def _one_of(self) -> NetworkEntry:
-        if sum(v is not None for v in (self.network, self.bridge, self.port)) != 1:
-            raise ValueError("give exactly one of 'network', 'bridge' and 'port'")
-        if self.port is not None and self.mac is not None:
-            raise ValueError("a port brings its own MAC: leave out 'mac'")
-        return self
-
-    @property
-    def key(self) -> str:
-        if self.port is not None:
-            return "port"
-        return "network" if self.network is not None else "bridge"
-
-    @property
-    def ifname(self) -> str:
-        if self.port is not None:
-            return PortId.parse(self.port).bridge
-        return self.network if self.network is not None else str(self.bridge)
-
-    @property
-    def fixed_mac(self) -> str | None:
-        """The MAC this entry decides: given, or the port's."""
-        return PortId.parse(self.port).mac if self.port is not None else self.mac
-
-
-def _port_places(port: str, bridge: str, mac: str) -> bool:
-    """Whether a recorded port id puts a NIC on `bridge` with `mac`."""
-    try:
-        parsed = PortId.parse(port)
-    except ValueError:
-        return False
-    return (parsed.bridge, parsed.mac) == (bridge, mac)
-
-
-def _check_bridge(value: str) -> str:
-    if not is_interface_name(value):
-        raise ValueError(f"{value!r} is not a bridge name ({INTERFACE_NAME_RULE})")
-    return value
-
-
-def _check_mac(value: str) -> str:
-    value = value.lower()
-    if not is_unicast_mac(value):
-        raise ValueError(f"{value!r} is not a unicast MAC address like 52:54:00:12:34:56")
-    return value
-
-
-class ServerInputs(Inputs):
-    image: str | None = prop(None, update=Disruption.REPLACE, description="an image id")
-    boot_volume: str | None = prop(None, update=Disruption.REPLACE, description="a volume id")
-    vcpus: int = prop(1, update=Disruption.RESTART, ge=1, le=64)
-    memory_mib: int = prop(256, update=Disruption.RESTART, ge=32, le=1 << 20)
-    root_gib: int | None = prop(
-        None,
-        update=Disruption.LIVE,
-        ge=1,
-        le=65536,
-        description="size of the root disk made from `image` (at least the image's virtual "
-        "size); grows in place; default: the image's size",
-    )
-    flavor: str | None = prop(
-        None,
-        update=Disruption.NONE,
-        max_length=63,
-        description="the site catalog flavor that set vcpus, memory_mib and root_gib (set by "
-        "the loader from `flavor = NAME`; a record, changes nothing by itself)",
-    )
-    host: str | None = prop(
-        None,
-        update=Disruption.LIVE,
-        computed_default=True,
-        pattern=HOST_NAME.pattern,
-        description="the site catalog host it runs on: named here, or chosen by the scheduler "
-        "at plan time and recorded; a change is a live migration (`migration`)",
-    )
-    server_group: str | None = prop(
-        None,
-        update=Disruption.NONE,
-        max_length=64,
-        description="the id of a server_group of this stack: its policy places the server "
-        "(at plan time; a record afterwards, it moves nothing)",
-    )
-    networks: list[NetworkEntry] = prop([], update=Disruption.LIVE, max_length=16)
-    volumes: list[str] = prop([], update=Disruption.LIVE, max_length=20)
-    user_data: str | None = prop(None, update=Disruption.REPLACE, max_length=1 << 20)
-    ssh_keys: list[str] = prop([], update=Disruption.REPLACE, max_length=64)
-    power_state: Literal["running", "shutoff"] = prop("running", update=Disruption.LIVE)
-    ready: readiness.ReadyMode | None = prop(
-        None,
-        update=Disruption.NONE,
-        description="when a started server counts as ready: auto | cloud-init | agent | "
-        "console | none; default: the provider's `ready`",
-    )
-    machine: Literal["pc", "q35"] | None = prop(
-        None,
-        update=Disruption.REPLACE,
-        computed_default=True,
-        description="QEMU machine type; default: the provider's `machine`",
-    )
-    hostname: str | None = prop(
-        None,
-        update=Disruption.REPLACE,
-        computed_default=True,
-        max_length=253,
-        description="default: from the address, 'web-0' for web[0]",
-    )
-
-    @field_validator("image", "boot_volume")
-    @classmethod
-    def _id(cls, value: str | None) -> str | None:
-        return None if value is None else _check_volume_id(value)
-
-    @field_validator("networks")
-    @classmethod
-    def _networks(cls, value: list[NetworkEntry]) -> list[NetworkEntry]:
-        macs = [e.fixed_mac for e in value if e.fixed_mac is not None]
-        if len(set(macs)) != len(macs):
-            raise ValueError("two NICs cannot have the same MAC (a 'mac' or a port's)")
-        return value
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes(cls, value: list[str]) -> list[str]:
-        for v in value:
-            _check_volume_id(v)
-        if len(set(value)) != len(value):
-            raise ValueError("a volume may be attached only once")
-        return value
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                seed.check_hostname(value)
-            except ProviderError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("ssh_keys")
-    @classmethod
-    def _keys(cls, value: list[str]) -> list[str]:
-        for key in value:
-            try:
-                seed.check_ssh_key(key)
-            except ProviderError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str:
@@ -431,7 +209,7 @@ def _definition_inputs(
             port = rec.port or ""
             # the NIC still where the port puts it; moved behind our back, it reads as a
             # plain bridge NIC, so the plan shows the difference
-            same = _port_places(port, nic.bridge, nic.mac)
+            same = port_places(port, nic.bridge, nic.mac)
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
@@ -457,6 +235,7 @@ def _definition_inputs(
 class Server(LibvirtResource):
     type_name = "server"
     placement = "placed"
+    on_hosts, noun = True, "domain"  # import looks on every host (host_import)
     replace_collisions = (
         Collision("the libvirt domain name (stack name, address and stack id), its root disk "
                   "and seed volume names (stack id and address)"),
@@ -496,21 +275,16 @@ class Server(LibvirtResource):
                     "the boot volume cannot also be in 'volumes'", address=address, field="volumes"
                 )
             ]
-        moving = prior is not None and inputs.host != prior.inputs.get("host", inputs.host)
-        if moving and (prior is None or prior.inputs.get("host") is None or inputs.host is None):
+        if (
+            prior is not None
+            and self._default_host_move(inputs, prior)
+            and (inputs.volumes or inputs.boot_volume)
+        ):
             return [
                 Diagnostic(
-                    "live migration moves a server between hosts of the site catalog; this one "
-                    "is on (or goes to) the provider's own libvirtd: replace it (--replace)",
-                    address=address,
-                    field="host",
-                )
-            ]
-        if moving and (inputs.volumes or inputs.boot_volume):
-            return [
-                Diagnostic(
-                    "moving a server with volumes to another host is not built yet: detach "
-                    "them first (or name the host it is on)",
+                    "migration moves a server between hosts of the site catalog; this one is on "
+                    "(or goes to) the provider's own libvirtd, so it would be replaced, and its "
+                    "volumes cannot follow a replacement: detach them first",
                     address=address,
                     field="host",
                 )
@@ -527,7 +301,32 @@ class Server(LibvirtResource):
                             field=f"networks[{i}]",
                         )
                     ]
+        before = prior.inputs.get("host") if prior is not None else None
+        grouped = any(entry.security_groups for entry in inputs.networks)
+        if before is not None and inputs.host not in (None, before) and grouped:
+            return [
+                Diagnostic(
+                    "moving a server whose NICs list security groups is not built yet: its "
+                    f"rules are enforced on {before} (remove the groups, move it, add them)",
+                    address=address,
+                    field="host",
+                )
+            ]
         return []
+
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        assert isinstance(inputs, ServerInputs)
+        if self._default_host_move(inputs, prior):
+            return {
+                "host": "migration moves a server between hosts of the site catalog, and this "
+                "one is on (or goes to) the provider's own libvirtd, so it is replaced there"
+            }
+        return {}
+
+    @staticmethod
+    def _default_host_move(inputs: ServerInputs, prior: Observed) -> bool:
+        before = prior.inputs.get("host")
+        return inputs.host != before and (before is None or inputs.host is None)
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -542,7 +341,7 @@ class Server(LibvirtResource):
         """Where QEMU writes the serial console: beside the stack's data on this machine; on
         another host in libvirt's own log directory, which every libvirt host has."""
         if not self.provider.here.local:
-            return Path(REMOTE_CONSOLE_DIR) / f"{name}.console.log"
+            return remote_console.log_path(name)
         return self.provider.stack.data_dir / "console" / f"{name}.log"
 
     def _console_text(self, path: Path | None) -> str:
@@ -777,13 +576,14 @@ class Server(LibvirtResource):
             with failing(f"defining domain {name}"):
                 dom = conn.defineXML(domain_xml.build(spec))
             # filtered before the guest sends its first frame (on another host by its own
-            # ruleset, over SSH; DNS names are this machine's)
+            # ruleset, applied there over SSH)
             members = nic_filter.sync(stack.id, address, dom, record.nics, self.provider.here)
             if inputs.power_state == "running":
                 self._start(dom, address, str(console_path), inputs.ready)
                 nic_filter.learn_leases(members)
-            if local:
-                dns_names.register(who, hostname, spec.nics, record.nics)
+            # the names are served by the network's dnsmasq on this machine, the network node,
+            # wherever the guest runs (a spanning network's guests lease from it too)
+            dns_names.register(who, hostname, spec.nics, record.nics)
             return self._observe(dom)
         except BaseException as exc:
             try:
@@ -922,6 +722,9 @@ class Server(LibvirtResource):
                 raise ProviderError(f"reading domain {dom.name()}: {exc}") from exc
         return out
 
+    def present_here(self, id: str) -> bool:
+        return self._lookup(id) is not None
+
     def import_(self, address: str, id: str) -> Observed:
         dom = self._lookup(id)
         if dom is None:
@@ -1016,33 +819,22 @@ class Server(LibvirtResource):
             return self._update(address, prior, inputs, changed)
 
     def _move(self, address: str, prior: Observed, inputs: ServerInputs) -> None:
-        """Live-migrate the running server to `inputs.host` (see `migration`)."""
+        """Migrate the server, running or stopped, to `inputs.host` (see `migration`)."""
         source, target = (
             self.provider.host(prior.inputs.get("host")),
             self.provider.host(inputs.host),
         )
         if source.name is None or target.name is None:
-            raise ProviderError("live migration moves a server between catalog hosts")
+            raise ProviderError("migration moves a server between catalog hosts")
         with self.provider.on(source.name):
             dom = self._lookup(prior.id)
             if dom is None:
                 raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
-            if not dom.isActive():
-                raise ProviderError(
-                    f"server {address} is not running: only a running server moves live "
-                    "(start it first, or replace it with --replace)"
-                )
             parsed = domain_xml.parse(dom.XMLDesc(0))
-            image = parsed.record.image if parsed.record is not None else None
-            if image is None:
-                raise ProviderError(f"server {address} boots from a volume: it cannot move yet")
-
-            def backing() -> tuple[str, str, int]:
-                with self.provider.on(target.name):
-                    return self.provider.backing_image(image)
-
-            console = str(Path(REMOTE_CONSOLE_DIR) / f"{parsed.name}.console.log")
-            migration.migrate(dom, parsed, source, target, backing, console)
+            console = remote_console.log_path(parsed.name)
+            migration.migrate(dom, parsed, source, target, str(console))
+            if parsed.console_path and Path(parsed.console_path) == console:
+                remote_console.remove(source.entry, console)  # the log goes on on the target
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
@@ -1307,7 +1099,10 @@ class Server(LibvirtResource):
         self._remove(dom, own)
         nic_filter.drop(stack.id, address)
         if console_path and Path(console_path).parent == self._console_path("x").parent:
-            Path(console_path).unlink(missing_ok=True)
+            if self.provider.here.local:
+                Path(console_path).unlink(missing_ok=True)
+            else:
+                remote_console.remove(self.provider.here.entry, Path(console_path))
 
     def _outliving(self, parsed: ParsedDomain, own: Sequence[str]) -> list[str]:
         """Disks of the domain that outlive it: neither its own (root, seed) nor deleted in

@@ -36,6 +36,11 @@ from is refused: at plan time when the volume stays in the plan (`check_delete`)
 delete time for any volume of any active pool whose backing file is the snapshot (volumes of
 other stacks, or ones left out of state), unless this run deletes that volume too.
 
+On a site catalog host (issue #16) a snapshot is made, read and deleted on its volume's host,
+given by its `host` input: placement (`iacloud.placement`) sets it to the volume's host, and
+puts a volume made from the snapshot on the same host. Import looks for it on every host
+(`host_import`).
+
 What libvirt cannot show, the volume a snapshot was taken from and its consistency, is
 recorded beside the stack's data (data_dir/snapshots/<name>.inputs.json, see `base`);
 `created_at` is the time the copy was completed (the file's modification time: nothing writes
@@ -55,6 +60,7 @@ from pydantic import field_validator
 from iacloud.errors import CleanupUnproven, Diagnostic, ProviderError
 from iacloud.provider import ObjectRef, Observed, Remaining, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
+from iacloud.site_hosts import HOST_NAME
 
 from . import storage
 from .base import StorageResource
@@ -76,6 +82,14 @@ def _volume_id(value: str) -> str:
 
 class SnapshotInputs(Inputs):
     volume: str = prop(update=Disruption.REPLACE, description="the id of the volume to copy")
+    host: str | None = prop(
+        None,
+        update=Disruption.REPLACE,
+        computed_default=True,
+        pattern=HOST_NAME.pattern,
+        description="the site catalog host of the volume: named here, or its volume's (set by "
+        "the planner)",
+    )
 
     @field_validator("volume")
     @classmethod
@@ -103,6 +117,8 @@ def dependents_message(address: str, snapshot_id: str, volumes: Sequence[str]) -
 
 class VolumeSnapshot(StorageResource):
     type_name = "volume_snapshot"
+    placement = "follows"  # its volume's host (iacloud.placement)
+    on_hosts = True  # import looks on every host (host_import)
     Inputs = SnapshotInputs
     attributes = (
         "id",
@@ -151,12 +167,17 @@ class VolumeSnapshot(StorageResource):
     # ---------------------------------------------------------------- create
     def create(self, address: str, inputs: Inputs) -> Observed:
         assert isinstance(inputs, SnapshotInputs)
+        with self.provider.on(inputs.host):
+            return self._create(address, inputs)
+
+    def _create(self, address: str, inputs: SnapshotInputs) -> Observed:
         conn = self.conn
         pool_name, src_name, src_format = self.provider.volume_ref(inputs.volume)
         pool = self.provider.pools.get(conn, pool_name)
         src = storage.lookup(pool, src_name)
         if src is None:
-            raise ProviderError(f"volume {inputs.volume} does not exist")
+            where = self.provider.here.label
+            raise ProviderError(f"volume {inputs.volume} does not exist on {where}")
         source = storage.info(pool, src)
         name = volume_name(self.provider.stack.id, address, FORMAT, ROLE)
         if storage.lookup(pool, name) is not None:
@@ -200,9 +221,12 @@ class VolumeSnapshot(StorageResource):
         info = storage.info(pool, vol)
         volume, consistency = record.get("volume"), record.get("consistency")
         source = volume if isinstance(volume, str) else None
+        inputs: dict[str, object] = {"volume": source} if source else {}
+        if self.provider.here.name is not None:
+            inputs["host"] = self.provider.here.name
         return Observed(
             id=info.id,
-            inputs={"volume": source} if source else {},
+            inputs=inputs,
             attributes={
                 "id": info.id,
                 "path": info.path,
@@ -220,6 +244,10 @@ class VolumeSnapshot(StorageResource):
         return record if isinstance(record.get("volume"), str) else {}
 
     def read(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
+        """Every snapshot, read on its host (the hosts in parallel)."""
+        return self.provider.read_by_host(refs, self._read_here)
+
+    def _read_here(self, refs: Sequence[ObjectRef]) -> dict[str, Observed]:
         def observe(pool: Pool, vol: libvirt.virStorageVol, ref: ObjectRef) -> Observed:
             record = self._record(vol.name()) or {"volume": ref.inputs.get("volume")}
             return self._observe(pool, vol, record)
@@ -256,6 +284,10 @@ class VolumeSnapshot(StorageResource):
     def delete(self, address: str, prior: Observed) -> None:
         if not prior.id:
             return
+        with self.provider.on(prior.inputs.get("host")):
+            self._delete(address, prior)
+
+    def _delete(self, address: str, prior: Observed) -> None:
         pool_name, name = storage.split_id(prior.id)
         pool = self.provider.pools.find(self.conn, pool_name)
         vol = storage.lookup(pool, name) if pool is not None else None
@@ -291,4 +323,6 @@ class VolumeSnapshot(StorageResource):
                     yield info.id, f"{info.id} ({tag.address})" if ours and tag else info.id
 
     def list_tagged(self) -> list[TaggedObject]:
-        return [t for t in self.tagged_volumes((ROLE,)) if t.stack_id is not None]
+        return self.provider.on_every_host(
+            lambda: [t for t in self.tagged_volumes((ROLE,)) if t.stack_id is not None]
+        )

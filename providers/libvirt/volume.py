@@ -32,7 +32,7 @@ from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.schema import Disruption, Inputs, prop
 from iacloud.site_hosts import HOST_NAME
 
-from . import storage
+from . import migration, storage
 from .base import StorageResource
 from .connection import failing
 from .host_context import is_copy
@@ -61,11 +61,13 @@ class VolumeInputs(Inputs):
     )
     host: str | None = prop(
         None,
-        update=Disruption.REPLACE,
+        update=Disruption.LIVE,
         computed_default=True,
         pattern=HOST_NAME.pattern,
         description="the site catalog host whose pool holds it: named here, or the host of "
-        "the server it is attached to (set by the planner)",
+        "the server it is attached to (set by the planner); a change between catalog hosts "
+        "moves it (with its server's migration when one uses it), one to or from the "
+        "provider's own libvirtd replaces it",
     )
 
     @field_validator("snapshot")
@@ -84,6 +86,7 @@ class VolumeInputs(Inputs):
 class Volume(StorageResource):
     type_name = "volume"
     placement = "follows"
+    on_hosts = True  # import looks on every host (host_import)
     replace_collisions = (
         Collision("the volume name in its pool (stack id, address and format)",
                   unless=("format", "pool")),
@@ -121,15 +124,6 @@ class Volume(StorageResource):
                     hint="write `snapshot = ...` to make a volume from a snapshot",
                 )
             )
-        if inputs.snapshot is not None and inputs.host is not None:
-            out.append(
-                Diagnostic(
-                    "volumes from a snapshot are made on the default host only (not on catalog "
-                    "hosts yet)",
-                    address=address,
-                    field="snapshot",
-                )
-            )
         source = "an image" if inputs.image is not None else "a snapshot"
         if (inputs.image or inputs.snapshot) is not None and inputs.format != "qcow2":
             out.append(
@@ -140,6 +134,16 @@ class Volume(StorageResource):
                 )
             )
         return out
+
+    def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
+        assert isinstance(inputs, VolumeInputs)
+        before = prior.inputs.get("host")
+        if inputs.host != before and (before is None or inputs.host is None):
+            return {
+                "host": "volumes move between hosts of the site catalog, and this one is on "
+                "(or goes to) the provider's own libvirtd, so it is made anew there"
+            }
+        return {}
 
     # ---------------------------------------------------------------- create
     def create(self, address: str, inputs: Inputs) -> Observed:
@@ -242,8 +246,45 @@ class Volume(StorageResource):
     def update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
     ) -> Observed:
-        with self.provider.on(prior.inputs.get("host")):
+        assert isinstance(inputs, VolumeInputs)
+        host = prior.inputs.get("host")
+        if "host" in changed and inputs.host != host:
+            moved = self._move(address, prior, inputs)
+            changed = changed - {"host"}
+            if not changed:
+                return moved
+            host = inputs.host
+        with self.provider.on(host):
             return self._update(address, prior, inputs, changed)
+
+    def _move(self, address: str, prior: Observed, inputs: VolumeInputs) -> Observed:
+        """Move the volume to `inputs.host`. One that a domain uses moves with that server's
+        migration, the next step of this run (the server depends on it): it is recorded on
+        the new host now, and a read finds it wherever it is should that step not finish."""
+        source, target = (
+            self.provider.host(prior.inputs.get("host")),
+            self.provider.host(inputs.host),
+        )
+        if source.name is None or target.name is None:
+            raise ProviderError("volumes move between catalog hosts")
+        with self.provider.on(source.name):
+            pool_name, name = storage.split_id(prior.id)
+            pool = self.provider.pools.find(self.conn, pool_name)
+            vol = storage.lookup(pool, name) if pool else None
+            if pool is None or vol is None:
+                raise ProviderError(f"volume {prior.id} is not on {source.name}")
+            info = storage.info(pool, vol)
+            if self.provider.users(info.id, info.path, running=False):
+                return Observed(
+                    prior.id, {**prior.inputs, "host": target.name}, dict(prior.attributes)
+                )
+            migration.move_volume(source, target, prior.id)
+        with self.provider.on(target.name):
+            pool = self.provider.pools.get(self.conn, pool_name)
+            vol = storage.lookup(pool, name)
+            if vol is None:
+                raise ProviderError(f"volume {prior.id} is not on {target.name} after moving")
+            return self._observe(pool, vol, inputs.pool)
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]

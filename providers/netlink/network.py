@@ -27,7 +27,7 @@ import contextlib
 import errno
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,7 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
-from iacloud.providers.netlink import dns, dnsmasq, links, names, netns, span
+from iacloud.providers.netlink import dns, dnsmasq, links, names, netns, span, span_read
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
 from iacloud.providers.netlink.names import NetworkNames
@@ -366,10 +366,37 @@ class Network(NetlinkResource):
             if bridge is not None:
                 found[ref.address] = bridge
         fdb = self._fdb(table, found.values(), targeted)
-        return {
-            address: self._observe(bridge, table, fdb, namespaces)
-            for address, bridge in found.items()
-        }
+        # create and update have just made the hosts' sides (or failed): only a refresh asks
+        verdicts = {} if targeted else self._host_sides(found)
+        out: dict[str, Observed] = {}
+        for ref in refs:
+            bridge = found.get(ref.address)
+            if bridge is None:
+                continue
+            verdict = verdicts.get(bridge.name) or span_read.Verdict()
+            if verdict.unknown is not None:
+                # as a server on a down host: left as recorded, and the plan says why
+                out[ref.address] = Observed(bridge.name, dict(ref.inputs), dict(ref.attributes),
+                                            unknown=verdict.unknown)  # fmt: skip
+                continue
+            out[ref.address] = self._observe(bridge, table, fdb, namespaces, verdict.broken)
+        return out
+
+    def _host_sides(self, found: dict[str, Link]) -> dict[str, span_read.Verdict]:
+        """The spanning networks' sides on their member hosts (`span_read`), by bridge."""
+        spanned = []
+        for address, bridge in found.items():
+            record = self.state.network(bridge.name).read_record() or {}
+            recorded = record.get("inputs") or {}
+            if recorded.get("hosts") and not recorded.get("segment"):
+                tag = names.tag(self.stack.id, address)
+                mtu = recorded.get("mtu") or span.SPAN_MTU
+                spanned.append(
+                    span_read.Spanned(NetworkNames(bridge.name), tag, recorded["hosts"], mtu)
+                )
+        if not spanned:
+            return {}
+        return span_read.check(spanned, self.stack.hosts, self.settings.underlay)
 
     def _find(self, ref: ObjectRef, table: LinkTable) -> Link | None:
         if ref.id is not None:
@@ -419,6 +446,7 @@ class Network(NetlinkResource):
         table: LinkTable,
         fdb: dict[int, list[str]],
         namespaces: frozenset[str],
+        broken: Collection[str] = (),
     ) -> Observed:
         n = NetworkNames(bridge.name)
         files = self.state.network(bridge.name)
@@ -456,9 +484,10 @@ class Network(NetlinkResource):
         spanned = recorded.get("hosts") or []
         if spanned and not recorded.get("segment"):
             # the VXLAN device is the span's: the hosts are those its peers belong to (this
-            # machine's side; the hosts' own sides are set up and removed over SSH)
+            # machine's side) whose own side is whole (`broken`: read over SSH, `span_read`)
             inputs["segment"] = None
-            inputs["hosts"] = self._span_hosts(bridge, table, fdb, spanned)
+            here = self._span_hosts(bridge, table, fdb, spanned)
+            inputs["hosts"] = [h for h in here if h not in broken]
         else:
             inputs["segment"] = self._segment(bridge, table, fdb)
 

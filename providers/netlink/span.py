@@ -46,8 +46,13 @@ shift 6
 ip link show dev "$b" >/dev/null 2>&1 || ip link add "$b" type bridge
 ip link set dev "$b" alias "$tag"
 echo 1 > "/proc/sys/net/ipv6/conf/$b/disable_ipv6" 2>/dev/null || true
-ip link show dev "$x" >/dev/null 2>&1 ||
-    ip link add "$x" type vxlan id "$vni" local "$local" dstport 4789 nolearning
+# a device of that name made otherwise (another VNI, underlay or port) is made again
+d=$(ip -d link show dev "$x" 2>/dev/null) || d=
+case $d in
+*" vxlan id $vni local $local "*" dstport 4789 "*) ;;
+*)  [ -z "$d" ] || ip link del dev "$x"
+    ip link add "$x" type vxlan id "$vni" local "$local" dstport 4789 nolearning ;;
+esac
 ip link set dev "$x" alias "$tag" mtu "$mtu" master "$b"
 ip link set dev "$b" mtu "$mtu"
 for d in $(bridge fdb show dev "$x" | sed -n 's/^00:00:00:00:00:00 dst \([0-9.]*\).*/\1/p'); do
@@ -112,18 +117,22 @@ def members(names: Sequence[str], hosts: Mapping[str, CatalogHost]) -> list[Memb
     return out
 
 
-def _run(member: Member, script: str, *args: str) -> str:
+def run(member: Member, script: str, *args: str, timeout: float = SSH_TIMEOUT) -> str:
+    """`sh -c SCRIPT sh ARGS` on the member over its SSH target, within `timeout` seconds:
+    its output, or a ProviderError that says which host and why."""
     assert member.entry.ssh is not None
     argv = member.entry.ssh.argv("sh", "-c", script, "sh", *args, connect_timeout=5)
     try:
         done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=SSH_TIMEOUT, check=False,
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=timeout, check=False,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProviderError(f"host {member.name}: ssh failed: {exc}") from None
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        if done.returncode == 255:  # ssh's own failure: the script never ran
+            raise ProviderError(f"host {member.name} cannot be reached over ssh: {detail}")
         raise ProviderError(f"host {member.name}: exit {done.returncode}: {detail}")
     return done.stdout
 
@@ -153,16 +162,16 @@ def ensure(
     _ensure_local(n, tag, ids, node, [a for a in everyone if a != node], mtu)
     for m in wanted:
         peers = [a for a in everyone if a != m.underlay]
-        _run(m, _ENSURE, n.bridge, n.vxlan, str(ids), m.underlay, str(mtu), tag, *peers)
+        run(m, _ENSURE, n.bridge, n.vxlan, str(ids), m.underlay, str(mtu), tag, *peers)
 
 
 def remove(member: Member, n: NetworkNames, tag: str) -> None:
-    _run(member, _REMOVE, n.bridge, n.vxlan, tag)
+    run(member, _REMOVE, n.bridge, n.vxlan, tag)
 
 
 def present(member: Member, n: NetworkNames, tag: str) -> bool:
     """Whether the member's side exists (bridge and VXLAN device, tagged, enslaved)."""
-    return _run(member, _PROBE, n.bridge, n.vxlan, tag).strip() == "up"
+    return run(member, _PROBE, n.bridge, n.vxlan, tag).strip() == "up"
 
 
 def _ensure_local(

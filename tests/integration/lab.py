@@ -1,5 +1,5 @@
 """The lab hosts of scripts/lab-hosts.sh as the tests reach them: their addresses, the script,
-their libvirt URIs and their [hosts] tables for a site file."""
+their libvirt URIs, their [hosts] tables for a site file, and commands on them over SSH."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SCRIPT = ROOT / "scripts" / "lab-hosts.sh"
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
 LAB_DIR = Path(os.environ.get("IACLOUD_LAB_DIR", "/var/lib/iacloud-lab"))
 HOSTS = {"h1": "198.19.250.11", "h2": "198.19.250.12"}
+NODE = "198.19.250.1"  # this machine on the underlay: the network node
 
 
 def lab(*args: str) -> str:
@@ -33,9 +34,29 @@ def host_table(name: str, addr: str) -> str:
             f'ssh = {{ target = "{name}", ssh_config = "{LAB_DIR}/ssh_config" }}\n')  # fmt: skip
 
 
+def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`iacloud ARGS` on the stack file `work/stack` with the site file `work/site.toml`: the
+    run commands (`plan`, `apply`, ...) take the stack as an argument, the read commands
+    (`show`, `state show`) and `import` as --stack. A module's tests share one data dir (the
+    records of its networks and volumes), not the per-test one the conftest gives."""
+    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
+           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
+    path = str(work / stack)
+    site = ["--site", str(work / "site.toml")]
+    if args[0] in ("show", "state"):
+        where = ["--stack", path]
+    elif args[0] == "import":  # takes the stack as --stack, and finds objects on the hosts
+        where = ["--stack", path, *site]
+    else:
+        where = [*site, path]
+    return subprocess.run(
+        [sys.executable, "-m", "iacloud.cli.main", *args, *where],
+        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
+    )  # fmt: skip
+
+
 def on(host: str, *argv: str) -> str:
-    """`argv` run on lab host `host` over its SSH (what it prints; a failure prints nothing).
-    ssh hands the words to the remote shell: one word with a glob is expanded there."""
+    """`argv` run on a lab host over SSH (ssh joins the words for the remote shell): stdout."""
     done = subprocess.run(
         ["ssh", "-F", str(LAB_DIR / "ssh_config"), host, "--", *argv],
         capture_output=True, text=True, timeout=30, check=False,
@@ -43,20 +64,16 @@ def on(host: str, *argv: str) -> str:
     return done.stdout
 
 
-def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`iacloud ARGS` on the stack file `work/stack` with the site file `work/site.toml`: the
-    run commands (`plan`, `apply`, ...) take the stack as an argument, the read commands
-    (`show`, `state show`) as --stack. A module's tests share one data dir (the records of
-    its networks and volumes), not the per-test one the conftest gives."""
-    env = {**os.environ, "IACLOUD_IMAGE_ROOTS": str(TINY.parent),
-           "IACLOUD_DATA_DIR": str(work / "data")}  # fmt: skip
-    path = str(work / stack)
-    where = (
-        ["--stack", path]
-        if args[0] in ("show", "state")
-        else ["--site", str(work / "site.toml"), path]
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "iacloud.cli.main", *args, *where],
-        capture_output=True, text=True, timeout=600, check=False, cwd=work, env=env,
-    )  # fmt: skip
+def links_of(host: str) -> list[str]:
+    """The host's links whose names start with iac (the ones iacloud makes)."""
+    return [line.split()[0].split("@")[0] for line in on(host, "ip", "-br", "link").splitlines()
+            if line.startswith("iac")]  # fmt: skip
+
+
+def fdb_peers(dump: str) -> set[str]:
+    """The unicast VXLAN peers (all-zero entries) in `bridge fdb show` output."""
+    return {
+        line.split(" dst ")[1].split()[0]
+        for line in dump.splitlines()
+        if line.startswith("00:00:00:00:00:00") and " dst " in line
+    }

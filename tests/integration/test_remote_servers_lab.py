@@ -143,6 +143,8 @@ def test_a_down_host_makes_its_servers_unknown_and_the_rest_is_planned(work: Pat
     plan = json.loads(done.stdout)
     unknown = [d for d in plan["drift"] if d["kind"] == "unknown"]
     assert [d["address"] for d in unknown] == ["b"] and "host h2 is down" in unknown[0]["reason"]
+    # its sshd answers: the reason says it is the daemon, not the transport
+    assert "libvirtd is not running" in unknown[0]["reason"], unknown[0]["reason"]
     actions = {c["address"]: c["action"] for c in plan["changes"]}
     assert actions["c"] == "create" and actions["b"] == "no-op"
     text = iacloud(work, "plan").stdout

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, TINY, host_table, lab, on, run_stack
+from lab import HOSTS, NODE, TINY, host_table, lab, on, run_stack
 
 from iacloud.secgroups.compiler import Member
 
-NODE = "198.19.250.1"
 LAN, EXT = "198.18.81", "198.19.81"
 FIXED = f"{LAN}.50"
 OUTSIDE_NS, OUTSIDE_LINK = "sgout", "sgout0"

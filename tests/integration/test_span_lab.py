@@ -1,8 +1,8 @@
 """A network across hosts (#16) on the real lab hosts: servers on h1 and h2 on one network get
 their addresses from the network node's dnsmasq over VXLAN, and the guest on h1 pings the guest
-on h2 (its console says so); the VXLAN peers are a full unicast mesh; removing the server on h2
-shrinks the network live (h2's side removed, the node's peers updated); destroy leaves no link
-of the stack on any host."""
+on h2 (its console says so) and finds it by its DNS name, served by the node; the VXLAN peers
+are a full unicast mesh; removing the server on h2 shrinks the network live (h2's side
+removed, the node's peers updated); destroy leaves no link of the stack on any host."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, host_table, lab, on, run_stack
+from lab import HOSTS, NODE, fdb_peers, host_table, lab, links_of, on, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
-NODE = "198.19.250.1"
 RANGE = ("198.18.78.100", "198.18.78.101")
 PING = (
     "#!/bin/sh\nwhile true; do for ip in " + " ".join(RANGE) + "; do "
-    "ping -c1 -W1 $ip >/dev/null 2>&1 && echo PINGOK $ip; done; sleep 2; done &\n"
+    "ping -c1 -W1 $ip >/dev/null 2>&1 && echo PINGOK $ip; done; "
+    # the server on h2 by name: the node's dnsmasq serves the names of every host's guests
+    "echo NAME $(nslookup b.vx.internal 2>/dev/null | sed -n 's/^Address: *//p' | tail -n1); "
+    "sleep 2; done &\n"
 )
 
 
@@ -39,6 +41,7 @@ format = "qcow2"
 type = "network"
 cidr = "198.18.78.0/24"
 dhcp_range = {{ start = "{RANGE[0]}", end = "{RANGE[1]}" }}
+dns_domain = "vx.internal"
 [resources.a]
 type = "server"
 image = {{ get_resource = "tiny" }}
@@ -61,19 +64,6 @@ networks = [{ network = { get_resource = "lan" } }]
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_stack(work, "vx.toml", *args)
-
-
-def links_of(host: str) -> list[str]:
-    return [line.split()[0].split("@")[0] for line in on(host, "ip", "-br", "link").splitlines()
-            if line.startswith("iac")]  # fmt: skip
-
-
-def fdb_peers(dump: str) -> set[str]:
-    return {
-        line.split(" dst ")[1].split()[0]
-        for line in dump.splitlines()
-        if line.startswith("00:00:00:00:00:00") and " dst " in line
-    }
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +105,19 @@ def test_guests_on_two_hosts_reach_each_other_over_vxlan(work: Path) -> None:
     assert fdb_peers(node.stdout) == set(HOSTS.values())
     deadline = time.monotonic() + 90
     seen = ""
+    # a's own log: older guests' logs of the same stack name are never read
+    name = json.loads(iacloud(work, "state", "show", "a", "--json").stdout)["attributes"]["name"]
+    log = f"/var/log/libvirt/qemu/{name}.console.log"
     while time.monotonic() < deadline:
-        # one word: ssh hands it to the remote shell, which expands the glob
-        seen = on("h1", "tail -c 2000 /var/log/libvirt/qemu/vx-a-*.console.log")
+        seen = on("h1", "tail", "-c", "2000", log)
         if f"PINGOK {address['b']}" in seen:
             break
         time.sleep(3)
     assert f"PINGOK {address['b']}" in seen, seen[-500:]
+    while f"NAME {address['b']}" not in seen and time.monotonic() < deadline:
+        time.sleep(3)
+        seen = on("h1", "tail", "-c", "2000", log)
+    assert f"NAME {address['b']}" in seen, seen[-500:]
     plan = json.loads(iacloud(work, "plan", "--json").stdout)
     assert not [c for c in plan["changes"] if c["action"] != "no-op"]
 

@@ -275,6 +275,46 @@ def test_max_disruption_refuses_a_more_disruptive_plan(write_stack):
     assert ws.backend.snapshot("chain").serial == 1  # nothing changed
 
 
+DISK = """
+version = 1
+name = "disk"
+[parameters.size]
+type = "number"
+default = 1
+[resources.d]
+type = "fake_disk"
+size_gib = { get_param = "size" }
+"""
+
+
+def test_a_change_the_object_cannot_take_in_place_is_a_replacement_that_says_why(
+    write_stack,
+):
+    stack = write_stack(DISK)
+    plan_apply(stack)
+    grown = replan(stack, "size=500")
+    (change,) = grown.actionable()
+    assert (change.action, change.disruption) == (Action.UPDATE, Disruption.LIVE)
+    plan = replan(stack, "size=2000")
+    (change,) = plan.actionable()
+    assert change.action is Action.DELETE_CREATE
+    assert change.disruption is Disruption.DATA_LOSS
+    (field,) = change.fields
+    assert (field.field, field.forces_replacement, field.disruption) == (
+        "size_gib", True, Disruption.REPLACE
+    )  # fmt: skip
+    assert change.reasons == [
+        "changing size_gib forces replacement",
+        "size_gib cannot change in place: a fake disk grows in place up to 1000 GiB",
+    ]
+    ws = engine.Workspace(stack)
+    with pytest.raises(UserError, match="beyond --max-disruption live"):
+        engine.apply(ws, plan, max_disruption=Disruption.LIVE)
+    assert ws.backend.snapshot("disk").serial == 1  # nothing changed
+    engine.apply(ws, plan, max_disruption=Disruption.DATA_LOSS)
+    assert not replan(stack, "size=2000").actionable()
+
+
 def test_target_plans_only_the_target_and_its_dependencies(write_stack):
     stack = write_stack(CHAIN)
     plan = replan(stack, targets=["b"])

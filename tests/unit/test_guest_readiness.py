@@ -347,7 +347,7 @@ def test_ready_default_and_the_older_wait_ready_switch():
 
 
 def test_server_inputs_ready_changes_in_place_and_machine_replaces():
-    from iacloud.providers.libvirt.server import ServerInputs
+    from iacloud.providers.libvirt.server_inputs import ServerInputs
     from iacloud.schema import Disruption, field_update
 
     fields = ServerInputs.model_fields

@@ -119,7 +119,7 @@ def test_server_nic_security_groups_and_tap_names() -> None:
     from pydantic import ValidationError
 
     from iacloud.providers.libvirt.nic_filter import tap_name
-    from iacloud.providers.libvirt.server import NetworkEntry, ServerInputs
+    from iacloud.providers.libvirt.server_inputs import NetworkEntry, ServerInputs
 
     entry = NetworkEntry(network="br1", security_groups=["sg-0123456789"])
     assert entry.model_dump()["security_groups"] == ["sg-0123456789"]

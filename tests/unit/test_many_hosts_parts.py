@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import shlex
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iacloud.errors import ProviderError
+from iacloud.provider import HostDown, ObjectRef, Observed, StackInfo
+from iacloud.providers.libvirt import LibvirtProvider
 from iacloud.providers.libvirt.migration import destination_xml
+from iacloud.providers.libvirt.settings import LibvirtSettings
 from iacloud.providers.netlink import span
 from iacloud.site_hosts import CatalogHost, SshTarget
 
@@ -61,15 +65,70 @@ def test_span_members_skip_this_machine_and_need_ssh_and_an_underlay() -> None:
         span.members(["h9"], hosts)
 
 
-def test_destination_xml_points_at_the_target_pool_and_console() -> None:
+def test_destination_xml_points_at_the_target_console() -> None:
     xml = """<domain><devices>
       <disk type='volume'><source pool='iacloud' volume='r.qcow2'/></disk>
       <disk type='volume' device='cdrom'><source pool='iacloud' volume='s.raw'/></disk>
       <serial type='file'><source path='/var/lib/iacloud/stacks/x/console/d.log'/></serial>
       <console type='file'><source path='/var/lib/iacloud/stacks/x/console/d.log'/></console>
     </devices></domain>"""
-    out = ET.fromstring(destination_xml(xml, "fast", "/var/log/libvirt/qemu/d.console.log"))
-    assert {s.get("pool") for s in out.findall("devices/disk/source")} == {"fast"}
+    out = ET.fromstring(destination_xml(xml, "/var/log/libvirt/qemu/d.console.log"))
+    # the disks keep their pools: the target has pools of the same names
+    assert {s.get("pool") for s in out.findall("devices/disk/source")} == {"iacloud"}
     assert {s.get("path") for s in out.findall("devices/*/source[@path]")} == {
         "/var/log/libvirt/qemu/d.console.log"
     }
+
+
+class _Offline(LibvirtProvider):
+    """The provider's per-host fan-out without libvirt: each host's job runs on that host's
+    context; h3 is down."""
+
+    def _per_host(self, jobs):  # type: ignore[no-untyped-def]
+        out = {}
+        for host, job in jobs.items():
+            if host == "h3":
+                out[host] = HostDown("connection refused")
+                continue
+            with self.on(host):
+                out[host] = job()
+        return out
+
+
+def test_a_read_looks_for_what_is_missing_on_its_host_on_the_others(tmp_path: Path) -> None:
+    hosts = {n: CatalogHost(uri=LAB.replace("11", str(10 + i))) for i, n in enumerate(
+        ("h1", "h2", "h3"), 1)}  # fmt: skip
+    stack = StackInfo("s", "0123456789abcdef", tmp_path, tmp_path, hosts)
+    provider = _Offline(stack, LibvirtSettings())
+    # where each object really is: `moved` was recorded on h1 by a run cut off mid-move
+    world: dict[str | None, set[str]] = {None: {"old"}, "h1": {"kept"}, "h2": {"moved"}}
+    asked: list[tuple[str | None, tuple[str, ...]]] = []
+
+    def read(refs):  # type: ignore[no-untyped-def]
+        here = provider.here.name
+        asked.append((here, tuple(r.address for r in refs)))
+        return {
+            r.address: Observed(r.id or "", {"host": here}, {})
+            for r in refs
+            if r.address in world[here]
+        }
+
+    refs = [
+        ObjectRef("kept", "k", {"host": "h1"}),
+        ObjectRef("moved", "m", {"host": "h1"}),
+        ObjectRef("gone", "g", {"host": "h2"}),
+        ObjectRef("old", "o", {}),
+        ObjectRef("far", "f", {"host": "h3"}),
+    ]
+    out = provider.read_by_host(refs, read)
+    assert out["kept"].inputs == {"host": "h1"}
+    assert out["moved"].inputs == {"host": "h2"}  # found where the move left it
+    assert out["old"].inputs == {"host": None}
+    assert "gone" not in out  # on no host: gone
+    assert out["far"].unknown and "h3 is down" in out["far"].unknown
+    # the first pass asked h1, h2 and the default host (h3 is down); then only the missing
+    # ones are looked for, on every host that answers
+    assert {h for h, _ in asked[:3]} == {None, "h1", "h2"}
+    again = asked[3:]
+    assert all(set(addrs) == {"moved", "gone"} for _, addrs in again), asked
+    assert {h for h, _ in again} == {None, "h1", "h2"}

@@ -154,6 +154,20 @@ def test_bad_host_references_are_clear_errors(
     assert message in str(err.value) and "resources.web[0]" in str(err.value)
 
 
+def test_a_volume_naming_another_host_than_its_server_is_an_error(tmp_path: Path) -> None:
+    body = servers(1, extra='host = "h1"').replace(
+        "size_gib = 1\n", 'size_gib = 1\nhost = "h2"\n', 1
+    )
+    config = load_stack(stack(tmp_path, body), REGISTRY)
+    with pytest.raises(UserError) as err:
+        place(config, EMPTY, REGISTRY, ["h1", "h2"], lambda: hosts("h1", "h2"))
+    assert "names host h2 but is used by a server on h1" in str(err.value)
+    assert "resources.data[0]" in str(err.value)
+    same = load_stack(stack(tmp_path, body.replace('host = "h2"', 'host = "h1"')), REGISTRY)
+    result = place(same, EMPTY, REGISTRY, ["h1", "h2"], lambda: hosts("h1", "h2"))
+    assert result.config.resources["data[0]"].properties["host"] == "h1"
+
+
 def test_the_plan_carries_the_reason() -> None:
     change = Change(address="web[0]", type="server", provider="libvirt", action=Action.CREATE)
     plan = Plan(
