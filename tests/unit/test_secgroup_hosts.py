@@ -247,3 +247,46 @@ networks = [{ port = { get_resource = "pb" } }]
     result = place(config, snapshot, registry, ["h1", "h2"], lambda: up)
     assert result.config.resources["lan"].properties["hosts"] == ["h1", "h2"]
     assert "hosts" not in result.config.resources["pb"].properties
+
+
+# ---- the server's plan-time check ----------------------------------------------------------
+
+
+def _server_check(tmp_path: Path, ssh: bool, networks: list[dict[str, Any]],
+                  host: str = "h2", prior_host: str | None = None) -> list[str]:  # fmt: skip
+    from iacloud.provider import Observed, StackInfo
+    from iacloud.providers.libvirt import LibvirtProvider
+    from iacloud.providers.libvirt.server import Server
+    from iacloud.providers.libvirt.server_inputs import ServerInputs
+    from iacloud.providers.libvirt.settings import LibvirtSettings
+    from iacloud.site_hosts import CatalogHost
+
+    uri = "qemu+libssh2://root@198.19.250.{}/system?sshauth=privkey&keyfile=/k"
+    hosts = {
+        n: CatalogHost(uri=uri.format(10 + i), ssh=SSH if ssh else None)
+        for i, n in enumerate(("h1", "h2"), 1)
+    }
+    stack = StackInfo("s", "0123456789abcdef", tmp_path, tmp_path, hosts)
+    server = Server(LibvirtProvider(stack, LibvirtSettings()))
+    inputs = ServerInputs(image="iacloud/img.qcow2", host=host, networks=networks)
+    prior = None if prior_host is None else Observed("x", {"host": prior_host}, {})
+    return [d.message for d in server.check("srv", inputs, prior)]
+
+
+PORT = "iacb0000000001/52:54:00:00:00:07/198.18.0.7"
+
+
+def test_a_catalog_host_takes_ports_and_groups_when_it_has_an_ssh_target(tmp_path: Path) -> None:
+    nics = [{"port": PORT, "security_groups": [G1]}]
+    assert _server_check(tmp_path, True, nics) == []
+    (refused,) = _server_check(tmp_path, False, nics)
+    assert "no ssh target" in refused
+    # a NIC without either needs no ssh (the network's own checks ask for it)
+    assert _server_check(tmp_path, False, [{"bridge": BR}]) == []
+
+
+def test_moving_a_server_with_groups_is_refused(tmp_path: Path) -> None:
+    grouped = [{"bridge": BR, "security_groups": [G1]}]
+    (refused,) = _server_check(tmp_path, True, grouped, host="h2", prior_host="h1")
+    assert "moving a server whose NICs list security groups" in refused
+    assert _server_check(tmp_path, True, [{"port": PORT}], host="h2", prior_host="h1") == []
