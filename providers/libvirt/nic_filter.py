@@ -114,6 +114,13 @@ def has_members(stack_id: str, address: str) -> bool:
     )
 
 
+def filtered_by_groups(nics: Sequence[domain_xml.Nic]) -> bool:
+    """Whether one of the NICs is filtered by a security group: its own, or its port's (the
+    port's record names the same bridge and MAC)."""
+    keys = {(n.bridge, n.mac) for n in nics}
+    return any(m.groups and (m.bridge, m.mac) in keys for m in facts.members())
+
+
 def drop(stack_id: str, address: str) -> None:
     if has_members(stack_id, address):
         with enforce.change():

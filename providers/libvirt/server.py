@@ -831,10 +831,23 @@ class Server(LibvirtResource):
             if dom is None:
                 raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
             parsed = domain_xml.parse(dom.XMLDesc(0))
+            stack_id = self.provider.stack.id
+            if nic_filter.filtered_by_groups(parsed.nics):
+                # its rules would be on the old host while the guest runs on the new one
+                raise ProviderError(
+                    f"server {address} has a NIC filtered by security groups (its port's): "
+                    "moving it is not built yet; remove the groups, move it, add them"
+                )
             console = remote_console.log_path(parsed.name)
             migration.migrate(dom, parsed, source, target, str(console))
             if parsed.console_path and Path(parsed.console_path) == console:
                 remote_console.remove(source.entry, console)  # the log goes on on the target
+        if parsed.record is not None and nic_filter.has_members(stack_id, address):
+            # its port NICs' records say where the NIC is now
+            with self.provider.on(target.name) as ctx:
+                moved = self._lookup(prior.id)
+                if moved is not None:
+                    nic_filter.sync(stack_id, address, moved, parsed.record.nics, ctx)
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]

@@ -123,6 +123,22 @@ def test_a_port_record_takes_the_host_of_the_server_nic_holding_it(root: Path) -
     assert merged.host == "h2" and merged.device == "iacn0000000007"
 
 
+def test_a_nic_filtered_through_its_port_keeps_its_server_from_moving(root: Path) -> None:
+    from iacloud.providers.libvirt.domain_xml import Nic
+    from iacloud.providers.libvirt.nic_filter import filtered_by_groups
+
+    nic = Nic(BR, "52:54:00:00:00:07", "iacn0000000007")
+    assert not filtered_by_groups([nic])
+    # the server's own record has no groups; the port's record for the same NIC has
+    facts.write_member(facts.MemberRecord("server", "stack", "srv", BR, nic.mac, nic.tap,
+                                          ("198.18.0.7",), (), "h2", SSH))  # fmt: skip
+    assert not filtered_by_groups([nic])
+    facts.write_member(facts.MemberRecord("port", "stack", "p", BR, nic.mac, None,
+                                          ("198.18.0.7",), (G1,)))  # fmt: skip
+    assert filtered_by_groups([nic])
+    assert not filtered_by_groups([Nic(BR, "52:54:00:00:00:08")])
+
+
 def test_a_record_with_a_host_but_no_target_reads_as_damaged(root: Path) -> None:
     facts.write_member(record("52:54:00:00:00:07", "h2"))
     (path,) = (root / "members").glob("*.json")
