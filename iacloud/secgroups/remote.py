@@ -9,6 +9,7 @@ ruleset text is `compiler`'s, made from validated values, exactly what this mach
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import subprocess
@@ -89,6 +90,14 @@ def read(host: Host) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _ipv4(value: str | None) -> bool:
+    try:
+        ipaddress.IPv4Address(value or "")
+    except ValueError:
+        return False
+    return True
+
+
 def parse_entries(text: str) -> list[conntrack.Entry]:
     """`conntrack -L -f ipv4` lines as entries: the first src/dst/dport are the original
     direction's; `zone=` is printed only for a zone other than 0."""
@@ -103,8 +112,8 @@ def parse_entries(text: str) -> list[conntrack.Entry]:
             key, sep, value = word.partition("=")
             if sep and key not in fields:
                 fields[key] = value
-        if "src" not in fields or "dst" not in fields:
-            continue
+        if not (_ipv4(fields.get("src")) and _ipv4(fields.get("dst"))):
+            continue  # only addresses go back to the host's command line
         dport = fields.get("dport")
         zone = fields.get("zone", "0")
         out.append(

@@ -78,6 +78,7 @@ def test_conntrack_listing_of_a_host_parses_the_original_direction() -> None:
         "tcp      6 431999 ESTABLISHED src=198.18.0.9 dst=198.18.0.6 sport=5000 dport=22 "
         "src=198.18.0.6 dst=198.18.0.9 sport=22 dport=5000 [ASSURED] mark=0 use=1\n"
         "garbage\n"
+        "udp      17 20 src=-D dst=198.18.0.6 sport=1 dport=53 mark=0 use=1\n"
     )
     assert remote.parse_entries(text) == [
         Entry(zone(BR), "icmp", "198.18.0.5", "198.18.0.6", None),
