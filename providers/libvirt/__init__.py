@@ -136,7 +136,7 @@ class LibvirtProvider(Provider):
             return read(refs)
         out: dict[str, Observed] = {}
         jobs = {h: functools.partial(read, g) for h, g in groups.items()}
-        for host, part in self._per_host(jobs).items():
+        for host, part in self.per_host(jobs).items():
             if isinstance(part, HostDown):
                 # unknown, not gone: the plan leaves them as recorded and says why
                 why = f"host {host} is down: {part}"
@@ -166,7 +166,7 @@ class LibvirtProvider(Provider):
             if h not in groups or any(r not in groups[h] for r in missing)
         }
         found: dict[str, Observed] = {}
-        for part in self._per_host(jobs).values():
+        for part in self.per_host(jobs).values():
             if not isinstance(part, HostDown):
                 for address, obs in part.items():
                     found.setdefault(address, obs)
@@ -178,10 +178,10 @@ class LibvirtProvider(Provider):
         if not self.stack.hosts:
             return job()
         names: list[str | None] = [None, *self.stack.hosts]
-        parts = self._per_host(dict.fromkeys(names, job))
+        parts = self.per_host(dict.fromkeys(names, job))
         return [x for part in parts.values() if not isinstance(part, HostDown) for x in part]
 
-    def _per_host(
+    def per_host(
         self, jobs: Mapping[str | None, Callable[[], R]]
     ) -> dict[str | None, R | HostDown]:
         """Each job on its host, in parallel: its result, or HostDown when a catalog host

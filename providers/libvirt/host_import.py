@@ -47,7 +47,7 @@ def import_on_hosts(
     if not provider.stack.hosts:
         return import_here()  # one host: nothing to search
     names: list[str | None] = [None, *provider.stack.hosts]
-    found = provider._per_host({h: (lambda: present(id)) for h in names})
+    found = provider.per_host({h: (lambda: present(id)) for h in names})
     where = [h for h, ok in found.items() if ok is True]
     down = {h: r for h, r in found.items() if isinstance(r, HostDown)}
     if len(where) > 1:

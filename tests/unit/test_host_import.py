@@ -25,7 +25,7 @@ EMPTY = Snapshot(stack="s", stack_id="id", lineage="l", serial=0)
 
 
 class FakeHosts:
-    """What import_on_hosts uses of the provider: the catalog, `on`, `_per_host`."""
+    """What import_on_hosts uses of the provider: the catalog, `on`, `per_host`."""
 
     def __init__(self, has: Mapping[str | None, bool | HostDown], hosts: list[str]) -> None:
         self.has = has
@@ -41,7 +41,7 @@ class FakeHosts:
         finally:
             self.current = before
 
-    def _per_host(self, jobs: Mapping[str | None, Callable[[], bool]]) -> dict[str | None, Any]:
+    def per_host(self, jobs: Mapping[str | None, Callable[[], bool]]) -> dict[str | None, Any]:
         out: dict[str | None, Any] = {}
         for host, job in jobs.items():
             self.asked.append(host)

@@ -84,7 +84,7 @@ class _Offline(LibvirtProvider):
     """The provider's per-host fan-out without libvirt: each host's job runs on that host's
     context; h3 is down."""
 
-    def _per_host(self, jobs):  # type: ignore[no-untyped-def]
+    def per_host(self, jobs):  # type: ignore[no-untyped-def]
         out = {}
         for host, job in jobs.items():
             if host == "h3":
