@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "lab-hosts.sh"
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -32,6 +34,22 @@ def uri(addr: str, keyfile: Path = LAB_DIR / "id_ed25519") -> str:
 def host_table(name: str, addr: str) -> str:
     return (f'[hosts.{name}]\nuri = "{uri(addr)}"\nlabels = {{ zone = "z{name[-1]}" }}\n'
             f'ssh = {{ target = "{name}", ssh_config = "{LAB_DIR}/ssh_config" }}\n')  # fmt: skip
+
+
+def site_text() -> str:
+    """A site file with every lab host in its [hosts]."""
+    return "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
+
+
+def workdir(factory: pytest.TempPathFactory, name: str, **stacks: str) -> Path:
+    """The lab up, and a fresh directory `name*` with the lab's site.toml and each stack
+    file (`NAME.toml` from NAME=text)."""
+    lab("up", str(len(HOSTS)))
+    path = factory.mktemp(name)
+    (path / "site.toml").write_text(site_text())
+    for stem, text in stacks.items():
+        (path / f"{stem}.toml").write_text(text)
+    return path
 
 
 def run_stack(work: Path, stack: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from lab import HOSTS, LAB_DIR, host_table, lab, uri
+from lab import HOSTS, LAB_DIR, lab, site_text, uri
 
 from iacloud.hosts import host_states
 from iacloud.loading.site_file import read_site
@@ -36,7 +36,7 @@ def iacloud(*args: str) -> subprocess.CompletedProcess[str]:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     lab("up", str(len(HOSTS)))
     path = tmp_path_factory.mktemp("hs") / "site.toml"
-    path.write_text("version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items()))
+    path.write_text(site_text())
     yield path
     conn = libvirt.open(uri(HOSTS["h1"]))
     try:

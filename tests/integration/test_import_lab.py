@@ -25,7 +25,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from lab import HOSTS, TINY, host_table, lab, run_stack, uri
+from lab import HOSTS, TINY, run_stack, uri, workdir
 
 POOL = "iacloud"  # the lab hosts' pool (the provider's default pool name)
 FOREIGN = "imp-data.qcow2"  # made here through libvirt, not by iacloud
@@ -117,13 +117,7 @@ def purge() -> list[str]:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
-    path = tmp_path_factory.mktemp("imp")
-    (path / "site.toml").write_text(
-        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-    )
-    (path / "imp.toml").write_text(DATA)
-    (path / "impsnap.toml").write_text(SNAPSHOTS)
+    path = workdir(tmp_path_factory, "imp", imp=DATA, impsnap=SNAPSHOTS)
     yield path
     destroyed = [
         run_stack(path, name, "destroy", "--auto-approve") for name in ("imp.toml", "impsnap.toml")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from lab import HOSTS, host_table, lab, on, run_stack, uri
+from lab import HOSTS, on, run_stack, site_text, uri, workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -122,12 +122,7 @@ def head(host: str, name: str, size: int = 4096) -> bytes:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
-    path = tmp_path_factory.mktemp("mg")
-    (path / "site.toml").write_text(
-        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-    )
-    (path / "mg.toml").write_text(stack("h1"))
+    path = workdir(tmp_path_factory, "mg", mg=stack("h1"))
     yield path
     iacloud(path, "destroy", "--auto-approve")
 
@@ -199,9 +194,7 @@ power_state = "shutoff"
     try:
         done = run_stack(tmp_path, "mgd.toml", "apply", "--auto-approve")
         assert done.returncode == 0, done.stdout + done.stderr
-        (tmp_path / "site.toml").write_text(
-            "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-        )
+        (tmp_path / "site.toml").write_text(site_text())
         (tmp_path / "mgd.toml").write_text(server + 'host = "h1"\n')
         plan = json.loads(run_stack(tmp_path, "mgd.toml", "plan", "--json").stdout)
         d = next(c for c in plan["changes"] if c["address"] == "d")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, host_table, lab
+from lab import HOSTS, lab, site_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -22,7 +22,7 @@ TINY = ROOT / "build" / "images" / "tiny.qcow2"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     lab("up", str(len(HOSTS)))
     path = tmp_path_factory.mktemp("pl") / "site.toml"
-    path.write_text("version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items()))
+    path.write_text(site_text())
     yield path
 
 

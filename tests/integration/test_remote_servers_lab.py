@@ -16,7 +16,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from lab import HOSTS, host_table, lab, run_stack, uri
+from lab import HOSTS, lab, run_stack, uri, workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -89,13 +89,8 @@ def remove_copies() -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
+    path = workdir(tmp_path_factory, "rh", rh=STACK)
     remove_copies()
-    path = tmp_path_factory.mktemp("rh")
-    (path / "site.toml").write_text(
-        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-    )
-    (path / "rh.toml").write_text(STACK)
     yield path
     lab("up", str(len(HOSTS)))
     iacloud(path, "destroy", "--auto-approve")

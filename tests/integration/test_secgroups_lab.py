@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, NODE, TINY, host_table, lab, on, run_stack
+from lab import NODE, TINY, on, run_stack, workdir
 
 from iacloud.secgroups.compiler import Member
 
@@ -108,12 +108,7 @@ def drop_outside() -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
-    path = tmp_path_factory.mktemp("sg")
-    (path / "site.toml").write_text(
-        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-    )
-    (path / "sg.toml").write_text(stack(ICMP))
+    path = workdir(tmp_path_factory, "sg", sg=stack(ICMP))
     try:
         yield path
     finally:

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import HOSTS, LAB_DIR, NODE, fdb_peers, host_table, lab, links_of, on, run_stack
+from lab import (
+    HOSTS,
+    LAB_DIR,
+    NODE,
+    fdb_peers,
+    links_of,
+    on,
+    run_stack,
+    site_text,
+    workdir,
+)
 
 STACK = f"""
 version = 1
@@ -26,7 +36,7 @@ type = "network"
 cidr = "198.18.79.0/24"
 hosts = ["h1", "h2"]
 """
-SITE = "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
+SITE = site_text()
 
 
 def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,10 +65,7 @@ def h2_side_is_whole(vx: str, br: str) -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
-    path = tmp_path_factory.mktemp("nd")
-    (path / "site.toml").write_text(SITE)
-    (path / "nd.toml").write_text(STACK)
+    path = workdir(tmp_path_factory, "nd", nd=STACK)
     try:
         yield path
     finally:  # also when a test failed: nothing of this stack stays on any host

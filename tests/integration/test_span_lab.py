@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import HOSTS, NODE, fdb_peers, host_table, lab, links_of, on, run_stack
+from lab import HOSTS, NODE, fdb_peers, links_of, on, run_stack, workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "build" / "images" / "tiny.qcow2"
@@ -68,12 +68,7 @@ def iacloud(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    lab("up", str(len(HOSTS)))
-    path = tmp_path_factory.mktemp("vx")
-    (path / "site.toml").write_text(
-        "version = 1\n" + "".join(host_table(n, a) for n, a in HOSTS.items())
-    )
-    (path / "vx.toml").write_text(stack(True))
+    path = workdir(tmp_path_factory, "vx", vx=stack(True))
     yield path
     iacloud(path, "destroy", "--auto-approve")
 
