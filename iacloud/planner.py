@@ -371,8 +371,7 @@ class _Planning:
             inputs = type_cls.Inputs(**after)
         except ValidationError:
             return {}  # reported by the check
-        known = prior.observed or Observed(prior.id or "", prior.inputs, prior.attributes)
-        found = self.resources(rc.type).not_in_place(address, inputs, known)
+        found = self.resources(rc.type).not_in_place(address, inputs, _known(prior))
         return {f.field: found[f.field] for f in fields if f.field in found}
 
     def _take_in(
@@ -391,9 +390,7 @@ class _Planning:
         prior: Prior | None,
     ) -> None:
         """The provider's plan-time check of fully known inputs against what exists."""
-        known_prior = prior.observed if prior is not None and prior.observed else None
-        if prior is not None and known_prior is None:
-            known_prior = Observed(prior.id or "", prior.inputs, prior.attributes)
+        known_prior = _known(prior) if prior is not None else None
         found = self.resources(rc.type).check(address, type_cls.Inputs(**after), known_prior)
         where = f"resources.{address}"
         self.diagnostics.extend(_locate(d, self.config, where) for d in found)
@@ -449,6 +446,11 @@ class _Planning:
             self.diagnostics.extend(_locate(d, self.config, where) for d in found)
         if self.diagnostics:
             raise UserError(self.diagnostics)
+
+
+def _known(prior: Prior) -> Observed:
+    """What a plan-time check sees of an existing object: as read, else as recorded."""
+    return prior.observed or Observed(prior.id or "", prior.inputs, prior.attributes)
 
 
 def _reasons(
