@@ -268,11 +268,7 @@ class Volume(StorageResource):
         if source.name is None or target.name is None:
             raise ProviderError("volumes move between catalog hosts")
         with self.provider.on(source.name):
-            pool_name, name = storage.split_id(prior.id)
-            pool = self.provider.pools.find(self.conn, pool_name)
-            vol = storage.lookup(pool, name) if pool else None
-            if pool is None or vol is None:
-                raise ProviderError(f"volume {prior.id} is not on {source.name}")
+            pool, vol = self._existing(prior.id, f"is not on {source.name}")
             info = storage.info(pool, vol)
             if self.provider.users(info.id, info.path, running=False):
                 return Observed(
@@ -280,11 +276,18 @@ class Volume(StorageResource):
                 )
             migration.move_volume(source, target, prior.id)
         with self.provider.on(target.name):
-            pool = self.provider.pools.get(self.conn, pool_name)
-            vol = storage.lookup(pool, name)
-            if vol is None:
-                raise ProviderError(f"volume {prior.id} is not on {target.name} after moving")
+            pool, vol = self._existing(prior.id, f"is not on {target.name} after moving")
             return self._observe(pool, vol, inputs.pool)
+
+    def _existing(self, volume_id: str, missing: str) -> tuple[Pool, libvirt.virStorageVol]:
+        """The pool and volume of `volume_id` on the current host, or an error: "volume ID
+        `missing`"."""
+        pool_name, name = storage.split_id(volume_id)
+        pool = self.provider.pools.find(self.conn, pool_name)
+        vol = storage.lookup(pool, name) if pool else None
+        if pool is None or vol is None:
+            raise ProviderError(f"volume {volume_id} {missing}")
+        return pool, vol
 
     def _update(
         self, address: str, prior: Observed, inputs: Inputs, changed: frozenset[str]
@@ -292,11 +295,7 @@ class Volume(StorageResource):
         assert isinstance(inputs, VolumeInputs)
         if changed - {"size_gib"}:
             raise ProviderError(f"cannot change {', '.join(sorted(changed))} in place")
-        pool_name, name = storage.split_id(prior.id)
-        pool = self.provider.pools.find(self.conn, pool_name)
-        vol = storage.lookup(pool, name) if pool else None
-        if pool is None or vol is None:
-            raise ProviderError(f"volume {prior.id} no longer exists")
+        pool, vol = self._existing(prior.id, "no longer exists")
         info = storage.info(pool, vol)
         new = inputs.size_gib * GiB
         if new < info.capacity:
@@ -313,7 +312,7 @@ class Volume(StorageResource):
             else:
                 with failing(f"growing volume {prior.id}"):
                     vol.resize(new, 0)
-            vol = pool.handle.storageVolLookupByName(name)
+            vol = pool.handle.storageVolLookupByName(vol.name())
         return self._observe(pool, vol, inputs.pool)
 
     def delete(self, address: str, prior: Observed) -> None:
