@@ -208,6 +208,10 @@ def _twin(
 
 
 def _pool(ctx: HostContext, name: str) -> Pool:
+    """The target's pool `name`: the host's default pool is made when missing (a host that
+    holds nothing of iacloud's yet), another one must exist."""
+    if name == ctx.pools.default:
+        return ctx.pools.get(ctx.conn(), None)
     pool = ctx.pools.find(ctx.conn(), name)
     if pool is None:
         raise ProviderError(f"pool {name} is not on {ctx.label}: the disks in it cannot move")
