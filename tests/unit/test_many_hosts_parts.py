@@ -132,3 +132,26 @@ def test_a_read_looks_for_what_is_missing_on_its_host_on_the_others(tmp_path: Pa
     again = asked[3:]
     assert all(set(addrs) == {"moved", "gone"} for _, addrs in again), asked
     assert {h for h, _ in again} == {None, "h1", "h2"}
+
+
+def test_a_move_makes_the_targets_default_pool_and_needs_any_other() -> None:
+    from types import SimpleNamespace
+
+    from iacloud.providers.libvirt import migration
+
+    made: list[str] = []
+
+    class Pools:
+        default = "iacloud"
+
+        def get(self, conn: object, name: str | None) -> str:
+            made.append(name or self.default)
+            return "default-pool"
+
+        def find(self, conn: object, name: str) -> None:
+            return None  # a host that holds nothing of iacloud's yet
+
+    ctx = SimpleNamespace(pools=Pools(), conn=lambda: None, label="h2")
+    assert migration._pool(ctx, "iacloud") == "default-pool" and made == ["iacloud"]  # type: ignore[arg-type]
+    with pytest.raises(ProviderError, match="pool fast is not on h2"):
+        migration._pool(ctx, "fast")  # type: ignore[arg-type]
