@@ -82,6 +82,12 @@ class HostContext:
         self.connection.close()
 
 
+def crosses_default_host(before: object, after: str | None) -> bool:
+    """Whether a change of `host` from `before` (a recorded value) to `after` leaves or
+    reaches the provider's own libvirtd (None): no migration makes that move."""
+    return after != before and (before is None or after is None)
+
+
 def is_copy(volume_id: str) -> bool:
     """Whether a volume id names a host's copy of an image."""
     return volume_id.rpartition("/")[2].startswith(COPY_PREFIX)

@@ -91,6 +91,7 @@ from . import (
 from .base import LibvirtResource
 from .connection import NO_DOMAIN, OPERATION_INVALID, failing, is_error
 from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRecord
+from .host_context import crosses_default_host
 from .server_inputs import NetworkEntry, ServerInputs, port_places
 from .storage import GiB
 from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
@@ -277,7 +278,7 @@ class Server(LibvirtResource):
             ]
         if (
             prior is not None
-            and self._default_host_move(inputs, prior)
+            and crosses_default_host(prior.inputs.get("host"), inputs.host)
             and (inputs.volumes or inputs.boot_volume)
         ):
             return [
@@ -316,17 +317,12 @@ class Server(LibvirtResource):
 
     def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
         assert isinstance(inputs, ServerInputs)
-        if self._default_host_move(inputs, prior):
+        if crosses_default_host(prior.inputs.get("host"), inputs.host):
             return {
                 "host": "migration moves a server between hosts of the site catalog, and this "
                 "one is on (or goes to) the provider's own libvirtd, so it is replaced there"
             }
         return {}
-
-    @staticmethod
-    def _default_host_move(inputs: ServerInputs, prior: Observed) -> bool:
-        before = prior.inputs.get("host")
-        return inputs.host != before and (before is None or inputs.host is None)
 
     # ---------------------------------------------------------------- helpers
     @property

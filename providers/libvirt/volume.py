@@ -35,7 +35,7 @@ from iacloud.site_hosts import HOST_NAME
 from . import migration, storage
 from .base import StorageResource
 from .connection import failing
-from .host_context import is_copy
+from .host_context import crosses_default_host, is_copy
 from .pool import Pool
 from .storage import GiB
 from .tags import PoolName, format_of, parse_volume_name, volume_name
@@ -137,8 +137,7 @@ class Volume(StorageResource):
 
     def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
         assert isinstance(inputs, VolumeInputs)
-        before = prior.inputs.get("host")
-        if inputs.host != before and (before is None or inputs.host is None):
+        if crosses_default_host(prior.inputs.get("host"), inputs.host):
             return {
                 "host": "volumes move between hosts of the site catalog, and this one is on "
                 "(or goes to) the provider's own libvirtd, so it is made anew there"
