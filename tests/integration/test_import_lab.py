@@ -27,7 +27,10 @@ import libvirt
 import pytest
 from lab import HOSTS, TINY, run_stack, uri, workdir
 
+from iacloud.providers.libvirt.pool import pool_xml
+
 POOL = "iacloud"  # the lab hosts' pool (the provider's default pool name)
+POOL_PATH = "/var/lib/iacloud/pool"  # where the provider would make it (setting pool_path)
 FOREIGN = "imp-data.qcow2"  # made here through libvirt, not by iacloud
 DATA = """
 version = 1
@@ -80,10 +83,25 @@ def connected(addr: str) -> Iterator[libvirt.virConnect]:
         conn.close()
 
 
+def lab_pool(conn: libvirt.virConnect) -> libvirt.virStoragePool:
+    """The pool on a host, defined and started here when missing: fresh lab hosts have none
+    until a stack has put something on them, and this module is not the first to."""
+    try:
+        return conn.storagePoolLookupByName(POOL)
+    except libvirt.libvirtError:
+        pool = conn.storagePoolDefineXML(pool_xml(POOL, POOL_PATH), 0)
+        pool.build(0)
+        pool.create(0)
+        return pool
+
+
 def volumes(addr: str) -> dict[str, ET.Element]:
-    """The volumes of the lab pool on a host, by name, as their XML."""
+    """The volumes of the lab pool on a host, by name, as their XML (none without a pool)."""
     with connected(addr) as conn:
-        pool = conn.storagePoolLookupByName(POOL)
+        try:
+            pool = conn.storagePoolLookupByName(POOL)
+        except libvirt.libvirtError:
+            return {}
         pool.refresh(0)
         return {v.name(): ET.fromstring(v.XMLDesc(0)) for v in pool.listAllVolumes(0)}
 
@@ -157,8 +175,7 @@ def test_an_id_on_no_host_is_an_error_naming_the_hosts_searched(work: Path) -> N
 
 def test_a_volume_made_on_h2_through_libvirt_is_imported_from_there(work: Path) -> None:
     with connected(HOSTS["h2"]) as conn:
-        pool = conn.storagePoolLookupByName(POOL)
-        pool.createXML(
+        lab_pool(conn).createXML(
             f"<volume><name>{FOREIGN}</name><capacity unit='GiB'>1</capacity>"
             "<target><format type='qcow2'/></target></volume>",
             0,
