@@ -10,18 +10,19 @@ the compute side through the provider, the network side over SSH (argument lists
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from iacloud import ssh_run
 from iacloud.provider import Check, HostDown, HostReading, Provider, Registry
 from iacloud.scheduler import Host, Ratios
 from iacloud.secgroups import remote as secgroups_remote
 from iacloud.site import SiteCatalog
 from iacloud.site_hosts import CatalogHost, implicit_hosts
+from iacloud.ssh_run import SshFailed, last_line
 
 CONNECT_TIMEOUT = 5.0  # seconds to reach one host's libvirtd
 READ_TIMEOUT = 20.0  # seconds for one host in all (connect and reads)
@@ -186,33 +187,33 @@ def ssh_checks(entry: CatalogHost, timeout: float = CONNECT_TIMEOUT) -> list[Che
                 'add ssh = "root@HOST" (or ssh = { target = ..., identity = ... }) to the host',
             )
         ]
-    limit = int(max(1, timeout))
+    limit = max(1, timeout)
     try:
-        done = subprocess.run(
-            entry.ssh.argv("true", connect_timeout=limit),
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=limit + 10,
-            check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [Check("ssh", "fail", f"ssh {entry.ssh.target}: {exc}", "check ssh is installed")]
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        done = ssh_run.run(entry.ssh, "true", timeout=limit + 10, connect_timeout=limit)
+    except SshFailed as exc:
         return [
             Check(
                 "ssh",
                 "fail",
-                f"ssh {entry.ssh.target} true: exit {done.returncode}: {detail}",
+                f"ssh {entry.ssh.target}: {exc}",
                 "make key login work without a prompt (BatchMode): authorized_keys on the host, "
                 "its key in known_hosts, the identity/ssh_config in the catalog",
             )
         ]
+    if done.returncode != 0:
+        detail = last_line(done.stderr)
+        return [
+            Check("ssh", "fail", f"ssh {entry.ssh.target} true: exit {done.returncode}: {detail}")
+        ]
     out = [Check("ssh", "ok", f"ssh {entry.ssh.target} works without a prompt")]
     probe = ["sh", "-c", 'for t; do command -v "$t" >/dev/null || echo "$t"; done', "sh"]
-    missing_run = subprocess.run(
-        entry.ssh.argv(*probe, *NETWORK_TOOLS, connect_timeout=limit),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=limit + 10, check=False,
-    )  # fmt: skip
-    if missing_run.returncode != 0:
+    try:
+        missing_run = ssh_run.run(
+            entry.ssh, *probe, *NETWORK_TOOLS, timeout=limit + 10, connect_timeout=limit
+        )
+    except SshFailed:
+        missing_run = None
+    if missing_run is None or missing_run.returncode != 0:
         out.append(Check("network tools", "fail", "could not check the tools over ssh"))
         return out
     missing = [t for t in missing_run.stdout.split() if t in NETWORK_TOOLS]

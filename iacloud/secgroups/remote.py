@@ -1,6 +1,6 @@
 """iacloud's tables on a catalog host (issue #16), reached over the host's SSH target.
 
-Everything runs as an argument list through `SshTarget.argv` (each word quoted for the remote
+Everything runs as an argument list through `ssh_run` (each word quoted for the remote
 shell), never a shell string with values spliced in: `nft -f -` with the ruleset on stdin,
 `nft -j list table ...` to read it back, `cat` of the bridge-nf sysctl, and the host's
 `conntrack` tool (Debian's conntrack package) to list and delete tracked connections. The
@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from iacloud import ssh_run
 from iacloud.errors import ProviderError
 from iacloud.provider import Check
 from iacloud.secgroups import conntrack
 from iacloud.secgroups.bridge_nf import BRIDGE_NF, problem
 from iacloud.secgroups.compiler import FAMILIES, TABLE, Group, Member, removal
 from iacloud.site_hosts import SshTarget
+from iacloud.ssh_run import SshFailed, last_line
 
 TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5
@@ -40,22 +42,12 @@ class Host:
 
 def run(host: Host, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """`argv` on the host; a failed ssh (not the command) is a ProviderError."""
-    command = host.ssh.argv(*argv, connect_timeout=CONNECT_TIMEOUT)
     try:
-        done = subprocess.run(
-            command, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ssh_run.run(
+            host.ssh, *argv, stdin=stdin, timeout=TIMEOUT, connect_timeout=CONNECT_TIMEOUT
+        )
+    except SshFailed as exc:
         raise ProviderError(f"host {host.name}: ssh failed: {exc}") from None
-    if done.returncode == 255:  # ssh's own failure: unreachable, refused key, ...
-        detail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
-        raise ProviderError(f"host {host.name}: ssh failed: {detail}")
-    return done
-
-
-def _detail(done: subprocess.CompletedProcess[str]) -> str:
-    return (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
 
 
 def bridged_conntrack(host: Host) -> str | None:
@@ -71,7 +63,8 @@ def apply(host: Host, text: str) -> None:
         raise ProviderError(f"host {host.name}: nft is not installed (apt install nftables)")
     if done.returncode != 0:
         raise ProviderError(
-            f"host {host.name}: nft refused iacloud's security group ruleset: {_detail(done)}"
+            f"host {host.name}: nft refused iacloud's security group ruleset: "
+            + last_line(done.stderr)
         )
 
 
@@ -142,7 +135,7 @@ def prune(
                     "removed rules (apt install conntrack)", host.name)  # fmt: skip
         return 0
     if done.returncode != 0:
-        raise ProviderError(f"host {host.name}: conntrack -L failed: {_detail(done)}")
+        raise ProviderError(f"host {host.name}: conntrack -L failed: {last_line(done.stderr)}")
     deleted = 0
     for e in sorted(set(conntrack.stale(parse_entries(done.stdout), groups, members, everyone)),
                     key=repr):  # fmt: skip

@@ -1,5 +1,5 @@
 """The serial console log of a server on another host: QEMU writes it there (virtlogd), and it
-is read over the host's SSH (`CatalogHost.ssh`, an argument list with every word quoted), the
+is read over the host's SSH (`ssh_run`, an argument list with every word quoted), the
 same way the network side reaches that host. Bounded: a tail of at most `limit` bytes and a
 timeout; a host without an SSH target, or one that does not answer, reads as an empty log.
 The log goes with its server (`remove`, on delete and after a migration), so a later server
@@ -8,10 +8,11 @@ of the same name never shows an old one's lines."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
+from iacloud import ssh_run
 from iacloud.site_hosts import CatalogHost
+from iacloud.ssh_run import SshFailed
 
 TIMEOUT = 10.0  # seconds for one read
 LOG_DIR = Path("/var/log/libvirt/qemu")  # exists wherever libvirt runs QEMU
@@ -29,12 +30,9 @@ def remove(entry: CatalogHost | None, path: Path) -> bool:
         return False
     if path.parent != LOG_DIR or not _LOG_NAME.fullmatch(path.name):
         raise ValueError(f"{path} is not a server's console log")
-    argv = entry.ssh.argv("rm", "-f", "--", str(path), connect_timeout=5)
     try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        done = ssh_run.run(entry.ssh, "rm", "-f", "--", str(path), timeout=TIMEOUT)
+    except SshFailed:
         return False
     return done.returncode == 0
 
@@ -42,13 +40,8 @@ def remove(entry: CatalogHost | None, path: Path) -> bool:
 def read_tail(entry: CatalogHost | None, path: Path, limit: int) -> str:
     if entry is None or entry.ssh is None:
         return ""
-    argv = entry.ssh.argv("tail", "-c", str(int(limit)), str(path), connect_timeout=5)
     try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        done = ssh_run.run(entry.ssh, "tail", "-c", str(int(limit)), str(path), timeout=TIMEOUT)
+    except SshFailed:
         return ""
-    if done.returncode != 0:
-        return ""
-    return done.stdout[-limit:].decode("utf-8", errors="replace")
+    return done.stdout[-limit:] if done.returncode == 0 else ""

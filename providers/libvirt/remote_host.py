@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 from urllib.parse import urlsplit
 
 import libvirt
 
+from iacloud import ssh_run
 from iacloud.provider import Check, HostDown, HostReading
 from iacloud.site_hosts import CatalogHost
+from iacloud.ssh_run import SshFailed
 
 from .connection import NO_POOL, is_error
 from .host_facts import read_host_facts
@@ -73,11 +74,10 @@ def _no_libvirtd(host: CatalogHost, timeout: float) -> bool:
     modular); False when SSH itself fails or the answer is unclear."""
     assert host.ssh is not None
     test = 'for s in "$@"; do [ -S "$s" ] && exit 0; done; exit 3'
-    argv = host.ssh.argv("sh", "-c", test, "sh", *LIBVIRT_SOCKETS,
-                         connect_timeout=max(1, int(timeout)))  # fmt: skip
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout + 1, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        done = ssh_run.run(host.ssh, "sh", "-c", test, "sh", *LIBVIRT_SOCKETS,
+                           timeout=timeout + 1, connect_timeout=timeout)  # fmt: skip
+    except SshFailed:
         return False
     return done.returncode == 3
 

@@ -21,17 +21,18 @@ Hosts whose URI is this machine's (`qemu:///system`) need nothing: they share th
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from iacloud import ssh_run
 from iacloud.errors import ProviderError
 from iacloud.providers.netlink import links
 from iacloud.providers.netlink.names import NetworkNames
 from iacloud.site_hosts import CatalogHost
+from iacloud.ssh_run import SshFailed, last_line
 
 VXLAN_PORT = 4789
 OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
@@ -121,19 +122,12 @@ def run(member: Member, script: str, *args: str, timeout: float = SSH_TIMEOUT) -
     """`sh -c SCRIPT sh ARGS` on the member over its SSH target, within `timeout` seconds:
     its output, or a ProviderError that says which host and why."""
     assert member.entry.ssh is not None
-    argv = member.entry.ssh.argv("sh", "-c", script, "sh", *args, connect_timeout=5)
     try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-            timeout=timeout, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProviderError(f"host {member.name}: ssh failed: {exc}") from None
+        done = ssh_run.run(member.entry.ssh, "sh", "-c", script, "sh", *args, timeout=timeout)
+    except SshFailed as exc:  # the script never ran
+        raise ProviderError(f"host {member.name} cannot be reached over ssh: {exc}") from None
     if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
-        if done.returncode == 255:  # ssh's own failure: the script never ran
-            raise ProviderError(f"host {member.name} cannot be reached over ssh: {detail}")
-        raise ProviderError(f"host {member.name}: exit {done.returncode}: {detail}")
+        raise ProviderError(f"host {member.name}: exit {done.returncode}: {last_line(done.stderr)}")
     return done.stdout
 
 

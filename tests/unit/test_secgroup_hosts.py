@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from iacloud import ssh_run
 from iacloud.errors import ProviderError
 from iacloud.secgroups import compiler, enforce, facts, nft, remote
 from iacloud.secgroups.compiler import Group, Member, compile_hosts, removal, zone
@@ -177,7 +178,7 @@ class FakeSsh:
 @pytest.fixture
 def fake(root: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSsh:
     ssh = FakeSsh()
-    monkeypatch.setattr(remote.subprocess, "run", ssh)
+    monkeypatch.setattr(ssh_run.subprocess, "run", ssh)
     applied_here: list[str] = []
     monkeypatch.setattr(nft, "apply", applied_here.append)
     monkeypatch.setattr(enforce.conntrack, "prune", lambda *a: 0)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iacloud import ssh_run
 from iacloud.errors import ProviderError
 from iacloud.providers.netlink import span, span_read
 from iacloud.providers.netlink.names import NetworkNames
@@ -302,7 +303,10 @@ def test_nothing_is_asked_without_remote_members(monkeypatch: pytest.MonkeyPatch
             "host h2 cannot be reached over ssh: ssh: connect to host h2 port 22: refused",
         ),
         (subprocess.CompletedProcess([], 1, "", "ip: oops\n"), "host h2: exit 1: ip: oops"),
-        (subprocess.TimeoutExpired(["ssh"], 15.0), "host h2: ssh failed: Command"),
+        (
+            subprocess.TimeoutExpired(["ssh"], 15.0),
+            "host h2 cannot be reached over ssh: no answer within 15 s",
+        ),
     ],
 )
 def test_ssh_failures_name_the_host(
@@ -316,7 +320,7 @@ def test_ssh_failures_name_the_host(
             raise outcome
         return outcome
 
-    monkeypatch.setattr(span.subprocess, "run", run)
+    monkeypatch.setattr(ssh_run.subprocess, "run", run)
     member = span.members(["h2"], HOSTS)[0]
     with pytest.raises(ProviderError, match=re.escape(message)):
         span_read.read_host(member, [N])
