@@ -33,7 +33,7 @@ from pyroute2 import IPRoute
 from iacloud.provider import ObjectRef, Observed, StackInfo
 from iacloud.providers.netlink import NetlinkProvider, NetlinkSettings
 from iacloud.providers.netlink.names import parse_tag
-from iacloud.providers.netlink.network import NetworkInputs
+from iacloud.providers.netlink.network_inputs import NetworkInputs
 
 
 def cidr(i: int) -> str:

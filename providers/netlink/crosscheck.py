@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from iacloud.errors import Diagnostic
 from iacloud.providers.netlink import gateway
 from iacloud.providers.netlink.floating_ip import ip_problem
-from iacloud.providers.netlink.network import NetworkInputs, resolve
+from iacloud.providers.netlink.network_inputs import NetworkInputs, resolve
 from iacloud.providers.netlink.port import mac_address
 from iacloud.providers.netlink.subnet import SubnetPlan, address_problem, ipv4
 from iacloud.stack_view import Reference, ResourceView, is_known

@@ -14,7 +14,7 @@ change away from DNS. A change of `dns_domain` restarts both (the DHCP server ha
 domain name): a few milliseconds without answers, leases kept, so the `live` class.
 
 The DHCP server hands out the domain name and, when the network has no `dns` of its own, this
-server's address as the DNS server (`network.dhcp_config`).
+server's address as the DNS server (`network_dhcp.dhcp_config`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from iacloud.providers.netlink import floating_nat, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.floating_nat import FloatingNat
 from iacloud.providers.netlink.links import LinkTable
-from iacloud.providers.netlink.network import plan_of
+from iacloud.providers.netlink.network_inputs import plan_of
 from iacloud.providers.netlink.records import NetworkFiles, read_json, write_json
 from iacloud.providers.netlink.subnet import SubnetPlan, address_problem, ipv4
 from iacloud.schema import Disruption, Inputs, prop

@@ -6,7 +6,7 @@ What exists on the host for one network (names in `names`):
 - optionally a segment enslaved to the bridge: a VLAN sub-interface of an uplink, or a VXLAN
   device whose unicast remotes are all-zero FDB entries (head-end replication);
 - with dhcp = true, a namespace joined to the bridge by a veth pair; its end holds the DHCP
-  server address (see `subnet`) and dnsmasq runs there (see `dnsmasq`);
+  server address (see `subnet`) and dnsmasq runs there (`network_dhcp`, `dnsmasq`);
 - `<state_dir>/<bridge>/`: the network's record, its ports' reservations, dnsmasq's files.
 
 Reading: one link dump and one namespace listing for any number of networks (taken once per
@@ -25,250 +25,38 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
-import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from iacloud import netfacts, netnames
 from iacloud.errors import Diagnostic, ProviderError
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
-from iacloud.providers.netlink import dns, dnsmasq, links, names, netns, span, span_read
+from iacloud.providers.netlink import (
+    dns,
+    dnsmasq,
+    links,
+    names,
+    netns,
+    network_dhcp,
+    span,
+    span_read,
+)
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.links import Link, LinkTable
 from iacloud.providers.netlink.names import NetworkNames
-from iacloud.providers.netlink.records import NetworkFiles
-from iacloud.providers.netlink.subnet import (
-    MIN_DHCP_PREFIX,
-    SubnetPlan,
-    ipv4,
-    ipv4_network,
-    plan_subnet,
+from iacloud.providers.netlink.network_inputs import (
+    NetworkInputs,
+    VlanSegment,
+    VxlanSegment,
+    identity,
+    plan_of,
+    resolve,
 )
-from iacloud.schema import Disruption, Inputs, prop
-from iacloud.site_hosts import HOST_NAME, HOST_NAME_RULE
-
-_NO_IPV6 = {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DhcpRange(_Model):
-    """`{ start = IP, end = IP }` or `[start, end]`."""
-
-    start: str
-    end: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_list(cls, value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            if len(value) != 2:
-                raise ValueError("dhcp_range as a list needs exactly two addresses: [start, end]")
-            return {"start": value[0], "end": value[1]}
-        return value
-
-    @field_validator("start", "end")
-    @classmethod
-    def _ip(cls, v: str) -> str:
-        return ipv4(v)
-
-
-class VlanSegment(_Model):
-    """An 802.1Q sub-interface of `uplink` (which iacloud neither creates nor changes)."""
-
-    vlan: int = Field(ge=1, le=4094)
-    uplink: str
-
-    @field_validator("uplink")
-    @classmethod
-    def _uplink(cls, v: str) -> str:
-        return names.validate_ifname(v)
-
-
-class VxlanSegment(_Model):
-    """A VXLAN device: unicast `remotes` (one FDB entry each) or a multicast `group`."""
-
-    vxlan: int = Field(ge=1, le=16777215)
-    local: str | None = None
-    remotes: list[str] = []
-    group: str | None = None
-    port: int = Field(4789, ge=1, le=65535)
-    uplink: str | None = None  # the underlay device; needed with a multicast group
-
-    @field_validator("local")
-    @classmethod
-    def _local(cls, v: str | None) -> str | None:
-        return None if v is None else ipv4(v)
-
-    @field_validator("uplink")
-    @classmethod
-    def _uplink(cls, v: str | None) -> str | None:
-        return None if v is None else names.validate_ifname(v)
-
-    @field_validator("remotes")
-    @classmethod
-    def _remotes(cls, v: list[str]) -> list[str]:
-        out = sorted({ipv4(x) for x in v}, key=ipaddress.IPv4Address)  # order has no meaning
-        for x in out:
-            if ipaddress.IPv4Address(x).is_multicast:
-                raise ValueError(f"remote {x} is a multicast address (use group = ...)")
-        return out
-
-    @field_validator("group")
-    @classmethod
-    def _group(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        v = ipv4(v)
-        if not ipaddress.IPv4Address(v).is_multicast:
-            raise ValueError(f"group {v} is not a multicast address (224.0.0.0/4)")
-        return v
-
-    @model_validator(mode="after")
-    def _one_way(self) -> VxlanSegment:
-        if bool(self.remotes) == bool(self.group):
-            raise ValueError("a vxlan segment needs either remotes = [...] or group = ...")
-        return self
-
-
-class NetworkInputs(Inputs):
-    cidr: str = prop(update=Disruption.REPLACE, description="IPv4 subnet, e.g. 198.18.10.0/24")
-    gateway: str | None = prop(
-        None,
-        update=Disruption.REPLACE,
-        computed_default=True,
-        description="default: the first host address",
-    )
-    dhcp: bool = prop(True, update=Disruption.LIVE)
-    dhcp_range: DhcpRange | None = prop(None, update=Disruption.LIVE, computed_default=True)
-    dns: list[str] = prop([], update=Disruption.LIVE, description="DNS servers handed out")
-    mtu: int | None = prop(None, update=Disruption.LIVE, computed_default=True, ge=68, le=65535)
-    segment: VlanSegment | VxlanSegment | None = prop(None, update=Disruption.REPLACE)
-    # An uplink network (Neutron's router:external): its gateway is an outside router's, so an
-    # iacloud router joins it only through `external = {...}` (an address of its own, a default
-    # route and SNAT), never as an internal leg that would take the gateway address.
-    external: bool = prop(False, update=Disruption.LIVE)
-    # Servers on the network are resolvable as HOSTNAME.<dns_domain> through its dnsmasq
-    # (`iacloud.netnames`, `dns`). Changing it restarts its dnsmasq processes (live).
-    dns_domain: str | None = prop(
-        None, update=Disruption.LIVE, description="e.g. lab.internal: servers get DNS names"
-    )
-    # The site catalog hosts its servers run on (filled at plan time from their placements,
-    # `iacloud.placement`): the network reaches each over VXLAN (`span`); adding a host
-    # extends it live.
-    hosts: list[str] = prop([], update=Disruption.LIVE, computed_default=True, max_length=64)
-
-    @field_validator("cidr")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        return ipv4_network(v)
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway(cls, v: str | None) -> str | None:
-        return None if v is None else ipv4(v)
-
-    @field_validator("dns")
-    @classmethod
-    def _dns(cls, v: list[str]) -> list[str]:
-        return [ipv4(x) for x in v]
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, v: list[str]) -> list[str]:
-        for h in v:
-            if not HOST_NAME.fullmatch(h):
-                raise ValueError(f"host {h!r} is not {HOST_NAME_RULE}")
-        return sorted(set(v))
-
-    @field_validator("dns_domain")
-    @classmethod
-    def _dns_domain(cls, v: str | None) -> str | None:
-        return None if v is None else netnames.check_domain(v)
-
-    @model_validator(mode="after")
-    def _subnet(self) -> NetworkInputs:
-        prefix = int(self.cidr.split("/")[1])
-        if prefix > MIN_DHCP_PREFIX and (self.dhcp or self.dhcp_range):
-            raise ValueError(
-                f"DHCP needs at least a /{MIN_DHCP_PREFIX} (gateway, server and a client); "
-                f"{self.cidr} is too small: set dhcp = false"
-            )
-        plan_subnet(self.cidr, self.gateway, _range_tuple(self.dhcp_range))
-        if self.dns_domain and not self.dhcp:
-            raise ValueError(
-                "dns_domain needs dhcp = true: the network's DHCP server (dnsmasq) answers "
-                "the names"
-            )
-        return self
-
-
-def _range_tuple(r: DhcpRange | None) -> tuple[str, str] | None:
-    return (r.start, r.end) if r else None
-
-
-def resolve(inputs: NetworkInputs) -> tuple[SubnetPlan, dict[str, Any]]:
-    """The subnet plan and the inputs with computed defaults (gateway, DHCP range) filled in,
-    in the shape a read reports. mtu stays as given: None means the kernel's choice."""
-    plan = plan_subnet(inputs.cidr, inputs.gateway, _range_tuple(inputs.dhcp_range))
-    resolved = inputs.model_dump()
-    resolved["gateway"] = str(plan.gateway)
-    resolved["dhcp_range"] = (
-        {"start": str(plan.range_start), "end": str(plan.range_end)}
-        if plan.range_start is not None
-        else None
-    )
-    return plan, resolved
-
-
-def identity(resolved: dict[str, Any]) -> str:
-    """The replace-forcing inputs, hashed into the bridge name (see `names`)."""
-    keys = ("cidr", "gateway", "segment")
-    return json.dumps({k: resolved[k] for k in keys}, sort_keys=True)
-
-
-def plan_of(record: dict[str, Any]) -> SubnetPlan:
-    """The subnet plan of a network's record (ports and routers use it)."""
-    inputs = record["inputs"]
-    r = inputs.get("dhcp_range")
-    return plan_subnet(inputs["cidr"], inputs.get("gateway"), (r["start"], r["end"]) if r else None)
-
-
-def dhcp_config(
-    names_: NetworkNames, files: NetworkFiles, record: dict[str, Any], user: str, lease_time: int
-) -> dnsmasq.DhcpConfig:
-    plan = plan_of(record)
-    inputs = record["inputs"]
-    hosts = sorted(
-        {
-            (p["mac"], p["ip"])
-            for p in files.read_ports()
-            if plan.is_host(ipaddress.IPv4Address(p["ip"]))
-        }
-    )
-    domain = inputs.get("dns_domain")
-    own_dns = str(plan.server) if domain and not inputs.get("dns") else None
-    return dnsmasq.DhcpConfig(
-        interface=names_.dhcp_inner,
-        range_start=str(plan.range_start),
-        range_end=str(plan.range_end),
-        netmask=plan.netmask,
-        gateway=str(plan.gateway),
-        dns=tuple(inputs.get("dns") or ()),
-        mtu=inputs.get("mtu"),
-        hosts=tuple(hosts),
-        lease_time=lease_time,
-        user=user,
-        domain=domain,
-        own_dns=own_dns,
-    )
+from iacloud.schema import Inputs
 
 
 class Network(NetlinkResource):
@@ -593,10 +381,12 @@ class Network(NetlinkResource):
                     if inputs.segment is not None:
                         self._ensure_segment(ipr, n, tag, inputs.segment, inputs.mtu)
                 self._span(n, tag, inputs)
-                self._converge_dhcp(n, files, tag)
-                publish_facts(files)
+                network_dhcp.converge(
+                    n, files, tag, self.settings.dhcp_user, self.settings.lease_time
+                )
+                network_dhcp.publish_facts(files)
                 if inputs.dhcp:
-                    check_dhcp_running(files, bridge)
+                    network_dhcp.check_dhcp_running(files, bridge)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._teardown(bridge, remove_dir=not had_dir)
@@ -630,10 +420,10 @@ class Network(NetlinkResource):
             self._span(n, tag, inputs, before)
             record["inputs"] = resolved
             files.write_record(record)
-            self._converge_dhcp(n, files, tag)
-            publish_facts(files)
+            network_dhcp.converge(n, files, tag, self.settings.dhcp_user, self.settings.lease_time)
+            network_dhcp.publish_facts(files)
             if inputs.dhcp:
-                check_dhcp_running(files, bridge)
+                network_dhcp.check_dhcp_running(files, bridge)
         return self._read_one(address, bridge)
 
     def delete(self, address: str, prior: Observed) -> None:
@@ -757,80 +547,11 @@ class Network(NetlinkResource):
                 if index is not None:
                     nsr.link("set", index=index, mtu=mtu)
 
-    def _converge_dhcp(self, n: NetworkNames, files: NetworkFiles, tag: str) -> None:
-        """Make the DHCP side match the network's record: torn down when dhcp is off, else the
-        namespace, the veth, the server address and a dnsmasq running with exactly the wanted
-        arguments, each created or fixed only if it is missing or wrong."""
-        record = files.read_record()
-        if not record or not record["inputs"].get("dhcp"):
-            self._teardown_dhcp(n, files)
-            return
-        plan = plan_of(record)
-        assert plan.server is not None
-        # A namespace made anew (removed by hand, say) cannot hold the old veth's far end.
-        rebuilt = not netns.exists(n.dhcp_namespace)
-        netns.create(n.dhcp_namespace)
-        netns.write_sysctls(n.dhcp_namespace, _NO_IPV6)
-        with IPRoute() as ipr:
-            table = LinkTable.fetch([n.bridge, n.dhcp_veth])
-            bridge = table.by_name[n.bridge]
-            veth = table.get(n.dhcp_veth)
-            if rebuilt or veth is None or veth.master != bridge.index:
-                links.delete(ipr, n.dhcp_veth)
-                rebuilt = True
-                try:
-                    ipr.link(
-                        "add",
-                        ifname=n.dhcp_veth,
-                        kind="veth",
-                        peer={"ifname": n.dhcp_inner, "net_ns_fd": n.dhcp_namespace},
-                    )
-                    index = links.index_of(ipr, n.dhcp_veth)
-                    ipr.link("set", index=index, ifalias=tag)
-                    links.disable_ipv6(n.dhcp_veth)
-                    ipr.link("set", index=index, mtu=bridge.mtu)
-                    ipr.link("set", index=index, master=bridge.index, state="up")
-                except NetlinkError as exc:
-                    raise links.netlink_error(
-                        f"cannot create DHCP veth {n.dhcp_veth}", exc
-                    ) from exc
-        with netns.socket(n.dhcp_namespace) as nsr:
-            index = links.index_of(nsr, n.dhcp_inner)
-            if index is None:
-                raise ProviderError(f"{n.dhcp_inner} is missing in {n.dhcp_namespace}")
-            links.ensure_address(nsr, index, str(plan.server), plan.prefixlen, bridge.mtu)
-
-        cfg = dhcp_config(n, files, record, self.settings.dhcp_user, self.settings.lease_time)
-        args = dnsmasq.build_args(cfg, files, dnsmasq.binary())
-        running = dnsmasq.running(files)
-        if not (
-            running
-            and not rebuilt
-            and running[1] == args
-            and netns.process_in(running[0], n.dhcp_namespace)
-        ):
-            dnsmasq.stop(files)
-            dnsmasq.start(n.dhcp_namespace, args, files)
-        domain = record["inputs"].get("dns_domain")
-        dns.converge(n, files, domain, self.settings.dhcp_user, rebuilt)
-
-    def _teardown_dhcp(self, n: NetworkNames, files: NetworkFiles, thorough: bool = False) -> None:
-        """thorough: also look for a dnsmasq of this network that its pid file does not name
-        (a scan of /proc: done on delete, not on every update of a network without DHCP)."""
-        dnsmasq.stop(files, search=thorough)
-        dns.stop(files, search=thorough)
-        # The veth before the namespace: deleting one end removes the pair at once, while a
-        # removed namespace is dismantled by the kernel later.
-        with IPRoute() as ipr:
-            links.delete(ipr, n.dhcp_veth)
-        netns.remove(n.dhcp_namespace)
-        files.remove_dhcp_files()
-
     def _teardown(self, bridge: str, remove_dir: bool = True) -> None:
         """Remove everything of the network; what is already gone is skipped."""
         n = NetworkNames(bridge)
         files = self.state.network(bridge)
-        self._teardown_dhcp(n, files, thorough=True)
+        network_dhcp.teardown(n, files, thorough=True)
         with IPRoute() as ipr:
             for name in (n.vlan, n.vxlan, bridge):
                 links.delete(ipr, name)
@@ -838,71 +559,3 @@ class Network(NetlinkResource):
         netnames.remove_dir(bridge)
         if remove_dir:
             files.remove()
-
-
-def publish_facts(files: NetworkFiles) -> None:
-    """What servers on this bridge need to know (`iacloud.netfacts`): subnet, gateway, DNS,
-    MTU and dnsmasq's lease file."""
-    record = files.read_record()
-    if not record:
-        return
-    inputs = record["inputs"]
-    facts = netfacts.NetworkFacts(
-        bridge=files.bridge,
-        cidr=inputs["cidr"],
-        gateway=inputs.get("gateway"),
-        dns=list(inputs.get("dns") or ()),
-        mtu=inputs.get("mtu"),
-        dhcp=bool(inputs.get("dhcp")),
-        leases=str(files.leases) if inputs.get("dhcp") else None,
-        stack_id=record.get("stack_id"),
-        address=record.get("address"),
-        dns_domain=inputs.get("dns_domain"),
-    )
-    try:
-        netfacts.write(facts)
-    except OSError as exc:
-        raise ProviderError(
-            f"cannot publish the facts of network {files.bridge} in {netfacts.root()}: {exc}"
-        ) from exc
-
-
-def sync_reservations(resource: NetlinkResource, bridge: str, serve: bool = False) -> None:
-    """After a port changed: restart the network's dnsmasq with the new reservation list, if it
-    runs. serve: the port's step needs its reservation served, so a DHCP server that is down
-    (killed) is started again and checked after, rather than the step reporting success with
-    nothing serving it. Otherwise (a port deleted) a network whose DHCP is down is left alone;
-    its own update starts the server with every reservation."""
-    files = resource.state.network(bridge)
-    n = NetworkNames(bridge)
-    with resource.network_lock(bridge):
-        record = files.read_record()
-        if not record or not record["inputs"].get("dhcp"):
-            return
-        running = dnsmasq.running(files)
-        if not running and not serve:
-            return
-        cfg = dhcp_config(
-            n, files, record, resource.settings.dhcp_user, resource.settings.lease_time
-        )
-        args = dnsmasq.build_args(cfg, files, running[1][0] if running else dnsmasq.binary())
-        if running is None or running[1] != args:
-            if not netns.exists(n.dhcp_namespace):
-                raise ProviderError(
-                    f"the DHCP namespace {n.dhcp_namespace} of network {bridge} is gone: "
-                    "apply again to rebuild the network's DHCP side"
-                )
-            dnsmasq.stop(files)
-            dnsmasq.start(n.dhcp_namespace, args, files)
-        if serve:
-            check_dhcp_running(files, bridge)
-
-
-def check_dhcp_running(files: NetworkFiles, bridge: str) -> None:
-    """A step that depends on the network's dnsmasq checks it after acting: it may have been
-    killed meanwhile, and the step must not then report success."""
-    if dnsmasq.running(files) is None:
-        raise ProviderError(
-            f"the DHCP server (dnsmasq) of network {bridge} is not running after the step "
-            f"(killed meanwhile? see {files.log}); apply again to restart it"
-        )

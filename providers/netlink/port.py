@@ -39,7 +39,8 @@ from iacloud.ids import PortId
 from iacloud.provider import Collision, ObjectRef, Observed, TaggedObject
 from iacloud.providers.netlink import dnsmasq, links, names
 from iacloud.providers.netlink.base import NetlinkResource
-from iacloud.providers.netlink.network import plan_of, sync_reservations
+from iacloud.providers.netlink.network_dhcp import sync_reservations
+from iacloud.providers.netlink.network_inputs import plan_of
 from iacloud.providers.netlink.records import NetworkFiles, write_json
 from iacloud.providers.netlink.subnet import address_problem, ipv4
 from iacloud.schema import Disruption, Inputs, prop

@@ -33,7 +33,7 @@ from iacloud.providers.netlink import gateway, links, names, netns
 from iacloud.providers.netlink.base import NetlinkResource
 from iacloud.providers.netlink.gateway import ExternalGateway
 from iacloud.providers.netlink.links import LinkTable
-from iacloud.providers.netlink.network import plan_of
+from iacloud.providers.netlink.network_inputs import plan_of
 from iacloud.providers.netlink.records import read_json, write_json
 from iacloud.providers.netlink.subnet import SubnetPlan
 from iacloud.schema import Disruption, Inputs, prop

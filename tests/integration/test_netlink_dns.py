@@ -16,7 +16,7 @@ from test_netlink_provider import BUSYBOX, Lab, lab, run_in  # noqa: F401 (lab: 
 
 from iacloud import netfacts, netnames
 from iacloud.providers.netlink import dnsmasq
-from iacloud.providers.netlink.network import NetworkInputs
+from iacloud.providers.netlink.network_inputs import NetworkInputs
 
 pytestmark = [
     pytest.mark.netlink,

@@ -41,7 +41,7 @@ from iacloud.providers.netlink.names import (
     router_leg,
     router_namespace,
 )
-from iacloud.providers.netlink.network import NetworkInputs
+from iacloud.providers.netlink.network_inputs import NetworkInputs
 from iacloud.providers.netlink.port import PortInputs
 from iacloud.providers.netlink.router import RouterInputs
 

@@ -22,7 +22,7 @@ from iacloud.providers.netlink.floating_ip import (
     parse_floating_id,
 )
 from iacloud.providers.netlink.names import NetworkNames
-from iacloud.providers.netlink.network import NetworkInputs
+from iacloud.providers.netlink.network_inputs import NetworkInputs
 from iacloud.providers.netlink.records import NetworkFiles
 from iacloud.providers.netlink.subnet import plan_subnet
 from iacloud.schema import Disruption, field_flag, field_update

@@ -17,7 +17,7 @@ from iacloud.errors import UserError
 from iacloud.loading import load_stack
 from iacloud.provider import Registry
 from iacloud.providers.netlink import dnsmasq, names
-from iacloud.providers.netlink.network import NetworkInputs, identity, resolve
+from iacloud.providers.netlink.network_inputs import NetworkInputs, identity, resolve
 from iacloud.providers.netlink.port import PortInputs, parse_port_id, port_id
 from iacloud.providers.netlink.records import NetworkFiles
 from iacloud.providers.netlink.router import RouterInputs

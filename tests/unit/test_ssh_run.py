@@ -53,7 +53,7 @@ def test_undecodable_output_is_replaced_not_raised() -> None:
 
 
 def test_ssh_failing_itself_is_sshfailed_with_its_last_line() -> None:
-    with pytest.raises(SshFailed, match="^ssh: connect to host down port 22: No route$"):
+    with pytest.raises(SshFailed, match=r"^ssh: connect to host down port 22: No route$"):
         ssh_run.run(SshTarget(target="down"), "true", timeout=10)
 
 
