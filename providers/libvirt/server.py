@@ -10,7 +10,7 @@ Update, least disruptive first: `volumes` and `networks` are hot-plugged
 (attach/detachDeviceFlags, LIVE|CONFIG on a running domain, CONFIG on a stopped one);
 `vcpus`/`memory_mib` redefine the domain and, if it runs, restart it gracefully (ACPI
 shutdown for `shutdown_timeout` seconds, then power-off); `power_state` starts or stops it;
-`ready` changes nothing on the host.
+`ready` changes nothing on the host (the device changes are in `domain_update`).
 A running domain also has a persistent definition (its inactive XML, what it boots with next):
 the read reports its vcpus, memory, networks and volumes as `next_boot`, and update sets each
 definition right on its own: a device only one of them has or lacks is detached or attached
@@ -55,14 +55,11 @@ recorded one.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import operator
 import re
 import time
 import uuid
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +76,7 @@ from . import (
     addresses,
     console,
     dns_names,
+    domain_update,
     domain_xml,
     guest_agent,
     migration,
@@ -94,10 +92,9 @@ from .domain_xml import Disk, DomainSpec, Nic, NicRecord, ParsedDomain, ServerRe
 from .host_context import crosses_default_host
 from .server_inputs import NetworkEntry, ServerInputs, port_places
 from .storage import GiB
-from .tags import NS, OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
+from .tags import OwnerTag, default_hostname, domain_name, parse_volume_name, volume_name
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
-DETACH_TIMEOUT = 30.0
 READY_TAIL = 256 * 1024  # cloud-init's final stage and its errors are in the console's tail
 SEED_LIMIT = 16 << 20  # a seed holds at most 1 MiB of user_data: a larger cdrom is no seed
 UNDEFINE_FLAGS = (
@@ -133,12 +130,6 @@ def derived_mac(stack_id: str, address: str, index: int, taken: set[str]) -> str
         if mac not in taken:
             return mac
         salt += 1
-
-
-def _nic_record(entry: NetworkEntry, mac: str) -> NicRecord:
-    return NicRecord(
-        mac, entry.key, entry.fixed_mac is not None, entry.port, tuple(entry.security_groups)
-    )
 
 
 def _nic_configs(nics: Sequence[tuple[NetworkEntry, str]]) -> list[seed.NicConfig]:
@@ -179,14 +170,6 @@ def network_label(bridge: str, local: bool) -> str:
 
 def _state_name(code: int) -> str:
     return _STATES.get(code, "unknown")
-
-
-def _next_target(used: set[str]) -> str:
-    for i in range(1, 26 * 27):
-        name = "vd" + (chr(97 + i) if i < 26 else chr(96 + i // 26) + chr(97 + i % 26))
-        if name not in used:
-            return name
-    raise ProviderError("no free disk target name")
 
 
 def _definition_inputs(
@@ -499,7 +482,7 @@ class Server(LibvirtResource):
         nics = self._resolve_nics(address, inputs.networks)
         data_disks, used = [], {"vda"}
         for vid in inputs.volumes:
-            target = _next_target(used)
+            target = domain_update.next_target(used)
             used.add(target)
             data_disks.append(self._data_disk(vid, target))
         virt_type = self.provider.virt_type()
@@ -545,7 +528,7 @@ class Server(LibvirtResource):
                 boot_volume=inputs.boot_volume,
                 root=root.id or "",
                 seed=f"{pool.name}/{seed_name}",
-                nics=tuple(_nic_record(e, m) for e, m in nics),
+                nics=tuple(domain_update.nic_record(e, m) for e, m in nics),
                 volumes=tuple(inputs.volumes),
                 user_data=inputs.user_data is not None,
             )
@@ -865,17 +848,20 @@ class Server(LibvirtResource):
         if not want_running and "power_state" in changed:
             self._shutdown(dom)  # first: later steps then need no restart
         if "volumes" in changed:
-            record = self._update_volumes(dom, parsed, record, inputs.volumes)
+            record = domain_update.update_volumes(
+                dom, parsed, record, inputs.volumes, self._data_disk
+            )
         if "networks" in changed:
             self._check_bridges(inputs.networks)
-            record = self._update_networks(dom, address, parsed, record, inputs.networks)
+            resolved = self._resolve_nics(address, inputs.networks, record.nics)
+            record = domain_update.update_networks(dom, parsed, record, resolved)
         if record != parsed.record:
-            self._set_metadata(dom, parsed.owner, record)
+            domain_update.set_metadata(dom, parsed.owner, record)
         if "networks" in changed:
             nic_filter.sync(self.provider.stack.id, address, dom, record.nics, self.provider.here)
         if "root_gib" in changed and inputs.root_gib is not None:
             # before a restart below, so the guest's next boot sees the larger disk
-            self._grow_root(dom, record, inputs.root_gib)
+            domain_update.grow_root(self.conn, self.provider.pools, dom, record, inputs.root_gib)
         if changed & {"vcpus", "memory_mib"}:
             live = domain_xml.parse(dom.XMLDesc(0)) if dom.isActive() else None
             # a restart only when the running domain has other values; a persistent definition
@@ -886,7 +872,7 @@ class Server(LibvirtResource):
             )
             if restart:
                 self._shutdown(dom)
-            self._redefine(dom, inputs.vcpus, inputs.memory_mib)
+            domain_update.redefine(self.conn, dom, inputs.vcpus, inputs.memory_mib)
             if restart and want_running:
                 self._start(dom, address, parsed.console_path, inputs.ready)
         if want_running and not dom.isActive():
@@ -897,176 +883,6 @@ class Server(LibvirtResource):
         dns_names.unregister(who, [n for n in parsed.nics if n not in now])
         dns_names.register(who, record.hostname, now, record.nics)
         return self._observe(dom)
-
-    def _grow_root(self, dom: libvirt.virDomain, record: ServerRecord, root_gib: int) -> None:
-        """The root disk made larger: through the running guest (blockResize, which QEMU
-        announces to it) or the volume of a stopped one. A root disk never shrinks."""
-        if record.image is None:
-            raise ProviderError("root_gib sizes a root disk made from an image; this server boots "
-                                "from a volume")  # fmt: skip
-        pool_name, name = storage.split_id(record.root)
-        pool = self.provider.pools.find(self.conn, pool_name)
-        vol = storage.lookup(pool, name) if pool is not None else None
-        if pool is None or vol is None:
-            raise ProviderError(f"root disk {record.root} does not exist")
-        capacity = storage.info(pool, vol).capacity
-        wanted = root_gib * GiB
-        if wanted < capacity:
-            raise ProviderError(
-                f"a root disk cannot shrink (from {capacity / GiB:g} to {root_gib} GiB): "
-                "keep root_gib (or the flavor's), or replace the server"
-            )
-        if wanted == capacity:
-            return
-        if dom.isActive():
-            with failing(f"growing the root disk of {dom.name()}"):
-                dom.blockResize("vda", wanted, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-        else:
-            with failing(f"growing root disk {record.root}"):
-                vol.resize(wanted, 0)
-
-    def _flags(self, dom: libvirt.virDomain) -> int:
-        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        if dom.isActive():
-            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        return flags
-
-    def _definitions(self, dom: libvirt.virDomain) -> list[tuple[int, ParsedDomain]]:
-        """Each definition of the domain with the flag that changes it: the persistent one
-        (what it boots with next) first, so a guest that does not release a device leaves at
-        least its next boot right; then the live one while it runs."""
-        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        out = [(libvirt.VIR_DOMAIN_AFFECT_CONFIG, domain_xml.parse(inactive))]
-        if dom.isActive():
-            out.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, domain_xml.parse(dom.XMLDesc(0))))
-        return out
-
-    def _wait_gone(
-        self, dom: libvirt.virDomain, gone: Callable[[ParsedDomain], bool], what: str
-    ) -> None:
-        """A live detach completes when the guest releases the device: wait for it."""
-        if not dom.isActive():
-            return
-        deadline = time.monotonic() + DETACH_TIMEOUT
-        while not gone(domain_xml.parse(dom.XMLDesc(0))):
-            if time.monotonic() > deadline:
-                raise ProviderError(
-                    f"the guest of {dom.name()} did not release {what} in {DETACH_TIMEOUT:g}s"
-                )
-            time.sleep(0.2)
-
-    def _update_volumes(
-        self,
-        dom: libvirt.virDomain,
-        parsed: ParsedDomain,
-        record: ServerRecord,
-        wanted: Sequence[str],
-    ) -> ServerRecord:
-        """Detach and attach data disks in each definition (live, persistent) on its own, so
-        a disk attached or detached in only one of them (`virsh attach-disk --config`) is
-        restored there alone; a disk both lack is attached by one call, at one target."""
-        own = {record.root, record.seed}
-
-        def data_disks(p: ParsedDomain) -> dict[str, Disk]:
-            disks = ((d.id or d.path or d.target, d) for d in p.disks if d.device == "disk")
-            return {key: d for key, d in disks if key not in own}
-
-        for flag, p in self._definitions(dom):
-            for vid, disk in data_disks(p).items():
-                if vid in wanted:
-                    continue
-                with failing(f"detaching volume {vid} from {parsed.name}"):
-                    dom.detachDeviceFlags(domain_xml.to_string(domain_xml.disk_element(disk)), flag)
-                if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
-                    self._wait_gone(
-                        dom,
-                        lambda p, t=disk.target: all(d.target != t for d in p.disks),
-                        f"volume {vid}",
-                    )
-        definitions = [(flag, p, data_disks(p)) for flag, p in self._definitions(dom)]
-        used = {d.target for _, p, _ in definitions for d in p.disks}
-        for vid in wanted:
-            lacking = [(flag, p) for flag, p, disks in definitions if vid not in disks]
-            if not lacking:
-                continue
-            # where one definition has it already, the other gets it at the same target
-            present = [disks[vid].target for _, _, disks in definitions if vid in disks]
-            free = present and all(d.target != present[0] for _, p in lacking for d in p.disks)
-            target = present[0] if free else _next_target(used)
-            used.add(target)
-            disk = self._data_disk(vid, target)
-            flags = functools.reduce(operator.or_, (flag for flag, _ in lacking))
-            with failing(f"attaching volume {vid} to {parsed.name}"):
-                dom.attachDeviceFlags(domain_xml.to_string(domain_xml.disk_element(disk)), flags)
-        return ServerRecord(**{**record.__dict__, "volumes": tuple(wanted)})
-
-    def _update_networks(
-        self,
-        dom: libvirt.virDomain,
-        address: str,
-        parsed: ParsedDomain,
-        record: ServerRecord,
-        wanted: Sequence[NetworkEntry],
-    ) -> ServerRecord:
-        """Like volumes: each definition (live, persistent) is set right on its own."""
-        resolved = self._resolve_nics(address, wanted, record.nics)
-        want = {mac: entry.ifname for entry, mac in resolved}
-        for flag, p in self._definitions(dom):
-            for nic in p.nics:
-                if want.get(nic.mac) == nic.bridge:
-                    continue
-                with failing(f"detaching NIC {nic.mac} from {parsed.name}"):
-                    dom.detachDeviceFlags(
-                        domain_xml.to_string(
-                            domain_xml.interface_element(Nic(nic.bridge, nic.mac))
-                        ),
-                        flag,
-                    )
-                if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE:
-                    self._wait_gone(
-                        dom,
-                        lambda p, m=nic.mac: all(n.mac != m for n in p.nics),
-                        f"NIC {nic.mac}",
-                    )
-        have = [(flag, {n.mac for n in p.nics}) for flag, p in self._definitions(dom)]
-        for entry, mac in resolved:
-            lacking = [flag for flag, macs in have if mac not in macs]
-            if lacking:
-                nic = Nic(entry.ifname, mac, nic_filter.tap_name(parsed.uuid, mac))
-                with failing(f"attaching NIC {mac} ({entry.ifname}) to {parsed.name}"):
-                    dom.attachDeviceFlags(
-                        domain_xml.to_string(domain_xml.interface_element(nic)),
-                        functools.reduce(operator.or_, lacking),
-                    )
-        nics = tuple(_nic_record(e, m) for e, m in resolved)
-        return ServerRecord(**{**record.__dict__, "nics": nics})
-
-    def _set_metadata(self, dom: libvirt.virDomain, owner: OwnerTag, record: ServerRecord) -> None:
-        el = domain_xml.metadata_element(owner, record, bare=True)
-        with failing(f"recording metadata of {dom.name()}"):
-            dom.setMetadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                domain_xml.to_string(el),
-                "iacloud",
-                NS,
-                self._flags(dom),
-            )
-
-    def _redefine(self, dom: libvirt.virDomain, vcpus: int, memory_mib: int) -> None:
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        vcpu = root.find("vcpu")
-        if vcpu is None:
-            vcpu = ET.SubElement(root, "vcpu")
-        vcpu.attrib.pop("current", None)
-        vcpu.text = str(vcpus)
-        for tag in ("memory", "currentMemory"):
-            el = root.find(tag)
-            if el is None:
-                el = ET.SubElement(root, tag)
-            el.set("unit", "MiB")
-            el.text = str(memory_mib)
-        with failing(f"redefining domain {dom.name()}"):
-            self.conn.defineXML(ET.tostring(root, encoding="unicode"))
 
     # ---------------------------------------------------------------- delete
     def delete(self, address: str, prior: Observed) -> None:
