@@ -15,7 +15,9 @@ ruleset is built (`iacloud.netfacts`), else only DHCP itself.
 
 A member's `host` is the site catalog host its NIC is on (None: this machine), with the SSH
 target that reaches the host's network side (`ssh`): each host gets the ruleset of its own
-members. A host file says our tables were applied there, with the SSH target to reach it, so
+members. While a server migrates, a copy of each of its records (source "moving") names the
+host it goes to, so that host filters the NIC from the guest's first frame there.
+A host file says our tables were applied there, with the SSH target to reach it, so
 the tables are removed when the host's last member goes, even after every member record that
 named the target is gone.
 
@@ -152,9 +154,13 @@ def groups() -> list[GroupRecord]:
 # ---- members -------------------------------------------------------------------------------
 
 
+MOVING = "moving"  # a migrating server's records, copied with the host it goes to
+SOURCES = ("server", "port", MOVING)
+
+
 @dataclass(frozen=True)
 class MemberRecord:
-    source: str  # "server" | "port"
+    source: str  # SOURCES
     stack_id: str
     address: str
     bridge: str
@@ -199,7 +205,7 @@ def _member(data: dict[str, Any]) -> MemberRecord | None:
     except (KeyError, TypeError, ValidationError):
         return None
     valid = (
-        rec.source in ("server", "port")
+        rec.source in SOURCES
         and is_interface_name(rec.bridge)
         and is_unicast_mac(rec.mac)
         and (rec.device is None or is_interface_name(rec.device))
@@ -232,7 +238,8 @@ def members() -> list[MemberRecord]:
 
 
 def merged(records: list[MemberRecord]) -> list[Member]:
-    """One `Member` per NIC (bridge, MAC) that has groups and a device to filter."""
+    """One `Member` per NIC (bridge, MAC) that has groups and a device to filter, on the host
+    its device is on; a NIC migrating is also a member on the host it goes to."""
     by_nic: dict[tuple[str, str], list[MemberRecord]] = {}
     for rec in records:
         by_nic.setdefault((rec.bridge, rec.mac), []).append(rec)
@@ -240,11 +247,14 @@ def merged(records: list[MemberRecord]) -> list[Member]:
     out = []
     for (bridge, mac), recs in sorted(by_nic.items()):
         groups_ = sorted({g for r in recs for g in r.groups})
-        holder = next((r for r in recs if r.device), None)
-        if not groups_ or holder is None:
+        # the record naming the device (the server's) knows where the NIC is; a port's does
+        # not. A migrating NIC is also on the host its "moving" record names.
+        places: dict[str | None, str] = {}
+        for r in sorted(recs, key=lambda r: r.source == MOVING):
+            if r.device and (r.source == MOVING or not places):
+                places.setdefault(r.host, r.device)
+        if not groups_ or not places:
             continue
-        # the record naming the device (the server's) knows where the NIC is; a port's does not
-        device, host = holder.device, holder.host
         ips = {ip for r in recs for ip in r.ips}
         if not ips:
             if bridge not in leases:
@@ -252,7 +262,8 @@ def merged(records: list[MemberRecord]) -> list[Member]:
                 leases[bridge] = netfacts.leases(facts) if facts else {}
             if mac in leases[bridge]:
                 ips.add(leases[bridge][mac])
-        out.append(Member(bridge, mac, device, tuple(sorted(ips)), tuple(groups_), host))
+        for host, device in places.items():
+            out.append(Member(bridge, mac, device, tuple(sorted(ips)), tuple(groups_), host))
     return out
 
 

@@ -7,11 +7,14 @@ through `enforce.change`, which rebuilds the host's ruleset when what it is made
 Tap devices are named by iacloud (`tap_name`, set as `<target dev>`), so a rule bound to one
 holds across restarts of the domain. A server on a catalog host records that host and its SSH
 target (`placement`): the host's own ruleset filters the NIC, applied there over SSH.
+A server that migrates is filtered on the host it goes to before it leaves (`stage_move`):
+its records are copied there, and `sync` after the move replaces both with the new host's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -95,9 +98,34 @@ def sync(
         )  # fmt: skip
     with enforce.change():
         facts.remove_members(SOURCE, stack_id, address)
+        facts.remove_members(facts.MOVING, stack_id, address)
         for m in members:
             facts.write_member(m)
     return members
+
+
+def stage_move(stack_id: str, address: str, target: HostContext) -> bool:
+    """Before the server migrates to `target`: its filtered NICs also filtered there (the
+    tap names come with the domain), so the guest's first frame on the target meets its
+    rules. False when it has no member records (nothing to do)."""
+    own = [
+        m
+        for m in facts.members()
+        if (m.source, m.stack_id, m.address) == (SOURCE, stack_id, address)
+    ]
+    if not own:
+        return False
+    host, ssh = placement(target)
+    with enforce.change():
+        for m in own:
+            facts.write_member(dataclasses.replace(m, source=facts.MOVING, host=host, ssh=ssh))
+    return True
+
+
+def unstage_move(stack_id: str, address: str) -> None:
+    """A move that failed: the server stays where it was, its copies on the target go."""
+    with enforce.change():
+        facts.remove_members(facts.MOVING, stack_id, address)
 
 
 def learn_leases(members: Sequence[facts.MemberRecord]) -> None:
@@ -114,17 +142,12 @@ def has_members(stack_id: str, address: str) -> bool:
     )
 
 
-def filtered_by_groups(nics: Sequence[domain_xml.Nic]) -> bool:
-    """Whether one of the NICs is filtered by a security group: its own, or its port's (the
-    port's record names the same bridge and MAC)."""
-    keys = {(n.bridge, n.mac) for n in nics}
-    return any(m.groups and (m.bridge, m.mac) in keys for m in facts.members())
-
-
 def drop(stack_id: str, address: str) -> None:
-    if has_members(stack_id, address):
+    mine = {(SOURCE, stack_id, address), (facts.MOVING, stack_id, address)}
+    if any((m.source, m.stack_id, m.address) in mine for m in facts.members()):
         with enforce.change():
             facts.remove_members(SOURCE, stack_id, address)
+            facts.remove_members(facts.MOVING, stack_id, address)
 
 
 def filtered_macs(

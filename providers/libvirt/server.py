@@ -285,17 +285,6 @@ class Server(LibvirtResource):
                             field=f"networks[{i}]",
                         )
                     ]
-        before = prior.inputs.get("host") if prior is not None else None
-        grouped = any(entry.security_groups for entry in inputs.networks)
-        if before is not None and inputs.host not in (None, before) and grouped:
-            return [
-                Diagnostic(
-                    "moving a server whose NICs list security groups is not built yet: its "
-                    f"rules are enforced on {before} (remove the groups, move it, add them)",
-                    address=address,
-                    field="host",
-                )
-            ]
         return []
 
     def not_in_place(self, address: str, inputs: Inputs, prior: Observed) -> dict[str, str]:
@@ -811,18 +800,19 @@ class Server(LibvirtResource):
                 raise ProviderError(f"server {address} ({prior.id}) is not on {source.name}")
             parsed = domain_xml.parse(dom.XMLDesc(0))
             stack_id = self.provider.stack.id
-            if nic_filter.filtered_by_groups(parsed.nics):
-                # its rules would be on the old host while the guest runs on the new one
-                raise ProviderError(
-                    f"server {address} has a NIC filtered by security groups (its port's): "
-                    "moving it is not built yet; remove the groups, move it, add them"
-                )
+            # its filtered NICs are filtered on the target before the guest runs there
+            staged = nic_filter.stage_move(stack_id, address, target)
             console = remote_console.log_path(parsed.name)
-            migration.migrate(dom, parsed, source, target, str(console))
+            try:
+                migration.migrate(dom, parsed, source, target, str(console))
+            except BaseException:
+                if staged:
+                    nic_filter.unstage_move(stack_id, address)
+                raise
             if parsed.console_path and Path(parsed.console_path) == console:
                 remote_console.remove(source.entry, console)  # the log goes on on the target
         if parsed.record is not None and nic_filter.has_members(stack_id, address):
-            # its port NICs' records say where the NIC is now
+            # its member records name the new host; the copies staged there go
             with self.provider.on(target.name) as ctx:
                 moved = self._lookup(prior.id)
                 if moved is not None:

@@ -3,16 +3,20 @@ guest on h2 whose NIC takes a port (a fixed address from the network node's dnsm
 VXLAN) and lists a security group allowing ICMP: the pings are answered, h2's own nft table
 (read over its SSH) holds the group's rule bound to that NIC, and this machine's does not. A
 floating IP on the node's router reaches the h2 guest through its port. A rule deleted by hand
-on h2 is drift the next apply puts back. Changing the rule to
-TCP 22 only is a live update: h2's table follows and the pings from h1 go unanswered.
-Destroy removes our table from h2. Everything is named sg* and in 198.18.0.0/15; the stack is
-destroyed and the test's outside namespace removed whatever happened."""
+on h2 is drift the next apply puts back. Moving the h2 guest to h1 is a live migration that
+takes its rules along: h1's table gets them, h2's goes, and the pings are still answered.
+Changing the rule to TCP 22 only is then a live update: h1's table follows and the pings go
+unanswered. Destroy leaves our tables on neither host. Everything is named sg* and in
+198.18.0.0/15; the stack is destroyed and the test's outside namespace removed whatever
+happened."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +40,7 @@ ICMP = '{ direction = "ingress", protocol = "icmp" }'
 SSH_ONLY = '{ direction = "ingress", protocol = "tcp", port_min = 22 }'
 
 
-def stack(rule: str) -> str:
+def stack(rule: str, b_host: str = "h2") -> str:
     return f"""
 version = 1
 name = "sg"
@@ -82,7 +86,7 @@ user_data = {json.dumps(PING)}
 type = "server"
 image = {{ get_resource = "tiny" }}
 memory_mib = 128
-host = "h2"
+host = "{b_host}"
 networks = [{{ port = {{ get_resource = "pb" }}, security_groups = [{{ get_resource = "icmp" }}] }}]
 """
 
@@ -152,8 +156,12 @@ def b_nic(work: Path) -> tuple[str, str]:
     return bridge, mac
 
 
+def table(host: str, family: str = "inet") -> str:
+    return on(host, "nft", "list", "table", family, "iacloud")
+
+
 def h2_table(family: str = "inet") -> str:
-    return on("h2", "nft", "list", "table", family, "iacloud")
+    return table("h2", family)
 
 
 def test_a_port_and_a_group_on_h2_let_icmp_from_h1_in(work: Path) -> None:
@@ -219,9 +227,52 @@ def test_a_floating_ip_reaches_the_guest_on_h2_through_its_port(work: Path) -> N
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
-def test_changing_the_rule_is_live_on_h2(work: Path) -> None:
+def test_moving_the_guest_to_h1_takes_its_rules_along(work: Path) -> None:
     gid = str(state(work, "icmp")["id"])
-    (work / "sg.toml").write_text(stack(SSH_ONLY))
+    _, mac = b_nic(work)
+    uuid = str(state(work, "b")["id"])
+    (work / "sg.toml").write_text(stack(ICMP, b_host="h1"))
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    moves = [(c["address"], c["action"], c["disruption"]) for c in plan["changes"]
+             if c["action"] != "no-op"]  # fmt: skip
+    assert ("b", "update", "live") in moves and all(a == "update" for _, a, _ in moves), moves
+    # while it moves, h1 is watched: whenever b's domain is there (the incoming one included),
+    # its MAC's chains must be in h1's table already
+    samples: list[tuple[bool, bool]] = []
+    applying = threading.Event()
+    applying.set()
+
+    def watch() -> None:
+        script = "virsh list --name; echo ==; nft list table bridge iacloud 2>/dev/null; true"
+        while applying.is_set():
+            domains, _, rules = on("h1", "sh", "-c", shlex.quote(script)).partition("==")
+            samples.append((any(n.startswith("sg-b-") for n in domains.split()), mac in rules))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        done = iacloud(work, "apply", "--auto-approve")
+    finally:
+        applying.clear()
+        watcher.join()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(there for there, _ in samples), samples  # the watch saw b arrive
+    assert all(filtered for there, filtered in samples if there), samples
+    assert str(state(work, "b")["id"]) == uuid
+    assert [n for n in on("h1", "virsh", "list", "--name").split() if n.startswith("sg-b-")]
+    # h1 filters b now, with the group's rule; h2 has no filtered NIC left: no tables there
+    assert f'comment "{gid}:0"' in table("h1") and mac in table("h1", "bridge")
+    assert h2_table() == "" and h2_table("bridge") == ""
+    # the guest on h1 still answers a's pings, through its rules on h1
+    last = max(n for n, _ in rounds(work))
+    assert all(wait_rounds(work, last + 1, 3))
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    assert not [c for c in plan["changes"] if c["action"] != "no-op"], plan
+
+
+def test_changing_the_rule_is_live_on_the_guests_host(work: Path) -> None:
+    gid = str(state(work, "icmp")["id"])
+    (work / "sg.toml").write_text(stack(SSH_ONLY, b_host="h1"))
     plan = json.loads(iacloud(work, "plan", "--json").stdout)
     changes = [c for c in plan["changes"] if c["action"] != "no-op"]
     assert [(c["address"], c["action"], c["disruption"]) for c in changes] == [
@@ -235,14 +286,15 @@ def test_changing_the_rule_is_live_on_h2(work: Path) -> None:
     # the running ping's connection was established, which the rules let pass whatever they
     # say: it stops only because h2's conntrack entry was deleted (over SSH) with the rule
     assert last_reply() <= seq + 2, (seq, last_reply())
-    table = h2_table()
-    assert f'comment "{gid}:0"' in table and "tcp dport 22" in table, table
-    assert "meta l4proto icmp" not in table
+    text = table("h1")
+    assert f'comment "{gid}:0"' in text and "tcp dport 22" in text, text
+    assert "meta l4proto icmp" not in text
 
 
-def test_destroy_removes_the_table_on_h2(work: Path) -> None:
+def test_destroy_removes_the_tables_on_both_hosts(work: Path) -> None:
     _, mac = b_nic(work)
     done = iacloud(work, "destroy", "--auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
-    # b was h2's last filtered NIC: our tables are gone there
-    assert h2_table() == "" and h2_table("bridge") == "", mac
+    # b was the last filtered NIC: our tables are gone everywhere
+    for host in ("h1", "h2"):
+        assert table(host) == "" and table(host, "bridge") == "", (host, mac)

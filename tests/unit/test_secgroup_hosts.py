@@ -5,7 +5,9 @@ tables with its last member, and the conntrack listing of a host parsed and judg
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ from iacloud.secgroups import compiler, enforce, facts, nft, remote
 from iacloud.secgroups.compiler import Group, Member, compile_hosts, removal, zone
 from iacloud.secgroups.conntrack import Entry, stale
 from iacloud.secgroups.rules import Rule
-from iacloud.site_hosts import SshTarget
+from iacloud.site_hosts import CatalogHost, SshTarget
 
 G1 = "sg-0123456789"
 BR = "iacb0000000001"
 SSH = SshTarget(target="root@198.18.0.2", ssh_config="/etc/iacloud/ssh_config")
+SSH3 = SshTarget(target="root@198.18.0.3", ssh_config="/etc/iacloud/ssh_config")
 GROUPS = {
     G1: Group(
         G1,
@@ -125,22 +128,6 @@ def test_a_port_record_takes_the_host_of_the_server_nic_holding_it(root: Path) -
     assert merged.host == "h2" and merged.device == "iacn0000000007"
 
 
-def test_a_nic_filtered_through_its_port_keeps_its_server_from_moving(root: Path) -> None:
-    from iacloud.providers.libvirt.domain_xml import Nic
-    from iacloud.providers.libvirt.nic_filter import filtered_by_groups
-
-    nic = Nic(BR, "52:54:00:00:00:07", "iacn0000000007")
-    assert not filtered_by_groups([nic])
-    # the server's own record has no groups; the port's record for the same NIC has
-    facts.write_member(facts.MemberRecord("server", "stack", "srv", BR, nic.mac, nic.tap,
-                                          ("198.18.0.7",), (), "h2", SSH))  # fmt: skip
-    assert not filtered_by_groups([nic])
-    facts.write_member(facts.MemberRecord("port", "stack", "p", BR, nic.mac, None,
-                                          ("198.18.0.7",), (G1,)))  # fmt: skip
-    assert filtered_by_groups([nic])
-    assert not filtered_by_groups([Nic(BR, "52:54:00:00:00:08")])
-
-
 def test_a_record_with_a_host_but_no_target_reads_as_damaged(root: Path) -> None:
     facts.write_member(record("52:54:00:00:00:07", "h2"))
     (path,) = (root / "members").glob("*.json")
@@ -227,6 +214,78 @@ def test_expected_rules_cover_every_host(fake: FakeSsh) -> None:
     assert enforce.expected().expected[G1] == {0: {f"in_{member.key}"}, 1: {f"in_{member.key}"}}
 
 
+# ---- a filtered server migrating ------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """The parts of a HostContext that `nic_filter.placement` reads."""
+
+    name: str
+    entry: CatalogHost
+    local: bool = False
+
+
+H3 = Target("h3", CatalogHost(uri="qemu+ssh://root@198.18.0.3/system", ssh=SSH3))
+
+
+def test_a_nic_filtered_through_its_port_is_filtered_on_both_hosts_while_it_moves(
+    fake: FakeSsh,
+) -> None:
+    from iacloud.providers.libvirt import nic_filter
+
+    mac = "52:54:00:00:00:07"
+    with enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        # the server's record holds the tap and host, the port's the groups
+        facts.write_member(
+            dataclasses.replace(record(mac, "h2", device="iacn0000000007"), groups=())
+        )
+        facts.write_member(facts.MemberRecord("port", "stack", "p", BR, mac, None,
+                                              ("198.18.0.7",), (G1,)))  # fmt: skip
+    fake.calls.clear()
+    assert nic_filter.stage_move("stack", "srv", H3)  # type: ignore[arg-type]
+    # h3 gets the NIC's chains (same tap) before the guest arrives; h2 keeps them meanwhile
+    on = {m.host: m.device for m in facts.merged(facts.members())}
+    assert on == {"h2": "iacn0000000007", "h3": "iacn0000000007"}
+    texts = [stdin for argv, stdin in fake.calls if argv == ["nft", "-f", "-"]]
+    assert len(texts) == 2 and all(t and "iacn0000000007" in t for t in texts)  # h2, h3
+    assert set(facts.applied()) == {"h2", "h3"}
+    assert facts.targets(facts.members())["h3"] == SSH3
+    # a failed move: h3 loses them (its table is removed), h2 still filters
+    nic_filter.unstage_move("stack", "srv")
+    assert [m.host for m in facts.merged(facts.members())] == ["h2"]
+    assert set(facts.applied()) == {"h2"}
+
+
+def test_after_the_move_only_the_new_host_filters_the_nic(fake: FakeSsh) -> None:
+    from iacloud.providers.libvirt import nic_filter
+
+    with enforce.change():
+        facts.write_group(facts.GroupRecord(G1, "stack", "g", GROUPS[G1].rules))
+        facts.write_member(record("52:54:00:00:00:07", "h2", device="iacn0000000007"))
+    assert nic_filter.stage_move("stack", "srv", H3)  # type: ignore[arg-type]
+    # what the server's sync on the target writes: its record with h3, the copy gone
+    with enforce.change():
+        facts.remove_members("server", "stack", "srv")
+        facts.remove_members(facts.MOVING, "stack", "srv")
+        facts.write_member(dataclasses.replace(
+            record("52:54:00:00:00:07", "h3", device="iacn0000000007"), ssh=SSH3))  # fmt: skip
+    assert [m.host for m in facts.merged(facts.members())] == ["h3"]
+    assert set(facts.applied()) == {"h3"}
+    # deleting the server takes any copy with it
+    assert nic_filter.stage_move("stack", "srv", H3)  # type: ignore[arg-type]
+    nic_filter.drop("stack", "srv")
+    assert facts.members() == [] and facts.applied() == {}
+
+
+def test_a_server_without_member_records_stages_nothing(fake: FakeSsh) -> None:
+    from iacloud.providers.libvirt import nic_filter
+
+    assert not nic_filter.stage_move("stack", "srv", H3)  # type: ignore[arg-type]
+    assert fake.calls == [] and facts.members() == []
+
+
 # ---- placement: a port carries its server's host to the network -----------------------------
 
 
@@ -277,7 +336,6 @@ def _server_check(tmp_path: Path, ssh: bool, networks: list[dict[str, Any]],
     from iacloud.providers.libvirt.server import Server
     from iacloud.providers.libvirt.server_inputs import ServerInputs
     from iacloud.providers.libvirt.settings import LibvirtSettings
-    from iacloud.site_hosts import CatalogHost
 
     uri = "qemu+libssh2://root@198.19.250.{}/system?sshauth=privkey&keyfile=/k"
     hosts = {
@@ -303,8 +361,9 @@ def test_a_catalog_host_takes_ports_and_groups_when_it_has_an_ssh_target(tmp_pat
     assert _server_check(tmp_path, False, [{"bridge": BR}]) == []
 
 
-def test_moving_a_server_with_groups_is_refused(tmp_path: Path) -> None:
+def test_a_server_with_groups_may_move_to_a_host_with_an_ssh_target(tmp_path: Path) -> None:
     grouped = [{"bridge": BR, "security_groups": [G1]}]
-    (refused,) = _server_check(tmp_path, True, grouped, host="h2", prior_host="h1")
-    assert "moving a server whose NICs list security groups" in refused
+    assert _server_check(tmp_path, True, grouped, host="h2", prior_host="h1") == []
     assert _server_check(tmp_path, True, [{"port": PORT}], host="h2", prior_host="h1") == []
+    (refused,) = _server_check(tmp_path, False, grouped, host="h2", prior_host="h1")
+    assert "no ssh target" in refused
