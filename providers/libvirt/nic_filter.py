@@ -53,6 +53,13 @@ def _taps(dom: libvirt.virDomain) -> dict[str, str]:
     return taps
 
 
+def host_of(ctx: HostContext | None) -> str | None:
+    """The host a member record names for a NIC on `ctx`: None for this machine's libvirtd."""
+    if ctx is None or ctx.local or ctx.entry is None:
+        return None
+    return ctx.name
+
+
 def placement(ctx: HostContext | None) -> tuple[str | None, SshTarget | None]:
     """Where the server's NICs are filtered: (None, None) for this machine's libvirtd, else
     the catalog host's name and SSH target."""
@@ -151,11 +158,20 @@ def drop(stack_id: str, address: str) -> None:
 
 
 def filtered_macs(
-    stack_id: str, address: str, members: Sequence[facts.MemberRecord] | None = None
+    stack_id: str,
+    address: str,
+    members: Sequence[facts.MemberRecord] | None = None,
+    host: str | None = None,
 ) -> frozenset[str]:
-    """The MACs of the server's NICs that have member records."""
-    return frozenset(
-        m.mac
+    """The MACs of the server's NICs whose member records say they are on `host`, where the
+    read found the domain (None: this machine). None at all while copies staged for a move
+    remain: a run cut off mid-move then reads the NICs as unfiltered, and the update the next
+    plan makes writes the records again for the host the server is on, copies removed."""
+    mine = [
+        m
         for m in (facts.members() if members is None else members)
-        if (m.source, m.stack_id, m.address) == (SOURCE, stack_id, address)
-    )
+        if (m.stack_id, m.address) == (stack_id, address)
+    ]
+    if any(m.source == facts.MOVING for m in mine):
+        return frozenset()
+    return frozenset(m.mac for m in mine if m.source == SOURCE and m.host == host)

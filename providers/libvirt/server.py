@@ -177,9 +177,10 @@ def _definition_inputs(
 ) -> dict[str, Any]:
     """The inputs one definition of a domain (live or persistent) holds: vcpus, memory_mib,
     networks and volumes, in the shape the inputs were written (the definition's own record).
-    filtered: the MACs whose member records exist (`iacloud.secgroups.facts`); a NIC whose
-    groups have none (the host was rebooted, the file removed) reads as having no groups, so
-    the next plan writes them again. None: not checked."""
+    filtered: the MACs whose member records exist (`iacloud.secgroups.facts`) for the host the
+    domain is on; a NIC with groups that has none (the host was rebooted, the file removed, a
+    move cut off) reads as having no groups, a port NIC as a plain bridge NIC, so the next
+    plan writes them again. None: not checked."""
     record = parsed.record
     by_mac = {n.mac: n for n in parsed.nics}
     networks: list[dict[str, Any]] = []
@@ -191,9 +192,12 @@ def _definition_inputs(
         seen.add(nic.mac)
         if rec.key == "port":
             port = rec.port or ""
-            # the NIC still where the port puts it; moved behind our back, it reads as a
-            # plain bridge NIC, so the plan shows the difference
-            same = port_places(port, nic.bridge, nic.mac)
+            # the NIC still where the port puts it, and its member record (which binds the
+            # port's groups to its tap) in place; else it reads as a plain bridge NIC, so the
+            # plan shows the difference and the update puts both right
+            same = port_places(port, nic.bridge, nic.mac) and (
+                filtered is None or nic.mac in filtered
+            )
             entry = {"port": port} if same else {"bridge": nic.bridge, "mac": nic.mac}
         else:
             entry = {rec.key: nic.bridge, "mac": nic.mac if rec.explicit_mac else None}
@@ -584,7 +588,12 @@ class Server(LibvirtResource):
         record = parsed.record
         owner = parsed.owner
         filtered = (
-            nic_filter.filtered_macs(self.provider.stack.id, owner.address, members)
+            nic_filter.filtered_macs(
+                self.provider.stack.id,
+                owner.address,
+                members,
+                nic_filter.host_of(self.provider.here),
+            )
             if owner is not None
             else frozenset()
         )

@@ -325,6 +325,15 @@ def test_security_groups_filter_real_traffic(lab) -> None:
     iacloud("apply", "--auto-approve", str(path))
     assert web0_record.exists()
     iacloud("plan", "--detailed-exitcode", str(path), code=0)
+    # also the record of a NIC filtered only through its port's groups (web1): it binds the
+    # port to the tap; without it the port's groups filter nothing
+    web1_record = next(f for f, m in records if m["address"] == "web1" and m["stack_id"] == sid)
+    web1_record.unlink()
+    iacloud("plan", "--detailed-exitcode", str(path), code=2)
+    iacloud("apply", "--auto-approve", str(path))
+    assert web1_record.exists()
+    iacloud("plan", "--detailed-exitcode", str(path), code=0)
+    assert ping(member, web1) and not ping(other, web1)
 
     # a NIC's groups changed live: web2 moves from sg to peers, the domain keeps running
     conn = libvirt.open("qemu:///system")

@@ -5,6 +5,7 @@ VXLAN) and lists a security group allowing ICMP: the pings are answered, h2's ow
 floating IP on the node's router reaches the h2 guest through its port. A rule deleted by hand
 on h2 is drift the next apply puts back. Moving the h2 guest to h1 is a live migration that
 takes its rules along: h1's table gets them, h2's goes, and the pings are still answered.
+Records left as by a run cut off mid-move are repaired by the next apply.
 Changing the rule to TCP 22 only is then a live update: h1's table follows and the pings go
 unanswered. Destroy leaves our tables on neither host. Everything is named sg* and in
 198.18.0.0/15; the stack is destroyed and the test's outside namespace removed whatever
@@ -12,6 +13,7 @@ happened."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 from lab import NODE, TINY, on, run_stack, workdir
 
+from iacloud.secgroups import facts
 from iacloud.secgroups.compiler import Member
 
 LAN, EXT = "198.18.81", "198.19.81"
@@ -266,6 +269,30 @@ def test_moving_the_guest_to_h1_takes_its_rules_along(work: Path) -> None:
     # the guest on h1 still answers a's pings, through its rules on h1
     last = max(n for n, _ in rounds(work))
     assert all(wait_rounds(work, last + 1, 3))
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    assert not [c for c in plan["changes"] if c["action"] != "no-op"], plan
+
+
+def test_a_move_cut_off_before_the_records_followed_is_repaired_by_the_next_apply(
+    work: Path,
+) -> None:
+    # as a run killed after the migration leaves them: b's record still names h2, and the copy
+    # staged for the move names h1
+    (own,) = [m for m in facts.members() if (m.source, m.address) == ("server", "b")]
+    assert own.host == "h1" and own.ssh is not None
+    h2 = own.ssh.model_copy(update={"target": "h2"})
+    with facts.locked():
+        facts.write_member(dataclasses.replace(own, host="h2", ssh=h2))
+        facts.write_member(dataclasses.replace(own, source=facts.MOVING))
+    plan = json.loads(iacloud(work, "plan", "--json").stdout)
+    changes = [(c["address"], c["action"], c["disruption"]) for c in plan["changes"]
+               if c["action"] != "no-op"]  # fmt: skip
+    assert changes == [("b", "update", "live")], changes
+    done = iacloud(work, "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    mine = [m for m in facts.members() if m.address == "b"]
+    assert [(m.source, m.host) for m in mine] == [("server", "h1")], mine
+    assert h2_table() == "" and own.mac in table("h1", "bridge")
     plan = json.loads(iacloud(work, "plan", "--json").stdout)
     assert not [c for c in plan["changes"] if c["action"] != "no-op"], plan
 
