@@ -51,7 +51,7 @@ from iacloud.stack_view import ResourceView
 from . import storage, virt_type
 from .connection import Connection, failing, unproven_on_loss
 from .domain_xml import parse
-from .host_context import HostContext, copy_image
+from .host_context import HostContext, copy_digest, copy_image
 from .image import Image
 from .listings import Listings as LibvirtListings
 from .pool import Pools
@@ -241,6 +241,17 @@ class LibvirtProvider(Provider):
 
             copy_path, size = copy_image(self.default, ctx, image_id, fmt, digest)
         return copy_path, fmt, size
+
+    def image_of_copy(self, copy_id: str) -> str | None:
+        """The stack's image a host's image copy was made from (None: not a copy, or of no
+        image of this stack): what an imported overlay on a catalog host is backed by."""
+        digest = copy_digest(copy_id)
+        if digest is None:
+            return None
+        with self.on(None):
+            image = self.resource("image")
+            assert isinstance(image, Image)
+            return image.of_copy(digest)
 
     def conn(self) -> libvirt.virConnect:
         return self.here.conn()

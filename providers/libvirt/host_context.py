@@ -97,6 +97,15 @@ def copy_name(sha256: str, fmt: str) -> str:
     return f"{COPY_PREFIX}{sha256[:32]}.{fmt}"
 
 
+def copy_digest(volume_id: str) -> str | None:
+    """The sha256 prefix a host's image copy is named by; None for any other volume."""
+    name = volume_id.rpartition("/")[2]
+    if not name.startswith(COPY_PREFIX):
+        return None
+    digest = name[len(COPY_PREFIX) :].partition(".")[0]
+    return digest if len(digest) == 32 and all(c in "0123456789abcdef" for c in digest) else None
+
+
 def _lock_for(host: str, name: str) -> threading.Lock:
     with _copy_locks_guard:
         return _copy_locks.setdefault((host, name), threading.Lock())

@@ -243,6 +243,21 @@ class Image(StorageResource):
         local = is_local(self.provider.settings.uri)
         return storage.sha256_of(self.conn, vol, path if local else None)
 
+    def of_copy(self, digest: str) -> str | None:
+        """The id of the stack's image whose bytes a host's copy holds (the copy is named by
+        their sha256, `host_context.copy_digest`), by the sha256 recorded at its upload; None
+        when no image of the stack has them."""
+        for sha_file in sorted(self.record_dir().glob("*.sha256")):
+            name = sha_file.name.removesuffix(".sha256")
+            if (self._uploaded_sha(name) or "")[:32] != digest:
+                continue
+            written = (self.load_inputs(name) or {}).get("pool")
+            pool_name = written if isinstance(written, str) else self.provider.settings.pool
+            pool = self.provider.pools.find(self.conn, pool_name)
+            if pool is not None and storage.lookup(pool, name) is not None:
+                return f"{pool.name}/{name}"
+        return None
+
     def _uploaded_sha(self, name: str) -> str | None:
         try:
             return self._sha_file(name).read_text().strip() or None

@@ -239,7 +239,12 @@ class Volume(StorageResource):
             )
         if why := self.wrong_role(name):
             raise ProviderError(f"cannot import {id} as a volume: {why}")
-        return self._observe(pool, vol, self.recorded_pool(pool_name, self.load_inputs(name)))
+        obs = self._observe(pool, vol, self.recorded_pool(pool_name, self.load_inputs(name)))
+        image = obs.inputs.get("image")
+        if isinstance(image, str) and is_copy(image):
+            # on a catalog host: backed by the host's copy of one of the stack's images
+            obs.inputs["image"] = self.provider.image_of_copy(image) or image
+        return obs
 
     # ---------------------------------------------------------------- update
     def update(

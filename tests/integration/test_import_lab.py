@@ -1,9 +1,11 @@
 """Import and volume snapshots on the site's hosts (#16), through the CLI against the real lab
 hosts (scripts/lab-hosts.sh).
 
-Import: a volume made on h2 directly through libvirt, and a server made on h2 and then
-forgotten (`state rm`), are imported into a stack that does not name their host; import finds
-them on h2, state records host h2, and the next plan is empty. An id on no host is an error
+Import: a volume made on h2 directly through libvirt, a server made on h2 and then forgotten
+(`state rm`), and an overlay volume on h2 backed by h2's copy of the stack's image, are
+imported into a stack that does not name their host; import finds them on h2, state records
+host h2 (and the overlay's image as the stack's image, not the copy), and the next plan is
+empty. An id on no host is an error
 naming the hosts searched.
 Snapshots: a volume named on h2, a snapshot of it and a volume made from the snapshot are all
 made in h2's pool (checked in h2's own libvirtd), the plan after is empty, the snapshot
@@ -51,6 +53,12 @@ type = "server"
 image = {{ get_resource = "tiny" }}
 memory_mib = 128
 power_state = "shutoff"
+"""
+OVERLAY = """
+[resources.ov]
+type = "volume"
+size_gib = 1
+image = { get_resource = "tiny" }
 """
 SNAPSHOTS = """
 version = 1
@@ -202,6 +210,28 @@ def test_a_server_on_h2_forgotten_is_imported_from_there(work: Path) -> None:
     assert again["id"] == vm["id"] and again["inputs"]["host"] == "h2"
     with connected(HOSTS["h2"]) as conn:
         assert conn.lookupByUUIDString(vm["id"]).name().startswith("imp-vm")
+    assert_plan_empty(work, "imp.toml")
+
+
+def test_an_overlay_on_h2_forgotten_is_imported_backed_by_the_stacks_image(work: Path) -> None:
+    stack = work / "imp.toml"
+    stack.write_text(DATA + SERVER + OVERLAY + 'host = "h2"\n')
+    done = run_stack(work, "imp.toml", "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    resources = state(work, "imp.toml")
+    ov = resources["ov"]
+    assert ov["inputs"]["image"] == resources["tiny"]["id"]
+    # on h2 it is backed by h2's copy of the image, not by the image itself
+    backing = volumes(HOSTS["h2"])[ov["id"].split("/", 1)[1]].findtext("backingStore/path")
+    assert backing is not None and "/iacsite-copy-" in backing, backing
+    done = run_stack(work, "imp.toml", "state", "rm", "ov")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stack.write_text(DATA + SERVER + OVERLAY)  # the host is no longer named: import finds it
+    done = run_stack(work, "imp.toml", "import", "ov", ov["id"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = state(work, "imp.toml")["ov"]
+    assert again["inputs"]["image"] == resources["tiny"]["id"], again
+    assert again["inputs"]["host"] == "h2"
     assert_plan_empty(work, "imp.toml")
 
 

@@ -4,6 +4,7 @@ destination XML of a live migration."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from iacloud.errors import ProviderError
 from iacloud.provider import HostDown, ObjectRef, Observed, StackInfo
 from iacloud.providers.libvirt import LibvirtProvider
+from iacloud.providers.libvirt.host_context import copy_digest, copy_name
 from iacloud.providers.libvirt.migration import destination_xml
 from iacloud.providers.libvirt.settings import LibvirtSettings
 from iacloud.providers.netlink import span
@@ -155,3 +157,22 @@ def test_a_move_makes_the_targets_default_pool_and_needs_any_other() -> None:
     assert migration._pool(ctx, "iacloud") == "default-pool" and made == ["iacloud"]  # type: ignore[arg-type]
     with pytest.raises(ProviderError, match="pool fast is not on h2"):
         migration._pool(ctx, "fast")  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=64), st.sampled_from(["qcow2", "raw"]))
+def test_an_image_copys_name_gives_back_its_digest(data: bytes, fmt: str) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    assert copy_digest(f"iacloud/{copy_name(digest, fmt)}") == digest[:32]
+
+
+@pytest.mark.parametrize(
+    "volume_id",
+    [
+        "iacloud/iac-0123abcd-data.qcow2",
+        "iacloud/iacsite-copy-xyz.qcow2",
+        "iacloud/iacsite-copy-" + "0" * 31 + ".qcow2",
+        "iacloud/iacsite-debian.qcow2",
+    ],
+)
+def test_other_volumes_have_no_copy_digest(volume_id: str) -> None:
+    assert copy_digest(volume_id) is None
