@@ -135,14 +135,14 @@ def copy_between(source: HostContext, target: HostContext, name: str) -> tuple[s
     of `source`'s default pool), copied from `source` when `target` has none. The bytes are
     checked against the hash in the name: a live migration brings the backing of the disks it
     moves this way, so the image itself need not be read again."""
-    if not name.startswith(COPY_PREFIX):
+    digest = copy_digest(name)
+    if digest is None:
         raise ProviderError(f"{name} is not an image copy")
     src_pool = source.pools.get(source.conn(), None)
     src_vol = storage.lookup(src_pool, name)
     if src_vol is None:
         raise ProviderError(f"image copy {name} is not on {source.label}")
-    prefix = name[len(COPY_PREFIX) :].partition(".")[0]
-    return _ensure_copy(source, src_pool, src_vol, target, name, prefix)
+    return _ensure_copy(source, src_pool, src_vol, target, name, digest)
 
 
 def _ensure_copy(
